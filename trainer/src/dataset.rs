@@ -1,0 +1,295 @@
+//! Labelled image datasets: import from an ImageFolder tree (`ROOT/<label>/<images>`), content
+//! hashing, and the deterministic train/val/test split.
+//!
+//! The split of an image depends only on the sha256 of its bytes, so adding images never moves
+//! an existing image to another split and the test set of one model stays the test set of the
+//! next. Files that are not decodable images are reported and skipped; a class folder with no
+//! usable image is an error (a label nobody can learn is a mistake in the data).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use image::RgbaImage;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::io;
+use crate::{Error, Result};
+
+/// Largest side accepted on import (a decompression-bomb guard; Tux Paint photos are ≤ 600).
+pub const MAX_SIDE: u32 = 8192;
+
+/// Which part of the data an image belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// 80 %: fits the head.
+    Train,
+    /// 10 %: early stopping and model selection.
+    Val,
+    /// 10 %: the reported metrics, never used for any decision.
+    Test,
+}
+
+impl Split {
+    /// The split of an image with this sha256 (hex or raw bytes hashed elsewhere).
+    pub fn of_digest(digest: &[u8; 32]) -> Split {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        match u64::from_be_bytes(head) % 100 {
+            0..80 => Split::Train,
+            80..90 => Split::Val,
+            _ => Split::Test,
+        }
+    }
+}
+
+/// One decoded, labelled image.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Where it came from (for reports).
+    pub source: String,
+    /// Index into [`Dataset::labels`].
+    pub label: usize,
+    /// Lower-case hex sha256 of the original file bytes.
+    pub sha256: String,
+    /// Split derived from the hash.
+    pub split: Split,
+    /// Decoded pixels (RGBA8).
+    pub image: RgbaImage,
+}
+
+/// A file the import skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Path of the file.
+    pub path: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// A labelled image set ready for training.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Sorted class labels; a sample's `label` indexes this.
+    pub labels: Vec<String>,
+    /// Every usable image, sorted by (label, sha256).
+    pub samples: Vec<Sample>,
+    /// Files that were not usable images.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Decode image bytes (format sniffed from content, not the file name) into RGBA8.
+pub fn decode_image(bytes: &[u8]) -> std::result::Result<RgbaImage, String> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not a recognised image format".into());
+    }
+    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!("{w}×{h} exceeds the {MAX_SIDE}-pixel limit"));
+    }
+    let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+    Ok(img.to_rgba8())
+}
+
+/// Hex sha256 and raw digest of some bytes.
+pub fn digest(bytes: &[u8]) -> (String, [u8; 32]) {
+    let d: [u8; 32] = Sha256::digest(bytes).into();
+    (hex::encode(d), d)
+}
+
+impl Dataset {
+    /// Import an ImageFolder tree: every sub-folder of `root` is a label, every file below it
+    /// (recursively) a candidate image. Hidden files and caption `.txt` files are ignored.
+    pub fn import_folder(root: &Path) -> Result<Dataset> {
+        let mut entries: Vec<(String, PathBuf)> = Vec::new();
+        let mut labels = Vec::new();
+        let read = std::fs::read_dir(root).map_err(io(root))?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(io(root))?;
+            if entry.file_type().map_err(io(entry.path()))?.is_dir()
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                dirs.push(entry.path());
+            }
+        }
+        dirs.sort();
+        for dir in dirs {
+            let label = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            validate_label(&label)?;
+            labels.push(label.clone());
+            for file in walkdir::WalkDir::new(&dir).sort_by_file_name() {
+                let file =
+                    file.map_err(|e| Error::Dataset(format!("walking {}: {e}", dir.display())))?;
+                let name = file.file_name().to_string_lossy();
+                if file.file_type().is_file() && !name.starts_with('.') && !name.ends_with(".txt") {
+                    entries.push((label.clone(), file.into_path()));
+                }
+            }
+        }
+        if labels.len() < 2 {
+            return Err(Error::Dataset(format!(
+                "{} has {} class folder(s); need at least 2 (layout: ROOT/<label>/<images>)",
+                root.display(),
+                labels.len()
+            )));
+        }
+        let mut builder = Builder::new(labels);
+        for (label, path) in entries {
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            builder.add(&label, &path.display().to_string(), &bytes)?;
+        }
+        builder.finish()
+    }
+
+    /// Samples of one split, in dataset order.
+    pub fn split(&self, split: Split) -> impl Iterator<Item = &Sample> {
+        self.samples.iter().filter(move |s| s.split == split)
+    }
+
+    /// Count per split and label: `counts[split][label]`.
+    pub fn counts(&self) -> BTreeMap<Split, Vec<usize>> {
+        let mut out = BTreeMap::new();
+        for s in &self.samples {
+            out.entry(s.split)
+                .or_insert_with(|| vec![0; self.labels.len()])[s.label] += 1;
+        }
+        out
+    }
+
+    /// Content id of the exact (image, label) set: sha256 over sorted `sha256 label` lines.
+    pub fn snapshot_id(&self) -> String {
+        let mut lines: Vec<String> = self
+            .samples
+            .iter()
+            .map(|s| format!("{} {}\n", s.sha256, self.labels[s.label]))
+            .collect();
+        lines.sort();
+        digest(lines.concat().as_bytes()).0
+    }
+}
+
+/// Labels are folder names, URL segments and JSON keys: keep them plain.
+pub fn validate_label(label: &str) -> Result<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
+        && !label.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Dataset(format!(
+            "label {label:?} must be 1-64 letters, digits, spaces, '_', '-' or '.'"
+        )))
+    }
+}
+
+/// Incremental dataset assembly from (label, bytes) pairs; used by folder import and by the
+/// api when it snapshots approved uploads.
+#[derive(Debug)]
+pub struct Builder {
+    labels: Vec<String>,
+    index: HashMap<String, usize>,
+    seen: HashMap<String, usize>,
+    samples: Vec<Sample>,
+    skipped: Vec<Skipped>,
+}
+
+impl Builder {
+    /// Start a dataset with these labels (sorted and de-duplicated).
+    pub fn new(mut labels: Vec<String>) -> Self {
+        labels.sort();
+        labels.dedup();
+        let index = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+        Builder {
+            labels,
+            index,
+            seen: HashMap::new(),
+            samples: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Add one file; undecodable files and duplicates are recorded in `skipped`.
+    pub fn add(&mut self, label: &str, source: &str, bytes: &[u8]) -> Result<()> {
+        let label_idx = *self
+            .index
+            .get(label)
+            .ok_or_else(|| Error::Dataset(format!("unknown label {label:?} for {source}")))?;
+        let (sha256, raw) = digest(bytes);
+        if let Some(&first) = self.seen.get(&sha256) {
+            let other = &self.samples[first];
+            let reason = if other.label == label_idx {
+                format!("duplicate of {}", other.source)
+            } else {
+                format!(
+                    "same image as {} but labelled {:?} there",
+                    other.source, self.labels[other.label]
+                )
+            };
+            self.skipped.push(Skipped {
+                path: source.to_string(),
+                reason,
+            });
+            return Ok(());
+        }
+        match decode_image(bytes) {
+            Ok(image) => {
+                self.seen.insert(sha256.clone(), self.samples.len());
+                self.samples.push(Sample {
+                    source: source.to_string(),
+                    label: label_idx,
+                    split: Split::of_digest(&raw),
+                    sha256,
+                    image,
+                });
+            }
+            Err(reason) => self.skipped.push(Skipped {
+                path: source.to_string(),
+                reason,
+            }),
+        }
+        Ok(())
+    }
+
+    /// Check every class has images and return the dataset.
+    pub fn finish(mut self) -> Result<Dataset> {
+        let mut per_label = vec![0usize; self.labels.len()];
+        for s in &self.samples {
+            per_label[s.label] += 1;
+        }
+        let empty: Vec<&str> = self
+            .labels
+            .iter()
+            .zip(&per_label)
+            .filter(|(_, n)| **n == 0)
+            .map(|(l, _)| l.as_str())
+            .collect();
+        if !empty.is_empty() {
+            return Err(Error::Dataset(format!(
+                "class(es) with no usable image: {} (add images or remove the folder)",
+                empty.join(", ")
+            )));
+        }
+        self.samples
+            .sort_by(|a, b| (a.label, &a.sha256).cmp(&(b.label, &b.sha256)));
+        Ok(Dataset {
+            labels: self.labels,
+            samples: self.samples,
+            skipped: self.skipped,
+        })
+    }
+}

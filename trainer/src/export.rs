@@ -1,0 +1,219 @@
+//! ONNX export of the full inference graph: backbone + head + softmax, written with the
+//! prost types that tract-onnx itself parses (`tract_onnx::pb`), so there is a single ONNX
+//! schema in the build.
+//!
+//! Graph: `image [batch, 3, 224, 224]` → Conv (+ Clip 0..6) × 49 with residual Adds →
+//! GlobalAveragePool → Flatten → Gemm → Softmax → `probs [batch, classes]`. Opset 13,
+//! dynamic batch dimension. The weights are the folded ones the candle forward pass uses.
+
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::backbone::{Backbone, ConvLayer, FEATURE_DIM, INPUT_SIZE};
+use crate::train::Head;
+use crate::{Error, Result};
+
+/// ONNX opset the exporter writes.
+pub const OPSET: i64 = 13;
+/// Name of the image input.
+pub const INPUT_NAME: &str = "image";
+/// Name of the probabilities output.
+pub const OUTPUT_NAME: &str = "probs";
+/// Name of the batch dimension symbol.
+pub const BATCH_SYMBOL: &str = "batch";
+
+struct GraphBuilder {
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+}
+
+fn attr_ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints,
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(n) => Value::DimValue(*n),
+                None => Value::DimParam(BATCH_SYMBOL.into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl GraphBuilder {
+    fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data,
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: Vec<String>,
+        attribute: Vec<pb::AttributeProto>,
+    ) -> String {
+        let output = format!("{name}:out");
+        self.nodes.push(pb::NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs,
+            output: vec![output.clone()],
+            attribute,
+            ..Default::default()
+        });
+        output
+    }
+
+    fn conv(&mut self, layer: &ConvLayer, x: String) -> String {
+        let k = layer.kernel;
+        let w = self.initializer(
+            &format!("{}.weight", layer.name),
+            &[layer.out_ch, layer.in_per_group, k, k],
+            &layer.weight,
+        );
+        let b = self.initializer(
+            &format!("{}.bias", layer.name),
+            &[layer.out_ch],
+            &layer.bias,
+        );
+        let attrs = vec![
+            attr_ints("kernel_shape", vec![k as i64, k as i64]),
+            attr_ints("strides", vec![layer.stride as i64; 2]),
+            attr_ints("pads", layer.pads.iter().map(|p| *p as i64).collect()),
+            attr_ints("dilations", vec![1, 1]),
+            attr_int("group", layer.groups as i64),
+        ];
+        let y = self.node("Conv", &layer.name, vec![x, w, b], attrs);
+        if layer.relu6 {
+            let name = format!("{}.relu6", layer.name);
+            self.node(
+                "Clip",
+                &name,
+                vec![y, "relu6.min".into(), "relu6.max".into()],
+                vec![],
+            )
+        } else {
+            y
+        }
+    }
+}
+
+/// Serialise the model as ONNX bytes.
+pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<Vec<u8>> {
+    let (classes, dim) = head.weight.dims2()?;
+    if dim != FEATURE_DIM {
+        return Err(Error::Export(format!(
+            "head expects {dim} features, backbone gives {FEATURE_DIM}"
+        )));
+    }
+    let mut g = GraphBuilder {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    // Scalars for Clip (opset ≥ 11 takes min/max as inputs).
+    g.initializer("relu6.min", &[], &[0.0]);
+    g.initializer("relu6.max", &[], &[6.0]);
+
+    let mut x = g.conv(&backbone.stem, INPUT_NAME.to_string());
+    for (i, block) in backbone.blocks.iter().enumerate() {
+        let input = x.clone();
+        if let Some(expand) = &block.expand {
+            x = g.conv(expand, x);
+        }
+        x = g.conv(&block.depthwise, x);
+        x = g.conv(&block.project, x);
+        if block.residual {
+            x = g.node(
+                "Add",
+                &format!("_blocks.{i}.residual"),
+                vec![x, input],
+                vec![],
+            );
+        }
+    }
+    x = g.conv(&backbone.head, x);
+    x = g.node("GlobalAveragePool", "pool", vec![x], vec![]);
+    x = g.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)]);
+    let w = g.initializer(
+        "head.weight",
+        &[classes, dim],
+        &head.weight.flatten_all()?.to_vec1()?,
+    );
+    let b = g.initializer("head.bias", &[classes], &head.bias.to_vec1()?);
+    x = g.node("Gemm", "head", vec![x, w, b], vec![attr_int("transB", 1)]);
+    g.nodes.push(pb::NodeProto {
+        op_type: "Softmax".into(),
+        name: "softmax".into(),
+        input: vec![x],
+        output: vec![OUTPUT_NAME.into()],
+        attribute: vec![attr_int("axis", 1)],
+        ..Default::default()
+    });
+
+    let size = INPUT_SIZE as i64;
+    let graph = pb::GraphProto {
+        name: "edgeml-classifier".into(),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![value_info(
+            INPUT_NAME,
+            &[None, Some(3), Some(size), Some(size)],
+        )],
+        output: vec![value_info(OUTPUT_NAME, &[None, Some(classes as i64)])],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 7,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "edgeml-trainer".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "EfficientNet-Lite0 (frozen, weights sha256 {}) + linear head, model {model_id}",
+            backbone.weights_sha256
+        ),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}

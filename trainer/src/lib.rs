@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+pub mod backbone;
+pub mod dataset;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod pipeline;
+pub mod train;
+
+pub use error::{Error, Result};

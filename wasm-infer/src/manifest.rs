@@ -1,0 +1,306 @@
+//! The model manifest: the JSON document that describes one exported model.
+//!
+//! It is written by the trainer next to `model.onnx`, stored by the api in its registry and read
+//! by the browser before it runs the model. Every consumer checks it with
+//! [`ModelManifest::validate`]; the session also checks the ONNX bytes against it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Version of the manifest layout. Bump it when a field changes meaning.
+pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Image → probabilities over `labels`.
+    Classify,
+    /// Image or text → L2-normalised embedding in a shared space.
+    Rank,
+}
+
+impl Task {
+    /// The name used in URLs and JSON (`classify`, `rank`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Rank => "rank",
+        }
+    }
+}
+
+/// One dimension of a tensor shape: a fixed size or a named symbol (e.g. `"batch"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(usize),
+    /// A dynamic size, named as in the ONNX graph.
+    Symbol(String),
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbol(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A named graph input or output with its shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Name in the ONNX graph.
+    pub name: String,
+    /// Shape; the first dimension is the batch symbol.
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    /// The shape as text, e.g. `[batch, 3, 224, 224]`.
+    pub fn shape_string(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(Dim::to_string).collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// The ONNX file the manifest belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnnxFile {
+    /// File name next to the manifest (`model.onnx`).
+    pub file: String,
+    /// Lower-case hex sha256 of the file's bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// ONNX opset the graph was written for.
+    pub opset: i64,
+}
+
+/// Memory layout of the image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Batch, channel (R, G, B), height, width.
+    #[serde(rename = "NCHW")]
+    Nchw,
+}
+
+/// How decoded pixels become the model's input tensor (see [`crate::preprocess`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Output side in pixels (the tensor is `size × size`).
+    pub size: u32,
+    /// Inference crop: the centred square whose side is `crop_fraction × min(width, height)`.
+    pub crop_fraction: f32,
+    /// Resampling filter: always `"triangle"` (antialiased bilinear).
+    pub filter: String,
+    /// Colour transparent pixels are composited over, RGB 0–255.
+    pub background: [u8; 3],
+    /// Per-channel mean, subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation, divides after the mean.
+    pub std: [f32; 3],
+    /// Tensor layout.
+    pub layout: Layout,
+}
+
+impl Preprocess {
+    /// The preprocessing EfficientNet-Lite0 (our shipped backbone) was trained with:
+    /// inception-style `(v - 127) / 128` on 0–255 values (checked against ImageNet predictions
+    /// and the stem BatchNorm statistics; ImageNet mean/std overdrives it ~2x).
+    pub fn efficientnet_lite() -> Self {
+        Preprocess {
+            size: 224,
+            crop_fraction: 0.875,
+            filter: "triangle".into(),
+            background: [255, 255, 255],
+            mean: [127.0 / 255.0; 3],
+            std: [128.0 / 255.0; 3],
+            layout: Layout::Nchw,
+        }
+    }
+
+    /// Number of `f32` values one image occupies in the input tensor.
+    pub fn tensor_len(&self) -> usize {
+        3 * self.size as usize * self.size as usize
+    }
+}
+
+/// Precision and recall of one class on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// Class label.
+    pub label: String,
+    /// Test images of this class.
+    pub support: u32,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1 score.
+    pub f1: f64,
+}
+
+/// Evaluation of a classifier on the held-out test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Number of test images.
+    pub n_test: u32,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Unweighted mean of the per-class F1 scores.
+    pub macro_f1: f64,
+    /// Accuracy of always answering the most frequent training class.
+    pub majority_baseline: f64,
+    /// Per-class precision/recall/F1, in label order.
+    pub per_class: Vec<ClassMetrics>,
+    /// `confusion[true][predicted]` counts, in label order.
+    pub confusion: Vec<Vec<u32>>,
+}
+
+/// Everything a consumer needs to know about one exported model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// Manifest layout version ([`MANIFEST_SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Unique id of this model version.
+    pub model_id: String,
+    /// What the model does.
+    pub task: Task,
+    /// The ONNX file and its integrity data.
+    pub onnx: OnnxFile,
+    /// The image input.
+    pub input: TensorSpec,
+    /// The output (probabilities for `classify`).
+    pub output: TensorSpec,
+    /// How to turn pixels into the input tensor.
+    pub preprocess: Preprocess,
+    /// Class labels, in output order (the label map).
+    pub labels: Vec<String>,
+    /// Test-split evaluation, when the model was evaluated.
+    pub metrics: Option<EvalMetrics>,
+    /// Content id of the exact set of (image, label) pairs the model was trained on.
+    pub dataset_snapshot: String,
+    /// The model this one was retrained from, if any.
+    pub parent_model_id: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Version of the trainer that produced it.
+    pub trainer_version: String,
+}
+
+impl ModelManifest {
+    /// Parse and validate a manifest.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let manifest: ModelManifest = serde_json::from_str(json)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Pretty JSON, as written to `manifest.json`.
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// Check internal consistency: schema version, shapes, labels, normalisation.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Manifest(msg));
+        if self.schema_version != MANIFEST_SCHEMA_VERSION {
+            return bad(format!(
+                "schema version {} is not supported (expected {MANIFEST_SCHEMA_VERSION})",
+                self.schema_version
+            ));
+        }
+        if self.model_id.is_empty() {
+            return bad("model_id is empty".into());
+        }
+        if self.onnx.sha256.len() != 64 || !self.onnx.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return bad(format!(
+                "onnx.sha256 {:?} is not 64 hex digits",
+                self.onnx.sha256
+            ));
+        }
+        let p = &self.preprocess;
+        if p.size == 0 || p.size > 1024 {
+            return bad(format!(
+                "preprocess.size {} is out of range 1..=1024",
+                p.size
+            ));
+        }
+        if !(p.crop_fraction > 0.0 && p.crop_fraction <= 1.0) {
+            return bad(format!(
+                "preprocess.crop_fraction {} is not in (0, 1]",
+                p.crop_fraction
+            ));
+        }
+        if p.filter != "triangle" {
+            return bad(format!("preprocess.filter {:?} is not supported", p.filter));
+        }
+        if p.std
+            .iter()
+            .any(|s| s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !s.is_finite())
+        {
+            return bad("preprocess.std must be positive".into());
+        }
+        let expected_input = [None, Some(3), Some(p.size as usize), Some(p.size as usize)];
+        let input_ok = self.input.shape.len() == 4
+            && self
+                .input
+                .shape
+                .iter()
+                .zip(expected_input)
+                .all(|(d, e)| match (d, e) {
+                    (Dim::Symbol(_), None) => true,
+                    (Dim::Fixed(n), Some(m)) => *n == m,
+                    _ => false,
+                });
+        if !input_ok {
+            return bad(format!(
+                "input shape {} must be [batch, 3, {s}, {s}] for preprocess.size {s}",
+                self.input.shape_string(),
+                s = p.size
+            ));
+        }
+        match self.task {
+            Task::Classify => {
+                if self.labels.len() < 2 {
+                    return bad(format!(
+                        "a classifier needs ≥ 2 labels, got {}",
+                        self.labels.len()
+                    ));
+                }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
+                    return bad(format!("label {dup:?} appears twice"));
+                }
+                let out_ok = matches!(
+                    self.output.shape.as_slice(),
+                    [Dim::Symbol(_), Dim::Fixed(n)] if *n == self.labels.len()
+                );
+                if !out_ok {
+                    return bad(format!(
+                        "output shape {} must be [batch, {}] (one score per label)",
+                        self.output.shape_string(),
+                        self.labels.len()
+                    ));
+                }
+            }
+            Task::Rank => {
+                if !matches!(
+                    self.output.shape.as_slice(),
+                    [Dim::Symbol(_), Dim::Fixed(_)]
+                ) {
+                    return bad(format!(
+                        "output shape {} must be [batch, dim]",
+                        self.output.shape_string()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The tract inference session: the exact ONNX the trainer exported, run natively (api,
+//! trainer parity checks) or in the browser (wasm32).
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use crate::manifest::{Dim, ModelManifest, Task};
+use crate::preprocess::{Pixels, image_to_tensor};
+use crate::{Error, Result};
+
+type Runnable = Arc<TypedRunnableModel>;
+
+/// A label with its probability.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Prediction {
+    /// Class label.
+    pub label: String,
+    /// Probability in `[0, 1]`.
+    pub score: f32,
+}
+
+/// A loaded, validated, optimised model ready to run batches.
+pub struct Session {
+    manifest: ModelManifest,
+    plan: Runnable,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("model_id", &self.manifest.model_id)
+            .finish()
+    }
+}
+
+/// Lower-case hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Session {
+    /// Load `onnx` described by `manifest`.
+    ///
+    /// Refuses bytes whose size or sha256 differ from the manifest, and graphs whose input or
+    /// output names and shapes differ from it: a browser must never run a model with the wrong
+    /// preprocessing or label map.
+    pub fn new(onnx: &[u8], manifest: ModelManifest) -> Result<Self> {
+        manifest.validate()?;
+        if onnx.len() as u64 != manifest.onnx.bytes {
+            return Err(Error::Integrity(format!(
+                "file is {} bytes, manifest says {}",
+                onnx.len(),
+                manifest.onnx.bytes
+            )));
+        }
+        let digest = sha256_hex(onnx);
+        if !digest.eq_ignore_ascii_case(&manifest.onnx.sha256) {
+            return Err(Error::Integrity(format!(
+                "sha256 is {digest}, manifest says {}",
+                manifest.onnx.sha256
+            )));
+        }
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(Error::engine)?;
+        let typed = model.into_typed().map_err(Error::engine)?;
+        check_io(&typed, &manifest)?;
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(Error::engine)?;
+        Ok(Session { manifest, plan })
+    }
+
+    /// The manifest this session was created with.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// Run a batch of preprocessed images (`n × 3 × size × size` values, as produced by
+    /// [`crate::preprocess::image_to_tensor`]); returns one output row per image.
+    pub fn run(&self, batch: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let per_image = self.manifest.preprocess.tensor_len();
+        if batch.is_empty() || !batch.len().is_multiple_of(per_image) {
+            return Err(Error::Image(format!(
+                "batch of {} values is not a whole number of {per_image}-value images",
+                batch.len()
+            )));
+        }
+        let n = batch.len() / per_image;
+        let size = self.manifest.preprocess.size as usize;
+        let input = Tensor::from_shape(&[n, 3, size, size], batch).map_err(Error::engine)?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(Error::engine)?;
+        let out = outputs
+            .first()
+            .ok_or_else(|| Error::Engine("model produced no output".into()))?;
+        let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
+        let shape = view.shape().to_vec();
+        if shape.len() != 2 || shape[0] != n {
+            return Err(Error::Graph(format!(
+                "output shape {shape:?} for a batch of {n}"
+            )));
+        }
+        let values: Vec<f32> = view.iter().copied().collect();
+        Ok(values.chunks(shape[1]).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Classify one decoded image: preprocess, run, return the `k` most probable labels.
+    pub fn classify(&self, pixels: &Pixels<'_>, k: usize) -> Result<Vec<Prediction>> {
+        if self.manifest.task != Task::Classify {
+            return Err(Error::Manifest(format!(
+                "model {} is a {} model, not a classifier",
+                self.manifest.model_id,
+                self.manifest.task.as_str()
+            )));
+        }
+        let input = image_to_tensor(pixels, &self.manifest.preprocess)?;
+        let probs = self.run(&input)?.remove(0);
+        Ok(top_k(&probs, &self.manifest.labels, k))
+    }
+}
+
+/// The `k` highest scores with their labels, best first (ties keep label order).
+pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
+    let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| Prediction {
+            label: labels[i].clone(),
+            score: scores[i],
+        })
+        .collect()
+}
+
+/// Compare the graph's declared input/output names and shapes with the manifest.
+fn check_io(model: &TypedModel, manifest: &ModelManifest) -> Result<()> {
+    if model.inputs.len() != 1 || model.outputs.len() != 1 {
+        return Err(Error::Graph(format!(
+            "expected 1 input and 1 output, graph has {} and {}",
+            model.inputs.len(),
+            model.outputs.len()
+        )));
+    }
+    let pairs = [
+        ("input", model.inputs[0], &manifest.input),
+        ("output", model.outputs[0], &manifest.output),
+    ];
+    for (what, outlet, spec) in pairs {
+        // Inputs are source nodes named after the input; outputs carry the ONNX value name
+        // as the outlet label.
+        let name = model
+            .outlet_label(outlet)
+            .unwrap_or(&model.node(outlet.node).name);
+        if *name != spec.name {
+            return Err(Error::Graph(format!(
+                "{what} is named {name:?} in the graph, {:?} in the manifest",
+                spec.name
+            )));
+        }
+        let fact = model.outlet_fact(outlet).map_err(Error::engine)?;
+        if fact.datum_type != f32::datum_type() {
+            return Err(Error::Graph(format!(
+                "{what} is {:?}, not f32",
+                fact.datum_type
+            )));
+        }
+        let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
+        let matches = dims.len() == spec.shape.len()
+            && dims
+                .iter()
+                .zip(&spec.shape)
+                .all(|(d, m)| match (d.to_i64(), m) {
+                    (Ok(v), Dim::Fixed(n)) => usize::try_from(v).is_ok_and(|v| v == *n),
+                    (Err(_), Dim::Symbol(_)) => true,
+                    _ => false,
+                });
+        if !matches {
+            let graph: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            return Err(Error::Graph(format!(
+                "{what} {name:?} has shape [{}] in the graph, {} in the manifest",
+                graph.join(", "),
+                spec.shape_string()
+            )));
+        }
+    }
+    Ok(())
+}

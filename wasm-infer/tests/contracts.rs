@@ -1,0 +1,139 @@
+//! The shared contracts: manifest JSON round-trip and validation, preprocessing golden values.
+
+use wasm_infer::preprocess::image_to_tensor;
+use wasm_infer::session::sha256_hex;
+use wasm_infer::*;
+
+fn fixture(path: &str) -> image::RgbaImage {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(path);
+    image::open(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .to_rgba8()
+}
+
+fn manifest() -> ModelManifest {
+    ModelManifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        model_id: "cls-test".into(),
+        task: Task::Classify,
+        onnx: OnnxFile {
+            file: "model.onnx".into(),
+            sha256: "ab".repeat(32),
+            bytes: 10,
+            opset: 13,
+        },
+        input: TensorSpec {
+            name: "image".into(),
+            shape: vec![
+                Dim::Symbol("batch".into()),
+                Dim::Fixed(3),
+                Dim::Fixed(224),
+                Dim::Fixed(224),
+            ],
+        },
+        output: TensorSpec {
+            name: "probs".into(),
+            shape: vec![Dim::Symbol("batch".into()), Dim::Fixed(2)],
+        },
+        preprocess: Preprocess::efficientnet_lite(),
+        labels: vec!["cat".into(), "dog".into()],
+        metrics: Some(EvalMetrics {
+            n_test: 2,
+            accuracy: 0.5,
+            macro_f1: 0.5,
+            majority_baseline: 0.5,
+            per_class: vec![],
+            confusion: vec![vec![1, 0], vec![1, 0]],
+        }),
+        dataset_snapshot: "cd".repeat(32),
+        parent_model_id: Some("cls-parent".into()),
+        created_at: "2026-11-25T19:00:00Z".into(),
+        trainer_version: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn manifest_round_trips_through_json() {
+    let m = manifest();
+    let json = m.to_json().unwrap();
+    assert!(json.contains(r#""task": "classify""#), "{json}");
+    assert!(json.contains(r#""layout": "NCHW""#), "{json}");
+    assert!(
+        json.contains(r#""batch","#) || json.contains(r#""batch""#),
+        "{json}"
+    );
+    let back = ModelManifest::from_json(&json).unwrap();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn inconsistent_manifests_are_refused_with_a_reason() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut ModelManifest)>)> = vec![
+        ("schema version 9", Box::new(|m| m.schema_version = 9)),
+        (
+            "must be [batch, 3] (one score per label)",
+            Box::new(|m| m.labels.push("bird".into())),
+        ),
+        (
+            "appears twice",
+            Box::new(|m| m.labels = vec!["cat".into(), "cat".into()]),
+        ),
+        (
+            "must be [batch, 3, 224, 224]",
+            Box::new(|m| m.input.shape[2] = Dim::Fixed(192)),
+        ),
+        (
+            "not 64 hex digits",
+            Box::new(|m| m.onnx.sha256 = "xyz".into()),
+        ),
+        (
+            "std must be positive",
+            Box::new(|m| m.preprocess.std[1] = 0.0),
+        ),
+    ];
+    for (expected, mutate) in cases {
+        let mut m = manifest();
+        mutate(&mut m);
+        let err = ModelManifest::from_json(&m.to_json().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    let err = ModelManifest::from_json("{\"schema_version\": 1}")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing field"), "{err}");
+}
+
+/// Golden values for a real photo: any change to the preprocessing (filter, rounding, order
+/// of operations, alpha handling) changes these, and with them every deployed model's inputs.
+/// The wasm32 build is checked against the same values.
+#[test]
+fn preprocessing_golden_values() {
+    let img = fixture("tuxpaint-mini/animals/echidna.png");
+    let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).unwrap();
+    let t = image_to_tensor(&px, &Preprocess::efficientnet_lite()).unwrap();
+    assert_eq!(t.len(), 3 * 224 * 224);
+    let bytes: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let probe = [
+        t[0],
+        t[224 * 112 + 112],
+        t[224 * 224 + 5000],
+        t[2 * 224 * 224 + 40000],
+    ];
+    println!(
+        "golden: {} {:?} {}",
+        sha256_hex(&bytes),
+        probe,
+        t.iter().sum::<f32>()
+    );
+    assert_eq!(probe, GOLDEN_PROBE);
+    assert_eq!(sha256_hex(&bytes), GOLDEN_SHA256);
+}
+
+/// White background maps to exactly 1.0 under `(v - 127) / 128`.
+pub const GOLDEN_PROBE: [f32; 4] = [1.0, -0.677843, -0.97740716, -0.99218744];
+/// sha256 of the whole tensor's little-endian bytes.
+pub const GOLDEN_SHA256: &str = "d39ca826d76ebe8730d96ba9b8a20734278702366e5ef6f97d53e1ad8f810f15";
