@@ -471,7 +471,7 @@ fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// Write `model.onnx`, `manifest.json`, `metrics.json`, `head.safetensors` to `out_dir`
+/// Write `model.onnx`, `manifest.json`, `metrics.json`, `report.svg`, `head.safetensors` to `out_dir`
 /// atomically (temporary sibling folder, then rename; an existing `out_dir` is replaced).
 pub fn write_model_dir(out_dir: &Path, onnx: &[u8], head: &Head, report: &RunReport) -> Result<()> {
     let parent = out_dir

@@ -105,6 +105,17 @@ fn train_export_and_verify_on_real_photos() {
         report.history.len()
     );
     assert!(out.join("head.safetensors").exists());
+    let svg = std::fs::read_to_string(out.join("report.svg")).unwrap();
+    assert_eq!(
+        svg.matches(r#"class="curve""#).count(),
+        4,
+        "4 training curves"
+    );
+    assert_eq!(
+        svg.matches(r#"class="cell""#).count(),
+        49,
+        "7×7 confusion matrix"
+    );
     assert_eq!(manifest.dataset_snapshot, dataset.snapshot_id());
 
     // The deployed artefact (tract, as the api and browser load it) classifies a test photo the
