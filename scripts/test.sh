@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Installs what it needs (assets, Rust wasm target).
+# The whole test suite, as CI runs it. Installs what it needs (assets, the Rust wasm target,
+# wasm-bindgen-cli); needs node (for the wasm parity test) and python3.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,13 +12,15 @@ scripts/fetch-assets.sh
 
 step "toolchain targets"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+cargo clippy -p wasm-infer --target wasm32-unknown-unknown --release -- -D warnings
 
-step "wasm32 build of the shared inference crate"
-cargo build -p wasm-infer --target wasm32-unknown-unknown --release
+step "wasm32 build of the shared inference crate (+ wasm-bindgen, for the wasm parity test)"
+scripts/build-wasm.sh
 
 step "tests"
 cargo test --workspace --release

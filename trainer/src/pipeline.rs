@@ -498,6 +498,7 @@ pub fn write_model_dir(out_dir: &Path, onnx: &[u8], head: &Head, report: &RunRep
         "metrics.json",
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
+    write("report.svg", crate::report::svg(report).as_bytes())?;
     head.save(&tmp.join("head.safetensors"))?;
     if out_dir.exists() {
         std::fs::remove_dir_all(out_dir).map_err(io(out_dir))?;

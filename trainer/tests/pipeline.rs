@@ -144,6 +144,7 @@ fn train_export_and_verify_on_real_photos() {
     );
 
     refuses_tampered_models(&onnx, &manifest);
+    wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
     same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
 }
 
@@ -190,6 +191,112 @@ fn refuses_tampered_models(onnx: &[u8], manifest: &ModelManifest) {
     wrong_labels.output.shape[1] = wasm_infer::Dim::Fixed(wrong_labels.labels.len());
     let err = Session::new(onnx, wrong_labels).unwrap_err();
     assert!(err.to_string().contains("in the graph"), "{err}");
+}
+
+/// The same images through candle, native tract and the wasm32 build (run by node): bit-identical
+/// preprocessing, probabilities within 1e-4, same top-1. Needs `scripts/build-wasm.sh`.
+fn wasm_agrees_with_candle_and_native_tract(
+    dataset: &Dataset,
+    backbone: &Backbone,
+    model_dir: &Path,
+    native: &Session,
+) {
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.ancestors().nth(3).unwrap();
+    let pkg = std::env::var_os("EDGEML_WASM_PKG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir.join("wasm-pkg/node"));
+    assert!(
+        pkg.join("wasm_infer.js").exists(),
+        "wasm build missing at {}: run scripts/build-wasm.sh (scripts/test.sh does)",
+        pkg.display()
+    );
+    let head = trainer::train::Head::load(&model_dir.join("head.safetensors")).unwrap();
+    let cases_dir = tempfile::tempdir().unwrap();
+    let chosen: Vec<_> = dataset.split(Split::Test).take(8).collect();
+    let mut cases = Vec::new();
+    let mut expected = Vec::new();
+    for (i, s) in chosen.iter().enumerate() {
+        let file = format!("case{i}.rgba");
+        std::fs::write(cases_dir.path().join(&file), s.image.as_raw()).unwrap();
+        cases.push(
+            serde_json::json!({"file": file, "width": s.image.width(), "height": s.image.height()}),
+        );
+        let px = pipeline::pixels(s).unwrap();
+        let tensor =
+            wasm_infer::preprocess::image_to_tensor(&px, &native.manifest().preprocess).unwrap();
+        let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let input =
+            candle_core::Tensor::from_slice(&tensor, (1, 3, 224, 224), &candle_core::Device::Cpu)
+                .unwrap();
+        let candle = head
+            .probabilities(&backbone.features(&input).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .remove(0);
+        let tract = native.run(&tensor).unwrap().remove(0);
+        expected.push((sha256_hex(&bytes), candle, tract));
+    }
+    std::fs::write(
+        cases_dir.path().join("cases.json"),
+        serde_json::to_vec(&cases).unwrap(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wasm-parity.mjs");
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .arg(&pkg)
+        .arg(model_dir)
+        .arg(cases_dir.path())
+        .output()
+        .expect("node must be installed");
+    assert!(
+        output.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+    let mut worst = (0f32, 0f32);
+    for (r, (sha, candle, tract)) in got["results"].as_array().unwrap().iter().zip(&expected) {
+        assert_eq!(
+            r["tensor_sha256"].as_str().unwrap(),
+            sha,
+            "wasm preprocessing differs from native"
+        );
+        let wasm: Vec<f32> = r["probs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(wasm.len(), candle.len());
+        let diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        worst = (
+            worst.0.max(diff(&wasm, candle)),
+            worst.1.max(diff(&wasm, tract)),
+        );
+        assert_eq!(argmax(&wasm), argmax(candle));
+        assert_eq!(
+            r["top"][0]["label"].as_str().unwrap(),
+            native.manifest().labels[argmax(tract)]
+        );
+    }
+    println!(
+        "wasm vs candle max |Δp| {:.2e}, wasm vs native tract {:.2e}",
+        worst.0, worst.1
+    );
+    assert!(worst.0 <= 1e-4 && worst.1 <= 1e-4, "{worst:?}");
+    let tamper = got["tamper_error"]
+        .as_str()
+        .expect("a tampered model must be refused in wasm too");
+    assert!(tamper.contains("sha256 is"), "{tamper}");
 }
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {

@@ -5,6 +5,9 @@ pub mod manifest;
 pub mod preprocess;
 pub mod session;
 
+#[cfg(target_arch = "wasm32")]
+pub mod bindings;
+
 pub use error::{Error, Result};
 pub use manifest::{
     ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,

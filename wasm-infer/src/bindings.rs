@@ -1,0 +1,71 @@
+//! The JavaScript face of the crate (wasm32 only): a thin `#[wasm_bindgen]` layer over
+//! [`Session`] and [`crate::preprocess`]. Everything here delegates to the plain Rust API that
+//! the native tests exercise; nothing is computed differently in the browser.
+
+use wasm_bindgen::prelude::*;
+
+use crate::preprocess::{PixelFormat, Pixels, image_to_tensor};
+use crate::{ModelManifest, Session};
+
+fn js_err(e: crate::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A model loaded in the browser.
+#[wasm_bindgen(js_name = Session)]
+pub struct WasmSession {
+    inner: Session,
+}
+
+#[wasm_bindgen(js_class = Session)]
+impl WasmSession {
+    /// Load ONNX bytes described by a manifest (JSON text). Throws if the bytes do not match the
+    /// manifest's sha256/size or the graph does not match its shapes.
+    #[wasm_bindgen(constructor)]
+    pub fn new(onnx: &[u8], manifest_json: &str) -> Result<WasmSession, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmSession {
+            inner: Session::new(onnx, manifest).map_err(js_err)?,
+        })
+    }
+
+    /// Classify RGBA pixels (canvas `ImageData.data`) of any size; returns JSON
+    /// `[{"label": ..., "score": ...}, ...]`, best first, `k` entries.
+    pub fn classify(
+        &self,
+        rgba: &[u8],
+        width: u32,
+        height: u32,
+        k: usize,
+    ) -> Result<String, JsError> {
+        let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
+        let top = self.inner.classify(&pixels, k).map_err(js_err)?;
+        serde_json::to_string(&top).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Run already-preprocessed input (`n × 3 × size × size` values); returns the flattened
+    /// output rows.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, JsError> {
+        Ok(self.inner.run(input).map_err(js_err)?.concat())
+    }
+
+    /// The model's manifest as JSON.
+    #[wasm_bindgen(js_name = manifestJson)]
+    pub fn manifest_json(&self) -> Result<String, JsError> {
+        self.inner.manifest().to_json().map_err(js_err)
+    }
+}
+
+/// The model input tensor for RGBA pixels under a manifest's preprocessing (for checks and
+/// benchmarks; `Session.classify` does this itself).
+#[wasm_bindgen]
+pub fn preprocess(
+    rgba: &[u8],
+    width: u32,
+    height: u32,
+    manifest_json: &str,
+) -> Result<Vec<f32>, JsError> {
+    let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+    let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
+    image_to_tensor(&pixels, &manifest.preprocess).map_err(js_err)
+}
