@@ -145,6 +145,7 @@ fn train_export_and_verify_on_real_photos() {
 
     refuses_tampered_models(&onnx, &manifest);
     wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
+    cli_eval_and_export_reproduce_the_model(&out, &manifest);
     same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
 }
 
@@ -297,6 +298,43 @@ fn wasm_agrees_with_candle_and_native_tract(
         .as_str()
         .expect("a tampered model must be refused in wasm too");
     assert!(tamper.contains("sha256 is"), "{tamper}");
+}
+
+/// `trainer eval` re-scores the exported file with tract and reports the pipeline's accuracy;
+/// `trainer export` rebuilds the same bytes from `head.safetensors` and passes parity again.
+fn cli_eval_and_export_reproduce_the_model(model_dir: &Path, manifest: &ModelManifest) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/datasets/tuxpaint-photos");
+    let trainer = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "trainer {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let model = model_dir.to_str().unwrap();
+    let data = data.to_str().unwrap();
+    let m = manifest.metrics.as_ref().unwrap();
+    let eval = trainer(&["eval", "--model", model, "--data", data]);
+    let headline = format!("accuracy: {:.3}   macro-F1: {:.3}", m.accuracy, m.macro_f1);
+    assert!(eval.contains(&headline), "{eval}");
+
+    let before = std::fs::read(model_dir.join("model.onnx")).unwrap();
+    let export = trainer(&["export", "--model", model, "--data", data]);
+    assert!(export.contains("parity on 64 images"), "{export}");
+    let after = std::fs::read(model_dir.join("model.onnx")).unwrap();
+    assert_eq!(
+        sha256_hex(&before),
+        sha256_hex(&after),
+        "export is deterministic"
+    );
+    let json = std::fs::read_to_string(model_dir.join("manifest.json")).unwrap();
+    assert_eq!(&ModelManifest::from_json(&json).unwrap(), manifest);
 }
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
