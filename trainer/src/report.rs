@@ -73,14 +73,14 @@ pub fn svg(report: &RunReport) -> String {
             r#"<polyline class="curve" fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
             points.join(" ")
         );
-        let ly = y0 + 16.0 + 16.0 * k as f64;
+        // Legend in a row under the plot, clear of the curves.
+        let lx = x0 + 105.0 * k as f64;
+        let ly = y0 + ph + 40.0;
         let _ = write!(
             s,
-            r#"<rect x="{}" y="{}" width="10" height="10" fill="{colour}"/><text x="{}" y="{}">{name}</text>"#,
-            x0 + pw - 110.0,
+            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{colour}"/><text x="{}" y="{ly}">{name}</text>"#,
             ly - 9.0,
-            x0 + pw - 95.0,
-            ly
+            lx + 15.0,
         );
     }
     let best_x = px(report.best_epoch.saturating_sub(1));
@@ -103,12 +103,13 @@ pub fn svg(report: &RunReport) -> String {
         let cell = side / k as f64;
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}">test: accuracy {:.3}, macro-F1 {:.3}, majority {:.3} (rows true, columns predicted)</text>"#,
-            cx - 130.0,
-            cy - 8.0,
+            r#"<text x="{}" y="{}">test split: accuracy {:.3} · macro-F1 {:.3} · majority {:.3}</text><text x="{cx}" y="{}">rows: true class · columns: predicted</text>"#,
+            cx - 110.0,
+            cy - 12.0,
             metrics.accuracy,
             metrics.macro_f1,
-            metrics.majority_baseline
+            metrics.majority_baseline,
+            cy + side + 20.0
         );
         for (i, row) in metrics.confusion.iter().enumerate() {
             let total: u32 = row.iter().sum::<u32>().max(1);
