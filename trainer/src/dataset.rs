@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::RgbaImage;
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,8 @@ impl Split {
     }
 }
 
-/// One decoded, labelled image.
+/// One labelled image. It keeps the encoded file bytes, not the pixels, so a dataset costs its
+/// size on disk in memory; [`Sample::decode`] gives the pixels when they are needed.
 #[derive(Debug, Clone)]
 pub struct Sample {
     /// Where it came from (for reports).
@@ -55,8 +57,24 @@ pub struct Sample {
     pub sha256: String,
     /// Split derived from the hash.
     pub split: Split,
-    /// Decoded pixels (RGBA8).
-    pub image: RgbaImage,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    bytes: Arc<[u8]>,
+}
+
+impl Sample {
+    /// Decode the pixels (RGBA8). The bytes decoded once at import, so this only fails if
+    /// memory runs out.
+    pub fn decode(&self) -> Result<RgbaImage> {
+        decode_image(&self.bytes).map_err(|e| Error::Dataset(format!("{}: {e}", self.source)))
+    }
+
+    /// The original file bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// A file the import skipped, and why.
@@ -254,7 +272,9 @@ impl Builder {
                     label: label_idx,
                     split: Split::of_digest(&raw),
                     sha256,
-                    image,
+                    width: image.width(),
+                    height: image.height(),
+                    bytes: Arc::from(bytes),
                 });
             }
             Err(reason) => self.skipped.push(Skipped {

@@ -284,7 +284,7 @@ fn eval(model: &Path, data: &Path) -> Result<()> {
             unknown += 1;
             continue;
         };
-        let top = session.classify(&pipeline::pixels(s)?, 1)?;
+        let top = session.classify(&pipeline::pixels(&s.decode()?)?, 1)?;
         let p = manifest
             .labels
             .iter()

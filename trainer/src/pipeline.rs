@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use image::RgbaImage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -129,15 +130,19 @@ pub struct RunMeta {
     pub parent_model_id: Option<String>,
 }
 
-/// Borrow a sample's pixels for the shared preprocessing.
-pub fn pixels(sample: &Sample) -> Result<Pixels<'_>> {
-    let img = &sample.image;
+/// Borrow decoded pixels for the shared preprocessing.
+pub fn pixels(img: &RgbaImage) -> Result<Pixels<'_>> {
     Ok(Pixels::new(
         img.width(),
         img.height(),
         PixelFormat::Rgba8,
         img.as_raw(),
     )?)
+}
+
+/// Decode a sample and preprocess it for inference (centre crop).
+fn inference_tensor(sample: &Sample, prep: &Preprocess) -> Result<Vec<f32>> {
+    Ok(image_to_tensor(&pixels(&sample.decode()?)?, prep)?)
 }
 
 /// A random resized crop (area fraction in `[min_area, 1]`, aspect 3/4–4/3) plus a coin flip.
@@ -245,25 +250,22 @@ pub fn run(
             images_per_sec: done as f64 / secs,
         })
     };
-    let clean = |s: &&Sample| -> Result<Vec<f32>> { Ok(image_to_tensor(&pixels(s)?, &prep)?) };
+    let clean = |s: &&Sample| inference_tensor(s, &prep);
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_f00d);
     let mut train_views = Vec::with_capacity(config.views);
     for _ in 0..config.views {
         let boxes: Vec<(CropBox, bool)> = train
             .iter()
-            .map(|s| {
-                random_view(
-                    &mut rng,
-                    s.image.width(),
-                    s.image.height(),
-                    config.min_crop_area,
-                )
-            })
+            .map(|s| random_view(&mut rng, s.width, s.height, config.min_crop_area))
             .collect();
-        let inputs = train
-            .iter()
-            .zip(boxes)
-            .map(|(s, (crop, flip))| Ok(image_to_tensor_with(&pixels(s)?, &prep, crop, flip)?));
+        let inputs = train.iter().zip(boxes).map(|(s, (crop, flip))| {
+            Ok(image_to_tensor_with(
+                &pixels(&s.decode()?)?,
+                &prep,
+                crop,
+                flip,
+            )?)
+        });
         train_views.push(features_of(backbone, inputs, train.len(), &mut tick)?);
     }
     let train_secs = t0.elapsed().as_secs_f64();
@@ -419,7 +421,7 @@ pub fn check_parity(
     for group in chosen.chunks(FEATURE_BATCH) {
         let mut batch = Vec::new();
         for s in group {
-            batch.extend(image_to_tensor(&pixels(s)?, &manifest.preprocess)?);
+            batch.extend(inference_tensor(s, &manifest.preprocess)?);
         }
         let input = Tensor::from_slice(
             &batch,

@@ -124,13 +124,8 @@ fn train_export_and_verify_on_real_photos() {
     let mut agree = 0;
     let test: Vec<_> = dataset.split(Split::Test).collect();
     for s in &test {
-        let px = Pixels::new(
-            s.image.width(),
-            s.image.height(),
-            PixelFormat::Rgba8,
-            s.image.as_raw(),
-        )
-        .unwrap();
+        let img = s.decode().unwrap();
+        let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).unwrap();
         let top = session.classify(&px, 3).unwrap();
         assert_eq!(top.len(), 3);
         assert!(top[0].score >= top[1].score && top[1].score >= top[2].score);
@@ -219,11 +214,10 @@ fn wasm_agrees_with_candle_and_native_tract(
     let mut expected = Vec::new();
     for (i, s) in chosen.iter().enumerate() {
         let file = format!("case{i}.rgba");
-        std::fs::write(cases_dir.path().join(&file), s.image.as_raw()).unwrap();
-        cases.push(
-            serde_json::json!({"file": file, "width": s.image.width(), "height": s.image.height()}),
-        );
-        let px = pipeline::pixels(s).unwrap();
+        let img = s.decode().unwrap();
+        std::fs::write(cases_dir.path().join(&file), img.as_raw()).unwrap();
+        cases.push(serde_json::json!({"file": file, "width": img.width(), "height": img.height()}));
+        let px = pipeline::pixels(&img).unwrap();
         let tensor =
             wasm_infer::preprocess::image_to_tensor(&px, &native.manifest().preprocess).unwrap();
         let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
