@@ -141,6 +141,7 @@ fn train_export_and_verify_on_real_photos() {
     refuses_tampered_models(&onnx, &manifest);
     wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
     cli_eval_and_export_reproduce_the_model(&out, &manifest);
+    parity_fails_loudly_when_candle_and_onnx_disagree(&dataset, &backbone, &out, &onnx, &manifest);
     same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
 }
 
@@ -329,6 +330,28 @@ fn cli_eval_and_export_reproduce_the_model(model_dir: &Path, manifest: &ModelMan
     );
     let json = std::fs::read_to_string(model_dir.join("manifest.json")).unwrap();
     assert_eq!(&ModelManifest::from_json(&json).unwrap(), manifest);
+}
+
+/// A head that is not the one inside the ONNX (here: one logit shifted) must fail the check
+/// with the image and the size of the disagreement named.
+fn parity_fails_loudly_when_candle_and_onnx_disagree(
+    dataset: &Dataset,
+    backbone: &Backbone,
+    model_dir: &Path,
+    onnx: &[u8],
+    manifest: &ModelManifest,
+) {
+    let mut head = trainer::train::Head::load(&model_dir.join("head.safetensors")).unwrap();
+    let mut bias = head.bias.to_vec1::<f32>().unwrap();
+    bias[0] += 0.05;
+    head.bias = candle_core::Tensor::new(bias, &candle_core::Device::Cpu).unwrap();
+    let err = pipeline::check_parity(dataset, backbone, &head, onnx, manifest).unwrap_err();
+    assert!(matches!(err, trainer::Error::Parity(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("probabilities differ by") || text.contains("candle predicts"),
+        "{text}"
+    );
 }
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
