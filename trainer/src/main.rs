@@ -54,6 +54,18 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Classify image files with an exported model (tract, as deployed); prints the top-k labels.
+    Predict {
+        /// Model folder with model.onnx and manifest.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// How many labels to print per image.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Image files (PNG, JPEG, WebP, GIF, BMP).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Rebuild model.onnx from the folder's head.safetensors and re-run the parity check.
     Export {
         /// Model folder written by `train`.
@@ -131,6 +143,7 @@ fn main() -> Result<()> {
             print_report(&report, &out);
         }
         Command::Eval { model, data } => eval(&model, &data)?,
+        Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {
             model,
             data,
@@ -317,6 +330,25 @@ fn eval(model: &Path, data: &Path) -> Result<()> {
         manifest.model_id,
         trainer::eval::render(&metrics)
     );
+    Ok(())
+}
+
+fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
+    let (manifest, onnx) = read_manifest(model)?;
+    let session = Session::new(&onnx, manifest)?;
+    for path in images {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let img = trainer::dataset::decode_image(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let started = std::time::Instant::now();
+        let top = session.classify(&pipeline::pixels(&img)?, k)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let labels: Vec<String> = top
+            .iter()
+            .map(|p| format!("{} {:.3}", p.label, p.score))
+            .collect();
+        println!("{}\t{}\t({ms:.1} ms)", path.display(), labels.join(", "));
+    }
     Ok(())
 }
 

@@ -319,6 +319,22 @@ fn cli_eval_and_export_reproduce_the_model(model_dir: &Path, manifest: &ModelMan
     let headline = format!("accuracy: {:.3}   macro-F1: {:.3}", m.accuracy, m.macro_f1);
     assert!(eval.contains(&headline), "{eval}");
 
+    // `predict` on a test photo prints its top label first, as the library does.
+    let sample = dataset_test_photo(data, model_dir, manifest);
+    let predicted = trainer(&[
+        "predict",
+        "--model",
+        model,
+        "--top",
+        "2",
+        sample.0.to_str().unwrap(),
+    ]);
+    let line = predicted.lines().next().unwrap();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields.len(), 3, "{line}");
+    assert_eq!(fields[1].split(", ").count(), 2, "{line}");
+    assert!(fields[1].starts_with(&format!("{} ", sample.1)), "{line}");
+
     let before = std::fs::read(model_dir.join("model.onnx")).unwrap();
     let export = trainer(&["export", "--model", model, "--data", data]);
     assert!(export.contains("parity on 64 images"), "{export}");
@@ -352,6 +368,19 @@ fn parity_fails_loudly_when_candle_and_onnx_disagree(
         text.contains("probabilities differ by") || text.contains("candle predicts"),
         "{text}"
     );
+}
+
+/// A test-split photo and the label the exported model (library API) gives it.
+fn dataset_test_photo(data: &str, model_dir: &Path, manifest: &ModelManifest) -> (PathBuf, String) {
+    let dataset = Dataset::import_folder(Path::new(data)).unwrap();
+    let s = dataset.split(Split::Test).next().unwrap();
+    let onnx = std::fs::read(model_dir.join("model.onnx")).unwrap();
+    let session = Session::new(&onnx, manifest.clone()).unwrap();
+    let img = s.decode().unwrap();
+    let top = session
+        .classify(&pipeline::pixels(&img).unwrap(), 1)
+        .unwrap();
+    (PathBuf::from(&s.source), top[0].label.clone())
 }
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
