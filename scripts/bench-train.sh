@@ -8,7 +8,7 @@
 # CPU-only (see the docstring of bench_train_torch.py for why the stubs are needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${TORCH_VENV:-$HOME/.cache/edgeml-bench/torchvenv}
+VENV=${TORCH_VENV:-${HOME:-/root}/.cache/edgeml-bench/torchvenv}
 DATA=assets/datasets/tuxpaint-photos
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-TOOLS=${EDGEML_TOOLS:-$HOME/.cache/edgeml-tools}
+TOOLS=${EDGEML_TOOLS:-${HOME:-/root}/.cache/edgeml-tools}
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
