@@ -65,15 +65,10 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Decode the pixels (RGBA8). The bytes decoded once at import, so this only fails if
-    /// memory runs out.
+    /// Decode the pixels (RGBA8). The bytes already decoded once at import, so this only fails
+    /// if memory runs out.
     pub fn decode(&self) -> Result<RgbaImage> {
         decode_image(&self.bytes).map_err(|e| Error::Dataset(format!("{}: {e}", self.source)))
-    }
-
-    /// The original file bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
     }
 }
 

@@ -140,7 +140,7 @@ fn train_export_and_verify_on_real_photos() {
 
     refuses_tampered_models(&onnx, &manifest);
     wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
-    cli_eval_and_export_reproduce_the_model(&out, &manifest);
+    cli_eval_and_export_reproduce_the_model(&dataset, &session, &out, &manifest);
     parity_fails_loudly_when_candle_and_onnx_disagree(&dataset, &backbone, &out, &onnx, &manifest);
     same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
 }
@@ -297,7 +297,12 @@ fn wasm_agrees_with_candle_and_native_tract(
 
 /// `trainer eval` re-scores the exported file with tract and reports the pipeline's accuracy;
 /// `trainer export` rebuilds the same bytes from `head.safetensors` and passes parity again.
-fn cli_eval_and_export_reproduce_the_model(model_dir: &Path, manifest: &ModelManifest) {
+fn cli_eval_and_export_reproduce_the_model(
+    dataset: &Dataset,
+    session: &Session,
+    model_dir: &Path,
+    manifest: &ModelManifest,
+) {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/datasets/tuxpaint-photos");
     let trainer = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -320,7 +325,12 @@ fn cli_eval_and_export_reproduce_the_model(model_dir: &Path, manifest: &ModelMan
     assert!(eval.contains(&headline), "{eval}");
 
     // `predict` on a test photo prints its top label first, as the library does.
-    let sample = dataset_test_photo(data, model_dir, manifest);
+    let s = dataset.split(Split::Test).next().unwrap();
+    let img = s.decode().unwrap();
+    let expected = session
+        .classify(&pipeline::pixels(&img).unwrap(), 1)
+        .unwrap();
+    let sample = (PathBuf::from(&s.source), expected[0].label.clone());
     let predicted = trainer(&[
         "predict",
         "--model",
@@ -368,19 +378,6 @@ fn parity_fails_loudly_when_candle_and_onnx_disagree(
         text.contains("probabilities differ by") || text.contains("candle predicts"),
         "{text}"
     );
-}
-
-/// A test-split photo and the label the exported model (library API) gives it.
-fn dataset_test_photo(data: &str, model_dir: &Path, manifest: &ModelManifest) -> (PathBuf, String) {
-    let dataset = Dataset::import_folder(Path::new(data)).unwrap();
-    let s = dataset.split(Split::Test).next().unwrap();
-    let onnx = std::fs::read(model_dir.join("model.onnx")).unwrap();
-    let session = Session::new(&onnx, manifest.clone()).unwrap();
-    let img = s.decode().unwrap();
-    let top = session
-        .classify(&pipeline::pixels(&img).unwrap(), 1)
-        .unwrap();
-    (PathBuf::from(&s.source), top[0].label.clone())
 }
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
