@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs (assets, the Rust wasm target,
-# wasm-bindgen-cli); needs node (for the wasm parity test) and python3.
+# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] from PyPI); needs node (for the wasm
+# parity test) and python3.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,10 @@ cargo clippy -p wasm-infer --target wasm32-unknown-unknown --release -- -D warni
 
 step "wasm32 build of the shared inference crate (+ wasm-bindgen, for the wasm parity test)"
 scripts/build-wasm.sh
+
+step "test servers: PostgreSQL and an S3 server (moto) on loopback"
+# shellcheck source=scripts/test-services.sh
+source scripts/test-services.sh
 
 step "tests"
 cargo test --workspace --release

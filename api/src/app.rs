@@ -1,0 +1,285 @@
+//! Wiring: connect database and storage, seed the first dataset, queue the first training,
+//! start workers and maintenance, serve with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, OnceCell, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::RateLimiter;
+use crate::images::{self, Limits, Uploader};
+use crate::jobs::{self, Worker};
+use crate::metrics::Metrics;
+use crate::predict::Predictor;
+use crate::registry;
+use crate::storage::Storage;
+use crate::{Error, Result};
+
+/// Orphan blobs younger than this are left alone (an upload may be between blob and row).
+pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
+
+/// Shared server state.
+pub struct AppState {
+    /// Configuration.
+    pub cfg: Config,
+    /// Metadata.
+    pub db: Db,
+    /// Blobs.
+    pub storage: Storage,
+    /// Prometheus collectors.
+    pub metrics: Arc<Metrics>,
+    /// Server-side inference.
+    pub predictor: Predictor,
+    /// Admin bearer token.
+    pub admin_token: String,
+    /// Upload rate limit.
+    pub limiter: RateLimiter,
+    /// Wakes in-process workers when a run is queued.
+    pub wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// Image limits from the configuration.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_side: self.cfg.max_image_side,
+            max_pixels: self.cfg.max_image_pixels,
+        }
+    }
+
+    /// Queue an auto-retrain if due; returns the run id.
+    pub async fn auto_retrain(&self, dataset_id: &str) -> Option<String> {
+        match jobs::maybe_auto_retrain(&self.db, dataset_id, self.cfg.auto_retrain_after).await {
+            Ok(Some(run)) => {
+                self.wake.notify_waiters();
+                Some(run.id)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "auto-retrain check failed");
+                None
+            }
+        }
+    }
+
+    /// A worker sharing this state's database, storage and metrics.
+    pub fn worker(&self, backbone: Arc<OnceCell<Arc<trainer::backbone::Backbone>>>) -> Worker {
+        Worker {
+            db: self.db.clone(),
+            storage: self.storage.clone(),
+            backbone_path: self.cfg.backbone_path(),
+            backbone,
+            gate_margin: self.cfg.gate_margin,
+            id: Worker::make_id(),
+            heartbeat: Duration::from_millis(500),
+            wake: self.wake.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Connect, migrate and open storage; resolve the admin token.
+pub async fn state(cfg: Config) -> Result<Arc<AppState>> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let url = cfg.database_url();
+    let db = Db::connect(&url).await?;
+    let storage = Storage::from_config(&cfg)?;
+    tracing::info!(database = %crate::db::redact(&url), storage = %storage.describe(), "connected");
+    let admin_token = match cfg.admin_token.clone().filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => {
+            let t = crate::util::random_hex(16);
+            tracing::warn!(token = %t, "ADMIN_TOKEN not set: generated a development admin token (production mode refuses this)");
+            t
+        }
+    };
+    Ok(Arc::new(AppState {
+        limiter: RateLimiter::new(cfg.upload_rate_per_min, cfg.upload_burst),
+        metrics: Arc::new(Metrics::new()?),
+        predictor: Predictor::default(),
+        wake: Arc::new(Notify::new()),
+        admin_token,
+        cfg,
+        db,
+        storage,
+    }))
+}
+
+/// First start: import the seed folder as the `default` dataset (approved), and queue a first
+/// training when no champion exists.
+pub async fn bootstrap(st: &AppState) -> Result<()> {
+    if images::list_datasets(&st.db).await?.is_empty() {
+        let dir = st.cfg.seed_dir();
+        let mut labels = Vec::new();
+        if let Some(d) = &dir {
+            for e in std::fs::read_dir(d)? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    labels.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        labels.sort();
+        images::create_dataset(&st.db, Some("default"), "default", &labels).await?;
+        if let Some(d) = dir {
+            seed_images(st, &d, &labels).await?;
+        }
+    }
+    if st.cfg.train_on_start && registry::current(&st.db, "classify").await?.is_none() {
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status IN ('queued', 'running')")
+                .fetch_one(st.db.pool())
+                .await?;
+        let approved: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM images WHERE dataset_id = 'default' AND status = 'approved'",
+        )
+        .fetch_one(st.db.pool())
+        .await?;
+        if active == 0 && approved > 0 {
+            let run = jobs::enqueue(
+                &st.db,
+                "default",
+                &trainer::train::TrainConfig::default(),
+                "startup: no model yet",
+            )
+            .await?;
+            tracing::info!(run = %run.id, images = approved, "no champion model: training a first one (progress: GET /api/train/{}/events)", run.id);
+        }
+    }
+    Ok(())
+}
+
+async fn seed_images(st: &AppState, dir: &std::path::Path, labels: &[String]) -> Result<()> {
+    let seeder = Uploader {
+        name: "seed".into(),
+        admin: true,
+    };
+    let mut total = 0;
+    for label in labels {
+        let mut files = Vec::new();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join(label))?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if !e.file_type()?.is_file() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes = bytes::Bytes::from(std::fs::read(e.path())?);
+            match images::check_image(&name, bytes, st.limits()) {
+                Ok(c) => files.push(c),
+                Err(err) => tracing::debug!(file = %name, error = %err, "seed: skipped"),
+            }
+        }
+        total += files.len();
+        images::ingest(&st.db, &st.storage, "default", label, files, &seeder).await?;
+    }
+    tracing::info!(images = total, labels = labels.len(), dir = %dir.display(), "seed dataset imported");
+    Ok(())
+}
+
+/// A running server (and its workers and maintenance task).
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Shared state.
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Server {
+    /// Ask for a graceful stop and wait for it.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Wait until the server stopped (after its signal fired or `shutdown`).
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+/// Start everything on `listener`; stops when `shutdown()` is called on the result or when
+/// `signal` completes.
+pub async fn start(
+    st: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Server> {
+    let addr = listener.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let backbone = Arc::new(OnceCell::new());
+    let mut workers = Vec::new();
+    for _ in 0..st.cfg.workers {
+        workers.push(tokio::spawn(
+            st.worker(backbone.clone()).run_forever(stop_rx.clone()),
+        ));
+    }
+    let maint = tokio::spawn(maintenance(st.clone(), stop_rx.clone()));
+    let router = crate::http::router(st.clone());
+    let stop_signal = stop.clone();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_signal.send(true);
+    });
+    let mut rx = stop_rx.clone();
+    let state = st.clone();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|s| *s).await;
+            tracing::info!("shutting down: draining requests, stopping workers");
+        });
+        let r = serve.await;
+        for w in workers {
+            let _ = w.await;
+        }
+        maint.abort();
+        state.db.close().await;
+        r.map_err(Error::Io)
+    });
+    tracing::info!(%addr, "listening (docs: http://{addr}/docs)");
+    Ok(Server {
+        addr,
+        state: st,
+        stop,
+        task,
+    })
+}
+
+/// Every few seconds: re-queue runs of dead workers; every hour: sweep orphan blobs.
+async fn maintenance(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let lease_ms = (st.cfg.worker_lease_secs as i64) * 1000;
+    let mut last_sweep: Option<std::time::Instant> = None;
+    loop {
+        match jobs::reap_stale(&st.db, lease_ms).await {
+            Ok(ids) if !ids.is_empty() => st.wake.notify_waiters(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reaping stale runs failed"),
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+            match images::sweep_orphans(&st.db, &st.storage, ORPHAN_GRACE_MS).await {
+                Ok(r) if r.images + r.model_files > 0 => tracing::info!(?r, "orphan blobs removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+            }
+            last_sweep = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => if *stop.borrow() { return; },
+        }
+    }
+}

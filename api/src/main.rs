@@ -1,0 +1,121 @@
+//! `api`: the edgeml server (`api` / `api serve`) and the standalone training worker
+//! (`api worker`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use api::config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "edgeml server: uploads, review, retraining, model registry, predictions"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    cfg: Config,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the api and web app (the default).
+    Serve(Config),
+    /// Run training jobs from the shared database and storage, without serving HTTP.
+    Worker {
+        #[command(flatten)]
+        cfg: Config,
+        /// Run at most one queued job, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => serve(cli.cfg).await,
+        Some(Cmd::Serve(cfg)) => serve(cfg).await,
+        Some(Cmd::Worker { cfg, once }) => worker(cfg, once).await,
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    init_logs(cfg.production);
+    let listen = cfg.listen;
+    let st = api::app::state(cfg).await.context("starting the server")?;
+    api::app::bootstrap(&st)
+        .await
+        .context("first-start bootstrap")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let server = api::app::start(st, listener, shutdown_signal()).await?;
+    let st = server.state.clone();
+    eprintln!(
+        "edgeml api on http://{} (docs: http://{}/docs)",
+        server.addr, server.addr
+    );
+    if st.cfg.admin_token.is_none() {
+        eprintln!("development admin token: {}", st.admin_token);
+    }
+    // `start` wired the signal to a graceful stop; wait for the server to finish.
+    server.wait().await.context("server")
+}
+
+async fn worker(cfg: Config, once: bool) -> anyhow::Result<()> {
+    init_logs(cfg.production);
+    let st = api::app::state(cfg).await.context("starting the worker")?;
+    let w = st.worker(Arc::new(tokio::sync::OnceCell::new()));
+    if once {
+        match w.run_once().await? {
+            Some((run, outcome)) => eprintln!("run {run}: {outcome:?}"),
+            None => eprintln!("no queued run"),
+        }
+        return Ok(());
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    w.run_forever(rx).await;
+    st.db.close().await;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Prometheus metrics: HTTP requests and latency per route, uploads, predictions, training
+//! runs, the serving model version. One registry per server (tests run several side by side).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::{Error, Result};
+
+/// All collectors.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_total{method, route, status}`.
+    pub requests: IntCounterVec,
+    /// `http_request_duration_seconds{method, route}`.
+    pub latency: HistogramVec,
+    /// `uploads_total{result}` (per file: stored, duplicate; per request: rejected).
+    pub uploads: IntCounterVec,
+    /// `predictions_total{result}`.
+    pub predictions: IntCounterVec,
+    /// `training_runs_total{outcome}` finished by workers of this process.
+    pub training_runs: IntCounterVec,
+    /// `model_info{task, model_id}` = 1 for the champion this process last served.
+    pub model: IntGaugeVec,
+}
+
+fn err(e: prometheus::Error) -> Error {
+    Error::Internal(format!("metrics: {e}"))
+}
+
+impl Metrics {
+    /// Register every collector.
+    pub fn new() -> Result<Self> {
+        let registry = Registry::new_custom(Some("edgeml".into()), None).map_err(err)?;
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .map_err(err)?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            &["method", "route"],
+        )
+        .map_err(err)?;
+        let uploads = IntCounterVec::new(
+            Opts::new("uploads_total", "Uploaded images by result"),
+            &["result"],
+        )
+        .map_err(err)?;
+        let predictions = IntCounterVec::new(
+            Opts::new("predictions_total", "Server-side predictions"),
+            &["result"],
+        )
+        .map_err(err)?;
+        let training_runs = IntCounterVec::new(
+            Opts::new(
+                "training_runs_total",
+                "Training runs finished by this process",
+            ),
+            &["outcome"],
+        )
+        .map_err(err)?;
+        let model = IntGaugeVec::new(
+            Opts::new("model_info", "Champion model served"),
+            &["task", "model_id"],
+        )
+        .map_err(err)?;
+        for c in [&requests, &uploads, &predictions, &training_runs] {
+            registry.register(Box::new(c.clone())).map_err(err)?;
+        }
+        registry.register(Box::new(latency.clone())).map_err(err)?;
+        registry.register(Box::new(model.clone())).map_err(err)?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            uploads,
+            predictions,
+            training_runs,
+            model,
+        })
+    }
+
+    /// Record the champion being served.
+    pub fn set_model(&self, task: &str, model_id: &str) {
+        self.model.reset();
+        self.model.with_label_values(&[task, model_id]).set(1);
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> Result<String> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(err)?;
+        String::from_utf8(buf).map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+/// Middleware: count and time every request by its route template (not the raw path, so ids
+/// do not explode the label set).
+pub async fn track(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| {
+            if req.uri().path().starts_with("/api/") {
+                "unmatched".into()
+            } else {
+                "static".into()
+            }
+        });
+    let method = req.method().as_str().to_string();
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    metrics
+        .latency
+        .with_label_values(&[&method, &route])
+        .observe(t0.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .with_label_values(&[&method, &route, resp.status().as_str()])
+        .inc();
+    resp
+}

@@ -1,0 +1,461 @@
+//! Model registry: every finished run registers a candidate (files first, then the row); a
+//! quality gate decides whether it replaces the champion; promotion and rollback keep a
+//! history so rollbacks walk back through earlier champions.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wasm_infer::manifest::{EvalMetrics, ModelManifest};
+
+use crate::db::Db;
+use crate::storage::{Storage, model_key};
+use crate::util::{new_id, now_ms};
+use crate::{Error, Result};
+
+/// Model stages.
+pub mod stage {
+    /// Registered, not serving.
+    pub const CANDIDATE: &str = "candidate";
+    /// The model clients download (one per task).
+    pub const CHAMPION: &str = "champion";
+    /// A former champion.
+    pub const ARCHIVED: &str = "archived";
+}
+
+/// Files of a model version copied to storage (`models/<id>/<file>`).
+pub const MODEL_FILES: [&str; 5] = [
+    "model.onnx",
+    "manifest.json",
+    "metrics.json",
+    "report.svg",
+    "head.safetensors",
+];
+
+/// The quality gate's verdict on a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GateDecision {
+    /// Promote the candidate.
+    pub promote: bool,
+    /// Metric compared (`accuracy` on the held-out test split).
+    pub metric: String,
+    /// Candidate's value.
+    pub candidate: f64,
+    /// Champion's value, if there was one.
+    pub champion: Option<f64>,
+    /// Champion compared against.
+    pub champion_id: Option<String>,
+    /// Majority-class baseline of the candidate's test split.
+    pub baseline: f64,
+    /// Allowed regression.
+    pub margin: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Decide: the candidate must beat the majority baseline and be no worse than the champion by
+/// more than `margin`.
+pub fn gate(
+    candidate: &EvalMetrics,
+    champion: Option<(&str, &EvalMetrics)>,
+    margin: f64,
+) -> GateDecision {
+    let c = candidate.accuracy;
+    let base = candidate.majority_baseline;
+    let mut d = GateDecision {
+        promote: false,
+        metric: "accuracy".into(),
+        candidate: c,
+        champion: champion.map(|(_, m)| m.accuracy),
+        champion_id: champion.map(|(id, _)| id.to_string()),
+        baseline: base,
+        margin,
+        reason: String::new(),
+    };
+    if c <= base {
+        d.reason = format!("accuracy {c:.3} does not beat the majority baseline {base:.3}");
+        return d;
+    }
+    match champion {
+        None => {
+            d.promote = true;
+            d.reason = format!("no champion yet; accuracy {c:.3} beats the baseline {base:.3}");
+        }
+        Some((id, m)) if c + 1e-12 >= m.accuracy - margin => {
+            d.promote = true;
+            d.reason = format!(
+                "accuracy {c:.3} vs champion {id} {:.3} (allowed regression {margin:.3})",
+                m.accuracy
+            );
+        }
+        Some((id, m)) => {
+            d.reason = format!(
+                "accuracy {c:.3} is more than {margin:.3} below champion {id} ({:.3})",
+                m.accuracy
+            );
+        }
+    }
+    d
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct ModelRow {
+    id: String,
+    dataset_id: String,
+    task: String,
+    run_id: Option<String>,
+    stage: String,
+    sha256: String,
+    bytes: i64,
+    manifest: String,
+    gate: String,
+    created_at: i64,
+    promoted_at: Option<i64>,
+}
+
+/// A registered model version.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelInfo {
+    /// Model id (also the manifest's `model_id`).
+    pub id: String,
+    /// Dataset it was trained on.
+    pub dataset_id: String,
+    /// `classify` or `rank`.
+    pub task: String,
+    /// Training run that produced it.
+    pub run_id: Option<String>,
+    /// `candidate`, `champion` or `archived`.
+    pub stage: String,
+    /// sha256 of `model.onnx`.
+    pub sha256: String,
+    /// Size of `model.onnx`.
+    pub bytes: i64,
+    /// The manifest (labels, preprocessing, metrics, …).
+    #[schema(value_type = Object)]
+    pub manifest: ModelManifest,
+    /// The gate's verdict at registration.
+    pub gate: GateDecision,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the last promotion.
+    pub promoted_at: Option<i64>,
+}
+
+impl TryFrom<ModelRow> for ModelInfo {
+    type Error = Error;
+    fn try_from(r: ModelRow) -> Result<Self> {
+        Ok(ModelInfo {
+            manifest: ModelManifest::from_json(&r.manifest)?,
+            gate: serde_json::from_str(&r.gate)?,
+            id: r.id,
+            dataset_id: r.dataset_id,
+            task: r.task,
+            run_id: r.run_id,
+            stage: r.stage,
+            sha256: r.sha256,
+            bytes: r.bytes,
+            created_at: r.created_at,
+            promoted_at: r.promoted_at,
+        })
+    }
+}
+
+/// The champion of a task, if any.
+pub async fn current(db: &Db, task: &str) -> Result<Option<ModelInfo>> {
+    let row: Option<ModelRow> =
+        sqlx::query_as("SELECT * FROM models WHERE task = $1 AND stage = $2")
+            .bind(task)
+            .bind(stage::CHAMPION)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(ModelInfo::try_from).transpose()
+}
+
+/// One model; `NotFound` when absent.
+pub async fn get(db: &Db, id: &str) -> Result<ModelInfo> {
+    let row: ModelRow = sqlx::query_as("SELECT * FROM models WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no model {id:?}")))?;
+    row.try_into()
+}
+
+/// Models, newest first.
+pub async fn list(db: &Db, task: Option<&str>, limit: i64) -> Result<Vec<ModelInfo>> {
+    let rows: Vec<ModelRow> = sqlx::query_as(
+        "SELECT * FROM models WHERE ($1 IS NULL OR task = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(task.map(str::to_string))
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter().map(ModelInfo::try_from).collect()
+}
+
+/// Copy a trained model folder to storage, insert the candidate, run the gate and promote it
+/// if it passes. Files are written before the row; if the row cannot be written the files are
+/// deleted again.
+pub async fn register(
+    db: &Db,
+    storage: &Storage,
+    model_dir: &Path,
+    dataset_id: &str,
+    run_id: Option<&str>,
+    margin: f64,
+) -> Result<ModelInfo> {
+    let manifest_json = tokio::fs::read_to_string(model_dir.join("manifest.json")).await?;
+    let manifest = ModelManifest::from_json(&manifest_json)?;
+    if !crate::storage::is_safe_id(&manifest.model_id) {
+        return Err(Error::Internal(format!(
+            "model id {:?} is not key-safe",
+            manifest.model_id
+        )));
+    }
+    let metrics = manifest
+        .metrics
+        .clone()
+        .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
+    let id = manifest.model_id.clone();
+    let mut written = Vec::new();
+    let upload = async {
+        for file in MODEL_FILES {
+            let bytes = tokio::fs::read(model_dir.join(file)).await?;
+            let key = model_key(&id, file);
+            storage.put(&key, Bytes::from(bytes)).await?;
+            written.push(key);
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    let result = match upload {
+        Ok(()) => {
+            insert_and_gate(
+                db,
+                &manifest,
+                &manifest_json,
+                &metrics,
+                dataset_id,
+                run_id,
+                margin,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        for key in &written {
+            if let Err(e) = storage.delete(key).await {
+                tracing::warn!(%key, error = %e, "could not delete files of a failed registration");
+            }
+        }
+    }
+    result
+}
+
+async fn insert_and_gate(
+    db: &Db,
+    manifest: &ModelManifest,
+    manifest_json: &str,
+    metrics: &EvalMetrics,
+    dataset_id: &str,
+    run_id: Option<&str>,
+    margin: f64,
+) -> Result<ModelInfo> {
+    let task = manifest.task.as_str();
+    let champion = current(db, task).await?;
+    let decision = gate(
+        metrics,
+        champion
+            .as_ref()
+            .and_then(|c| c.manifest.metrics.as_ref().map(|m| (c.id.as_str(), m))),
+        margin,
+    );
+    let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO models (id, dataset_id, task, run_id, stage, sha256, bytes, manifest, gate, created_at, promoted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
+    )
+    .bind(&manifest.model_id)
+    .bind(dataset_id)
+    .bind(task)
+    .bind(run_id.map(str::to_string))
+    .bind(stage::CANDIDATE)
+    .bind(&manifest.onnx.sha256)
+    .bind(manifest.onnx.bytes as i64)
+    .bind(manifest_json)
+    .bind(serde_json::to_string(&decision)?)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if decision.promote {
+        let previous = champion.as_ref().map(|c| c.id.clone());
+        swap_champion(
+            &mut tx,
+            task,
+            &manifest.model_id,
+            previous.as_deref(),
+            previous.as_deref(),
+            "gate",
+            "trainer",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(model = %manifest.model_id, promote = decision.promote, reason = %decision.reason, "model registered");
+    get(db, &manifest.model_id).await
+}
+
+/// Archive `previous` (the current champion), make `model_id` champion, record the promotion
+/// with `history_previous` as the model a later rollback returns to.
+async fn swap_champion(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    task: &str,
+    model_id: &str,
+    previous: Option<&str>,
+    history_previous: Option<&str>,
+    reason: &str,
+    actor: &str,
+) -> Result<()> {
+    let now = now_ms();
+    if let Some(prev) = previous {
+        sqlx::query("UPDATE models SET stage = $1 WHERE id = $2 AND stage = $3")
+            .bind(stage::ARCHIVED)
+            .bind(prev)
+            .bind(stage::CHAMPION)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let done = sqlx::query("UPDATE models SET stage = $1, promoted_at = $2 WHERE id = $3")
+        .bind(stage::CHAMPION)
+        .bind(now)
+        .bind(model_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(
+                "another promotion changed the champion at the same time; retry".into(),
+            ),
+            _ => Error::Db(e),
+        })?;
+    if done.rows_affected() != 1 {
+        return Err(Error::NotFound(format!("no model {model_id:?}")));
+    }
+    sqlx::query(
+        "INSERT INTO promotions (id, task, model_id, previous_model_id, reason, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id("promo"))
+    .bind(task)
+    .bind(model_id)
+    .bind(history_previous.map(str::to_string))
+    .bind(reason)
+    .bind(actor)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Make a model the champion of its task (manual override of the gate).
+pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
+    let model = get(db, id).await?;
+    let champion = current(db, &model.task).await?;
+    if champion.as_ref().is_some_and(|c| c.id == id) {
+        return Err(Error::Conflict(format!("{id} is already the champion")));
+    }
+    let previous = champion.map(|c| c.id);
+    let mut tx = db.pool().begin().await?;
+    swap_champion(
+        &mut tx,
+        &model.task,
+        id,
+        previous.as_deref(),
+        previous.as_deref(),
+        "manual",
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, id).await
+}
+
+/// Replace champion `id` by the model it replaced; returns the restored champion.
+pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
+    let model = get(db, id).await?;
+    if model.stage != stage::CHAMPION {
+        return Err(Error::Conflict(format!(
+            "{id} is not the champion (it is {})",
+            model.stage
+        )));
+    }
+    let previous: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT previous_model_id FROM promotions WHERE model_id = $1 AND task = $2 ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(id)
+    .bind(&model.task)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(target) = previous.flatten() else {
+        return Err(Error::Conflict(format!(
+            "{id} has no earlier champion to roll back to"
+        )));
+    };
+    // The restored model's own predecessor, so a second rollback goes further back.
+    let before_target: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT previous_model_id FROM promotions WHERE model_id = $1 AND task = $2 ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(&target)
+    .bind(&model.task)
+    .fetch_optional(db.pool())
+    .await?;
+    let mut tx = db.pool().begin().await?;
+    swap_champion(
+        &mut tx,
+        &model.task,
+        &target,
+        Some(id),
+        before_target.flatten().as_deref(),
+        &format!("rollback from {id}"),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, &target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(acc: f64, base: f64) -> EvalMetrics {
+        EvalMetrics {
+            n_test: 100,
+            accuracy: acc,
+            macro_f1: acc,
+            majority_baseline: base,
+            per_class: vec![],
+            confusion: vec![],
+        }
+    }
+
+    #[test]
+    fn first_model_needs_to_beat_the_baseline() {
+        assert!(gate(&m(0.8, 0.4), None, 0.02).promote);
+        let d = gate(&m(0.4, 0.4), None, 0.02);
+        assert!(!d.promote);
+        assert!(d.reason.contains("baseline"), "{}", d.reason);
+    }
+
+    #[test]
+    fn regression_within_the_margin_is_allowed() {
+        let champ = m(0.80, 0.4);
+        assert!(gate(&m(0.79, 0.4), Some(("c", &champ)), 0.02).promote);
+        assert!(gate(&m(0.78, 0.4), Some(("c", &champ)), 0.02).promote);
+        let d = gate(&m(0.77, 0.4), Some(("c", &champ)), 0.02);
+        assert!(!d.promote);
+        assert_eq!(d.champion_id.as_deref(), Some("c"));
+        assert!(gate(&m(0.80, 0.4), Some(("c", &champ)), 0.0).promote);
+        assert!(!gate(&m(0.799, 0.4), Some(("c", &champ)), 0.0).promote);
+    }
+}

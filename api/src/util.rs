@@ -1,0 +1,50 @@
+//! Small helpers: clock, random ids.
+
+use rand::RngCore;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A new id: `<prefix>-<time hex><random>`, sortable by creation time, key-safe.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:011x}{}", now_ms(), random_hex(4))
+}
+
+/// Constant-time string comparison (for tokens).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_key_safe_and_distinct() {
+        let a = new_id("run");
+        let b = new_id("run");
+        assert_ne!(a, b);
+        assert!(crate::storage::is_safe_id(&a), "{a}");
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq("secret-token", "secret-token"));
+        assert!(!ct_eq("secret-token", "secret-tokem"));
+        assert!(!ct_eq("short", "longer"));
+    }
+}

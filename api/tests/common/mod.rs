@@ -1,0 +1,287 @@
+//! Shared harness: a real server on a loopback port over SQLite or PostgreSQL and local or S3
+//! storage (the servers `scripts/test-services.sh` starts), plus real images.
+#![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
+
+use std::path::{Path, PathBuf};
+
+use api::config::Config;
+use api::db::Db;
+use api::storage::Storage;
+use futures::StreamExt;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Which metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sql {
+    Sqlite,
+    Postgres,
+}
+
+/// Which blob store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blobs {
+    Local,
+    S3,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the api tests through scripts/test.sh (it starts PostgreSQL and an \
+             S3 server on loopback), or `source scripts/test-services.sh` first"
+        )
+    })
+}
+
+fn rand_suffix() -> String {
+    api::util::random_hex(6)
+}
+
+/// A fresh PostgreSQL database on the test server.
+pub async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let admin = required_env("EDGEML_TEST_POSTGRES_URL");
+    sqlx::any::install_default_drivers();
+    let name = format!("edgeml_test_{}", rand_suffix());
+    let mut c = sqlx::AnyConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    format!("{base}/{name}")
+}
+
+/// A fresh bucket on the S3 test server.
+pub async fn fresh_bucket() -> (String, String) {
+    let endpoint = required_env("EDGEML_TEST_S3_ENDPOINT");
+    let bucket = format!("edgeml-test-{}", rand_suffix());
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    (endpoint, bucket)
+}
+
+/// A configuration for a test server in `dir`.
+pub async fn config(dir: &Path, sql: Sql, blobs: Blobs) -> Config {
+    let mut c = Config::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.data_dir = dir.to_path_buf();
+    c.database_url = Some(match sql {
+        Sql::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+        Sql::Postgres => fresh_postgres().await,
+    });
+    match blobs {
+        Blobs::Local => c.storage_url = Some(format!("file://{}", dir.join("objects").display())),
+        Blobs::S3 => {
+            let (endpoint, bucket) = fresh_bucket().await;
+            c.storage_url = Some(format!("s3://{bucket}"));
+            c.s3_endpoint = Some(endpoint);
+            c.s3_access_key_id = Some("test".into());
+            c.s3_secret_access_key = Some("test".into());
+        }
+    }
+    if matches!(blobs, Blobs::Local) {
+        std::fs::create_dir_all(dir.join("objects")).unwrap();
+    }
+    c.admin_token = Some(TOKEN.into());
+    c.static_dir = dir.join("no-static");
+    c.no_seed = true;
+    c.train_on_start = false;
+    c.auto_retrain_after = 0;
+    c.workers = 0;
+    c
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub server: Option<api::app::Server>,
+    pub cfg: Config,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(sql: Sql, blobs: Blobs, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), sql, blobs).await;
+        tweak(&mut cfg);
+        Self::start_with(cfg, dir).await
+    }
+
+    pub async fn start_with(cfg: Config, dir: tempfile::TempDir) -> TestServer {
+        let st = api::app::state(cfg.clone()).await.unwrap();
+        api::app::bootstrap(&st).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = api::app::start(st, listener, std::future::pending())
+            .await
+            .unwrap();
+        TestServer {
+            base: format!("http://{}", server.addr),
+            http: reqwest::Client::new(),
+            server: Some(server),
+            cfg,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.server.as_ref().unwrap().state.db
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.server.as_ref().unwrap().state.storage
+    }
+
+    pub fn state(&self) -> &std::sync::Arc<api::app::AppState> {
+        &self.server.as_ref().unwrap().state
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn admin_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).bearer_auth(TOKEN).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Add labels to the `default` dataset.
+    pub async fn add_labels(&self, labels: &[&str]) {
+        for l in labels {
+            let r = self
+                .admin_post("/api/datasets/default/labels")
+                .json(&serde_json::json!({"name": l}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    }
+
+    /// Upload files with one label; `admin` sends the token.
+    pub async fn upload(
+        &self,
+        label: &str,
+        files: &[(String, Vec<u8>)],
+        admin: bool,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new().text("label", label.to_string());
+        for (name, bytes) in files {
+            form = form.part(
+                "files",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+            );
+        }
+        let mut req = self
+            .http
+            .post(self.url("/api/datasets/default/images"))
+            .multipart(form);
+        if admin {
+            req = req.bearer_auth(TOKEN);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Rows in `images` and objects under `images/`.
+    pub async fn counts(&self) -> (i64, usize) {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images")
+            .fetch_one(self.db().pool())
+            .await
+            .unwrap();
+        let blobs = self.storage().list("images").await.unwrap().len();
+        (rows, blobs)
+    }
+}
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The first `n` photos (sorted by name) of a bundled class.
+pub fn photos(label: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let dir = root().join("assets/datasets/tuxpaint-photos").join(label);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-assets.sh)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .take(n)
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Read an SSE stream until it ends (or `limit` events).
+pub async fn read_sse(resp: reqwest::Response, limit: usize) -> Vec<Sse> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find("\n\n") {
+            let block: String = buf.drain(..i + 2).collect();
+            let mut event = String::from("message");
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            out.push(Sse {
+                event,
+                data: serde_json::from_str(&data).unwrap(),
+            });
+            if out.len() >= limit {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// sha256 hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    wasm_infer::session::sha256_hex(bytes)
+}

@@ -1,0 +1,374 @@
+//! Training jobs: killing the worker process mid-run re-queues the run and then fails it,
+//! leaving the champion untouched; cancel; concurrent claims never share a run (PostgreSQL
+//! SKIP LOCKED and SQLite); auto-retrain after N approvals.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use api::jobs;
+use common::{Blobs, Sql, TestServer, photos};
+use serde_json::{Value, json};
+use trainer::train::TrainConfig;
+
+const LABELS: [&str; 3] = ["animals", "food", "plants"];
+
+async fn seed_approved(s: &TestServer, per_label: usize) {
+    s.add_labels(&LABELS).await;
+    for l in LABELS {
+        let r = s.upload(l, &photos(l, per_label), true).await;
+        assert_eq!(r.status(), 201);
+    }
+}
+
+fn quick() -> TrainConfig {
+    TrainConfig {
+        epochs: 4,
+        views: 1,
+        patience: 4,
+        ..TrainConfig::default()
+    }
+}
+
+fn slow() -> TrainConfig {
+    TrainConfig {
+        epochs: 5000,
+        patience: 5000,
+        views: 1,
+        ..TrainConfig::default()
+    }
+}
+
+async fn wait_for(
+    s: &TestServer,
+    run: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let r = s.json(&format!("/api/train/{run}")).await;
+        if pred(&r) {
+            return r;
+        }
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn champion(s: &TestServer) -> Option<String> {
+    api::registry::current(s.db(), "classify")
+        .await
+        .unwrap()
+        .map(|m| m.id)
+}
+
+fn spawn_worker(s: &TestServer) -> std::process::Child {
+    let c = &s.cfg;
+    std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .arg("worker")
+        .arg("--data-dir")
+        .arg(&c.data_dir)
+        .arg("--database-url")
+        .arg(c.database_url.as_ref().unwrap())
+        .arg("--storage-url")
+        .arg(c.storage_url.as_ref().unwrap())
+        .arg("--admin-token")
+        .arg(common::TOKEN)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+async fn kill_worker_mid_run(sql: Sql) {
+    let s = TestServer::start(sql, Blobs::Local, |c| c.worker_lease_secs = 2).await;
+    seed_approved(&s, 20).await;
+
+    // A champion first, trained by a worker in this process.
+    let st = s.state().clone();
+    let first = jobs::enqueue(s.db(), "default", &quick(), "manual")
+        .await
+        .unwrap();
+    let w = st.worker(Default::default());
+    let (id, outcome) = w.run_once().await.unwrap().unwrap();
+    assert_eq!(id, first.id);
+    assert!(
+        matches!(outcome, jobs::Outcome::Succeeded(_)),
+        "{outcome:?}"
+    );
+    let champ = champion(&s).await.expect("first model promoted");
+    let models_before = s.storage().list("models").await.unwrap().len();
+
+    // A long run, taken by a separate worker process that is then killed (twice).
+    let run = jobs::enqueue(s.db(), "default", &slow(), "manual")
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let mut child = spawn_worker(&s);
+        let r = wait_for(
+            &s,
+            &run.id,
+            "the worker to report epochs",
+            Duration::from_secs(120),
+            |r| {
+                r["status"] == "running"
+                    && r["attempts"] == attempt
+                    && !r["epochs"].as_array().unwrap().is_empty()
+            },
+        )
+        .await;
+        assert_ne!(r["worker"], Value::Null);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let expected = if attempt < jobs::MAX_ATTEMPTS {
+            "queued"
+        } else {
+            "failed"
+        };
+        let r = wait_for(&s, &run.id, "the reaper", Duration::from_secs(30), |r| {
+            r["status"] == expected
+        })
+        .await;
+        assert!(
+            r["error"].as_str().unwrap().contains("stopped responding"),
+            "{r}"
+        );
+        assert_eq!(
+            champion(&s).await.as_deref(),
+            Some(champ.as_str()),
+            "champion unchanged"
+        );
+        if expected == "queued" {
+            assert_eq!(r["worker"], Value::Null);
+            assert_eq!(
+                r["epochs"],
+                json!([]),
+                "progress of the dead attempt is cleared"
+            );
+        }
+    }
+    let models: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models")
+        .fetch_one(s.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(models, 1, "no candidate from the killed run");
+    assert_eq!(
+        s.storage().list("models").await.unwrap().len(),
+        models_before,
+        "no model files either"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_sqlite() {
+    kill_worker_mid_run(Sql::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_postgres() {
+    kill_worker_mid_run(Sql::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_running_and_queued_runs() {
+    let s = TestServer::start(Sql::Sqlite, Blobs::Local, |c| c.workers = 1).await;
+    seed_approved(&s, 12).await;
+    let r = s
+        .admin_post("/api/train")
+        .json(&json!({"params": {"epochs": 5000, "patience": 5000, "views": 1}}))
+        .send()
+        .await
+        .unwrap();
+    let running: Value = r.json().await.unwrap();
+    let id = running["id"].as_str().unwrap();
+    let queued: Value = s
+        .admin_post("/api/train")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qid = queued["id"].as_str().unwrap();
+    wait_for(&s, id, "running", Duration::from_secs(60), |r| {
+        r["status"] == "running"
+    })
+    .await;
+
+    let r = s
+        .admin_post(&format!("/api/train/{qid}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    let r = s
+        .admin_post(&format!("/api/train/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = wait_for(&s, id, "cancelled", Duration::from_secs(30), |r| {
+        r["status"] == "cancelled"
+    })
+    .await;
+    assert_eq!(r["model_id"], Value::Null);
+    assert_eq!(champion(&s).await, None);
+    let r = s
+        .admin_post(&format!("/api/train/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    s.stop().await;
+}
+
+async fn concurrent_claims(sql: Sql) {
+    let s = TestServer::start(sql, Blobs::Local, |_| {}).await;
+    s.add_labels(&["food"]).await;
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(
+            jobs::enqueue(s.db(), "default", &quick(), "manual")
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let db = s.db().clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(run) = jobs::claim(&db, &format!("w{i}")).await.unwrap() {
+                got.push(run.id);
+            }
+            got
+        }));
+    }
+    let mut claimed: Vec<String> = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    claimed.sort();
+    queued.sort();
+    assert_eq!(claimed, queued, "every run claimed exactly once");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_postgres_skip_locked() {
+    concurrent_claims(Sql::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_sqlite() {
+    concurrent_claims(Sql::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_retrain_after_n_approvals() {
+    let s = TestServer::start(Sql::Sqlite, Blobs::Local, |c| c.auto_retrain_after = 10).await;
+    s.add_labels(&["food", "plants"]).await;
+    let r = s.upload("food", &photos("food", 6), false).await;
+    assert_eq!(r.status(), 201);
+    let r = s.upload("plants", &photos("plants", 6), false).await;
+    assert_eq!(r.status(), 201);
+    let pending = s.json("/api/review").await;
+    let ids: Vec<&Value> = pending["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert_eq!(ids.len(), 12);
+    // 9 approvals: below the threshold.
+    let first: Vec<Value> = ids[..9]
+        .iter()
+        .map(|id| json!({"id": id, "action": "approve"}))
+        .collect();
+    let r: Value = s
+        .admin_post("/api/review")
+        .json(&json!({"decisions": first}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["auto_retrain"], Value::Null);
+    // One relabel (not an approval), then the 10th approval triggers a run.
+    let relabel = json!({"decisions": [{"id": ids[9], "action": "relabel", "label": "plants"}]});
+    let r: Value = s
+        .admin_post("/api/review")
+        .json(&relabel)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["auto_retrain"], Value::Null);
+    assert_eq!(r["images"][0]["label"], "plants");
+    assert_eq!(r["images"][0]["status"], "pending");
+    let tenth = json!({"decisions": [{"id": ids[10], "action": "approve"}]});
+    let r: Value = s
+        .admin_post("/api/review")
+        .json(&tenth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = r["auto_retrain"]
+        .as_str()
+        .expect("auto-retrain queued")
+        .to_string();
+    let info = s.json(&format!("/api/train/{run}")).await;
+    assert_eq!(info["status"], "queued");
+    assert!(info["reason"].as_str().unwrap().starts_with("auto"));
+    // While it is queued, more approvals do not queue another.
+    let more = json!({"decisions": [{"id": ids[11], "action": "approve"}, {"id": ids[9], "action": "approve"}]});
+    let r: Value = s
+        .admin_post("/api/review")
+        .json(&more)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["auto_retrain"], Value::Null);
+    assert_eq!(s.json("/api/train").await.as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_requeues_the_running_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path(), Sql::Sqlite, Blobs::Local).await;
+    cfg.workers = 1;
+    let s = TestServer::start_with(cfg.clone(), dir).await;
+    seed_approved(&s, 12).await;
+    let run = jobs::enqueue(s.db(), "default", &slow(), "manual")
+        .await
+        .unwrap();
+    s.state().wake.notify_waiters();
+    wait_for(&s, &run.id, "running", Duration::from_secs(60), |r| {
+        r["status"] == "running"
+    })
+    .await;
+    let db_url = cfg.database_url.clone().unwrap();
+    let TestServer { server, dir, .. } = s;
+    server.unwrap().shutdown().await.unwrap();
+    let db = api::db::Db::connect(&db_url).await.unwrap();
+    let r = jobs::get_run(&db, &run.id).await.unwrap();
+    assert_eq!(r.status, "queued", "{r:?}");
+    assert_eq!(r.attempts, 0);
+    assert!(r.error.unwrap().contains("shutdown"));
+    drop(dir);
+}

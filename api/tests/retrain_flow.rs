@@ -1,0 +1,363 @@
+//! A retrain end to end through HTTP, on SQLite + local storage and on PostgreSQL + S3:
+//! upload labeled images, review, train, follow SSE progress, candidate registered, gate,
+//! current model downloads with a matching sha256 (ETag, Range, 304), predict, promote,
+//! rollback, metrics.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Blobs, Sql, TestServer, photos, read_sse, sha256};
+use serde_json::{Value, json};
+
+const LABELS: [&str; 3] = ["animals", "food", "plants"];
+
+async fn train(s: &TestServer, seed: u64) -> Value {
+    let r = s
+        .admin_post("/api/train")
+        .json(&json!({"dataset_id": "default", "params": {"epochs": 12, "views": 1, "patience": 12, "seed": seed}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(run["status"], "queued");
+    let id = run["id"].as_str().unwrap().to_string();
+
+    let events = read_sse(
+        s.get(&format!("/api/train/{id}/events"))
+            .send()
+            .await
+            .unwrap(),
+        100_000,
+    )
+    .await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.first(), Some(&"snapshot"), "{names:?}");
+    assert_eq!(names.last(), Some(&"done"), "{names:?}");
+    assert!(names.contains(&"progress"), "{names:?}");
+    assert!(names.contains(&"status"), "{names:?}");
+    let epochs: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event == "epoch")
+        .map(|e| &e.data)
+        .collect();
+    assert!(!epochs.is_empty(), "no epoch events: {names:?}");
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(
+            e["epoch"].as_u64(),
+            Some(i as u64 + 1),
+            "epochs arrive in order, once each"
+        );
+        assert!(e["train_loss"].as_f64().unwrap().is_finite());
+    }
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["epochs"].as_array().unwrap().len(), epochs.len());
+    assert_eq!(
+        done["images"].as_i64(),
+        Some(60),
+        "the rejected image is not trained on"
+    );
+    done.clone()
+}
+
+async fn flow(sql: Sql, blobs: Blobs) {
+    let s = TestServer::start(sql, blobs, |c| c.workers = 1).await;
+    s.add_labels(&LABELS).await;
+
+    // Contributors upload; everything lands as pending.
+    for label in LABELS {
+        let r = s.upload(label, &photos(label, 20), false).await;
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        let imgs = body["images"].as_array().unwrap();
+        assert_eq!(imgs.len(), 20);
+        assert!(
+            imgs.iter()
+                .all(|i| i["status"] == "pending" && i["duplicate"] == false)
+        );
+    }
+    // Same files again: duplicates, nothing new stored.
+    let r = s.upload("animals", &photos("animals", 2), false).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["duplicate"] == true)
+    );
+    // A mislabeled image to reject.
+    let extra = photos("plants", 21).pop().unwrap();
+    s.upload("animals", &[extra], false).await;
+    assert_eq!(s.counts().await, (61, 61));
+
+    // Review: approve the 60, reject the extra one.
+    let queue = s.json("/api/review?limit=500").await;
+    assert_eq!(queue["total"], 61);
+    let decisions: Vec<Value> = queue["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let reject = i["filename"].as_str().unwrap() == photos("plants", 21)[20].0
+                && i["label"] == "animals";
+            json!({"id": i["id"], "action": if reject { "reject" } else { "approve" }})
+        })
+        .collect();
+    let r = s
+        .admin_post("/api/review")
+        .json(&json!({"decisions": decisions}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ds = s.json("/api/datasets/default").await;
+    let approved: i64 = ds["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["approved"].as_i64().unwrap())
+        .sum();
+    let rejected: i64 = ds["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rejected"].as_i64().unwrap())
+        .sum();
+    assert_eq!((approved, rejected), (60, 1));
+    assert_eq!(s.json("/api/review").await["total"], 0);
+
+    // No model yet: predictions are unavailable, not wrong.
+    let probe = photos("food", 1).pop().unwrap();
+    let predict = |bytes: Vec<u8>| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("x.png"),
+        );
+        s.http
+            .post(s.url("/api/predict?k=3"))
+            .multipart(form)
+            .send()
+    };
+    let r = predict(probe.1.clone()).await.unwrap();
+    assert_eq!(r.status(), 503);
+
+    // First training: candidate registered, gate promotes it (no champion, beats baseline).
+    let run = train(&s, 1).await;
+    let first = run["model_id"].as_str().unwrap().to_string();
+    let model = s.json(&format!("/api/models/{first}")).await;
+    let gate = &model["gate"];
+    let acc = model["manifest"]["metrics"]["accuracy"].as_f64().unwrap();
+    let base = model["manifest"]["metrics"]["majority_baseline"]
+        .as_f64()
+        .unwrap();
+    println!(
+        "{sql:?}/{blobs:?}: first model accuracy {acc:.3} (baseline {base:.3}): {}",
+        gate["reason"]
+    );
+    assert_eq!(gate["promote"], acc > base);
+    assert_eq!(
+        gate["promote"], true,
+        "3 well-separated classes must beat the majority baseline"
+    );
+    assert_eq!(model["stage"], "champion");
+    assert_eq!(model["manifest"]["labels"], json!(LABELS));
+
+    // The current model and its ONNX, integrity-checked and cache-friendly.
+    let r = s
+        .get("/api/models/current?task=classify")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-model-id"], first.as_str());
+    let manifest: Value = r.json().await.unwrap();
+    let onnx_url = format!("/api/models/{first}/model.onnx");
+    let r = s.get(&onnx_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    let onnx = r.bytes().await.unwrap();
+    assert_eq!(sha256(&onnx), manifest["onnx"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        onnx.len() as u64,
+        manifest["onnx"]["bytes"].as_u64().unwrap()
+    );
+    assert_eq!(
+        etag,
+        format!("\"{}\"", sha256(&onnx)),
+        "strong ETag = content hash"
+    );
+    let r = s
+        .get(&onnx_url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    let r = s
+        .get(&onnx_url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100-199/{}", onnx.len()).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap(), onnx.slice(100..200));
+    let r = s
+        .get(&onnx_url)
+        .header("range", format!("bytes={}-", onnx.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = s
+        .get(&format!("/api/models/{first}/report.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<svg"));
+
+    // Server-side predict with the champion: the same session code the browser runs.
+    let r = predict(probe.1.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["model_id"], first.as_str());
+    let preds = p["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 3);
+    let total: f64 = preds.iter().map(|x| x["score"].as_f64().unwrap()).sum();
+    assert!(
+        (total - 1.0).abs() < 1e-3,
+        "3 classes, top-3 probabilities sum to 1: {total}"
+    );
+    let local = {
+        let session = wasm_infer::session::Session::new(
+            &onnx,
+            wasm_infer::manifest::ModelManifest::from_json(&manifest.to_string()).unwrap(),
+        )
+        .unwrap();
+        let img = image::load_from_memory(&probe.1).unwrap().to_rgba8();
+        session
+            .classify(&trainer::pipeline::pixels(&img).unwrap(), 3)
+            .unwrap()
+    };
+    assert_eq!(preds[0]["label"], local[0].label.as_str());
+    assert!((preds[0]["score"].as_f64().unwrap() - f64::from(local[0].score)).abs() < 1e-6);
+
+    // Second training (another seed): the gate decides against the champion.
+    let run2 = train(&s, 2).await;
+    let second = run2["model_id"].as_str().unwrap().to_string();
+    let m2 = s.json(&format!("/api/models/{second}")).await;
+    assert_eq!(m2["gate"]["champion_id"], first.as_str());
+    assert_eq!(m2["manifest"]["parent_model_id"], first.as_str());
+    let promoted = m2["gate"]["promote"].as_bool().unwrap();
+    let c = m2["gate"]["candidate"].as_f64().unwrap();
+    let ch = m2["gate"]["champion"].as_f64().unwrap();
+    assert_eq!(
+        promoted,
+        c > m2["gate"]["baseline"].as_f64().unwrap() && c + 1e-12 >= ch - 0.02
+    );
+    if !promoted {
+        assert_eq!(m2["stage"], "candidate");
+        let r = s
+            .admin_post(&format!("/api/models/{second}/promote"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        s.json("/api/models/current").await["model_id"],
+        second.as_str()
+    );
+    assert_eq!(
+        s.json(&format!("/api/models/{first}")).await["stage"],
+        "archived"
+    );
+
+    // Rollback restores the first model; a second rollback has nowhere to go.
+    let r = s
+        .http
+        .post(s.url(&format!("/api/models/{second}/rollback")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "rollback needs the admin token");
+    let r = s
+        .admin_post(&format!("/api/models/{second}/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.json("/api/models/current").await["model_id"],
+        first.as_str()
+    );
+    let r = s
+        .admin_post(&format!("/api/models/{first}/rollback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "conflict");
+    let r = predict(probe.1).await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["model_id"],
+        first.as_str(),
+        "predict follows the rollback"
+    );
+
+    // History and metrics.
+    let runs = s.json("/api/train").await;
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert_eq!(s.json("/api/models").await.as_array().unwrap().len(), 2);
+    let metrics = s
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("edgeml_uploads_total{result=\"stored\"} 61"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgeml_training_runs_total{outcome=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/api/datasets/{id}/images\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edgeml_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let health: Value = s.json("/health").await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["model"], first.as_str());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrain_end_to_end_sqlite_local() {
+    flow(Sql::Sqlite, Blobs::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrain_end_to_end_postgres_s3() {
+    flow(Sql::Postgres, Blobs::S3).await;
+}
