@@ -630,7 +630,17 @@ impl Worker {
         let out_dir = tmp.path().join("model");
         let dir = out_dir.clone();
         let run_id = run.id.clone();
-        tokio::task::spawn_blocking(move || {
+        let champion = match &parent {
+            Some(id) => match registry::load_session(&self.storage, id).await {
+                Ok(s) => Some((id.clone(), s)),
+                Err(e) => {
+                    tracing::warn!(champion = %id, error = %e, "could not load the champion to re-score it");
+                    None
+                }
+            },
+            None => None,
+        };
+        let rescored = tokio::task::spawn_blocking(move || {
             let meta = RunMeta { model_id: None, parent_model_id: parent };
             let mut on_progress = |p: Progress| {
                 if let Ok(mut l) = live.lock() {
@@ -642,7 +652,19 @@ impl Worker {
                 }
                 !cancel.load(Ordering::Relaxed)
             };
-            pipeline::run(&dataset, &backbone, &config, &meta, &dir, &mut on_progress)
+            pipeline::run(&dataset, &backbone, &config, &meta, &dir, &mut on_progress)?;
+            // The champion on the very same test images, for a fair gate.
+            let rescored = champion.and_then(|(id, session)| {
+                match registry::score_on_test_split(&session, &dataset) {
+                    Ok(Some(accuracy)) => Some(registry::ChampionScore { id, accuracy, same_split: true }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(champion = %id, error = %e, "re-scoring the champion failed");
+                        None
+                    }
+                }
+            });
+            Ok::<_, Error>(rescored)
         })
         .await
         .map_err(|e| Error::Internal(format!("training thread: {e}")))??;
@@ -653,6 +675,7 @@ impl Worker {
             &run.dataset_id,
             Some(&run.id),
             self.gate_margin,
+            rescored,
         )
         .await?;
         Ok(model.id)

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
-use wasm_infer::manifest::ModelManifest;
 use wasm_infer::session::{Prediction, Session};
 
 use crate::db::Db;
 use crate::images::{Limits, check_and_decode};
 use crate::registry;
-use crate::storage::{Storage, model_key};
+use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// How long the champion id is trusted before the database is asked again.
@@ -67,14 +66,7 @@ impl Predictor {
         {
             return Ok(s.clone());
         }
-        let onnx = storage.get(&model_key(&id, "model.onnx")).await?;
-        let manifest = ModelManifest::from_json(
-            std::str::from_utf8(&storage.get(&model_key(&id, "manifest.json")).await?)
-                .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?,
-        )?;
-        let session = tokio::task::spawn_blocking(move || Session::new(&onnx, manifest))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let session = registry::load_session(storage, &id).await?;
         let session = Arc::new(session);
         *self.loaded.write().await = Some((id, session.clone()));
         Ok(session)

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use trainer::dataset::{Dataset, Split};
 use wasm_infer::manifest::{EvalMetrics, ModelManifest};
+use wasm_infer::session::Session;
 
 use crate::db::Db;
 use crate::storage::{Storage, model_key};
@@ -45,6 +47,9 @@ pub struct GateDecision {
     pub champion: Option<f64>,
     /// Champion compared against.
     pub champion_id: Option<String>,
+    /// Whether the champion was re-scored on the candidate's test images.
+    #[serde(default)]
+    pub champion_same_split: Option<bool>,
     /// Majority-class baseline of the candidate's test split.
     pub baseline: f64,
     /// Allowed regression.
@@ -53,11 +58,23 @@ pub struct GateDecision {
     pub reason: String,
 }
 
+/// The champion's score the gate compares against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChampionScore {
+    /// Champion id.
+    pub id: String,
+    /// Its test accuracy.
+    pub accuracy: f64,
+    /// True when it was re-scored on the candidate's own test split (same images); false when
+    /// it is the accuracy recorded at its own training (labels differ, or re-scoring failed).
+    pub same_split: bool,
+}
+
 /// Decide: the candidate must beat the majority baseline and be no worse than the champion by
 /// more than `margin`.
 pub fn gate(
     candidate: &EvalMetrics,
-    champion: Option<(&str, &EvalMetrics)>,
+    champion: Option<&ChampionScore>,
     margin: f64,
 ) -> GateDecision {
     let c = candidate.accuracy;
@@ -66,8 +83,9 @@ pub fn gate(
         promote: false,
         metric: "accuracy".into(),
         candidate: c,
-        champion: champion.map(|(_, m)| m.accuracy),
-        champion_id: champion.map(|(id, _)| id.to_string()),
+        champion: champion.map(|m| m.accuracy),
+        champion_id: champion.map(|m| m.id.clone()),
+        champion_same_split: champion.map(|m| m.same_split),
         baseline: base,
         margin,
         reason: String::new(),
@@ -76,26 +94,64 @@ pub fn gate(
         d.reason = format!("accuracy {c:.3} does not beat the majority baseline {base:.3}");
         return d;
     }
-    match champion {
-        None => {
-            d.promote = true;
-            d.reason = format!("no champion yet; accuracy {c:.3} beats the baseline {base:.3}");
-        }
-        Some((id, m)) if c + 1e-12 >= m.accuracy - margin => {
-            d.promote = true;
-            d.reason = format!(
-                "accuracy {c:.3} vs champion {id} {:.3} (allowed regression {margin:.3})",
-                m.accuracy
-            );
-        }
-        Some((id, m)) => {
-            d.reason = format!(
-                "accuracy {c:.3} is more than {margin:.3} below champion {id} ({:.3})",
-                m.accuracy
-            );
-        }
+    let Some(ch) = champion else {
+        d.promote = true;
+        d.reason = format!("no champion yet; accuracy {c:.3} beats the baseline {base:.3}");
+        return d;
+    };
+    let on = if ch.same_split {
+        "re-scored on the same test images"
+    } else {
+        "its own test split: the label sets differ"
+    };
+    if c + 1e-12 >= ch.accuracy - margin {
+        d.promote = true;
+        d.reason = format!(
+            "accuracy {c:.3} vs champion {} {:.3} ({on}); allowed regression {margin:.3}",
+            ch.id, ch.accuracy
+        );
+    } else {
+        d.reason = format!(
+            "accuracy {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
+            ch.id, ch.accuracy
+        );
     }
     d
+}
+
+/// Load a registered model's ONNX + manifest from storage into a verified session.
+pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
+    let onnx = storage.get(&model_key(id, "model.onnx")).await?;
+    let manifest = storage.get(&model_key(id, "manifest.json")).await?;
+    let manifest = ModelManifest::from_json(
+        std::str::from_utf8(&manifest)
+            .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?,
+    )?;
+    tokio::task::spawn_blocking(move || Session::new(&onnx, manifest))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::from)
+}
+
+/// Accuracy of `session` on the test split of `dataset`, or `None` when its labels differ
+/// from the dataset's (then the images cannot be compared label for label).
+pub fn score_on_test_split(session: &Session, dataset: &Dataset) -> Result<Option<f64>> {
+    if session.manifest().labels != dataset.labels {
+        return Ok(None);
+    }
+    let (mut right, mut total) = (0usize, 0usize);
+    for s in dataset.split(Split::Test) {
+        let img = s.decode()?;
+        let top = session.classify(&trainer::pipeline::pixels(&img)?, 1)?;
+        total += 1;
+        if top
+            .first()
+            .is_some_and(|p| p.label == dataset.labels[s.label])
+        {
+            right += 1;
+        }
+    }
+    Ok((total > 0).then(|| right as f64 / total as f64))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -203,6 +259,7 @@ pub async fn register(
     dataset_id: &str,
     run_id: Option<&str>,
     margin: f64,
+    rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
     let manifest_json = tokio::fs::read_to_string(model_dir.join("manifest.json")).await?;
     let manifest = ModelManifest::from_json(&manifest_json)?;
@@ -212,10 +269,6 @@ pub async fn register(
             manifest.model_id
         )));
     }
-    let metrics = manifest
-        .metrics
-        .clone()
-        .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
     let id = manifest.model_id.clone();
     let mut written = Vec::new();
     let upload = async {
@@ -234,10 +287,10 @@ pub async fn register(
                 db,
                 &manifest,
                 &manifest_json,
-                &metrics,
                 dataset_id,
                 run_id,
                 margin,
+                rescored,
             )
             .await
         }
@@ -257,20 +310,26 @@ async fn insert_and_gate(
     db: &Db,
     manifest: &ModelManifest,
     manifest_json: &str,
-    metrics: &EvalMetrics,
     dataset_id: &str,
     run_id: Option<&str>,
     margin: f64,
+    rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
+    let metrics = manifest
+        .metrics
+        .as_ref()
+        .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
     let task = manifest.task.as_str();
     let champion = current(db, task).await?;
-    let decision = gate(
-        metrics,
-        champion
-            .as_ref()
-            .and_then(|c| c.manifest.metrics.as_ref().map(|m| (c.id.as_str(), m))),
-        margin,
-    );
+    let score = champion.as_ref().and_then(|c| match rescored {
+        Some(r) if r.id == c.id => Some(r),
+        _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
+            id: c.id.clone(),
+            accuracy: m.accuracy,
+            same_split: false,
+        }),
+    });
+    let decision = gate(metrics, score.as_ref(), margin);
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
     sqlx::query(
@@ -442,6 +501,7 @@ mod tests {
     #[test]
     fn first_model_needs_to_beat_the_baseline() {
         assert!(gate(&m(0.8, 0.4), None, 0.02).promote);
+        assert_eq!(gate(&m(0.8, 0.4), None, 0.02).champion_same_split, None);
         let d = gate(&m(0.4, 0.4), None, 0.02);
         assert!(!d.promote);
         assert!(d.reason.contains("baseline"), "{}", d.reason);
@@ -449,13 +509,17 @@ mod tests {
 
     #[test]
     fn regression_within_the_margin_is_allowed() {
-        let champ = m(0.80, 0.4);
-        assert!(gate(&m(0.79, 0.4), Some(("c", &champ)), 0.02).promote);
-        assert!(gate(&m(0.78, 0.4), Some(("c", &champ)), 0.02).promote);
-        let d = gate(&m(0.77, 0.4), Some(("c", &champ)), 0.02);
+        let champ = ChampionScore {
+            id: "c".into(),
+            accuracy: 0.80,
+            same_split: true,
+        };
+        assert!(gate(&m(0.79, 0.4), Some(&champ), 0.02).promote);
+        assert!(gate(&m(0.78, 0.4), Some(&champ), 0.02).promote);
+        let d = gate(&m(0.77, 0.4), Some(&champ), 0.02);
         assert!(!d.promote);
         assert_eq!(d.champion_id.as_deref(), Some("c"));
-        assert!(gate(&m(0.80, 0.4), Some(("c", &champ)), 0.0).promote);
-        assert!(!gate(&m(0.799, 0.4), Some(("c", &champ)), 0.0).promote);
+        assert!(gate(&m(0.80, 0.4), Some(&champ), 0.0).promote);
+        assert!(!gate(&m(0.799, 0.4), Some(&champ), 0.0).promote);
     }
 }

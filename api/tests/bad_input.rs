@@ -348,6 +348,8 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         r.headers().get("access-control-allow-origin").is_none(),
         "CORS is off by default"
     );
+    let r = s.get("/api/openapi.json").header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip", "JSON responses are compressed");
     let spec: Value = s.json("/api/openapi.json").await;
     assert!(spec["paths"]["/api/datasets/{id}/images"]["post"].is_object());
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());

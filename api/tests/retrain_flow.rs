@@ -259,6 +259,11 @@ async fn flow(sql: Sql, blobs: Blobs) {
     let second = run2["model_id"].as_str().unwrap().to_string();
     let m2 = s.json(&format!("/api/models/{second}")).await;
     assert_eq!(m2["gate"]["champion_id"], first.as_str());
+    assert_eq!(
+        m2["gate"]["champion_same_split"], true,
+        "champion re-scored on the same test images"
+    );
+    println!("second model gate: {}", m2["gate"]["reason"]);
     assert_eq!(m2["manifest"]["parent_model_id"], first.as_str());
     let promoted = m2["gate"]["promote"].as_bool().unwrap();
     let c = m2["gate"]["candidate"].as_f64().unwrap();
