@@ -47,6 +47,24 @@ img-src 'self' blob: data:; connect-src 'self'; worker-src 'self' blob:; object-
 frame-ancestors 'none'; form-action 'self'";
 
 // ---------------------------------------------------------------------------------------------
+// extractors whose rejections are `{error, detail}` JSON like every other error
+
+/// `Query` with JSON errors.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(Query), rejection(Error))]
+pub struct Q<T>(pub T);
+
+/// `Path` with JSON errors.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(Path), rejection(Error))]
+pub struct P<T>(pub T);
+
+/// `Json` with JSON errors.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(Json), rejection(Error))]
+pub struct J<T>(pub T);
+
+// ---------------------------------------------------------------------------------------------
 // auth
 
 /// An authenticated admin (valid `Authorization: Bearer <ADMIN_TOKEN>`).
@@ -234,7 +252,7 @@ async fn upload(
     State(st): State<Shared>,
     MaybeAdmin(admin): MaybeAdmin,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(dataset_id): Path<String>,
+    P(dataset_id): P<String>,
     headers: HeaderMap,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
@@ -345,9 +363,8 @@ async fn list_datasets(State(st): State<Shared>) -> Result<Json<Vec<images::Data
 async fn create_dataset(
     State(st): State<Shared>,
     _: Admin,
-    body: std::result::Result<Json<NewDataset>, axum::extract::rejection::JsonRejection>,
+    J(b): J<NewDataset>,
 ) -> Result<(StatusCode, Json<images::DatasetInfo>)> {
-    let Json(b) = body?;
     Ok((
         StatusCode::CREATED,
         Json(images::create_dataset(&st.db, None, &b.name, &b.labels).await?),
@@ -358,7 +375,7 @@ async fn create_dataset(
     responses((status = 200, body = images::DatasetInfo), (status = 404, body = ErrorBody)))]
 async fn get_dataset(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Json<images::DatasetInfo>> {
     Ok(Json(images::get_dataset(&st.db, &id).await?))
 }
@@ -368,10 +385,9 @@ async fn get_dataset(
 async fn add_label(
     State(st): State<Shared>,
     _: Admin,
-    Path(id): Path<String>,
-    body: std::result::Result<Json<NewLabel>, axum::extract::rejection::JsonRejection>,
+    P(id): P<String>,
+    J(b): J<NewLabel>,
 ) -> Result<Json<images::DatasetInfo>> {
-    let Json(b) = body?;
     Ok(Json(images::add_label(&st.db, &id, &b.name).await?))
 }
 
@@ -380,19 +396,14 @@ async fn add_label(
 async fn list_images(
     State(st): State<Shared>,
     _: Admin,
-    q: std::result::Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+    Q(q): Q<ImageQuery>,
 ) -> Result<Json<ImagePage>> {
-    let Query(q) = q?;
     Ok(Json(images::list_images(&st.db, &q).await?))
 }
 
 #[utoipa::path(get, path = "/api/images/{id}", tag = "images", params(("id" = String, Path)),
     responses((status = 200, body = ImageRow), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-async fn get_image(
-    State(st): State<Shared>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> Result<Json<ImageRow>> {
+async fn get_image(State(st): State<Shared>, _: Admin, P(id): P<String>) -> Result<Json<ImageRow>> {
     Ok(Json(images::get_image(&st.db, &id).await?))
 }
 
@@ -408,8 +419,8 @@ pub struct BlobQuery {
 async fn image_blob(
     State(st): State<Shared>,
     maybe: MaybeAdmin,
-    Path(id): Path<String>,
-    Query(q): Query<BlobQuery>,
+    P(id): P<String>,
+    Q(q): Q<BlobQuery>,
 ) -> Result<Response> {
     let img = images::get_image(&st.db, &id).await?;
     let admin = maybe.0
@@ -455,9 +466,8 @@ pub struct ReviewResponse {
 async fn review_queue(
     State(st): State<Shared>,
     _: Admin,
-    q: std::result::Result<Query<ImageQuery>, axum::extract::rejection::QueryRejection>,
+    Q(mut q): Q<ImageQuery>,
 ) -> Result<Json<ImagePage>> {
-    let Query(mut q) = q?;
     q.status
         .get_or_insert_with(|| images::status::PENDING.into());
     Ok(Json(images::list_images(&st.db, &q).await?))
@@ -468,9 +478,8 @@ async fn review_queue(
 async fn review(
     State(st): State<Shared>,
     _: Admin,
-    body: std::result::Result<Json<ReviewRequest>, axum::extract::rejection::JsonRejection>,
+    J(b): J<ReviewRequest>,
 ) -> Result<Json<ReviewResponse>> {
-    let Json(b) = body?;
     let (updated, newly) = images::review(&st.db, &b.decisions, "admin").await?;
     let mut auto = None;
     if newly > 0 {
@@ -538,16 +547,13 @@ pub struct LimitQuery {
 }
 
 #[utoipa::path(get, path = "/api/train", tag = "training", params(LimitQuery), responses((status = 200, body = Vec<RunInfo>)))]
-async fn list_runs(
-    State(st): State<Shared>,
-    Query(q): Query<LimitQuery>,
-) -> Result<Json<Vec<RunInfo>>> {
+async fn list_runs(State(st): State<Shared>, Q(q): Q<LimitQuery>) -> Result<Json<Vec<RunInfo>>> {
     Ok(Json(jobs::list_runs(&st.db, q.limit.unwrap_or(50)).await?))
 }
 
 #[utoipa::path(get, path = "/api/train/{id}", tag = "training", params(("id" = String, Path)),
     responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody)))]
-async fn get_run(State(st): State<Shared>, Path(id): Path<String>) -> Result<Json<RunInfo>> {
+async fn get_run(State(st): State<Shared>, P(id): P<String>) -> Result<Json<RunInfo>> {
     Ok(Json(jobs::get_run(&st.db, &id).await?))
 }
 
@@ -556,7 +562,7 @@ async fn get_run(State(st): State<Shared>, Path(id): Path<String>) -> Result<Jso
 async fn cancel_run(
     State(st): State<Shared>,
     _: Admin,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<(StatusCode, Json<RunInfo>)> {
     Ok((StatusCode::ACCEPTED, Json(jobs::cancel(&st.db, &id).await?)))
 }
@@ -609,7 +615,7 @@ fn diff_events(last: Option<&RunInfo>, now: &RunInfo) -> Vec<Event> {
         description = "Server-Sent Events: `snapshot` (the run), then `progress`, `epoch`, `status` as they happen, and `done` (the final run)")))]
 async fn run_events(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    P(id): P<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     jobs::get_run(&st.db, &id).await?;
     let init = EventState {
@@ -668,10 +674,7 @@ pub struct TaskQuery {
 }
 
 #[utoipa::path(get, path = "/api/models", tag = "models", params(TaskQuery), responses((status = 200, body = Vec<ModelInfo>)))]
-async fn list_models(
-    State(st): State<Shared>,
-    Query(q): Query<TaskQuery>,
-) -> Result<Json<Vec<ModelInfo>>> {
+async fn list_models(State(st): State<Shared>, Q(q): Q<TaskQuery>) -> Result<Json<Vec<ModelInfo>>> {
     Ok(Json(
         registry::list(&st.db, q.task.as_deref(), q.limit.unwrap_or(100)).await?,
     ))
@@ -679,7 +682,7 @@ async fn list_models(
 
 #[utoipa::path(get, path = "/api/models/current", tag = "models", params(TaskQuery),
     responses((status = 200, description = "the champion's manifest; files at /api/models/{model_id}/…"), (status = 404, body = ErrorBody)))]
-async fn current_model(State(st): State<Shared>, Query(q): Query<TaskQuery>) -> Result<Response> {
+async fn current_model(State(st): State<Shared>, Q(q): Q<TaskQuery>) -> Result<Response> {
     let task = q.task.unwrap_or_else(|| "classify".into());
     let m = registry::current(&st.db, &task)
         .await?
@@ -696,17 +699,13 @@ async fn current_model(State(st): State<Shared>, Query(q): Query<TaskQuery>) -> 
 
 #[utoipa::path(get, path = "/api/models/{id}", tag = "models", params(("id" = String, Path)),
     responses((status = 200, body = ModelInfo), (status = 404, body = ErrorBody)))]
-async fn get_model(State(st): State<Shared>, Path(id): Path<String>) -> Result<Json<ModelInfo>> {
+async fn get_model(State(st): State<Shared>, P(id): P<String>) -> Result<Json<ModelInfo>> {
     Ok(Json(registry::get(&st.db, &id).await?))
 }
 
 #[utoipa::path(post, path = "/api/models/{id}/promote", tag = "models", params(("id" = String, Path)),
     responses((status = 200, body = ModelInfo), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn promote(
-    State(st): State<Shared>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> Result<Json<ModelInfo>> {
+async fn promote(State(st): State<Shared>, _: Admin, P(id): P<String>) -> Result<Json<ModelInfo>> {
     let m = registry::promote(&st.db, &id, "admin").await?;
     st.predictor.invalidate().await;
     Ok(Json(m))
@@ -714,11 +713,7 @@ async fn promote(
 
 #[utoipa::path(post, path = "/api/models/{id}/rollback", tag = "models", params(("id" = String, Path, description = "the current champion")),
     responses((status = 200, body = ModelInfo, description = "the restored champion"), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
-async fn rollback(
-    State(st): State<Shared>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> Result<Json<ModelInfo>> {
+async fn rollback(State(st): State<Shared>, _: Admin, P(id): P<String>) -> Result<Json<ModelInfo>> {
     let m = registry::rollback(&st.db, &id, "admin").await?;
     st.predictor.invalidate().await;
     Ok(Json(m))
@@ -774,7 +769,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 async fn model_file(
     State(st): State<Shared>,
-    Path((id, file)): Path<(String, String)>,
+    P((id, file)): P<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctype = match file.as_str() {
@@ -876,7 +871,7 @@ pub struct PredictQuery {
         (status = 503, body = ErrorBody, description = "no model promoted yet")))]
 async fn predict_handler(
     State(st): State<Shared>,
-    Query(q): Query<PredictQuery>,
+    Q(q): Q<PredictQuery>,
     mp: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<PredictResponse>> {
     let result = async {
@@ -1047,6 +1042,29 @@ async fn docs_js() -> Response {
         .into_response()
 }
 
+/// Refuse bodies whose declared length exceeds the limit before reading any of them (bodies
+/// without a length are cut off by `DefaultBodyLimit` while streaming).
+async fn declared_length_limit(
+    State(max): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > max as u64
+    {
+        return Error::TooLarge(format!(
+            "request body of {len} bytes exceeds the {max}-byte limit"
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 async fn api_not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!("no route {}", uri.path()))
 }
@@ -1062,11 +1080,18 @@ async fn method_not_allowed() -> Response {
 /// Build the full router for a state.
 pub fn router(st: Shared) -> Router {
     let upload_limit = DefaultBodyLimit::max(st.cfg.max_upload_bytes);
+    let declared_limit =
+        axum::middleware::from_fn_with_state(st.cfg.max_upload_bytes, declared_length_limit);
     let api = Router::new()
         .route("/datasets", get(list_datasets).post(create_dataset))
         .route("/datasets/{id}", get(get_dataset))
         .route("/datasets/{id}/labels", post(add_label))
-        .route("/datasets/{id}/images", post(upload).layer(upload_limit))
+        .route(
+            "/datasets/{id}/images",
+            post(upload)
+                .layer(upload_limit)
+                .layer(declared_limit.clone()),
+        )
         .route("/images", get(list_images))
         .route("/images/{id}", get(get_image))
         .route("/images/{id}/blob", get(image_blob))
@@ -1081,7 +1106,12 @@ pub fn router(st: Shared) -> Router {
         .route("/models/{id}/promote", post(promote))
         .route("/models/{id}/rollback", post(rollback))
         .route("/models/{id}/{file}", get(model_file))
-        .route("/predict", post(predict_handler).layer(upload_limit))
+        .route(
+            "/predict",
+            post(predict_handler)
+                .layer(upload_limit)
+                .layer(declared_limit),
+        )
         .route("/openapi.json", get(openapi_json))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -58,6 +58,33 @@ fn jpeg() -> Vec<u8> {
     out
 }
 
+/// POST a multipart request announcing `len` body bytes over a raw socket, send the first
+/// 64 KiB of it, and read the answer (a server must answer without reading 50 MB).
+async fn raw_post(s: &TestServer, path: &str, len: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n--b\r\nContent-Disposition: form-data; \
+         name=\"files\"; filename=\"big.png\"\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let _ = sock.write_all(&vec![0u8; 64 * 1024]).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sock.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers without waiting for the body")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 async fn expect(r: reqwest::Response, status: u16, code: &str) -> Value {
     let got = r.status().as_u16();
     let ctype = r
@@ -101,10 +128,15 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         .unwrap();
     expect(r, 400, "bad_request").await;
 
-    // 50 MB body (limit 32 MiB).
-    let big = vec![0u8; 50 * 1024 * 1024];
-    let r = s.upload("food", &[("big.png".into(), big)], false).await;
-    expect(r, 413, "payload_too_large").await;
+    // 50 MB body (limit 32 MiB): refused from the declared length, before it is read.
+    let (status, body) = raw_post(&s, "/api/datasets/default/images", 50 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    let (status, body) = raw_post(&s, "/api/predict", 50 * 1024 * 1024).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     // A text file named .jpg.
     let r = s
@@ -262,6 +294,20 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         .unwrap();
     expect(r, 422, "invalid_parameter").await;
 
+    // Malformed query strings get JSON errors too.
+    expect(
+        s.get("/api/train?limit=lots").send().await.unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect(
+        s.get("/api/predict").send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+
     // Model routes: unknown ids, traversal, files that are not served.
     expect(
         s.get("/api/models/current").send().await.unwrap(),
@@ -348,8 +394,17 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         r.headers().get("access-control-allow-origin").is_none(),
         "CORS is off by default"
     );
-    let r = s.get("/api/openapi.json").header("accept-encoding", "gzip").send().await.unwrap();
-    assert_eq!(r.headers()["content-encoding"], "gzip", "JSON responses are compressed");
+    let r = s
+        .get("/api/openapi.json")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-encoding"],
+        "gzip",
+        "JSON responses are compressed"
+    );
     let spec: Value = s.json("/api/openapi.json").await;
     assert!(spec["paths"]["/api/datasets/{id}/images"]["post"].is_object());
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
