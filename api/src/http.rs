@@ -1133,7 +1133,13 @@ pub fn router(st: Shared) -> Router {
                 .fallback(index),
         );
     } else {
-        app = app.fallback(api_not_found);
+        // No web app built yet: the docs page is the front door.
+        app = app
+            .route(
+                "/",
+                get(|| async { axum::response::Redirect::temporary("/docs") }),
+            )
+            .fallback(api_not_found);
     }
     let compress = DefaultPredicate::new()
         .and(NotForContentType::const_new("application/octet-stream"))

@@ -382,6 +382,12 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
     assert_eq!(s.counts().await, (before.0 + 2, before.1 + 2));
 
     // Security headers on API and docs responses.
+    let r = s.get("/").send().await.unwrap();
+    assert_eq!(
+        r.url().path(),
+        "/docs",
+        "without a web app, / leads to the docs"
+    );
     let r = s.get("/docs").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
