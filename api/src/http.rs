@@ -983,6 +983,11 @@ async fn health(State(st): State<Shared>) -> (StatusCode, Json<Health>) {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
 async fn metrics(State(st): State<Shared>) -> Result<Response> {
+    // The serving model comes from the database at scrape time (another server or a worker
+    // may have promoted one).
+    if let Some(m) = registry::current(&st.db, "classify").await? {
+        st.metrics.set_model("classify", &m.id);
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render()?,

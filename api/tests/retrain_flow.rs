@@ -351,6 +351,8 @@ async fn flow(sql: Sql, blobs: Blobs) {
         metrics.contains("edgeml_http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    let info = format!("edgeml_model_info{{model_id=\"{first}\",task=\"classify\"}} 1");
+    assert!(metrics.contains(&info), "{metrics}");
     let health: Value = s.json("/health").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());
