@@ -24,6 +24,11 @@ wasm="$TARGET_DIR/wasm32-unknown-unknown/wasm-release/wasm_infer.wasm"
 for flavour in web nodejs; do
   dir="$TARGET_DIR/wasm-pkg/${flavour%js}"
   rm -rf "$dir"
-  "$bindgen" --target "$flavour" --out-dir "$dir" "$wasm"
+  # Browsers get no debug names (3.4 MB raw, 0.66 MB gzip of the module); node keeps them
+  # for readable stack traces in tests.
+  strip=()
+  [ "$flavour" = web ] && strip=(--remove-name-section --remove-producers-section)
+  "$bindgen" --target "$flavour" "${strip[@]}" --out-dir "$dir" "$wasm"
 done
-ls -l "$TARGET_DIR"/wasm-pkg/web/wasm_infer_bg.wasm
+web="$TARGET_DIR/wasm-pkg/web/wasm_infer_bg.wasm"
+echo "build-wasm: $web $(wc -c <"$web") bytes, $(gzip -9 -c "$web" | wc -c) gzipped"

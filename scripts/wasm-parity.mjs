@@ -1,6 +1,7 @@
 // Runs the wasm32 build of wasm-infer (node flavour) on cases prepared by the Rust parity test
 // and prints what it computed as JSON: the preprocessed tensor's sha256 and the probabilities
-// for each image, and the error a tampered model raises.
+// for each image, the top labels of the encoded file decoded in wasm, and the error a tampered
+// model raises.
 //
 //   node scripts/wasm-parity.mjs PKG_DIR MODEL_DIR CASES_DIR
 import { createRequire } from 'node:module';
@@ -24,8 +25,18 @@ const results = cases.map((c) => {
     .update(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength))
     .digest('hex');
   const probs = Array.from(session.run(tensor));
-  const top = JSON.parse(session.classify(rgba, c.width, c.height, 3));
-  return { file: c.file, tensor_sha256: sha256, probs, top };
+  const classified = JSON.parse(session.classify(rgba, c.width, c.height, 3));
+  // The encoded file, decoded inside wasm by the server's decoder.
+  const fromFile = JSON.parse(session.classifyImage(readFileSync(join(casesDir, c.encoded)), 3));
+  return {
+    file: c.file,
+    tensor_sha256: sha256,
+    probs,
+    top: classified.predictions,
+    ms: classified.ms,
+    encoded_top: fromFile.predictions,
+    encoded_size: [fromFile.width, fromFile.height],
+  };
 });
 
 const tampered = Buffer.from(onnx);

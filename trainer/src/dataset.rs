@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::error::io;
 use crate::{Error, Result};
 
-/// Largest side accepted on import (a decompression-bomb guard; Tux Paint photos are ≤ 600).
-pub const MAX_SIDE: u32 = 8192;
+pub use wasm_infer::decode::{MAX_SIDE, decode_image};
 
 /// Which part of the data an image belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -90,22 +89,6 @@ pub struct Dataset {
     pub samples: Vec<Sample>,
     /// Files that were not usable images.
     pub skipped: Vec<Skipped>,
-}
-
-/// Decode image bytes (format sniffed from content, not the file name) into RGBA8.
-pub fn decode_image(bytes: &[u8]) -> std::result::Result<RgbaImage, String> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not a recognised image format".into());
-    }
-    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
-    if w > MAX_SIDE || h > MAX_SIDE {
-        return Err(format!("{w}×{h} exceeds the {MAX_SIDE}-pixel limit"));
-    }
-    let img = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
-    Ok(img.to_rgba8())
 }
 
 /// Hex sha256 and raw digest of some bytes.

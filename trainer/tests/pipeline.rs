@@ -215,9 +215,13 @@ fn wasm_agrees_with_candle_and_native_tract(
     let mut expected = Vec::new();
     for (i, s) in chosen.iter().enumerate() {
         let file = format!("case{i}.rgba");
+        let encoded = format!("case{i}.bin");
         let img = s.decode().unwrap();
         std::fs::write(cases_dir.path().join(&file), img.as_raw()).unwrap();
-        cases.push(serde_json::json!({"file": file, "width": img.width(), "height": img.height()}));
+        std::fs::copy(&s.source, cases_dir.path().join(&encoded)).unwrap();
+        cases.push(serde_json::json!({
+            "file": file, "encoded": encoded, "width": img.width(), "height": img.height()
+        }));
         let px = pipeline::pixels(&img).unwrap();
         let tensor =
             wasm_infer::preprocess::image_to_tensor(&px, &native.manifest().preprocess).unwrap();
@@ -232,7 +236,8 @@ fn wasm_agrees_with_candle_and_native_tract(
             .unwrap()
             .remove(0);
         let tract = native.run(&tensor).unwrap().remove(0);
-        expected.push((sha256_hex(&bytes), candle, tract));
+        let top3 = native.classify(&px, 3).unwrap();
+        expected.push((sha256_hex(&bytes), candle, tract, top3));
     }
     std::fs::write(
         cases_dir.path().join("cases.json"),
@@ -255,7 +260,8 @@ fn wasm_agrees_with_candle_and_native_tract(
     let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
     let mut worst = (0f32, 0f32);
-    for (r, (sha, candle, tract)) in got["results"].as_array().unwrap().iter().zip(&expected) {
+    for (r, (sha, candle, tract, top3)) in got["results"].as_array().unwrap().iter().zip(&expected)
+    {
         assert_eq!(
             r["tensor_sha256"].as_str().unwrap(),
             sha,
@@ -283,6 +289,14 @@ fn wasm_agrees_with_candle_and_native_tract(
             r["top"][0]["label"].as_str().unwrap(),
             native.manifest().labels[argmax(tract)]
         );
+        assert!(r["ms"].as_f64().unwrap() > 0.0, "classify reports its time");
+        // The encoded file decoded in wasm: the same top-3 as native tract on the same pixels.
+        let encoded_top = r["encoded_top"].as_array().unwrap();
+        assert_eq!(encoded_top.len(), 3);
+        for (w, n) in encoded_top.iter().zip(top3) {
+            assert_eq!(w["label"].as_str().unwrap(), n.label);
+            assert!((w["score"].as_f64().unwrap() as f32 - n.score).abs() <= 1e-4);
+        }
     }
     println!(
         "wasm vs candle max |Δp| {:.2e}, wasm vs native tract {:.2e}",

@@ -4,11 +4,37 @@
 
 use wasm_bindgen::prelude::*;
 
+use crate::decode::decode_image;
 use crate::preprocess::{PixelFormat, Pixels, image_to_tensor};
-use crate::{ModelManifest, Session};
+use crate::{ModelManifest, Prediction, Session};
 
 fn js_err(e: crate::Error) -> JsError {
     JsError::new(&e.to_string())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `performance.now()` (window, worker and node all have it).
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn now_ms() -> f64;
+}
+
+#[derive(serde::Serialize)]
+struct Classified<'a> {
+    predictions: &'a [Prediction],
+    ms: f64,
+    width: u32,
+    height: u32,
+}
+
+fn classified(top: &[Prediction], ms: f64, width: u32, height: u32) -> Result<String, JsError> {
+    let out = Classified {
+        predictions: top,
+        ms,
+        width,
+        height,
+    };
+    serde_json::to_string(&out).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// A model loaded in the browser.
@@ -29,8 +55,9 @@ impl WasmSession {
         })
     }
 
-    /// Classify RGBA pixels (canvas `ImageData.data`) of any size; returns JSON
-    /// `[{"label": ..., "score": ...}, ...]`, best first, `k` entries.
+    /// Classify RGBA pixels (canvas `ImageData.data`) of any size. Returns JSON
+    /// `{"predictions": [{"label", "score"}, …], "ms", "width", "height"}`: `k` labels, best
+    /// first, and the milliseconds spent in preprocessing + inference.
     pub fn classify(
         &self,
         rgba: &[u8],
@@ -38,9 +65,23 @@ impl WasmSession {
         height: u32,
         k: usize,
     ) -> Result<String, JsError> {
+        let t0 = now_ms();
         let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
         let top = self.inner.classify(&pixels, k).map_err(js_err)?;
-        serde_json::to_string(&top).map_err(|e| JsError::new(&e.to_string()))
+        classified(&top, now_ms() - t0, width, height)
+    }
+
+    /// Classify an encoded image file (PNG, JPEG, WebP, GIF, BMP bytes), decoded in wasm by the
+    /// same code as the server, so the browser sees exactly the server's pixels. Same JSON as
+    /// `classify`; `ms` includes decoding.
+    #[wasm_bindgen(js_name = classifyImage)]
+    pub fn classify_image(&self, bytes: &[u8], k: usize) -> Result<String, JsError> {
+        let t0 = now_ms();
+        let img = decode_image(bytes).map_err(|e| JsError::new(&format!("image: {e}")))?;
+        let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())
+            .map_err(js_err)?;
+        let top = self.inner.classify(&pixels, k).map_err(js_err)?;
+        classified(&top, now_ms() - t0, img.width(), img.height())
     }
 
     /// Run already-preprocessed input (`n × 3 × size × size` values); returns the flattened

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod decode;
 pub mod error;
 pub mod manifest;
 pub mod preprocess;
