@@ -63,10 +63,16 @@ impl Session {
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(Error::engine)?;
-        let typed = model.into_typed().map_err(Error::engine)?;
+        let typed = model.clone().into_typed().map_err(Error::engine)?;
         check_io(&typed, &manifest)?;
-        let plan = typed
-            .into_optimized()
+        drop(typed);
+        // Plan for one image at a time: with the batch dimension fixed, tract picks packed
+        // convolution kernels it cannot use for a symbolic batch (5x faster here, 134 → 26 ms
+        // per image natively). Batches run image by image.
+        let size = manifest.preprocess.size as usize;
+        let plan = model
+            .with_input_fact(0, f32::fact([1, 3, size, size]).into())
+            .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(Error::engine)?;
         Ok(Session { manifest, plan })
@@ -87,22 +93,26 @@ impl Session {
                 batch.len()
             )));
         }
-        let n = batch.len() / per_image;
         let size = self.manifest.preprocess.size as usize;
-        let input = Tensor::from_shape(&[n, 3, size, size], batch).map_err(Error::engine)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(Error::engine)?;
-        let out = outputs
-            .first()
-            .ok_or_else(|| Error::Engine("model produced no output".into()))?;
-        let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
-        let shape = view.shape().to_vec();
-        if shape.len() != 2 || shape[0] != n {
-            return Err(Error::Graph(format!(
-                "output shape {shape:?} for a batch of {n}"
-            )));
-        }
-        let values: Vec<f32> = view.iter().copied().collect();
-        Ok(values.chunks(shape[1]).map(<[f32]>::to_vec).collect())
+        batch
+            .chunks(per_image)
+            .map(|image| {
+                let input =
+                    Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
+                let outputs = self.plan.run(tvec!(input.into())).map_err(Error::engine)?;
+                let out = outputs
+                    .first()
+                    .ok_or_else(|| Error::Engine("model produced no output".into()))?;
+                let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
+                if view.shape().len() != 2 || view.shape()[0] != 1 {
+                    return Err(Error::Graph(format!(
+                        "output shape {:?} for one image",
+                        view.shape()
+                    )));
+                }
+                Ok(view.iter().copied().collect())
+            })
+            .collect()
     }
 
     /// Classify one decoded image: preprocess, run, return the `k` most probable labels.
