@@ -244,7 +244,7 @@ pub struct UploadResponse {
 #[utoipa::path(post, path = "/api/datasets/{id}/images", tag = "images",
     params(("id" = String, Path, description = "dataset id"), ("X-Uploader" = Option<String>, Header, description = "uploader name")),
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
-    responses((status = 201, body = UploadResponse, description = "stored (pending unless the admin token was sent)"),
+    responses((status = 201, body = UploadResponse, description = "stored (pending unless the admin token was sent)"), (status = 200, body = UploadResponse, description = "every file was already in the dataset: nothing stored"),
         (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security((), ("bearer" = [])))]
@@ -285,7 +285,7 @@ async fn upload_files(
     form: Form,
     uploader: &Uploader,
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
-    images::get_dataset(&st.db, dataset_id).await?;
+    images::require_dataset(&st.db, dataset_id).await?;
     let label = form
         .fields
         .get("label")

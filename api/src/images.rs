@@ -302,7 +302,7 @@ pub async fn create_dataset(
 /// Add a label to a dataset (idempotent).
 pub async fn add_label(db: &Db, dataset_id: &str, label: &str) -> Result<DatasetInfo> {
     trainer::dataset::validate_label(label).map_err(|e| Error::Invalid(e.to_string()))?;
-    get_dataset(db, dataset_id).await?;
+    require_dataset(db, dataset_id).await?;
     let known: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM labels WHERE dataset_id = $1 AND name = $2")
             .bind(dataset_id)
@@ -318,6 +318,18 @@ pub async fn add_label(db: &Db, dataset_id: &str, label: &str) -> Result<Dataset
             .await?;
     }
     get_dataset(db, dataset_id).await
+}
+
+/// `NotFound` unless the dataset exists (an indexed lookup; [`get_dataset`] also counts images).
+pub async fn require_dataset(db: &Db, id: &str) -> Result<()> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await?;
+    if n == 0 {
+        return Err(Error::NotFound(format!("no dataset {id:?}")));
+    }
+    Ok(())
 }
 
 /// Labels of a dataset, sorted.
