@@ -294,66 +294,19 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         .unwrap();
     expect(r, 422, "invalid_parameter").await;
 
-    // Malformed query strings get JSON errors too.
-    expect(
-        s.get("/api/train?limit=lots").send().await.unwrap(),
-        400,
-        "bad_request",
-    )
-    .await;
-    expect(
-        s.get("/api/predict").send().await.unwrap(),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-
-    // Model routes: unknown ids, traversal, files that are not served.
-    expect(
-        s.get("/api/models/current").send().await.unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect(
-        s.get("/api/models/..%2F..%2Fetc/model.onnx")
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect(
-        s.get("/api/models/cls-nope/head.safetensors")
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect(
-        s.get("/api/models/cls-nope/model.onnx")
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect(
-        s.get("/api/train/run-nope").send().await.unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    expect(
-        s.get("/api/nothing-here").send().await.unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
+    // Malformed queries, unknown ids, traversal, files that are not served, unknown routes.
+    for (path, status, code) in [
+        ("/api/train?limit=lots", 400, "bad_request"),
+        ("/api/predict", 405, "method_not_allowed"),
+        ("/api/models/current", 404, "not_found"),
+        ("/api/models/..%2F..%2Fetc/model.onnx", 404, "not_found"),
+        ("/api/models/cls-nope/head.safetensors", 404, "not_found"),
+        ("/api/models/cls-nope/model.onnx", 404, "not_found"),
+        ("/api/train/run-nope", 404, "not_found"),
+        ("/api/nothing-here", 404, "not_found"),
+    ] {
+        expect(s.get(path).send().await.unwrap(), status, code).await;
+    }
     expect(
         s.http.delete(s.url("/api/models")).send().await.unwrap(),
         405,

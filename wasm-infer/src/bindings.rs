@@ -110,3 +110,14 @@ pub fn preprocess(
     let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
     image_to_tensor(&pixels, &manifest.preprocess).map_err(js_err)
 }
+
+/// The model input tensor for an encoded image file (decoded in wasm), for checks and for
+/// feeding other engines the exact same input in benchmarks.
+#[wasm_bindgen(js_name = preprocessImage)]
+pub fn preprocess_image(bytes: &[u8], manifest_json: &str) -> Result<Vec<f32>, JsError> {
+    let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+    let img = decode_image(bytes).map_err(|e| JsError::new(&format!("image: {e}")))?;
+    let pixels =
+        Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).map_err(js_err)?;
+    image_to_tensor(&pixels, &manifest.preprocess).map_err(js_err)
+}
