@@ -41,7 +41,7 @@ pub struct Config {
     /// Production mode: requires ADMIN_TOKEN, logs JSON.
     #[arg(long, env = "EDGEML_PRODUCTION")]
     pub production: bool,
-    /// Static web app folder served at `/`.
+    /// Static web app folder served at `/` (used when it has an `index.html`).
     #[arg(long, env = "STATIC_DIR", default_value = "public")]
     pub static_dir: PathBuf,
     /// Labeled image folder (one sub-folder per label) imported as the first dataset when the

@@ -1129,7 +1129,7 @@ pub fn router(st: Shared) -> Router {
         .route("/docs", get(docs_page))
         .route("/docs/docs.js", get(docs_js));
     let dir = &st.cfg.static_dir;
-    if dir.is_dir() {
+    if dir.join("index.html").is_file() {
         let index = ServeFile::new(dir.join("index.html"));
         app = app.fallback_service(
             ServeDir::new(dir)

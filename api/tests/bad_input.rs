@@ -457,3 +457,42 @@ async fn orphan_blobs_are_swept_and_used_ones_kept() {
     assert_eq!(s.storage().size(&orphan).await.unwrap(), None);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_app_with_spa_fallback_and_json_api_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path(), Sql::Sqlite, Blobs::Local).await;
+    let web = dir.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(
+        web.join("index.html"),
+        "<!doctype html><title>edgeml</title>",
+    )
+    .unwrap();
+    std::fs::write(web.join("app.js"), "console.log('edgeml');\n".repeat(200)).unwrap();
+    cfg.static_dir = web;
+    let s = TestServer::start_with(cfg, dir).await;
+    let r = s.get("/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<title>edgeml</title>"));
+    let r = s
+        .get("/app.js")
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "br");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    // Client-side routes get the app shell; API routes keep JSON errors.
+    let r = s.get("/admin/models").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("<title>edgeml</title>"));
+    expect(s.get("/api/nope").send().await.unwrap(), 404, "not_found").await;
+    s.stop().await;
+}
