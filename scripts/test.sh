@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs (assets, the Rust wasm target,
-# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] from PyPI); needs node (for the wasm
-# parity test) and python3.
+# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] from PyPI, Chromium from Debian,
+# playwright-core from npm); needs node and python3.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,15 +17,18 @@ command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nod
 
 step "format and lints"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --release -- -D warnings
-cargo clippy -p wasm-infer --target wasm32-unknown-unknown --release -- -D warnings
+cargo clippy --workspace --exclude web --all-targets --release -- -D warnings
+cargo clippy -p wasm-infer -p web --target wasm32-unknown-unknown --release -- -D warnings
 
-step "wasm32 build of the shared inference crate (+ wasm-bindgen, for the wasm parity test)"
-scripts/build-wasm.sh
+step "wasm32 builds: the inference module (also for the wasm parity test) and the web app"
+scripts/build-web.sh
 
 step "test servers: PostgreSQL and an S3 server (moto) on loopback"
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh
 
 step "tests"
-cargo test --workspace --release
+cargo test --workspace --exclude web --release
+
+step "end-to-end tests in headless Chromium (Playwright)"
+scripts/e2e.sh

@@ -42,7 +42,7 @@ pub struct Config {
     #[arg(long, env = "EDGEML_PRODUCTION")]
     pub production: bool,
     /// Static web app folder served at `/` (used when it has an `index.html`).
-    #[arg(long, env = "STATIC_DIR", default_value = "public")]
+    #[arg(long, env = "STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
     /// Labeled image folder (one sub-folder per label) imported as the first dataset when the
     /// database has none.
