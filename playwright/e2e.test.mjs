@@ -52,9 +52,21 @@ async function serverPredict(bytes) {
   return r.json();
 }
 
-async function classifyInPage(path) {
-  await page.locator('[data-testid=file]').setInputFiles(path);
-  const list = page.locator('[data-testid=predictions]');
+async function classifyInPage(path, { drop = false } = {}) {
+  const run = Number(await page.locator('[data-testid=predictions]').getAttribute('data-run', { timeout: 100 }).catch(() => 0)) + 1;
+  if (drop) {
+    // Drop the file on the drop zone, as a user dragging it from their desktop.
+    const bytes = [...readFileSync(path)];
+    const dt = await page.evaluateHandle(([b, name]) => {
+      const t = new DataTransfer();
+      t.items.add(new File([new Uint8Array(b)], name, { type: 'image/png' }));
+      return t;
+    }, [bytes, path.split('/').pop()]);
+    await page.locator('[data-testid=drop]').dispatchEvent('drop', { dataTransfer: dt });
+  } else {
+    await page.locator('[data-testid=file]').setInputFiles(path);
+  }
+  const list = page.locator(`[data-testid=predictions][data-run="${run}"]`);
   await list.waitFor({ timeout: 60_000 });
   return list.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
 }
@@ -124,7 +136,7 @@ test('works offline after the first visit: reload offline, classify again', asyn
     await page.reload();
     await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator('[data-testid=online]').innerText(), 'offline');
-    const offline = await classifyInPage(photo.path);
+    const offline = await classifyInPage(photo.path, { drop: true });
     await page.screenshot({ path: join(shots, 'predict-offline.png'), fullPage: true });
     assert.deepEqual(offline.map((p) => p.label), online.map((p) => p.label));
     for (const [a, b] of offline.map((p, i) => [p, online[i]])) assert.ok(Math.abs(a.score - b.score) <= 1e-6);

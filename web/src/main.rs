@@ -64,6 +64,8 @@ fn App() -> impl IntoView {
     let result = RwSignal::new(None::<(Vec<Prediction>, f64)>);
     let preview = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
+    // Results so far (lets tests and screen readers tell a new result from the previous one).
+    let results = RwSignal::new(0u32);
 
     if let Some(w) = web_sys::window() {
         for (event, value) in [("online", true), ("offline", false)] {
@@ -108,6 +110,7 @@ fn App() -> impl IntoView {
                     }
                     Ok(FromWorker::Result { predictions, ms }) => {
                         busy.set(false);
+                        results.update(|n| *n += 1);
                         result.set(Some((predictions, ms)));
                     }
                     Ok(FromWorker::Error { message }) => {
@@ -125,16 +128,8 @@ fn App() -> impl IntoView {
     }
     let worker = StoredValue::new_local(worker);
 
-    let on_file = move |ev: web_sys::Event| {
-        let Some(input) = ev
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
-        else {
-            return;
-        };
-        let Some(file) = input.files().and_then(|f| f.get(0)) else {
-            return;
-        };
+    // Preview the file and send its bytes to the worker.
+    let classify_file = move |file: web_sys::File| {
         if let Some(old) = preview.get_untracked() {
             let _ = web_sys::Url::revoke_object_url(&old);
         }
@@ -162,6 +157,32 @@ fn App() -> impl IntoView {
             });
         });
     };
+    let on_file = move |ev: web_sys::Event| {
+        let Some(input) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        if let Some(file) = input.files().and_then(|files| files.get(0)) {
+            classify_file(file);
+        }
+        // Picking the same file again must classify again.
+        input.set_value("");
+    };
+    // Dropping a file anywhere on the drop zone classifies it (instead of the browser opening it).
+    let dragging = RwSignal::new(false);
+    let on_drop = move |ev: web_sys::DragEvent| {
+        ev.prevent_default();
+        dragging.set(false);
+        if let Some(file) = ev
+            .data_transfer()
+            .and_then(|d| d.files())
+            .and_then(|f| f.get(0))
+        {
+            classify_file(file);
+        }
+    };
 
     view! {
         <header class="statusbar">
@@ -178,7 +199,13 @@ fn App() -> impl IntoView {
         <main>
             <h1>"Predict"</h1>
             <p class="hint">"Pick or drop an image: it is classified in this browser, not on the server."</p>
-            <label class="drop">
+            <label
+                class=move || if dragging.get() { "drop over" } else { "drop" }
+                data-testid="drop"
+                on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=on_drop
+            >
                 <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
             </label>
             <div class="result">
@@ -186,7 +213,7 @@ fn App() -> impl IntoView {
                 <div>
                     <p data-testid="busy" hidden=move || !busy.get()>"classifying…"</p>
                     {move || result.get().map(|(preds, ms)| view! {
-                        <ol class="predictions" data-testid="predictions" data-ms=ms.to_string()>
+                        <ol class="predictions" data-testid="predictions" data-ms=ms.to_string() data-run=results.get_untracked().to_string()>
                             {preds.into_iter().map(|p| {
                                 let width = format!("width: {:.1}%", p.score * 100.0);
                                 view! {
