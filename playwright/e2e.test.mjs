@@ -144,3 +144,39 @@ test('works offline after the first visit: reload offline, classify again', asyn
     await context.setOffline(false);
   }
 });
+
+test('offers a newer champion and switches to it with one click', async () => {
+  const admin = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+  const r = await fetch(`${base}/api/train`, {
+    method: 'POST', headers: admin,
+    body: JSON.stringify({ params: { epochs: 5, patience: 5, views: 1, seed: 7 } }),
+  });
+  assert.equal(r.status, 202);
+  const run = await r.json();
+  let done;
+  for (const t0 = Date.now(); ; await sleep(1000)) {
+    done = await (await fetch(`${base}/api/train/${run.id}`)).json();
+    if (['succeeded', 'failed', 'cancelled'].includes(done.status)) break;
+    assert.ok(Date.now() - t0 < 600_000, 'retrain did not finish');
+  }
+  assert.equal(done.status, 'succeeded', done.error);
+  const fresh = done.model_id;
+  const info = await (await fetch(`${base}/api/models/${fresh}`)).json();
+  if (info.stage !== 'champion') {
+    const p = await fetch(`${base}/api/models/${fresh}/promote`, { method: 'POST', headers: admin });
+    assert.equal(p.status, 200);
+  }
+  const notice = page.locator('[data-testid=update]');
+  await notice.waitFor({ timeout: 60_000 });
+  assert.match(await notice.innerText(), new RegExp(fresh));
+  await page.screenshot({ path: join(shots, 'update-offered.png'), fullPage: true });
+  await page.locator('[data-testid=switch]').click();
+  await page.locator('[data-testid=model]').filter({ hasText: fresh }).waitFor({ timeout: 120_000 });
+  await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
+  assert.equal(await notice.count(), 0, 'the notice is gone after switching');
+  const got = await classifyInPage(testSplitPhotos()[0].path);
+  assert.equal(got.length, 5);
+  const cached = await page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => k.url));
+  assert.equal(cached.length, 1, `one model version cached: ${cached}`);
+  assert.match(cached[0], new RegExp(`/api/models/${fresh}/model.onnx$`));
+});

@@ -9,6 +9,7 @@ const META = 'edgeml-meta';
 const CURRENT = '/api/models/current?task=classify';
 const ready = init({ module_or_path: '/pkg/wasm_infer_bg.wasm' });
 let session = null;
+let loadedId = null;
 
 async function manifestText() {
   const meta = await caches.open(META);
@@ -57,6 +58,7 @@ async function load() {
   const url = `/api/models/${manifest.model_id}/model.onnx`;
   const { bytes, cached } = await modelBytes(url, manifest.onnx.bytes);
   session = new Session(bytes, text); // verifies sha256 and shapes against the manifest
+  loadedId = manifest.model_id;
   postMessage({ type: 'ready', model_id: manifest.model_id, cached });
 }
 
@@ -65,6 +67,13 @@ self.onmessage = async (e) => {
   try {
     if (msg.type === 'load') {
       await load();
+    } else if (msg.type === 'check') {
+      // Is there a newer champion than the one loaded? (Quietly nothing when offline.)
+      const r = await fetch(CURRENT, { cache: 'no-cache' }).catch(() => null);
+      if (r && r.ok) {
+        const m = await r.json();
+        if (loadedId && m.model_id !== loadedId) postMessage({ type: 'update', model_id: m.model_id });
+      }
     } else if (msg.type === 'classify') {
       if (!session) throw new Error('the model is not loaded yet');
       const r = JSON.parse(session.classifyImage(msg.bytes, msg.k || 5));

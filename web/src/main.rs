@@ -5,7 +5,8 @@
 //! and the model (content-addressed, immutable) is kept in Cache Storage, so predictions work
 //! offline. The service worker (`public/sw.js`) keeps the app shell.
 //!
-//! Today: the Predict page and the status bar (online/offline, model version, ready offline).
+//! Today: the Predict page and the status bar (online/offline, model version, ready offline,
+//! a newer champion offered with a one-click switch).
 
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -30,6 +31,9 @@ enum FromWorker {
     Ready {
         model_id: String,
         cached: bool,
+    },
+    Update {
+        model_id: String,
     },
     Result {
         predictions: Vec<Prediction>,
@@ -66,6 +70,8 @@ fn App() -> impl IntoView {
     let busy = RwSignal::new(false);
     // Results so far (lets tests and screen readers tell a new result from the previous one).
     let results = RwSignal::new(0u32);
+    // A newer champion than the loaded model, offered with a one-click switch.
+    let newer = RwSignal::new(None::<String>);
 
     if let Some(w) = web_sys::window() {
         for (event, value) in [("online", true), ("offline", false)] {
@@ -97,6 +103,7 @@ fn App() -> impl IntoView {
                         model_id: id,
                         cached,
                     }) => {
+                        newer.set(None);
                         model_id.set(Some(id));
                         offline_ready.set(true);
                         status.set(
@@ -108,6 +115,7 @@ fn App() -> impl IntoView {
                             .into(),
                         );
                     }
+                    Ok(FromWorker::Update { model_id: id }) => newer.set(Some(id)),
                     Ok(FromWorker::Result { predictions, ms }) => {
                         busy.set(false);
                         results.update(|n| *n += 1);
@@ -127,6 +135,29 @@ fn App() -> impl IntoView {
         status.set("error: this browser cannot start the inference worker".into());
     }
     let worker = StoredValue::new_local(worker);
+    // Ask the worker every 15 s whether a newer champion was promoted.
+    if let Some(w) = web_sys::window() {
+        let check = Closure::<dyn Fn()>::new(move || {
+            worker.with_value(|w| {
+                if let Some(w) = w {
+                    post(w, &[("type", "check".into())]);
+                }
+            });
+        });
+        let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
+            check.as_ref().unchecked_ref(),
+            15_000,
+        );
+        check.forget();
+    }
+    let switch_model = move |_| {
+        status.set("loading the new model…".into());
+        worker.with_value(|w| {
+            if let Some(w) = w {
+                post(w, &[("type", "load".into())]);
+            }
+        });
+    };
 
     // Preview the file and send its bytes to the worker.
     let classify_file = move |file: web_sys::File| {
@@ -196,6 +227,12 @@ fn App() -> impl IntoView {
             <span data-testid="offline-ready" class="pill" hidden=move || !offline_ready.get()>"ready offline"</span>
             <span data-testid="status" class="status">{move || status.get()}</span>
         </header>
+        {move || newer.get().map(|id| view! {
+            <div class="notice" data-testid="update">
+                {format!("A newer model is available: {id}. ")}
+                <button data-testid="switch" on:click=switch_model>"Switch to it"</button>
+            </div>
+        })}
         <main>
             <h1>"Predict"</h1>
             <p class="hint">"Pick or drop an image: it is classified in this browser, not on the server."</p>
