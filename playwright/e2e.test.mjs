@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
+import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -19,7 +20,10 @@ const photos = join(root, 'assets/datasets/tuxpaint-photos');
 const shots = join(root, 'playwright/screenshots');
 const TOKEN = 'e2e-admin-token-0123456789';
 const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // A synthetic camera, allowed without a prompt (for the camera test).
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+const admin = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
 
 let api; let base; let dataDir; let profile; let context; let page;
 const apiRequests = [];
@@ -42,6 +46,51 @@ function testSplitPhotos() {
     }
   }
   return out;
+}
+
+// A small RGB PNG no one has uploaded before (content depends on `seed`).
+const crcTable = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function makePng(w, h, seed) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const raw = Buffer.alloc((w * 3 + 1) * h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const o = y * (w * 3 + 1) + 1 + x * 3;
+      raw[o] = (x * 5 + seed * 37) & 255; raw[o + 1] = (y * 3 + seed * 11) & 255; raw[o + 2] = ((x ^ y) + seed) & 255;
+    }
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+async function pendingOnServer() {
+  const r = await fetch(`${base}/api/review?limit=500`, { headers: admin });
+  assert.equal(r.status, 200);
+  return (await r.json()).images;
+}
+
+async function waitFor(what, f, ms = 60_000) {
+  for (const t0 = Date.now(); ; await sleep(500)) {
+    const v = await f();
+    if (v) return v;
+    assert.ok(Date.now() - t0 < ms, `timed out waiting for ${what}`);
+  }
 }
 
 async function serverPredict(bytes) {
@@ -145,27 +194,103 @@ test('works offline after the first visit: reload offline, classify again', asyn
   }
 });
 
-test('offers a newer champion and switches to it with one click', async () => {
-  const admin = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
-  const r = await fetch(`${base}/api/train`, {
-    method: 'POST', headers: admin,
-    body: JSON.stringify({ params: { epochs: 5, patience: 5, views: 1, seed: 7 } }),
-  });
-  assert.equal(r.status, 202);
-  const run = await r.json();
-  let done;
-  for (const t0 = Date.now(); ; await sleep(1000)) {
-    done = await (await fetch(`${base}/api/train/${run.id}`)).json();
-    if (['succeeded', 'failed', 'cancelled'].includes(done.status)) break;
-    assert.ok(Date.now() - t0 < 600_000, 'retrain did not finish');
+test('contributes offline: the upload waits in IndexedDB, survives a reload, reaches the server online', async () => {
+  await page.goto(`${base}/#/contribute`);
+  await page.locator('[data-testid=label] option[value=animals]').waitFor({ state: 'attached' });
+  const files = [1, 2].map((i) => ({ name: `e2e-contribution-${i}.png`, mimeType: 'image/png', buffer: makePng(96, 80, i) }));
+  await context.setOffline(true);
+  try {
+    await page.locator('[data-testid=online]').filter({ hasText: 'offline' }).waitFor();
+    await page.locator('[data-testid=label]').selectOption('animals');
+    await page.locator('[data-testid=uploader]').fill('e2e');
+    await page.locator('[data-testid=files]').setInputFiles(files);
+    await page.locator('[data-testid=send]').click();
+    await page.locator('[data-testid=waiting][data-count="1"]').waitFor();
+    assert.match(await page.locator('[data-testid=message]').innerText(), /kept in this browser/);
+    // Kept in IndexedDB: still there after reloading the page (offline, from the service worker).
+    await page.reload();
+    await page.locator('[data-testid=waiting][data-count="1"]').waitFor({ timeout: 30_000 });
+    assert.match(await page.locator('[data-testid=waiting]').innerText(), /e2e-contribution-1\.png, e2e-contribution-2\.png/);
+    await page.screenshot({ path: join(shots, 'contribute-offline.png'), fullPage: true });
+    const names = (await pendingOnServer()).map((i) => i.filename);
+    assert.ok(!names.includes('e2e-contribution-1.png'), 'nothing reached the server while offline');
+  } finally {
+    await context.setOffline(false);
   }
-  assert.equal(done.status, 'succeeded', done.error);
-  const fresh = done.model_id;
+  // Back online: the outbox is sent, the page says what became of each file.
+  await page.locator('[data-testid=sent][data-count="2"]').waitFor({ timeout: 60_000 });
+  const statuses = await page.locator('[data-testid=sent] li').evaluateAll((lis) => lis.map((li) => [li.dataset.file, li.dataset.status]));
+  assert.deepEqual(statuses.sort(), [['e2e-contribution-1.png', 'pending'], ['e2e-contribution-2.png', 'pending']]);
+  assert.equal(await page.locator('[data-testid=waiting]').getAttribute('data-count'), '0');
+  const stored = (await pendingOnServer()).filter((i) => i.filename.startsWith('e2e-contribution-'));
+  assert.equal(stored.length, 2);
+  for (const i of stored) assert.deepEqual([i.label, i.status, i.uploader], ['animals', 'pending', 'e2e']);
+  // The counts table shows them as pending.
+  await page.locator('[data-testid=counts] tr[data-label=animals] td:nth-child(3)').filter({ hasText: /^[1-9]/ }).waitFor();
+  await page.screenshot({ path: join(shots, 'contribute.png'), fullPage: true });
+});
+
+test('admin: review, retrain with live curves, promote, page offers and loads the new version, rollback', async () => {
+  const before = await (await fetch(`${base}/api/models/current`)).json();
+  await page.goto(`${base}/#/admin`);
+  await page.locator('[data-testid=token]').fill('wrong-token-000000000');
+  await page.locator('[data-testid=sign-in]').click();
+  await page.locator('[data-testid=sign-in-error]').filter({ hasText: /403/ }).waitFor();
+  await page.locator('[data-testid=token]').fill(TOKEN);
+  await page.locator('[data-testid=sign-in]').click();
+  // The review queue shows the contributions with their thumbnails.
+  const card1 = page.locator('[data-testid=review-card][data-file="e2e-contribution-1.png"]');
+  const card2 = page.locator('[data-testid=review-card][data-file="e2e-contribution-2.png"]');
+  await card1.locator('img.thumb').waitFor();
+  await card2.locator('img.thumb').waitFor();
+  assert.equal(await card1.locator('img.thumb').evaluate((img) => img.decode().then(() => img.naturalWidth)), 96);
+  await page.screenshot({ path: join(shots, 'admin-review.png'), fullPage: true });
+  // Relabel one, then reject it; approve the other.
+  await card1.locator('[data-testid=card-label]').selectOption('plants');
+  await card1.locator('[data-testid=relabel]').click();
+  await waitFor('relabel', async () => (await pendingOnServer()).find((i) => i.filename === 'e2e-contribution-1.png')?.label === 'plants');
+  await page.locator('[data-testid=review-card][data-file="e2e-contribution-1.png"] [data-testid=reject]').click();
+  await page.locator('[data-testid=review-card][data-file="e2e-contribution-2.png"] [data-testid=approve]').click();
+  await page.locator('[data-testid=review-card]').first().waitFor({ state: 'detached' }).catch(() => {});
+  await waitFor('review', async () => !(await pendingOnServer()).some((i) => i.filename.startsWith('e2e-contribution-')));
+  const all = await (await fetch(`${base}/api/images?limit=500`, { headers: admin })).json();
+  const byName = Object.fromEntries(all.images.map((i) => [i.filename, i]));
+  assert.deepEqual([byName['e2e-contribution-1.png'].status, byName['e2e-contribution-1.png'].label], ['rejected', 'plants']);
+  assert.deepEqual([byName['e2e-contribution-2.png'].status, byName['e2e-contribution-2.png'].label], ['approved', 'animals']);
+
+  // Retrain from the page; follow its live progress and curves.
+  await page.locator('[data-testid=epochs]').fill('5');
+  await page.locator('[data-testid=retrain]').click();
+  const run = page.locator('[data-testid=run]');
+  await run.waitFor();
+  const runId = await run.getAttribute('data-run-id');
+  await page.locator('[data-testid=run-progress]').filter({ hasText: /epoch|features/ }).waitFor({ timeout: 300_000 });
+  await page.locator('[data-testid=loss-chart]:not([data-points="0"])').waitFor({ timeout: 300_000 });
+  await page.screenshot({ path: join(shots, 'admin-training.png'), fullPage: true });
+  await page.locator('[data-testid=run][data-status=succeeded]').waitFor({ timeout: 600_000 });
+  const fresh = (await run.locator('[data-testid=run-model]').innerText()).trim();
+  const done = await (await fetch(`${base}/api/train/${runId}`)).json();
+  assert.equal(done.model_id, fresh);
+  const points = Number(await page.locator('[data-testid=loss-chart]').getAttribute('data-points'));
+  assert.equal(points, 2 * done.epochs.length, 'every epoch drawn (train and validation loss)');
+
+  // The new version in the model list; promote it if the gate held it back.
+  const row = page.locator(`[data-testid=model-row][data-id="${fresh}"]`);
+  await row.waitFor();
+  if (await row.getAttribute('data-stage') !== 'champion') await row.locator('[data-testid=promote]').click();
+  await page.locator(`[data-testid=model-row][data-id="${fresh}"][data-stage=champion]`).waitFor();
+  assert.equal((await (await fetch(`${base}/api/models/current`)).json()).model_id, fresh);
+  // Its metrics: the confusion matrix covers the test split.
+  const detail = page.locator(`[data-testid=model-detail][data-id="${fresh}"]`);
+  await detail.waitFor();
   const info = await (await fetch(`${base}/api/models/${fresh}`)).json();
-  if (info.stage !== 'champion') {
-    const p = await fetch(`${base}/api/models/${fresh}/promote`, { method: 'POST', headers: admin });
-    assert.equal(p.status, 200);
-  }
+  const cells = await detail.locator('[data-testid=confusion] td').evaluateAll((tds) => tds.map((td) => Number(td.dataset.count)));
+  assert.equal(cells.length, info.manifest.labels.length ** 2);
+  assert.equal(cells.reduce((a, b) => a + b, 0), info.manifest.metrics.n_test);
+  await detail.locator('[data-testid=model-loss-chart]').waitFor();
+  await page.screenshot({ path: join(shots, 'admin-models.png'), fullPage: true });
+
+  // The page offers the new champion and loads it with one click.
   const notice = page.locator('[data-testid=update]');
   await notice.waitFor({ timeout: 60_000 });
   assert.match(await notice.innerText(), new RegExp(fresh));
@@ -174,9 +299,38 @@ test('offers a newer champion and switches to it with one click', async () => {
   await page.locator('[data-testid=model]').filter({ hasText: fresh }).waitFor({ timeout: 120_000 });
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
   assert.equal(await notice.count(), 0, 'the notice is gone after switching');
-  const got = await classifyInPage(testSplitPhotos()[0].path);
-  assert.equal(got.length, 5);
   const cached = await page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => k.url));
   assert.equal(cached.length, 1, `one model version cached: ${cached}`);
   assert.match(cached[0], new RegExp(`/api/models/${fresh}/model.onnx$`));
+  await page.locator('[data-testid=nav-predict]').click();
+  const got = await classifyInPage(testSplitPhotos()[0].path);
+  assert.equal(got.length, 5);
+
+  // Roll back from the page: the previous champion is back.
+  await page.locator('[data-testid=nav-admin]').click();
+  await page.locator(`[data-testid=model-row][data-id="${fresh}"] [data-testid=rollback]`).click();
+  await page.locator(`[data-testid=model-row][data-id="${before.model_id}"][data-stage=champion]`).waitFor();
+  assert.equal((await (await fetch(`${base}/api/models/current`)).json()).model_id, before.model_id);
+});
+
+test('classifies a camera frame (synthetic camera) in the browser', async () => {
+  await page.goto(`${base}/#/`);
+  await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
+  const run = Number(await page.locator('[data-testid=predictions]').getAttribute('data-run', { timeout: 100 }).catch(() => 0)) + 1;
+  await page.locator('[data-testid=camera]').click();
+  await page.locator('video').evaluate((v) => new Promise((ok) => (v.videoWidth ? ok() : v.addEventListener('loadeddata', () => ok(), { once: true }))));
+  const before = apiRequests.length;
+  await page.locator('[data-testid=snap]').click();
+  const list = page.locator(`[data-testid=predictions][data-run="${run}"]`);
+  await list.waitFor({ timeout: 60_000 });
+  const got = await list.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
+  const labels = (await (await fetch(`${base}/api/models/current`)).json()).labels;
+  assert.equal(got.length, 5);
+  for (const p of got) assert.ok(labels.includes(p.label), p.label);
+  for (let i = 1; i < got.length; i++) assert.ok(got[i - 1].score >= got[i].score, 'sorted by score');
+  const total = got.reduce((a, p) => a + p.score, 0);
+  assert.ok(total > 0 && total <= 1 + 1e-5, `probabilities: ${total}`);
+  assert.match(await page.locator('img.preview').getAttribute('src'), /^data:image\/jpeg/);
+  assert.deepEqual(apiRequests.slice(before), [], 'no api request for a camera frame');
+  await page.screenshot({ path: join(shots, 'camera.png'), fullPage: true });
 });

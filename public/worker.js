@@ -78,6 +78,11 @@ self.onmessage = async (e) => {
       if (!session) throw new Error('the model is not loaded yet');
       const r = JSON.parse(session.classifyImage(msg.bytes, msg.k || 5));
       postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
+    } else if (msg.type === 'classify_rgba') {
+      // A camera frame: RGBA pixels straight from a canvas.
+      if (!session) throw new Error('the model is not loaded yet');
+      const r = JSON.parse(session.classify(msg.rgba, msg.width, msg.height, msg.k || 5));
+      postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
     }
   } catch (err) {
     postMessage({ type: 'error', message: String((err && err.message) || err) });

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Build the web app into a folder the api serves (STATIC_DIR, default `dist`):
-#   dist/index.html, boot.js, style.css, manifest.webmanifest, icon.svg   (public/)
-#   dist/app/web.js + web_bg.wasm         the Leptos app (wasm32, wasm-release, wasm-bindgen)
-#   dist/pkg/wasm_infer.js + _bg.wasm     the inference module (scripts/build-wasm.sh)
-#   dist/worker.js                        inference worker
-#   dist/sw.js                            service worker, with the precache list and a cache
-#                                         name derived from the content of every file
+#   dist/index.html, manifest.webmanifest, icon.svg, sw.js      fixed names (entry points)
+#   dist/boot-<hash>.js, style-<hash>.css                        (public/)
+#   dist/app/web-<hash>.js + web_bg-<hash>.wasm   the Leptos app (wasm32, wasm-release,
+#                                                 wasm-bindgen), its JS snippets under app/snippets
+#   dist/pkg/wasm_infer-<hash>.js + _bg-<hash>.wasm   the inference module (build-wasm.sh)
+#   dist/worker-<hash>.js                         inference worker
+# Every other file is named by its content (the api serves those as immutable), and references
+# are rewritten leaves first. sw.js gets the precache list and a cache name derived from the
+# content of every file, so a new deployment replaces the old shell.
 #   scripts/build-web.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,34 @@ mkdir -p "$tmp/app" "$tmp/pkg"
 rm -f "$tmp"/app/*.d.ts
 cp "$TARGET_DIR"/wasm-pkg/web/wasm_infer.js "$TARGET_DIR"/wasm-pkg/web/wasm_infer_bg.wasm "$tmp/pkg/"
 cp -r public/. "$tmp/"
+
+# name FILE REF...: rename FILE to NAME-<sha256 prefix>.EXT and rewrite "/path" (or the bare
+# "./relative" path for snippets) in each REF.
+name() {
+  local f=$1; shift
+  local rel=${f#"$tmp"} h base ext new
+  h=$(sha256sum "$f" | cut -c1-12)
+  base=${f%.*}; ext=${f##*.}
+  new="$base-$h.$ext"
+  mv "$f" "$new"
+  for ref in "$@"; do
+    grep -qF "$rel" "$ref" || { echo "build-web: $rel not referenced in $ref" >&2; exit 1; }
+    sed -i "s|$rel|${new#"$tmp"}|g" "$ref"
+  done
+}
+for snippet in $(cd "$tmp/app" && find snippets -type f -name '*.js' 2>/dev/null); do
+  h=$(sha256sum "$tmp/app/$snippet" | cut -c1-12)
+  mv "$tmp/app/$snippet" "$tmp/app/${snippet%.js}-$h.js"
+  grep -qF "./$snippet" "$tmp/app/web.js" || { echo "build-web: $snippet not imported by web.js" >&2; exit 1; }
+  sed -i "s|\./$snippet|./${snippet%.js}-$h.js|g" "$tmp/app/web.js"
+done
+name "$tmp/app/web_bg.wasm" "$tmp/boot.js"
+name "$tmp/app/web.js" "$tmp/boot.js"
+name "$tmp/pkg/wasm_infer_bg.wasm" "$tmp/worker.js"
+name "$tmp/pkg/wasm_infer.js" "$tmp/worker.js"
+name "$tmp/worker.js" "$tmp/boot.js"
+name "$tmp/boot.js" "$tmp/index.html"
+name "$tmp/style.css" "$tmp/index.html"
 version=$(cd "$tmp" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 files=$(cd "$tmp" && find . -type f ! -name sw.js | sed 's|^\.||' | sort | awk 'BEGIN{printf "\"/\""} {printf ", \"%s\"", $0}')
 sed -i "s|const SHELL = 'edgeml-shell-dev';|const SHELL = 'edgeml-shell-$version';|; s|const PRECACHE = \\['/', '/index.html'\\];|const PRECACHE = [$files];|" "$tmp/sw.js"
@@ -30,7 +61,7 @@ grep -q "edgeml-shell-$version" "$tmp/sw.js" || { echo "build-web: could not sta
 rm -rf "$OUT"
 mv "$tmp" "$OUT"
 shipped=0; gz=0
-for f in "$OUT"/app/web_bg.wasm "$OUT"/app/web.js "$OUT"/pkg/wasm_infer_bg.wasm "$OUT"/pkg/wasm_infer.js "$OUT"/worker.js "$OUT"/boot.js "$OUT"/sw.js; do
+for f in $(find "$OUT" -name '*.js' -o -name '*.wasm'); do
   shipped=$((shipped + $(wc -c <"$f"))); gz=$((gz + $(gzip -9 -c "$f" | wc -c)))
 done
 echo "build-web: $OUT ready (shell $version); wasm + js shipped: $shipped bytes, $gz gzipped"

@@ -1082,6 +1082,36 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 
+/// Whether a static path names its content (`name-<12+ hex>.ext`, as `scripts/build-web.sh`
+/// writes every file but the entry points): such a file never changes.
+pub fn is_content_named(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or("");
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    stem.rsplit_once('-').is_some_and(|(name, hash)| {
+        !name.is_empty() && hash.len() >= 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// Static files: content-named ones are cached for a year, the rest (index.html, sw.js,
+/// manifest) revalidated on every use, so a deployment is picked up at once.
+async fn static_cache_control(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let immutable = is_content_named(req.uri().path());
+    let mut resp = next.run(req).await;
+    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        let value = if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    }
+    resp
+}
+
 /// Build the full router for a state.
 pub fn router(st: Shared) -> Router {
     let upload_limit = DefaultBodyLimit::max(st.cfg.max_upload_bytes);
@@ -1131,12 +1161,15 @@ pub fn router(st: Shared) -> Router {
     let dir = &st.cfg.static_dir;
     if dir.join("index.html").is_file() {
         let index = ServeFile::new(dir.join("index.html"));
-        app = app.fallback_service(
-            ServeDir::new(dir)
-                .precompressed_br()
-                .precompressed_gzip()
-                .fallback(index),
-        );
+        let files = Router::new()
+            .fallback_service(
+                ServeDir::new(dir)
+                    .precompressed_br()
+                    .precompressed_gzip()
+                    .fallback(index),
+            )
+            .layer(axum::middleware::from_fn(static_cache_control));
+        app = app.merge(files);
     } else {
         // No web app built yet: the docs page is the front door.
         app = app
@@ -1192,6 +1225,19 @@ pub fn router(st: Shared) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_named_files() {
+        assert!(is_content_named("/app/web_bg-764b39e9ec82.wasm"));
+        assert!(is_content_named(
+            "/app/snippets/web-67aca56aae793faf/js/glue-9663dc0fd55e.js"
+        ));
+        assert!(!is_content_named("/index.html"));
+        assert!(!is_content_named("/sw.js"));
+        assert!(!is_content_named("/app/web-1234.js"));
+        assert!(!is_content_named("/app/my-beautiful-page.js"));
+        assert!(!is_content_named("/-764b39e9ec82.wasm"));
+    }
 
     #[test]
     fn ranges() {

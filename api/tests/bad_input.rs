@@ -470,11 +470,20 @@ async fn static_app_with_spa_fallback_and_json_api_errors() {
     )
     .unwrap();
     std::fs::write(web.join("app.js"), "console.log('edgeml');\n".repeat(200)).unwrap();
+    std::fs::write(web.join("app-0123456789ab.js"), "console.log('v1');\n").unwrap();
     cfg.static_dir = web;
     let s = TestServer::start_with(cfg, dir).await;
     let r = s.get("/").send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-cache");
     assert!(r.text().await.unwrap().contains("<title>edgeml</title>"));
+    // Files named by their content never change: cached for a year.
+    let r = s.get("/app-0123456789ab.js").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     let r = s
         .get("/app.js")
         .header("accept-encoding", "br")

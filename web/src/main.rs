@@ -1,12 +1,27 @@
 //! # web
 //!
-//! The edgeml web app, client-side (Leptos CSR, wasm32). It owns the pages; inference runs in
-//! a Web Worker (`public/worker.js`) with the `wasm-infer` module, so the page never freezes,
-//! and the model (content-addressed, immutable) is kept in Cache Storage, so predictions work
-//! offline. The service worker (`public/sw.js`) keeps the app shell.
+//! The edgeml web app, client-side (Leptos CSR, wasm32). It owns the pages:
 //!
-//! Today: the Predict page and the status bar (online/offline, model version, ready offline,
-//! a newer champion offered with a one-click switch).
+//! - **Predict** (`#/`): pick, drop or photograph an image; it is classified in this browser by
+//!   the `wasm-infer` module in a Web Worker (`public/worker.js`), so the page never freezes and
+//!   no image leaves the device. The model (content-addressed) is kept in Cache Storage, so this
+//!   works offline.
+//! - **Contribute** (`#/contribute`): labelled images for the next training, multi-file, with
+//!   upload progress; contributions go through an IndexedDB outbox, so those made offline are
+//!   sent when the connection returns (`outbox`).
+//! - **Admin** (`#/admin`, token): review queue, retrain with live curves, model versions with
+//!   metrics and confusion matrix, promote and rollback.
+//!
+//! A status bar (online/offline, model version, "ready offline") and a notice when a newer
+//! champion exists sit above every page. The service worker (`public/sw.js`) keeps the shell.
+
+mod admin;
+mod chart;
+mod contribute;
+mod net;
+mod outbox;
+mod predict;
+mod types;
 
 use leptos::prelude::*;
 use serde::Deserialize;
@@ -15,7 +30,7 @@ use wasm_bindgen::prelude::*;
 
 /// A label with its probability, as the worker reports it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Prediction {
+pub struct Prediction {
     label: String,
     score: f32,
 }
@@ -44,7 +59,8 @@ enum FromWorker {
     },
 }
 
-fn post(worker: &web_sys::Worker, fields: &[(&str, JsValue)]) {
+/// Post a message (an object with these fields) to the worker.
+pub fn post(worker: &web_sys::Worker, fields: &[(&str, JsValue)]) {
     let msg = js_sys::Object::new();
     for (k, v) in fields {
         let _ = js_sys::Reflect::set(&msg, &JsValue::from_str(k), v);
@@ -52,6 +68,68 @@ fn post(worker: &web_sys::Worker, fields: &[(&str, JsValue)]) {
     if let Err(e) = worker.post_message(&msg) {
         web_sys::console::error_1(&e);
     }
+}
+
+/// State every page shares.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    /// The browser's idea of the connection.
+    pub online: RwSignal<bool>,
+    /// Model loaded in the worker.
+    pub model_id: RwSignal<Option<String>>,
+    /// What the app is doing, in words.
+    pub status: RwSignal<String>,
+    /// The inference worker.
+    pub worker: StoredValue<Option<web_sys::Worker>, LocalStorage>,
+    /// Predict page state (kept while other pages are shown).
+    pub predict: predict::State,
+    /// Contribution outbox.
+    pub outbox: outbox::State,
+}
+
+impl Ctx {
+    /// Send a message to the inference worker.
+    pub fn send(&self, fields: &[(&str, JsValue)]) {
+        self.worker.with_value(|w| {
+            if let Some(w) = w {
+                post(w, fields);
+            }
+        });
+    }
+}
+
+/// Which page the location's hash asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    Predict,
+    Contribute,
+    Admin,
+}
+
+fn page_from_hash() -> Page {
+    let hash = web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .unwrap_or_default();
+    match hash.trim_start_matches('#').trim_start_matches('/') {
+        "contribute" => Page::Contribute,
+        "admin" => Page::Admin,
+        _ => Page::Predict,
+    }
+}
+
+/// The worker script (its name is content-hashed by the build; `boot.js` says which).
+fn worker_url() -> String {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.document_element())
+        .and_then(|e| e.get_attribute("data-worker"))
+        .unwrap_or_else(|| "/worker.js".into())
+}
+
+fn listen(target: &web_sys::EventTarget, event: &str, f: impl Fn() + 'static) {
+    let cb = Closure::<dyn Fn()>::new(f);
+    let _ = target.add_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
+    cb.forget();
 }
 
 fn main() {
@@ -65,26 +143,36 @@ fn App() -> impl IntoView {
     let model_id = RwSignal::new(None::<String>);
     let status = RwSignal::new("loading the model…".to_string());
     let offline_ready = RwSignal::new(false);
-    let result = RwSignal::new(None::<(Vec<Prediction>, f64)>);
-    let preview = RwSignal::new(None::<String>);
-    let busy = RwSignal::new(false);
-    // Results so far (lets tests and screen readers tell a new result from the previous one).
-    let results = RwSignal::new(0u32);
     // A newer champion than the loaded model, offered with a one-click switch.
     let newer = RwSignal::new(None::<String>);
-
-    if let Some(w) = web_sys::window() {
-        for (event, value) in [("online", true), ("offline", false)] {
-            let cb = Closure::<dyn Fn()>::new(move || online.set(value));
-            let _ = w.add_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
-            cb.forget();
-        }
-        let _ = w.navigator().service_worker().register("/sw.js");
-    }
+    let page = RwSignal::new(page_from_hash());
+    let predict = predict::State::new();
 
     let opts = web_sys::WorkerOptions::new();
     opts.set_type(web_sys::WorkerType::Module);
-    let worker = web_sys::Worker::new_with_options("/worker.js", &opts).ok();
+    let worker = web_sys::Worker::new_with_options(&worker_url(), &opts).ok();
+    let ctx = Ctx {
+        online,
+        model_id,
+        status,
+        worker: StoredValue::new_local(worker.clone()),
+        predict,
+        outbox: outbox::State::new(),
+    };
+    provide_context(ctx);
+
+    if let Some(w) = web_sys::window() {
+        listen(&w, "online", move || {
+            online.set(true);
+            // Send what was contributed while offline.
+            outbox::flush(ctx);
+        });
+        listen(&w, "offline", move || online.set(false));
+        listen(&w, "hashchange", move || page.set(page_from_hash()));
+        let _ = w.navigator().service_worker().register("/sw.js");
+    }
+    outbox::flush(ctx);
+
     if let Some(worker) = &worker {
         let on_message =
             Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
@@ -116,13 +204,9 @@ fn App() -> impl IntoView {
                         );
                     }
                     Ok(FromWorker::Update { model_id: id }) => newer.set(Some(id)),
-                    Ok(FromWorker::Result { predictions, ms }) => {
-                        busy.set(false);
-                        results.update(|n| *n += 1);
-                        result.set(Some((predictions, ms)));
-                    }
+                    Ok(FromWorker::Result { predictions, ms }) => predict.done(predictions, ms),
                     Ok(FromWorker::Error { message }) => {
-                        busy.set(false);
+                        predict.busy.set(false);
                         status.set(format!("error: {message}"));
                     }
                     Err(e) => status.set(format!("error: unexpected worker message ({e})")),
@@ -134,15 +218,14 @@ fn App() -> impl IntoView {
     } else {
         status.set("error: this browser cannot start the inference worker".into());
     }
-    let worker = StoredValue::new_local(worker);
-    // Ask the worker every 15 s whether a newer champion was promoted.
+    // Every 15 s: ask the worker whether a newer champion was promoted, and retry the outbox
+    // (`online` events are not always fired, e.g. when the server itself was down).
     if let Some(w) = web_sys::window() {
         let check = Closure::<dyn Fn()>::new(move || {
-            worker.with_value(|w| {
-                if let Some(w) = w {
-                    post(w, &[("type", "check".into())]);
-                }
-            });
+            ctx.send(&[("type", "check".into())]);
+            if !ctx.outbox.waiting.get_untracked().is_empty() {
+                outbox::flush(ctx);
+            }
         });
         let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
             check.as_ref().unchecked_ref(),
@@ -152,72 +235,23 @@ fn App() -> impl IntoView {
     }
     let switch_model = move |_| {
         status.set("loading the new model…".into());
-        worker.with_value(|w| {
-            if let Some(w) = w {
-                post(w, &[("type", "load".into())]);
-            }
-        });
+        ctx.send(&[("type", "load".into())]);
     };
-
-    // Preview the file and send its bytes to the worker.
-    let classify_file = move |file: web_sys::File| {
-        if let Some(old) = preview.get_untracked() {
-            let _ = web_sys::Url::revoke_object_url(&old);
-        }
-        preview.set(web_sys::Url::create_object_url_with_blob(&file).ok());
-        result.set(None);
-        busy.set(true);
-        leptos::task::spawn_local(async move {
-            let Ok(buf) = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await else {
-                busy.set(false);
-                status.set("error: could not read the file".into());
-                return;
-            };
-            let bytes = js_sys::Uint8Array::new(&buf);
-            worker.with_value(|w| {
-                if let Some(w) = w {
-                    post(
-                        w,
-                        &[
-                            ("type", "classify".into()),
-                            ("bytes", bytes.into()),
-                            ("k", 5.into()),
-                        ],
-                    );
-                }
-            });
-        });
-    };
-    let on_file = move |ev: web_sys::Event| {
-        let Some(input) = ev
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
-        else {
-            return;
-        };
-        if let Some(file) = input.files().and_then(|files| files.get(0)) {
-            classify_file(file);
-        }
-        // Picking the same file again must classify again.
-        input.set_value("");
-    };
-    // Dropping a file anywhere on the drop zone classifies it (instead of the browser opening it).
-    let dragging = RwSignal::new(false);
-    let on_drop = move |ev: web_sys::DragEvent| {
-        ev.prevent_default();
-        dragging.set(false);
-        if let Some(file) = ev
-            .data_transfer()
-            .and_then(|d| d.files())
-            .and_then(|f| f.get(0))
-        {
-            classify_file(file);
+    let tab = move |p: Page, href: &'static str, name: &'static str| {
+        view! {
+            <a href=href class=move || if page.get() == p { "tab active" } else { "tab" }
+               data-testid=format!("nav-{}", name.to_lowercase())>{name}</a>
         }
     };
 
     view! {
         <header class="statusbar">
             <strong class="brand">"edgeml"</strong>
+            <nav>
+                {tab(Page::Predict, "#/", "Predict")}
+                {tab(Page::Contribute, "#/contribute", "Contribute")}
+                {tab(Page::Admin, "#/admin", "Admin")}
+            </nav>
             <span data-testid="online" class=move || if online.get() { "pill ok" } else { "pill off" }>
                 {move || if online.get() { "online" } else { "offline" }}
             </span>
@@ -234,38 +268,11 @@ fn App() -> impl IntoView {
             </div>
         })}
         <main>
-            <h1>"Predict"</h1>
-            <p class="hint">"Pick or drop an image: it is classified in this browser, not on the server."</p>
-            <label
-                class=move || if dragging.get() { "drop over" } else { "drop" }
-                data-testid="drop"
-                on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
-                on:dragleave=move |_| dragging.set(false)
-                on:drop=on_drop
-            >
-                <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
-            </label>
-            <div class="result">
-                {move || preview.get().map(|url| view! { <img class="preview" src=url alt="the image being classified"/> })}
-                <div>
-                    <p data-testid="busy" hidden=move || !busy.get()>"classifying…"</p>
-                    {move || result.get().map(|(preds, ms)| view! {
-                        <ol class="predictions" data-testid="predictions" data-ms=ms.to_string() data-run=results.get_untracked().to_string()>
-                            {preds.into_iter().map(|p| {
-                                let width = format!("width: {:.1}%", p.score * 100.0);
-                                view! {
-                                    <li data-label=p.label.clone() data-score=p.score.to_string()>
-                                        <span class="label">{p.label.clone()}</span>
-                                        <span class="bar"><span class="fill" style=width></span></span>
-                                        <span class="score">{format!("{:.1} %", p.score * 100.0)}</span>
-                                    </li>
-                                }
-                            }).collect_view()}
-                        </ol>
-                        <p class="timing" data-testid="timing">{format!("{ms:.0} ms in this browser")}</p>
-                    })}
-                </div>
-            </div>
+            {move || match page.get() {
+                Page::Predict => view! { <predict::PredictPage/> }.into_any(),
+                Page::Contribute => view! { <contribute::ContributePage/> }.into_any(),
+                Page::Admin => view! { <admin::AdminPage/> }.into_any(),
+            }}
         </main>
     }
 }

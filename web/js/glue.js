@@ -1,0 +1,64 @@
+// Thin browser glue for the Leptos app (web/src/outbox.rs): the contribution outbox in
+// IndexedDB (files are kept as Blobs, so a contribution made offline survives a reload), and
+// uploads with progress (XMLHttpRequest: fetch reports no upload progress).
+const DB = 'edgeml';
+const STORE = 'outbox';
+
+function openDb() {
+  return new Promise((ok, fail) => {
+    const r = indexedDB.open(DB, 1);
+    r.onupgradeneeded = () => r.result.createObjectStore(STORE, { keyPath: 'id', autoIncrement: true });
+    r.onsuccess = () => ok(r.result);
+    r.onerror = () => fail(r.error);
+  });
+}
+
+async function withStore(mode, work) {
+  const db = await openDb();
+  try {
+    return await new Promise((ok, fail) => {
+      const t = db.transaction(STORE, mode);
+      const req = work(t.objectStore(STORE));
+      t.oncomplete = () => ok(req ? req.result : undefined);
+      t.onerror = () => fail(t.error);
+      t.onabort = () => fail(t.error || new Error('IndexedDB transaction aborted'));
+    });
+  } finally {
+    db.close();
+  }
+}
+
+// Keep one contribution (dataset, label, uploader, File[]) until it reaches the server.
+export function outboxAdd(dataset, label, uploader, files) {
+  const item = {
+    dataset, label, uploader, created: Date.now(),
+    files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
+  };
+  return withStore('readwrite', (s) => s.add(item));
+}
+
+// Every kept contribution, oldest first.
+export function outboxAll() {
+  return withStore('readonly', (s) => s.getAll());
+}
+
+export function outboxDelete(id) {
+  return withStore('readwrite', (s) => s.delete(id));
+}
+
+// POST one kept contribution as multipart; resolves to {status, body} (status 0: no network).
+export function uploadItem(url, item, onProgress) {
+  const form = new FormData();
+  form.append('label', item.label);
+  for (const f of item.files) form.append('file', f.blob, f.name);
+  return new Promise((ok) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url);
+    if (item.uploader) xhr.setRequestHeader('X-Uploader', item.uploader);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
+    xhr.onload = () => ok({ status: xhr.status, body: xhr.responseText });
+    xhr.onerror = () => ok({ status: 0, body: '' });
+    xhr.ontimeout = () => ok({ status: 0, body: '' });
+    xhr.send(form);
+  });
+}

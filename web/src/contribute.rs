@@ -1,0 +1,173 @@
+//! Contribute page: labelled images for the next training, through the outbox.
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::types::Dataset;
+use crate::{Ctx, net, outbox};
+
+const DATASETS_KEY: &str = "edgeml-datasets";
+const UPLOADER_KEY: &str = "edgeml-uploader";
+
+/// The datasets and their labels: from the server, else the copy kept from the last visit.
+async fn datasets() -> Result<Vec<Dataset>, String> {
+    match net::call_text("GET", "/api/datasets", None, None).await {
+        Ok(text) => {
+            if let Some(s) = net::storage() {
+                let _ = s.set_item(DATASETS_KEY, &text);
+            }
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        }
+        Err(e) => net::storage()
+            .and_then(|s| s.get_item(DATASETS_KEY).ok().flatten())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| e.to_string()),
+    }
+}
+
+/// The Contribute page.
+#[component]
+pub fn ContributePage() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let ob = ctx.outbox;
+    // Counts change as uploads land: fetched again after each one.
+    let sets = LocalResource::new(move || {
+        ob.sent.track();
+        datasets()
+    });
+    let label = RwSignal::new(String::new());
+    let uploader = RwSignal::new(
+        net::storage()
+            .and_then(|s| s.get_item(UPLOADER_KEY).ok().flatten())
+            .unwrap_or_default(),
+    );
+    let chosen = RwSignal::new(0usize);
+    let file_ref = NodeRef::<leptos::html::Input>::new();
+    let message = RwSignal::new(None::<String>);
+    let on_files = move |ev: web_sys::Event| {
+        let n = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .and_then(|i| i.files())
+            .map_or(0, |f| f.length());
+        chosen.set(n as usize);
+    };
+    let submit = move |ev: web_sys::SubmitEvent| {
+        ev.prevent_default();
+        let Some(input) = file_ref.get_untracked() else {
+            return;
+        };
+        let files = js_sys::Array::new();
+        if let Some(list) = input.files() {
+            for i in 0..list.length() {
+                if let Some(f) = list.get(i) {
+                    files.push(&f);
+                }
+            }
+        }
+        let lab = label.get_untracked();
+        let Some(set) = sets
+            .get_untracked()
+            .and_then(|r| r.ok())
+            .and_then(|s| s.into_iter().next())
+        else {
+            message.set(Some("no dataset to contribute to yet".into()));
+            return;
+        };
+        if lab.is_empty() || files.length() == 0 {
+            message.set(Some("choose a label and at least one image".into()));
+            return;
+        }
+        let who = uploader.get_untracked();
+        if let Some(s) = net::storage() {
+            let _ = s.set_item(UPLOADER_KEY, &who);
+        }
+        let n = files.length();
+        leptos::task::spawn_local(async move {
+            match outbox::add(ctx, &set.id, &lab, &who, &files).await {
+                Ok(()) => {
+                    message.set(Some(if ctx.online.get_untracked() {
+                        format!("{n} image(s) for {lab:?}: sending…")
+                    } else {
+                        format!("offline: {n} image(s) for {lab:?} kept in this browser, sent when the connection returns")
+                    }));
+                    input.set_value("");
+                    chosen.set(0);
+                }
+                Err(e) => message.set(Some(e)),
+            }
+        });
+    };
+
+    view! {
+        <h1>"Contribute"</h1>
+        <p class="hint">"Labelled images make the next model better. They are reviewed before training. Offline? They wait in this browser and are sent when you are back online."</p>
+        <Suspense fallback=|| view! { <p>"loading the labels…"</p> }>
+            {move || sets.get().map(|r| match r {
+                Err(e) => view! { <p class="error">{format!("labels not available: {e}")}</p> }.into_any(),
+                Ok(sets) => {
+                    let set = sets.into_iter().next();
+                    let labels = set.as_ref().map(|s| s.labels.clone()).unwrap_or_default();
+                    let counts = labels.clone();
+                    view! {
+                        <form class="contribute" on:submit=submit>
+                            <label>"Label "
+                                <select data-testid="label" prop:value=move || label.get()
+                                    on:change=move |ev| label.set(event_target_value(&ev))>
+                                    <option value="">"— choose —"</option>
+                                    {labels.into_iter().map(|l| view! { <option value=l.name.clone()>{l.name.clone()}</option> }).collect_view()}
+                                </select>
+                            </label>
+                            <label>"Your name (optional) "
+                                <input data-testid="uploader" maxlength="64" prop:value=move || uploader.get()
+                                    on:input=move |ev| uploader.set(event_target_value(&ev))/>
+                            </label>
+                            <input type="file" accept="image/*" multiple=true data-testid="files" node_ref=file_ref on:change=on_files/>
+                            <button type="submit" data-testid="send" disabled=move || chosen.get() == 0>
+                                {move || format!("Send {} image(s)", chosen.get())}
+                            </button>
+                        </form>
+                        <table class="counts" data-testid="counts">
+                            <tr><th>"label"</th><th>"accepted"</th><th>"pending review"</th></tr>
+                            {counts.into_iter().map(|c| view! {
+                                <tr data-label=c.name.clone()><td>{c.name.clone()}</td><td>{c.approved}</td><td>{c.pending}</td></tr>
+                            }).collect_view()}
+                        </table>
+                    }.into_any()
+                }
+            })}
+        </Suspense>
+        <p data-testid="message" hidden=move || message.get().is_none()>{move || message.get().unwrap_or_default()}</p>
+        {move || ob.sending.get().map(|(loaded, total)| view! {
+            <p>"sending " <progress data-testid="upload-progress" max=total value=loaded></progress></p>
+        })}
+        <p class="error" data-testid="outbox-error" hidden=move || ob.error.get().is_none()>{move || ob.error.get().unwrap_or_default()}</p>
+        <section hidden=move || ob.waiting.get().is_empty()>
+            <h2>"Waiting to be sent"</h2>
+            <ul data-testid="waiting" data-count=move || ob.waiting.get().len().to_string()>
+                {move || ob.waiting.get().into_iter().map(|w| view! {
+                    <li>{format!("{}: {}", w.label, w.files.join(", "))}</li>
+                }).collect_view()}
+            </ul>
+        </section>
+        <section hidden=move || ob.sent.get().is_empty()>
+            <h2>"Sent"</h2>
+            <ul data-testid="sent" data-count=move || ob.sent.get().len().to_string()>
+                {move || ob.sent.get().into_iter().map(|o| {
+                    let words = match o.status.as_str() {
+                        "pending" => "waiting for review".to_string(),
+                        "approved" => "accepted".to_string(),
+                        "duplicate" => "already in the dataset".to_string(),
+                        "rejected" => "rejected".to_string(),
+                        _ => format!("refused: {}", o.detail),
+                    };
+                    view! {
+                        <li data-file=o.filename.clone() data-status=o.status.clone()>
+                            {format!("{} ({}): {words}", o.filename, o.label)}
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        </section>
+    }
+}

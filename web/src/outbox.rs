@@ -1,0 +1,223 @@
+//! The contribution outbox: every contribution is first written to IndexedDB (`js/glue.js`),
+//! then sent; what cannot be sent (offline, server down) stays there and is sent when the
+//! connection returns or the app starts again. The server dedupes by content hash, so sending
+//! twice (a reply lost on the way) stores nothing twice.
+
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+
+use crate::Ctx;
+use crate::types::UploadResponse;
+
+#[wasm_bindgen(module = "/js/glue.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = outboxAdd, catch)]
+    async fn outbox_add(
+        dataset: &str,
+        label: &str,
+        uploader: &str,
+        files: &js_sys::Array,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = outboxAll, catch)]
+    async fn outbox_all() -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = outboxDelete, catch)]
+    async fn outbox_delete(id: f64) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = uploadItem)]
+    async fn upload_item(url: &str, item: &JsValue, on_progress: &js_sys::Function) -> JsValue;
+}
+
+/// A contribution waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    /// Outbox key.
+    pub id: f64,
+    /// Label.
+    pub label: String,
+    /// File names.
+    pub files: Vec<String>,
+}
+
+/// What became of one sent file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// File name.
+    pub filename: String,
+    /// Label.
+    pub label: String,
+    /// `pending`, `approved`, `duplicate` or `error`.
+    pub status: String,
+    /// Error message.
+    pub detail: String,
+}
+
+/// Outbox state shown by the Contribute page.
+#[derive(Clone, Copy)]
+pub struct State {
+    /// Contributions not sent yet.
+    pub waiting: RwSignal<Vec<Waiting>>,
+    /// Bytes sent of the request in flight.
+    pub sending: RwSignal<Option<(f64, f64)>>,
+    /// Files sent in this visit, newest first.
+    pub sent: RwSignal<Vec<Outcome>>,
+    /// Last problem.
+    pub error: RwSignal<Option<String>>,
+    busy: StoredValue<(bool, bool)>,
+}
+
+impl State {
+    /// Empty; `flush` fills it from IndexedDB.
+    pub fn new() -> Self {
+        Self {
+            waiting: RwSignal::new(Vec::new()),
+            sending: RwSignal::new(None),
+            sent: RwSignal::new(Vec::new()),
+            error: RwSignal::new(None),
+            busy: StoredValue::new((false, false)),
+        }
+    }
+}
+
+fn field(v: &JsValue, name: &str) -> JsValue {
+    js_sys::Reflect::get(v, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn text(e: &JsValue) -> String {
+    field(e, "message")
+        .as_string()
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+async fn load_all() -> Result<Vec<JsValue>, String> {
+    let all = outbox_all().await.map_err(|e| text(&e))?;
+    Ok(js_sys::Array::from(&all).iter().collect())
+}
+
+fn describe(item: &JsValue) -> Waiting {
+    Waiting {
+        id: field(item, "id").as_f64().unwrap_or_default(),
+        label: field(item, "label").as_string().unwrap_or_default(),
+        files: js_sys::Array::from(&field(item, "files"))
+            .iter()
+            .map(|f| field(&f, "name").as_string().unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// Keep a contribution and try to send it.
+pub async fn add(
+    ctx: Ctx,
+    dataset: &str,
+    label: &str,
+    uploader: &str,
+    files: &js_sys::Array,
+) -> Result<(), String> {
+    outbox_add(dataset, label, uploader, files)
+        .await
+        .map_err(|e| format!("could not keep the images in this browser: {}", text(&e)))?;
+    flush(ctx);
+    Ok(())
+}
+
+/// Send what waits in the outbox, oldest first (one flush at a time; a call during a flush
+/// makes it go round again).
+pub fn flush(ctx: Ctx) {
+    let st = ctx.outbox;
+    let (running, _) = st.busy.get_value();
+    if running {
+        st.busy.set_value((true, true));
+        return;
+    }
+    st.busy.set_value((true, false));
+    leptos::task::spawn_local(async move {
+        loop {
+            if let Err(e) = send_all(ctx).await {
+                st.error.set(Some(e));
+            }
+            let (_, again) = st.busy.get_value();
+            if !again {
+                break;
+            }
+            st.busy.set_value((true, false));
+        }
+        st.busy.set_value((false, false));
+    });
+}
+
+async fn send_all(ctx: Ctx) -> Result<(), String> {
+    let st = ctx.outbox;
+    let items = load_all().await?;
+    st.waiting.set(items.iter().map(describe).collect());
+    let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
+    if !online {
+        return Ok(());
+    }
+    for item in items {
+        let w = describe(&item);
+        let dataset = field(&item, "dataset").as_string().unwrap_or_default();
+        let url = format!("/api/datasets/{dataset}/images");
+        let progress = Closure::<dyn Fn(f64, f64)>::new(move |loaded: f64, total: f64| {
+            st.sending.set(Some((loaded, total)));
+        });
+        st.sending.set(Some((0.0, 1.0)));
+        let answer = upload_item(&url, &item, progress.as_ref().unchecked_ref()).await;
+        drop(progress);
+        st.sending.set(None);
+        let status = field(&answer, "status").as_f64().unwrap_or_default() as u16;
+        let body = field(&answer, "body").as_string().unwrap_or_default();
+        let outcomes: Vec<Outcome> = match status {
+            // Not sent: keep it for later.
+            0 => {
+                st.error.set(Some(
+                    "no connection: the images wait in this browser".into(),
+                ));
+                return Ok(());
+            }
+            429 | 500.. => {
+                let e = crate::net::error_message(status, &body);
+                st.error.set(Some(format!("{e}; will try again later")));
+                return Ok(());
+            }
+            200..=299 => match serde_json::from_str::<UploadResponse>(&body) {
+                Ok(r) => r
+                    .images
+                    .into_iter()
+                    .map(|u| Outcome {
+                        filename: u.filename,
+                        label: r.label.clone(),
+                        status: if u.duplicate {
+                            "duplicate".into()
+                        } else {
+                            u.status
+                        },
+                        detail: String::new(),
+                    })
+                    .collect(),
+                Err(e) => vec![failed(&w, &format!("unexpected answer: {e}"))],
+            },
+            // Refused (not an image, unknown label, …): sending again would not help.
+            _ => vec![failed(
+                &w,
+                &crate::net::error_message(status, &body).to_string(),
+            )],
+        };
+        outbox_delete(w.id).await.map_err(|e| text(&e))?;
+        st.waiting.update(|ws| ws.retain(|x| x.id != w.id));
+        st.sent.update(|s| {
+            for o in outcomes.into_iter().rev() {
+                s.insert(0, o);
+            }
+        });
+        st.error.set(None);
+    }
+    Ok(())
+}
+
+fn failed(w: &Waiting, detail: &str) -> Outcome {
+    Outcome {
+        filename: w.files.join(", "),
+        label: w.label.clone(),
+        status: "error".into(),
+        detail: detail.into(),
+    }
+}

@@ -1,0 +1,264 @@
+//! Predict page: pick, drop or photograph an image; the worker classifies it in this browser.
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::{Ctx, Prediction};
+
+/// What the page shows; lives in the app so a result survives a visit to another page.
+#[derive(Clone, Copy)]
+pub struct State {
+    /// Last result and the milliseconds it took.
+    pub result: RwSignal<Option<(Vec<Prediction>, f64)>>,
+    /// Object or data URL of the image being classified.
+    pub preview: RwSignal<Option<String>>,
+    /// Waiting for the worker.
+    pub busy: RwSignal<bool>,
+    /// Results so far (lets tests and screen readers tell a new result from the previous one).
+    pub results: RwSignal<u32>,
+}
+
+impl State {
+    /// Empty state.
+    pub fn new() -> Self {
+        Self {
+            result: RwSignal::new(None),
+            preview: RwSignal::new(None),
+            busy: RwSignal::new(false),
+            results: RwSignal::new(0),
+        }
+    }
+
+    /// The worker answered.
+    pub fn done(&self, predictions: Vec<Prediction>, ms: f64) {
+        self.busy.set(false);
+        self.results.update(|n| *n += 1);
+        self.result.set(Some((predictions, ms)));
+    }
+
+    fn show(&self, url: Option<String>) {
+        if let Some(old) = self.preview.get_untracked()
+            && old.starts_with("blob:")
+        {
+            let _ = web_sys::Url::revoke_object_url(&old);
+        }
+        self.preview.set(url);
+        self.result.set(None);
+        self.busy.set(true);
+    }
+}
+
+/// Preview a file and send its bytes to the worker (decoded there by the server's decoder).
+fn classify_file(ctx: Ctx, file: web_sys::File) {
+    ctx.predict
+        .show(web_sys::Url::create_object_url_with_blob(&file).ok());
+    leptos::task::spawn_local(async move {
+        let Ok(buf) = JsFuture::from(file.array_buffer()).await else {
+            ctx.predict.busy.set(false);
+            ctx.status.set("error: could not read the file".into());
+            return;
+        };
+        let bytes = js_sys::Uint8Array::new(&buf);
+        ctx.send(&[
+            ("type", "classify".into()),
+            ("bytes", bytes.into()),
+            ("k", 5.into()),
+        ]);
+    });
+}
+
+/// The camera, while it is on.
+struct Camera {
+    stream: web_sys::MediaStream,
+}
+
+impl Camera {
+    fn stop(&self) {
+        for track in self.stream.get_tracks() {
+            if let Ok(t) = track.dyn_into::<web_sys::MediaStreamTrack>() {
+                t.stop();
+            }
+        }
+    }
+}
+
+async fn open_camera() -> Result<web_sys::MediaStream, String> {
+    let devices = web_sys::window()
+        .ok_or("no window")?
+        .navigator()
+        .media_devices()
+        .map_err(|_| "this browser has no camera access (it needs https or localhost)")?;
+    let constraints = web_sys::MediaStreamConstraints::new();
+    let video = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&video, &"facingMode".into(), &"environment".into());
+    constraints.set_video(&video);
+    let promise = devices
+        .get_user_media_with_constraints(&constraints)
+        .map_err(|e| format!("{e:?}"))?;
+    let stream = JsFuture::from(promise)
+        .await
+        .map_err(|e| {
+            js_sys::Reflect::get(&e, &"message".into())
+                .ok()
+                .and_then(|m| m.as_string())
+                .unwrap_or_else(|| "the camera could not be opened".into())
+        })?
+        .dyn_into::<web_sys::MediaStream>()
+        .map_err(|_| "not a media stream")?;
+    Ok(stream)
+}
+
+/// Draw the current video frame and send its RGBA pixels to the worker.
+fn snap(ctx: Ctx, video: &web_sys::HtmlVideoElement) -> Result<(), String> {
+    let (w, h) = (video.video_width(), video.video_height());
+    if w == 0 || h == 0 {
+        return Err("the camera has not delivered a frame yet".into());
+    }
+    let canvas = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.create_element("canvas").ok())
+        .and_then(|c| c.dyn_into::<web_sys::HtmlCanvasElement>().ok())
+        .ok_or("no canvas")?;
+    canvas.set_width(w);
+    canvas.set_height(h);
+    let g = canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
+        .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
+        .ok_or("no 2d context")?;
+    g.draw_image_with_html_video_element(video, 0.0, 0.0)
+        .map_err(|e| format!("{e:?}"))?;
+    let data = g
+        .get_image_data(0.0, 0.0, w as f64, h as f64)
+        .map_err(|e| format!("{e:?}"))?;
+    // A camera frame is opaque, so the canvas's premultiplied alpha changes nothing.
+    let rgba = js_sys::Uint8Array::from(&data.data().0[..]);
+    ctx.predict
+        .show(canvas.to_data_url_with_type("image/jpeg").ok());
+    ctx.send(&[
+        ("type", "classify_rgba".into()),
+        ("rgba", rgba.into()),
+        ("width", w.into()),
+        ("height", h.into()),
+        ("k", 5.into()),
+    ]);
+    Ok(())
+}
+
+/// The Predict page.
+#[component]
+pub fn PredictPage() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.predict;
+    let on_file = move |ev: web_sys::Event| {
+        let Some(input) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        if let Some(file) = input.files().and_then(|files| files.get(0)) {
+            classify_file(ctx, file);
+        }
+        // Picking the same file again must classify again.
+        input.set_value("");
+    };
+    // Dropping a file on the drop zone classifies it (instead of the browser opening it).
+    let dragging = RwSignal::new(false);
+    let on_drop = move |ev: web_sys::DragEvent| {
+        ev.prevent_default();
+        dragging.set(false);
+        if let Some(file) = ev
+            .data_transfer()
+            .and_then(|d| d.files())
+            .and_then(|f| f.get(0))
+        {
+            classify_file(ctx, file);
+        }
+    };
+
+    let camera = StoredValue::new_local(None::<Camera>);
+    let camera_on = RwSignal::new(false);
+    let camera_error = RwSignal::new(None::<String>);
+    let video_ref = NodeRef::<leptos::html::Video>::new();
+    let stop_camera = move || {
+        camera.update_value(|c| {
+            if let Some(c) = c.take() {
+                c.stop();
+            }
+        });
+        camera_on.set(false);
+    };
+    let start_camera = move |_| {
+        camera_error.set(None);
+        leptos::task::spawn_local(async move {
+            match open_camera().await {
+                Ok(stream) => {
+                    camera_on.set(true);
+                    if let Some(video) = video_ref.get_untracked() {
+                        video.set_src_object(Some(&stream));
+                        let _ = video.play();
+                    }
+                    camera.set_value(Some(Camera { stream }));
+                }
+                Err(e) => camera_error.set(Some(e)),
+            }
+        });
+    };
+    let take_photo = move |_| {
+        if let Some(video) = video_ref.get_untracked()
+            && let Err(e) = snap(ctx, &video)
+        {
+            camera_error.set(Some(e));
+        }
+    };
+    on_cleanup(stop_camera);
+
+    view! {
+        <h1>"Predict"</h1>
+        <p class="hint">"Pick, drop or photograph an image: it is classified in this browser, not on the server."</p>
+        <label
+            class=move || if dragging.get() { "drop over" } else { "drop" }
+            data-testid="drop"
+            on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=on_drop
+        >
+            <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
+        </label>
+        <div class="camera">
+            <button data-testid="camera" hidden=move || camera_on.get() on:click=start_camera>"Use the camera"</button>
+            <button data-testid="snap" hidden=move || !camera_on.get() on:click=take_photo>"Take the photo"</button>
+            <button hidden=move || !camera_on.get() on:click=move |_| stop_camera()>"Close the camera"</button>
+            <p class="error" data-testid="camera-error" hidden=move || camera_error.get().is_none()>
+                {move || camera_error.get().unwrap_or_default()}
+            </p>
+            <video node_ref=video_ref class="video" hidden=move || !camera_on.get() muted=true playsinline=true></video>
+        </div>
+        <div class="result">
+            {move || st.preview.get().map(|url| view! { <img class="preview" src=url alt="the image being classified"/> })}
+            <div>
+                <p data-testid="busy" hidden=move || !st.busy.get()>"classifying…"</p>
+                {move || st.result.get().map(|(preds, ms)| view! {
+                    <ol class="predictions" data-testid="predictions" data-ms=ms.to_string() data-run=st.results.get_untracked().to_string()>
+                        {preds.into_iter().map(|p| {
+                            let width = format!("width: {:.1}%", p.score * 100.0);
+                            view! {
+                                <li data-label=p.label.clone() data-score=p.score.to_string()>
+                                    <span class="label">{p.label.clone()}</span>
+                                    <span class="bar"><span class="fill" style=width></span></span>
+                                    <span class="score">{format!("{:.1} %", p.score * 100.0)}</span>
+                                </li>
+                            }
+                        }).collect_view()}
+                    </ol>
+                    <p class="timing" data-testid="timing">
+                        {format!("{ms:.0} ms in this browser, model {}", ctx.model_id.get_untracked().unwrap_or_default())}
+                    </p>
+                })}
+            </div>
+        </div>
+    }
+}
