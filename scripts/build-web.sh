@@ -58,6 +58,10 @@ version=$(cd "$tmp" && find . -type f -print0 | sort -z | xargs -0 sha256sum | s
 files=$(cd "$tmp" && find . -type f ! -name sw.js | sed 's|^\.||' | sort | awk 'BEGIN{printf "\"/\""} {printf ", \"%s\"", $0}')
 sed -i "s|const SHELL = 'edgeml-shell-dev';|const SHELL = 'edgeml-shell-$version';|; s|const PRECACHE = \\['/', '/index.html'\\];|const PRECACHE = [$files];|" "$tmp/sw.js"
 grep -q "edgeml-shell-$version" "$tmp/sw.js" || { echo "build-web: could not stamp sw.js" >&2; exit 1; }
+# Precompressed copies: the api serves `x.gz` for `x` to browsers that accept gzip, so the
+# 8 MB of wasm is not compressed again on every download.
+find "$tmp" -type f \( -name '*.js' -o -name '*.wasm' -o -name '*.css' -o -name '*.html' -o -name '*.svg' -o -name '*.webmanifest' \) \
+  -size +1k -exec gzip -9 -k -n {} +
 rm -rf "$OUT"
 mv "$tmp" "$OUT"
 shipped=0; gz=0

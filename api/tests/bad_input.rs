@@ -471,6 +471,8 @@ async fn static_app_with_spa_fallback_and_json_api_errors() {
     .unwrap();
     std::fs::write(web.join("app.js"), "console.log('edgeml');\n".repeat(200)).unwrap();
     std::fs::write(web.join("app-0123456789ab.js"), "console.log('v1');\n").unwrap();
+    // A precompressed copy next to a file is sent as is (no compression per request).
+    std::fs::write(web.join("app-0123456789ab.js.gz"), b"precompressed bytes").unwrap();
     cfg.static_dir = web;
     let s = TestServer::start_with(cfg, dir).await;
     let r = s.get("/").send().await.unwrap();
@@ -484,6 +486,20 @@ async fn static_app_with_spa_fallback_and_json_api_errors() {
         r.headers()["cache-control"],
         "public, max-age=31536000, immutable"
     );
+    assert_eq!(r.text().await.unwrap(), "console.log('v1');\n");
+    let r = s
+        .get("/app-0123456789ab.js")
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"precompressed bytes");
     let r = s
         .get("/app.js")
         .header("accept-encoding", "br")
