@@ -258,6 +258,15 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   assert.deepEqual([byName['e2e-contribution-1.png'].status, byName['e2e-contribution-1.png'].label], ['rejected', 'plants']);
   assert.deepEqual([byName['e2e-contribution-2.png'].status, byName['e2e-contribution-2.png'].label], ['approved', 'animals']);
 
+  // The contributor's page says what became of their images (kept across reloads).
+  await page.locator('[data-testid=nav-contribute]').click();
+  await page.reload();
+  await page.locator('[data-testid=sent] li[data-file="e2e-contribution-2.png"][data-status=approved]').waitFor();
+  await page.locator('[data-testid=sent] li[data-file="e2e-contribution-1.png"][data-status=rejected]').waitFor();
+  assert.match(await page.locator('[data-testid=sent] li[data-file="e2e-contribution-1.png"]').innerText(), /plants/);
+  await page.screenshot({ path: join(shots, 'contribute-reviewed.png'), fullPage: true });
+  await page.locator('[data-testid=nav-admin]').click();
+
   // Retrain from the page; follow its live progress and curves.
   await page.locator('[data-testid=epochs]').fill('5');
   await page.locator('[data-testid=retrain]').click();

@@ -407,6 +407,29 @@ async fn get_image(State(st): State<Shared>, _: Admin, P(id): P<String>) -> Resu
     Ok(Json(images::get_image(&st.db, &id).await?))
 }
 
+/// Query of the image status route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatusQuery {
+    /// Comma-separated image ids (at most 200), as uploads answered them.
+    pub ids: String,
+}
+
+#[utoipa::path(get, path = "/api/images/status", tag = "images", params(StatusQuery),
+    responses((status = 200, body = Vec<images::ImageStatus>, description = "review status of the known ids"), (status = 400, body = ErrorBody)))]
+async fn image_statuses(
+    State(st): State<Shared>,
+    Q(q): Q<StatusQuery>,
+) -> Result<Json<Vec<images::ImageStatus>>> {
+    let ids: Vec<String> = q
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(Json(images::statuses(&st.db, &ids).await?))
+}
+
 /// Query of the image blob route.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct BlobQuery {
@@ -1018,12 +1041,12 @@ impl utoipa::Modify for SecurityAddon {
 #[openapi(
     info(title = "edgeml api", description = "Labeled uploads, review, retraining, model registry and predictions. \
         Browsers download the champion ONNX from /api/models/{id}/model.onnx and classify locally."),
-    paths(upload, list_datasets, create_dataset, get_dataset, add_label, list_images, get_image, image_blob,
+    paths(upload, list_datasets, create_dataset, get_dataset, add_label, list_images, image_statuses, get_image, image_blob,
         review_queue, review, start_training, list_runs, get_run, cancel_run, run_events,
         list_models, current_model, get_model, promote, rollback, model_file, predict_handler, health, metrics),
     components(schemas(ErrorBody, UploadResponse, Uploaded, NewDataset, NewLabel, ReviewRequest, ReviewResponse, Decision,
         images::Action, TrainRequest, RunInfo, ModelInfo, registry::GateDecision, PredictResponse, Health, Check,
-        images::DatasetInfo, images::LabelCount, ImageRow, ImagePage)),
+        images::DatasetInfo, images::LabelCount, images::ImageStatus, ImageRow, ImagePage)),
     modifiers(&SecurityAddon),
     tags((name = "images", description = "datasets, labels and uploads"), (name = "review", description = "admin label review"),
         (name = "training", description = "retrain jobs and live progress"), (name = "models", description = "registry, promotion, downloads"),
@@ -1128,6 +1151,7 @@ pub fn router(st: Shared) -> Router {
                 .layer(declared_limit.clone()),
         )
         .route("/images", get(list_images))
+        .route("/images/status", get(image_statuses))
         .route("/images/{id}", get(get_image))
         .route("/images/{id}/blob", get(image_blob))
         .route("/review", get(review_queue).post(review))

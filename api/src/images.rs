@@ -611,6 +611,45 @@ pub async fn get_image(db: &Db, id: &str) -> Result<ImageRow> {
         .ok_or_else(|| Error::NotFound(format!("no image {id:?}")))
 }
 
+/// Where an upload stands (what a contributor may know about their own images).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ImageStatus {
+    /// Image id (as the upload answered it).
+    pub id: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// Label now stored (a reviewer may have corrected it).
+    pub label: String,
+}
+
+/// Most ids one status request may ask about.
+pub const MAX_STATUS_IDS: usize = 200;
+
+/// Review status of the given images; unknown ids are left out. Ids come from upload answers
+/// and cannot be guessed, so this needs no token.
+pub async fn statuses(db: &Db, ids: &[String]) -> Result<Vec<ImageStatus>> {
+    if ids.len() > MAX_STATUS_IDS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_STATUS_IDS} ids per request, got {}",
+            ids.len()
+        )));
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, status, label FROM images WHERE id IN ({marks}) ORDER BY id"
+    )));
+    for id in ids {
+        q = q.bind(id.clone());
+    }
+    Ok(q.fetch_all(db.pool()).await?)
+}
+
 /// What a reviewer does with one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -90,8 +90,36 @@ async fn flow(sql: Sql, blobs: Blobs) {
     );
     // A mislabeled image to reject.
     let extra = photos("plants", 21).pop().unwrap();
-    s.upload("animals", &[extra], false).await;
+    let r = s.upload("animals", &[extra], false).await;
+    let extra_id = r.json::<Value>().await.unwrap()["images"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one_ok = body["images"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(s.counts().await, (61, 61));
+    // A contributor (no token) can follow their own uploads by id; unknown ids are left out.
+    let status_of = |ids: String| {
+        let r = s.get(&format!("/api/images/status?ids={ids}"));
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let st = status_of(format!("{extra_id},{one_ok},img-unknown")).await;
+    let mut want = vec![
+        json!({"id": extra_id, "status": "pending", "label": "animals"}),
+        json!({"id": one_ok, "status": "pending", "label": "animals"}),
+    ];
+    want.sort_by_key(|v| v["id"].as_str().unwrap().to_string());
+    assert_eq!(st, json!(want));
+    let too_many = vec!["x"; 201].join(",");
+    let r = s
+        .get(&format!("/api/images/status?ids={too_many}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 
     // Review: approve the 60, reject the extra one.
     let queue = s.json("/api/review?limit=500").await;
@@ -128,6 +156,19 @@ async fn flow(sql: Sql, blobs: Blobs) {
         .sum();
     assert_eq!((approved, rejected), (60, 1));
     assert_eq!(s.json("/api/review").await["total"], 0);
+    let st = status_of(format!("{extra_id},{one_ok}")).await;
+    let by_id = |id: &str| {
+        st.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(
+        (by_id(&extra_id), by_id(&one_ok)),
+        (json!("rejected"), json!("approved"))
+    );
 
     // No model yet: predictions are unavailable, not wrong.
     let probe = photos("food", 1).pop().unwrap();

@@ -44,6 +44,17 @@ pub fn ContributePage() -> impl IntoView {
     let chosen = RwSignal::new(0usize);
     let file_ref = NodeRef::<leptos::html::Input>::new();
     let message = RwSignal::new(None::<String>);
+    // What became of earlier contributions (reviewed since?).
+    let check = move || {
+        leptos::task::spawn_local(async move {
+            if let Err(e) = outbox::refresh_statuses(ob).await {
+                message.set(Some(format!("could not check earlier contributions: {e}")));
+            }
+        });
+    };
+    if ctx.online.get_untracked() {
+        check();
+    }
     let on_files = move |ev: web_sys::Event| {
         let n = ev
             .target()
@@ -151,7 +162,7 @@ pub fn ContributePage() -> impl IntoView {
             </ul>
         </section>
         <section hidden=move || ob.sent.get().is_empty()>
-            <h2>"Sent"</h2>
+            <h2>"Sent from this browser" " " <button data-testid="check" on:click=move |_| check()>"Check for reviews"</button></h2>
             <ul data-testid="sent" data-count=move || ob.sent.get().len().to_string()>
                 {move || ob.sent.get().into_iter().map(|o| {
                     let words = match o.status.as_str() {

@@ -6,8 +6,14 @@
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 
-use crate::Ctx;
-use crate::types::UploadResponse;
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ImageStatus, UploadResponse};
+use crate::{Ctx, net};
+
+const SENT_KEY: &str = "edgeml-sent";
+/// Outcomes remembered.
+const SENT_KEPT: usize = 100;
 
 #[wasm_bindgen(module = "/js/glue.js")]
 extern "C" {
@@ -37,9 +43,13 @@ pub struct Waiting {
     pub files: Vec<String>,
 }
 
-/// What became of one sent file.
-#[derive(Debug, Clone, PartialEq)]
+/// What became of one sent file (kept in local storage, so a contributor can come back and
+/// see whether their images were accepted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// Image id on the server (empty when refused).
+    #[serde(default)]
+    pub id: String,
     /// File name.
     pub filename: String,
     /// Label.
@@ -70,7 +80,12 @@ impl State {
         Self {
             waiting: RwSignal::new(Vec::new()),
             sending: RwSignal::new(None),
-            sent: RwSignal::new(Vec::new()),
+            sent: RwSignal::new(
+                net::storage()
+                    .and_then(|s| s.get_item(SENT_KEY).ok().flatten())
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default(),
+            ),
             error: RwSignal::new(None),
             busy: StoredValue::new((false, false)),
         }
@@ -183,6 +198,7 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                     .images
                     .into_iter()
                     .map(|u| Outcome {
+                        id: u.id,
                         filename: u.filename,
                         label: r.label.clone(),
                         status: if u.duplicate {
@@ -207,14 +223,54 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
             for o in outcomes.into_iter().rev() {
                 s.insert(0, o);
             }
+            s.truncate(SENT_KEPT);
         });
+        save_sent(&st);
         st.error.set(None);
     }
     Ok(())
 }
 
+fn save_sent(st: &State) {
+    if let (Some(store), Ok(text)) = (
+        net::storage(),
+        serde_json::to_string(&st.sent.get_untracked()),
+    ) {
+        let _ = store.set_item(SENT_KEY, &text);
+    }
+}
+
+/// Ask the server what became of the sent images still waiting for review.
+pub async fn refresh_statuses(st: State) -> Result<(), String> {
+    let ids: Vec<String> = st
+        .sent
+        .get_untracked()
+        .iter()
+        .filter(|o| o.status == "pending" && !o.id.is_empty())
+        .map(|o| o.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let now: Vec<ImageStatus> =
+        net::get(&format!("/api/images/status?ids={}", ids.join(",")), None)
+            .await
+            .map_err(|e| e.to_string())?;
+    st.sent.update(|sent| {
+        for o in sent.iter_mut() {
+            if let Some(n) = now.iter().find(|n| n.id == o.id) {
+                o.status = n.status.clone();
+                o.label = n.label.clone();
+            }
+        }
+    });
+    save_sent(&st);
+    Ok(())
+}
+
 fn failed(w: &Waiting, detail: &str) -> Outcome {
     Outcome {
+        id: String::new(),
         filename: w.files.join(", "),
         label: w.label.clone(),
         status: "error".into(),

@@ -43,9 +43,18 @@ pub struct ImagePage {
 /// Per-file outcome of an upload.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Uploaded {
+    pub id: String,
     pub filename: String,
     pub status: String,
     pub duplicate: bool,
+}
+
+/// `GET /api/images/status`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ImageStatus {
+    pub id: String,
+    pub status: String,
+    pub label: String,
 }
 
 /// `POST /api/datasets/{id}/images`.
