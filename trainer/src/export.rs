@@ -10,6 +10,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::backbone::{Backbone, ConvLayer, FEATURE_DIM, INPUT_SIZE};
+use crate::rank::DualEncoder;
 use crate::train::Head;
 use crate::{Error, Result};
 
@@ -46,6 +47,14 @@ fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
 }
 
 fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+    typed_value_info(name, dims, pb::tensor_proto::DataType::Float)
+}
+
+fn typed_value_info(
+    name: &str,
+    dims: &[Option<i64>],
+    elem: pb::tensor_proto::DataType,
+) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
     let dim = dims
         .iter()
@@ -61,7 +70,7 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
+                elem_type: elem as i32,
                 shape: Some(pb::TensorShapeProto { dim }),
             })),
             ..Default::default()
@@ -81,6 +90,77 @@ impl GraphBuilder {
             ..Default::default()
         });
         name.into()
+    }
+
+    fn initializer_i64(&mut self, name: &str, data: &[i64]) -> String {
+        self.initializers.push(pb::TensorProto {
+            name: name.into(),
+            dims: vec![data.len() as i64],
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// A node whose output gets a chosen name (graph outputs).
+    fn output_node(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        attribute: Vec<pb::AttributeProto>,
+        output: &str,
+    ) {
+        self.nodes.push(pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs,
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    /// `x / sqrt(max(Σx², eps²))` along axis 1 (as `rank::l2_normalize`), into the graph
+    /// output `output`.
+    fn l2_normalize(&mut self, x: String, output: &str) {
+        let eps = self.initializer("norm.eps2", &[], &[crate::rank::NORM_EPS_SQUARED]);
+        let sq = self.node(
+            "ReduceSumSquare",
+            "norm.sumsq",
+            vec![x.clone()],
+            vec![attr_ints("axes", vec![1]), attr_int("keepdims", 1)],
+        );
+        let floor = self.node("Max", "norm.floor", vec![sq, eps], vec![]);
+        let norm = self.node("Sqrt", "norm", vec![floor], vec![]);
+        self.output_node("Div", vec![x, norm], vec![], output);
+    }
+
+    /// The frozen backbone from `image` to pooled features `[batch, FEATURE_DIM]`.
+    fn backbone(&mut self, backbone: &Backbone) -> String {
+        // Scalars for Clip (opset ≥ 11 takes min/max as inputs).
+        self.initializer("relu6.min", &[], &[0.0]);
+        self.initializer("relu6.max", &[], &[6.0]);
+        let mut x = self.conv(&backbone.stem, INPUT_NAME.to_string());
+        for (i, block) in backbone.blocks.iter().enumerate() {
+            let input = x.clone();
+            if let Some(expand) = &block.expand {
+                x = self.conv(expand, x);
+            }
+            x = self.conv(&block.depthwise, x);
+            x = self.conv(&block.project, x);
+            if block.residual {
+                x = self.node(
+                    "Add",
+                    &format!("_blocks.{i}.residual"),
+                    vec![x, input],
+                    vec![],
+                );
+            }
+        }
+        x = self.conv(&backbone.head, x);
+        x = self.node("GlobalAveragePool", "pool", vec![x], vec![]);
+        self.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)])
     }
 
     fn node(
@@ -148,30 +228,7 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
         nodes: Vec::new(),
         initializers: Vec::new(),
     };
-    // Scalars for Clip (opset ≥ 11 takes min/max as inputs).
-    g.initializer("relu6.min", &[], &[0.0]);
-    g.initializer("relu6.max", &[], &[6.0]);
-
-    let mut x = g.conv(&backbone.stem, INPUT_NAME.to_string());
-    for (i, block) in backbone.blocks.iter().enumerate() {
-        let input = x.clone();
-        if let Some(expand) = &block.expand {
-            x = g.conv(expand, x);
-        }
-        x = g.conv(&block.depthwise, x);
-        x = g.conv(&block.project, x);
-        if block.residual {
-            x = g.node(
-                "Add",
-                &format!("_blocks.{i}.residual"),
-                vec![x, input],
-                vec![],
-            );
-        }
-    }
-    x = g.conv(&backbone.head, x);
-    x = g.node("GlobalAveragePool", "pool", vec![x], vec![]);
-    x = g.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)]);
+    let mut x = g.backbone(backbone);
     let w = g.initializer(
         "head.weight",
         &[classes, dim],
@@ -200,7 +257,17 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
         output: vec![value_info(OUTPUT_NAME, &[None, Some(classes as i64)])],
         ..Default::default()
     };
-    let model = pb::ModelProto {
+    Ok(encode_model(
+        graph,
+        format!(
+            "EfficientNet-Lite0 (frozen, weights sha256 {}) + linear head, model {model_id}",
+            backbone.weights_sha256
+        ),
+    ))
+}
+
+fn encode_model(graph: pb::GraphProto, doc_string: String) -> Vec<u8> {
+    pb::ModelProto {
         ir_version: 7,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
@@ -208,12 +275,159 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
         }],
         producer_name: "edgeml-trainer".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!(
-            "EfficientNet-Lite0 (frozen, weights sha256 {}) + linear head, model {model_id}",
-            backbone.weights_sha256
-        ),
+        doc_string,
         graph: Some(graph),
         ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Name of the embedding output of both ranking encoders.
+pub const EMBEDDING_NAME: &str = "embedding";
+/// Name of the word-ids input of the text encoder.
+pub const IDS_NAME: &str = "ids";
+/// Name of the mask input of the text encoder.
+pub const MASK_NAME: &str = "mask";
+
+/// The ranking model's image encoder: `image [batch, 3, 224, 224]` → backbone → ImageNet
+/// classifier (Gemm) → Softmax → projection (MatMul) → L2 normalisation →
+/// `embedding [batch, dim]`.
+pub fn export_image_encoder(
+    backbone: &Backbone,
+    model: &DualEncoder,
+    model_id: &str,
+) -> Result<Vec<u8>> {
+    let (classes, features) = model.classifier_weight.dims2()?;
+    let (dim, pc) = model.projection.dims2()?;
+    if features != FEATURE_DIM || pc != classes {
+        return Err(Error::Export(format!(
+            "classifier [{classes}, {features}] and projection [{dim}, {pc}] do not fit the {FEATURE_DIM}-d backbone"
+        )));
+    }
+    let mut g = GraphBuilder {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
     };
-    Ok(model.encode_to_vec())
+    let x = g.backbone(backbone);
+    let w = g.initializer(
+        "imagenet.weight",
+        &[classes, features],
+        &model.classifier_weight.flatten_all()?.to_vec1()?,
+    );
+    let b = g.initializer(
+        "imagenet.bias",
+        &[classes],
+        &model.classifier_bias.to_vec1()?,
+    );
+    let logits = g.node(
+        "Gemm",
+        "imagenet",
+        vec![x, w, b],
+        vec![attr_int("transB", 1)],
+    );
+    let probs = g.node(
+        "Softmax",
+        "imagenet.softmax",
+        vec![logits],
+        vec![attr_int("axis", 1)],
+    );
+    let p = g.initializer(
+        "projection.t",
+        &[classes, dim],
+        &model
+            .projection
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?,
+    );
+    let y = g.node("MatMul", "image.proj", vec![probs, p], vec![]);
+    g.l2_normalize(y, EMBEDDING_NAME);
+    let size = INPUT_SIZE as i64;
+    let graph = pb::GraphProto {
+        name: "edgeml-image-encoder".into(),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![value_info(
+            INPUT_NAME,
+            &[None, Some(3), Some(size), Some(size)],
+        )],
+        output: vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
+        ..Default::default()
+    };
+    Ok(encode_model(
+        graph,
+        format!(
+            "EfficientNet-Lite0 (frozen, weights sha256 {}) + ImageNet classifier + projection, image encoder of model {model_id}",
+            backbone.weights_sha256
+        ),
+    ))
+}
+
+/// The ranking model's text encoder: `ids [batch, len]` (int64), `mask [batch, len]` (float) →
+/// projected word vectors (Gather on the folded table) → masked mean → L2 normalisation →
+/// `embedding [batch, dim]`.
+pub fn export_text_encoder(model: &DualEncoder, max_len: usize, model_id: &str) -> Result<Vec<u8>> {
+    let folded = model.folded_words()?;
+    let (vocab, dim) = folded.dims2()?;
+    let mut g = GraphBuilder {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let table = g.initializer(
+        "text.words",
+        &[vocab, dim],
+        &folded.flatten_all()?.to_vec1()?,
+    );
+    let axis1 = g.initializer_i64("axes.1", &[1]);
+    let axis2 = g.initializer_i64("axes.2", &[2]);
+    let words = g.node(
+        "Gather",
+        "text.gather",
+        vec![table, IDS_NAME.into()],
+        vec![attr_int("axis", 0)],
+    );
+    let mask3 = g.node(
+        "Unsqueeze",
+        "text.mask3",
+        vec![MASK_NAME.into(), axis2],
+        vec![],
+    );
+    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
+    let sum = g.node(
+        "ReduceSum",
+        "text.sum",
+        vec![masked, axis1.clone()],
+        vec![attr_int("keepdims", 0)],
+    );
+    let count = g.node(
+        "ReduceSum",
+        "text.count",
+        vec![MASK_NAME.into(), axis1],
+        vec![attr_int("keepdims", 1)],
+    );
+    let mean = g.node("Div", "text.mean", vec![sum, count], vec![]);
+    g.l2_normalize(mean, EMBEDDING_NAME);
+    let len = max_len as i64;
+    let graph = pb::GraphProto {
+        name: "edgeml-text-encoder".into(),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![
+            typed_value_info(
+                IDS_NAME,
+                &[None, Some(len)],
+                pb::tensor_proto::DataType::Int64,
+            ),
+            value_info(MASK_NAME, &[None, Some(len)]),
+        ],
+        output: vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
+        ..Default::default()
+    };
+    Ok(encode_model(
+        graph,
+        format!(
+            "projected word vectors (from ImageNet class names, trained on captions), text encoder of model {model_id}"
+        ),
+    ))
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod pipeline;
+pub mod rank;
 pub mod report;
 pub mod train;
 

@@ -13,11 +13,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use trainer::backbone::{Backbone, default_weights_path};
 use trainer::dataset::{Dataset, Split};
 use trainer::pipeline::{self, Progress, RunMeta, RunReport};
+use trainer::rank::RankConfig;
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Session};
 
 #[derive(Parser)]
-#[command(version, about = "Train, evaluate and export edgeml image classifiers")]
+#[command(
+    version,
+    about = "Train, evaluate and export edgeml image classifiers and image-text ranking models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,6 +48,31 @@ enum Command {
         parent: Option<String>,
         #[command(flatten)]
         params: Params,
+    },
+    /// Train an image-text ranking model (dual encoder) on captioned images (`NAME.txt` next to
+    /// each image, or `captions.tsv` at the root); write image.onnx + text.onnx + manifest.json.
+    Rank {
+        /// Dataset root: one folder per label, images and their captions inside.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output model folder (replaced atomically when the run succeeds).
+        #[arg(long)]
+        out: PathBuf,
+        /// EfficientNet-Lite0 safetensors (default: assets/backbone/efficientnet_lite0.safetensors).
+        #[arg(long, env = "EDGEML_BACKBONE")]
+        weights: Option<PathBuf>,
+        /// ImageNet class names (default: assets/backbone/imagenet_classes.txt).
+        #[arg(long)]
+        classes: Option<PathBuf>,
+        /// Maximum epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Shared embedding size.
+        #[arg(long)]
+        dim: Option<usize>,
+        /// Random seed.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
@@ -142,6 +171,28 @@ fn main() -> Result<()> {
             )?;
             print_report(&report, &out);
         }
+        Command::Rank {
+            data,
+            out,
+            weights,
+            classes,
+            epochs,
+            dim,
+            seed,
+        } => {
+            let dataset = import(&data)?;
+            let backbone = load_backbone(weights)?;
+            let path = classes.unwrap_or_else(trainer::backbone::default_classes_path);
+            let names = trainer::backbone::imagenet_classes(&path)?;
+            let d = RankConfig::default();
+            let config = RankConfig {
+                epochs: epochs.unwrap_or(d.epochs),
+                dim: dim.unwrap_or(d.dim),
+                seed: seed.unwrap_or(d.seed),
+                ..d
+            };
+            rank_cli(&dataset, &backbone, &names, &config, &out)?;
+        }
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {
@@ -179,6 +230,98 @@ fn import(data: &Path) -> Result<Dataset> {
         println!("  skipped {}: {}", s.path, s.reason);
     }
     Ok(dataset)
+}
+
+fn rank_cli(
+    dataset: &Dataset,
+    backbone: &Backbone,
+    names: &[String],
+    config: &RankConfig,
+    out: &Path,
+) -> Result<()> {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:32}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut on_progress = |p: Progress| {
+        match p {
+            Progress::Features {
+                done,
+                total,
+                images_per_sec,
+            } => {
+                bar.set_prefix("backbone");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(format!("{images_per_sec:.1} img/s"));
+            }
+            Progress::Batch {
+                epoch,
+                epochs,
+                loss,
+                ..
+            } => {
+                bar.set_prefix("epochs");
+                bar.set_length(epochs as u64);
+                bar.set_position(epoch as u64);
+                bar.set_message(format!("InfoNCE {loss:.4}"));
+            }
+            Progress::Epoch(_) => {}
+            Progress::Export => {
+                bar.set_prefix("export");
+                bar.set_message("two ONNX encoders + tract parity");
+            }
+        }
+        true
+    };
+    let report = trainer::rank::run(
+        dataset,
+        backbone,
+        names,
+        config,
+        &RunMeta::default(),
+        out,
+        &mut on_progress,
+    )?;
+    bar.finish_and_clear();
+    let m = report
+        .manifest
+        .rank_metrics
+        .as_ref()
+        .context("the run wrote no ranking metrics")?;
+    let row = |name: &str, r: &wasm_infer::Recall| {
+        println!(
+            "  {name:<34} {:>6.3} {:>6.3} {:>6.3} {:>8.1}",
+            r.r1, r.r5, r.r10, r.median_rank
+        );
+    };
+    println!(
+        "model {} in {} — test split: {} images, {} captions; best epoch {} of {}",
+        report.manifest.model_id,
+        out.display(),
+        m.n_images,
+        m.n_texts,
+        report.best_epoch,
+        report.history.len()
+    );
+    println!(
+        "  {:<34} {:>6} {:>6} {:>6} {:>8}",
+        "", "R@1", "R@5", "R@10", "med rank"
+    );
+    row("caption → image", &m.text_to_image);
+    row("image → caption", &m.image_to_text);
+    row(
+        "caption → image, untrained start",
+        &report.zero_shot_text_to_image,
+    );
+    row("caption → image, bag of words", &m.bow_text_to_image);
+    row("caption → image, chance", &m.random_text_to_image);
+    println!(
+        "  candle vs tract: image embeddings {:.1e}, text embeddings {:.1e} (max |Δ|)",
+        report.parity.image_max_abs_diff, report.parity.text_max_abs_diff
+    );
+    Ok(())
 }
 
 fn load_backbone(weights: Option<PathBuf>) -> Result<Backbone> {

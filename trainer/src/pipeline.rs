@@ -141,7 +141,7 @@ pub fn pixels(img: &RgbaImage) -> Result<Pixels<'_>> {
 }
 
 /// Decode a sample and preprocess it for inference (centre crop).
-fn inference_tensor(sample: &Sample, prep: &Preprocess) -> Result<Vec<f32>> {
+pub(crate) fn inference_tensor(sample: &Sample, prep: &Preprocess) -> Result<Vec<f32>> {
     Ok(image_to_tensor(&pixels(&sample.decode()?)?, prep)?)
 }
 
@@ -173,7 +173,7 @@ fn random_view(rng: &mut StdRng, w: u32, h: u32, min_area: f32) -> (CropBox, boo
 }
 
 /// Run the backbone over prepared input tensors, `FEATURE_BATCH` at a time.
-fn features_of(
+pub(crate) fn features_of(
     backbone: &Backbone,
     inputs: impl Iterator<Item = Result<Vec<f32>>>,
     count: usize,
@@ -399,6 +399,8 @@ fn classify_manifest(
         parent_model_id: meta.parent_model_id.clone(),
         created_at,
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+        text: None,
+        rank_metrics: None,
     }
 }
 
@@ -467,7 +469,7 @@ fn argmax(v: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())

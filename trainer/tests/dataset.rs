@@ -129,3 +129,33 @@ fn split_depends_only_on_content() {
     relabelled.samples[0].label = 1;
     assert_ne!(all.snapshot_id(), relabelled.snapshot_id());
 }
+
+#[test]
+fn captions_from_sidecar_files_and_captions_tsv() {
+    let dir = copy_fixtures(&["animals", "food"]);
+    std::fs::write(
+        dir.path().join("food/banana.txt"),
+        "A banana.\nsecond line ignored\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("captions.tsv"),
+        "# path\tcaption\nfood/banana.png\tA ripe yellow banana\nfood/banana.png\t  \nunknown.png\tnobody\n",
+    )
+    .unwrap();
+    let ds = Dataset::import_folder(dir.path()).unwrap();
+    let banana = ds
+        .samples
+        .iter()
+        .find(|s| s.source.ends_with("food/banana.png"))
+        .unwrap();
+    assert_eq!(banana.captions, ["A banana.", "A ripe yellow banana"]);
+    // A malformed line is an error that names the file and line.
+    std::fs::write(
+        dir.path().join("captions.tsv"),
+        "food/banana.png A banana\n",
+    )
+    .unwrap();
+    let err = Dataset::import_folder(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("captions.tsv:1"), "{err}");
+}

@@ -6,7 +6,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::decode::decode_image;
 use crate::preprocess::{PixelFormat, Pixels, image_to_tensor};
-use crate::{ModelManifest, Prediction, Session};
+use crate::{ModelManifest, Prediction, Session, TextEncoder, Tokenizer};
 
 fn js_err(e: crate::Error) -> JsError {
     JsError::new(&e.to_string())
@@ -84,6 +84,23 @@ impl WasmSession {
         classified(&top, now_ms() - t0, img.width(), img.height())
     }
 
+    /// Unit embedding of an encoded image file (ranking models; decoded in wasm like
+    /// `classifyImage`).
+    #[wasm_bindgen(js_name = embedImage)]
+    pub fn embed_image(&self, bytes: &[u8]) -> Result<Vec<f32>, JsError> {
+        let img = decode_image(bytes).map_err(|e| JsError::new(&format!("image: {e}")))?;
+        let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())
+            .map_err(js_err)?;
+        self.inner.embed(&pixels).map_err(js_err)
+    }
+
+    /// Unit embedding of RGBA pixels (ranking models).
+    #[wasm_bindgen(js_name = embedPixels)]
+    pub fn embed_pixels(&self, rgba: &[u8], width: u32, height: u32) -> Result<Vec<f32>, JsError> {
+        let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
+        self.inner.embed(&pixels).map_err(js_err)
+    }
+
     /// Run already-preprocessed input (`n × 3 × size × size` values); returns the flattened
     /// output rows.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, JsError> {
@@ -120,4 +137,51 @@ pub fn preprocess_image(bytes: &[u8], manifest_json: &str) -> Result<Vec<f32>, J
     let pixels =
         Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).map_err(js_err)?;
     image_to_tensor(&pixels, &manifest.preprocess).map_err(js_err)
+}
+
+/// The text side of a ranking model in the browser (`TextEncoder` is taken by the Web API).
+#[wasm_bindgen(js_name = TextSession)]
+pub struct WasmTextSession {
+    inner: TextEncoder,
+}
+
+#[wasm_bindgen(js_class = TextSession)]
+impl WasmTextSession {
+    /// Load the text encoder ONNX bytes of a ranking manifest (JSON text); throws if they do
+    /// not match its `text.onnx` sha256/size or inputs.
+    #[wasm_bindgen(constructor)]
+    pub fn new(onnx: &[u8], manifest_json: &str) -> Result<WasmTextSession, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmTextSession {
+            inner: TextEncoder::new(onnx, &manifest).map_err(js_err)?,
+        })
+    }
+
+    /// Unit embedding of a text (tokenized by the manifest's tokenizer).
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, JsError> {
+        self.inner.embed(text).map_err(js_err)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Tokens {
+    ids: Vec<i64>,
+    mask: Vec<f32>,
+}
+
+/// Token ids and mask of a text under a ranking manifest's tokenizer, as JSON
+/// `{"ids": […], "mask": […]}` (for checks: `TextSession.embed` does this itself).
+#[wasm_bindgen]
+pub fn tokenize(text: &str, manifest_json: &str) -> Result<String, JsError> {
+    let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+    let spec = manifest
+        .text
+        .ok_or_else(|| JsError::new("not a ranking model: no tokenizer"))?
+        .tokenizer;
+    let e = Tokenizer::new(spec).map_err(js_err)?.encode(text);
+    serde_json::to_string(&Tokens {
+        ids: e.ids,
+        mask: e.mask,
+    })
+    .map_err(|e| JsError::new(&e.to_string()))
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod manifest;
 pub mod preprocess;
 pub mod session;
+pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
 pub mod bindings;
@@ -12,7 +13,8 @@ pub mod bindings;
 pub use error::{Error, Result};
 pub use manifest::{
     ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,
-    Preprocess, Task, TensorSpec,
+    Preprocess, RankMetrics, Recall, Task, TensorSpec, TextTower,
 };
 pub use preprocess::{CropBox, PixelFormat, Pixels};
-pub use session::{Prediction, Session};
+pub use session::{Prediction, Session, TextEncoder};
+pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

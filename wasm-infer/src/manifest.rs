@@ -161,6 +161,52 @@ pub struct EvalMetrics {
     pub confusion: Vec<Vec<u32>>,
 }
 
+/// Recall@K and median rank of one retrieval direction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Recall {
+    /// Share of queries whose match is ranked first.
+    pub r1: f64,
+    /// … in the top 5.
+    pub r5: f64,
+    /// … in the top 10.
+    pub r10: f64,
+    /// Median 1-based rank of the match.
+    pub median_rank: f64,
+}
+
+/// Retrieval quality on the test split, next to the baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankMetrics {
+    /// Test images (each with its captions).
+    pub n_images: u32,
+    /// Test captions.
+    pub n_texts: u32,
+    /// Caption → image.
+    pub text_to_image: Recall,
+    /// Image → caption.
+    pub image_to_text: Recall,
+    /// Caption → image by chance (expected values).
+    pub random_text_to_image: Recall,
+    /// Caption → image by a bag-of-words baseline (captions of the training images nearest in
+    /// backbone features, compared word by word with the query).
+    pub bow_text_to_image: Recall,
+}
+
+/// The text side of a ranking model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextTower {
+    /// The text encoder ONNX file.
+    pub onnx: OnnxFile,
+    /// Word ids input `[batch, max_len]` (int64).
+    pub ids: TensorSpec,
+    /// Mask input `[batch, max_len]` (float, 1 = word).
+    pub mask: TensorSpec,
+    /// Embedding output `[batch, dim]`, L2-normalised, in the image embeddings' space.
+    pub output: TensorSpec,
+    /// How texts become ids.
+    pub tokenizer: crate::TokenizerSpec,
+}
+
 /// Everything a consumer needs to know about one exported model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelManifest {
@@ -190,6 +236,12 @@ pub struct ModelManifest {
     pub created_at: String,
     /// Version of the trainer that produced it.
     pub trainer_version: String,
+    /// Ranking models: the text encoder (`onnx`/`input`/`output` are then the image encoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextTower>,
+    /// Ranking models: retrieval quality on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_metrics: Option<RankMetrics>,
 }
 
 impl ModelManifest {
@@ -290,15 +342,37 @@ impl ModelManifest {
                 }
             }
             Task::Rank => {
-                if !matches!(
-                    self.output.shape.as_slice(),
-                    [Dim::Symbol(_), Dim::Fixed(_)]
-                ) {
+                let Some(text) = &self.text else {
+                    return bad("a ranking model needs its text tower (`text`)".into());
+                };
+                let dim = match self.output.shape.as_slice() {
+                    [Dim::Symbol(_), Dim::Fixed(d)] => *d,
+                    _ => {
+                        return bad(format!(
+                            "output shape {} must be [batch, dim]",
+                            self.output.shape_string()
+                        ));
+                    }
+                };
+                if !matches!(text.output.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(d)] if *d == dim)
+                {
                     return bad(format!(
-                        "output shape {} must be [batch, dim]",
-                        self.output.shape_string()
+                        "text output shape {} must be [batch, {dim}] like the image embeddings",
+                        text.output.shape_string()
                     ));
                 }
+                let len = text.tokenizer.max_len;
+                for spec in [&text.ids, &text.mask] {
+                    if !matches!(spec.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n == len)
+                    {
+                        return bad(format!(
+                            "text input {} has shape {}, expected [batch, {len}]",
+                            spec.name,
+                            spec.shape_string()
+                        ));
+                    }
+                }
+                crate::Tokenizer::new(text.tokenizer.clone())?;
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ use tract_onnx::prelude::*;
 
 use crate::manifest::{Dim, ModelManifest, Task};
 use crate::preprocess::{Pixels, image_to_tensor};
+use crate::tokenizer::{Encoded, Tokenizer};
 use crate::{Error, Result};
 
 type Runnable = Arc<TypedRunnableModel>;
@@ -46,20 +47,7 @@ impl Session {
     /// preprocessing or label map.
     pub fn new(onnx: &[u8], manifest: ModelManifest) -> Result<Self> {
         manifest.validate()?;
-        if onnx.len() as u64 != manifest.onnx.bytes {
-            return Err(Error::Integrity(format!(
-                "file is {} bytes, manifest says {}",
-                onnx.len(),
-                manifest.onnx.bytes
-            )));
-        }
-        let digest = sha256_hex(onnx);
-        if !digest.eq_ignore_ascii_case(&manifest.onnx.sha256) {
-            return Err(Error::Integrity(format!(
-                "sha256 is {digest}, manifest says {}",
-                manifest.onnx.sha256
-            )));
-        }
+        verify_file(onnx, &manifest.onnx)?;
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(Error::engine)?;
@@ -115,6 +103,19 @@ impl Session {
             .collect()
     }
 
+    /// Unit embedding of an image (ranking models).
+    pub fn embed(&self, pixels: &Pixels<'_>) -> Result<Vec<f32>> {
+        if self.manifest.task != Task::Rank {
+            return Err(Error::Manifest(format!(
+                "model {} is a {} model, not a ranking model",
+                self.manifest.model_id,
+                self.manifest.task.as_str()
+            )));
+        }
+        let input = image_to_tensor(pixels, &self.manifest.preprocess)?;
+        Ok(self.run(&input)?.remove(0))
+    }
+
     /// Classify one decoded image: preprocess, run, return the `k` most probable labels.
     pub fn classify(&self, pixels: &Pixels<'_>, k: usize) -> Result<Vec<Prediction>> {
         if self.manifest.task != Task::Classify {
@@ -127,6 +128,108 @@ impl Session {
         let input = image_to_tensor(pixels, &self.manifest.preprocess)?;
         let probs = self.run(&input)?.remove(0);
         Ok(top_k(&probs, &self.manifest.labels, k))
+    }
+}
+
+/// Check a model file against its manifest entry (size, then sha256).
+pub fn verify_file(onnx: &[u8], file: &crate::OnnxFile) -> Result<()> {
+    if onnx.len() as u64 != file.bytes {
+        return Err(Error::Integrity(format!(
+            "{} is {} bytes, manifest says {}",
+            file.file,
+            onnx.len(),
+            file.bytes
+        )));
+    }
+    let digest = sha256_hex(onnx);
+    if !digest.eq_ignore_ascii_case(&file.sha256) {
+        return Err(Error::Integrity(format!(
+            "{}: sha256 is {digest}, manifest says {}",
+            file.file, file.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// The text side of a ranking model: the manifest's tokenizer and the text encoder, planned
+/// for one text at a time.
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    plan: Runnable,
+}
+
+impl std::fmt::Debug for TextEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEncoder")
+            .field("vocab", &self.tokenizer.spec().vocab.len())
+            .finish()
+    }
+}
+
+impl TextEncoder {
+    /// Load the text encoder (`manifest.text.onnx`), checking its size and sha256, its
+    /// input and output names against the manifest.
+    pub fn new(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
+        manifest.validate()?;
+        let text = manifest.text.as_ref().ok_or_else(|| {
+            Error::Manifest(format!(
+                "model {} has no text encoder (task {})",
+                manifest.model_id,
+                manifest.task.as_str()
+            ))
+        })?;
+        verify_file(onnx, &text.onnx)?;
+        let tokenizer = Tokenizer::new(text.tokenizer.clone())?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(Error::engine)?;
+        let names: Vec<String> = model
+            .input_outlets()
+            .map_err(Error::engine)?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        if names != [text.ids.name.clone(), text.mask.name.clone()] {
+            return Err(Error::Graph(format!(
+                "text encoder inputs are {names:?}, manifest says [{:?}, {:?}]",
+                text.ids.name, text.mask.name
+            )));
+        }
+        let len = text.tokenizer.max_len;
+        let plan = model
+            .with_input_fact(0, i64::fact([1, len]).into())
+            .and_then(|m| m.with_input_fact(1, f32::fact([1, len]).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(Error::engine)?;
+        Ok(Self { tokenizer, plan })
+    }
+
+    /// The tokenizer in use.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Unit embedding of a text.
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        self.embed_encoded(&self.tokenizer.encode(text))
+    }
+
+    /// Unit embedding of an already encoded text.
+    pub fn embed_encoded(&self, e: &Encoded) -> Result<Vec<f32>> {
+        let len = e.ids.len();
+        let ids = Tensor::from_shape(&[1, len], &e.ids).map_err(Error::engine)?;
+        let mask = Tensor::from_shape(&[1, len], &e.mask).map_err(Error::engine)?;
+        let out = self
+            .plan
+            .run(tvec!(ids.into(), mask.into()))
+            .map_err(Error::engine)?;
+        let view = out
+            .first()
+            .ok_or_else(|| Error::Engine("text encoder produced no output".into()))?
+            .to_plain_array_view::<f32>()
+            .map_err(Error::engine)?;
+        Ok(view.iter().copied().collect())
     }
 }
 

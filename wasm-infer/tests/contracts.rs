@@ -54,6 +54,8 @@ fn manifest() -> ModelManifest {
         parent_model_id: Some("cls-parent".into()),
         created_at: "2026-11-25T19:00:00Z".into(),
         trainer_version: "0.1.0".into(),
+        text: None,
+        rank_metrics: None,
     }
 }
 

@@ -1,0 +1,30 @@
+// Runs the wasm32 build of wasm-infer (node flavour) on a ranking model and prints what it
+// computed as JSON: token ids of each text, text embeddings, and image embeddings of encoded
+// files decoded in wasm. The Rust test (trainer/tests/rank.rs) compares them with native tract.
+//
+//   node scripts/wasm-rank-parity.mjs PKG_DIR MODEL_DIR CASES_JSON
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const [pkgDir, modelDir, casesFile] = process.argv.slice(2);
+const require = createRequire(import.meta.url);
+const wasm = require(resolve(pkgDir, 'wasm_infer.js'));
+
+const manifest = readFileSync(join(modelDir, 'manifest.json'), 'utf8');
+const images = new wasm.Session(readFileSync(join(modelDir, 'image.onnx')), manifest);
+const texts = new wasm.TextSession(readFileSync(join(modelDir, 'text.onnx')), manifest);
+const cases = JSON.parse(readFileSync(casesFile, 'utf8'));
+
+let wrongFile = null;
+try {
+  new wasm.TextSession(readFileSync(join(modelDir, 'image.onnx')), manifest);
+} catch (e) {
+  wrongFile = String(e.message ?? e);
+}
+process.stdout.write(JSON.stringify({
+  tokens: cases.texts.map((t) => JSON.parse(wasm.tokenize(t, manifest))),
+  text_embeddings: cases.texts.map((t) => Array.from(texts.embed(t))),
+  image_embeddings: cases.images.map((f) => Array.from(images.embedImage(readFileSync(f)))),
+  wrong_file_error: wrongFile,
+}));
