@@ -172,7 +172,16 @@ async fn seed_images(st: &AppState, dir: &std::path::Path, labels: &[String]) ->
             let name = e.file_name().to_string_lossy().into_owned();
             let bytes = bytes::Bytes::from(std::fs::read(e.path())?);
             match images::check_image(&name, bytes, st.limits()) {
-                Ok(c) => files.push(c),
+                Ok(mut c) => {
+                    // The first line of NAME.txt next to the image is its caption.
+                    if let Ok(text) = std::fs::read_to_string(e.path().with_extension("txt"))
+                        && let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty())
+                        && images::validate_caption(line).is_ok()
+                    {
+                        c.captions.push(line.to_string());
+                    }
+                    files.push(c)
+                }
                 Err(err) => tracing::debug!(file = %name, error = %err, "seed: skipped"),
             }
         }

@@ -212,6 +212,8 @@ async fn read_form(mut mp: Multipart, max_files: usize) -> Result<Form> {
 struct UploadForm {
     /// Label for every file in the request.
     label: String,
+    /// Optional caption for every file in the request (for image-text ranking), ≤ 500 chars.
+    caption: Option<String>,
     /// One or more image files (PNG, JPEG, WebP, GIF, BMP).
     #[schema(value_type = Vec<String>, format = Binary)]
     files: Vec<Vec<u8>>,
@@ -297,10 +299,18 @@ async fn upload_files(
         ));
     }
     let limits = st.limits();
+    let caption = form.fields.get("caption").cloned();
+    if let Some(c) = &caption {
+        images::validate_caption(c)?;
+    }
     let checked = tokio::task::spawn_blocking(move || {
         form.files
             .into_iter()
-            .map(|f| images::check_image(&f.filename, f.bytes, limits))
+            .map(|f| {
+                let mut c = images::check_image(&f.filename, f.bytes, limits)?;
+                c.captions.extend(caption.clone());
+                Ok(c)
+            })
             .collect::<Result<Vec<_>>>()
     })
     .await
@@ -528,6 +538,8 @@ async fn review(
 pub struct TrainRequest {
     /// Dataset (default: the first one).
     pub dataset_id: Option<String>,
+    /// `classify` (default) or `rank` (image-text ranking on the images' captions).
+    pub task: Option<String>,
     /// Hyper-parameters over the defaults (epochs, batch_size, lr, weight_decay, warmup_epochs,
     /// patience, dropout, views, min_crop_area, class_balanced, seed).
     #[schema(value_type = Option<Object>)]
@@ -547,7 +559,16 @@ async fn start_training(
         serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("train request is not valid JSON: {e}")))?
     };
-    let params = jobs::parse_params(req.params.as_ref())?;
+    let task = req.task.as_deref().unwrap_or("classify");
+    let params = match task {
+        "classify" => serde_json::to_value(jobs::parse_params(req.params.as_ref())?)?,
+        "rank" => serde_json::to_value(jobs::parse_rank_params(req.params.as_ref())?)?,
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown task {other:?} (known: classify, rank)"
+            )));
+        }
+    };
     let dataset = match req.dataset_id {
         Some(d) => d,
         None => images::list_datasets(&st.db)
@@ -557,7 +578,7 @@ async fn start_training(
             .map(|d| d.id)
             .ok_or_else(|| Error::NotFound("no dataset yet".into()))?,
     };
-    let run = jobs::enqueue(&st.db, &dataset, &params, "manual").await?;
+    let run = jobs::enqueue_task(&st.db, &dataset, task, &params, "manual").await?;
     st.wake.notify_waiters();
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
@@ -787,7 +808,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/{file}", tag = "models",
-    params(("id" = String, Path), ("file" = String, Path, description = "model.onnx, manifest.json, metrics.json or report.svg")),
+    params(("id" = String, Path), ("file" = String, Path, description = "classify: model.onnx, manifest.json, metrics.json, report.svg; rank: image.onnx, text.onnx, manifest.json, metrics.json, gallery.json, gallery.bin")),
     responses((status = 200, description = "the file; immutable, strong ETag"), (status = 206, description = "a byte range"),
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 async fn model_file(
@@ -796,8 +817,8 @@ async fn model_file(
     headers: HeaderMap,
 ) -> Result<Response> {
     let ctype = match file.as_str() {
-        "model.onnx" => "application/octet-stream",
-        "manifest.json" | "metrics.json" => "application/json",
+        "model.onnx" | "image.onnx" | "text.onnx" | "gallery.bin" => "application/octet-stream",
+        "manifest.json" | "metrics.json" | "gallery.json" => "application/json",
         "report.svg" => "image/svg+xml",
         _ => return Err(Error::NotFound(format!("no model file {file:?}"))),
     };
@@ -805,10 +826,11 @@ async fn model_file(
         return Err(Error::NotFound(format!("no model {id:?}")));
     }
     let model = registry::get(&st.db, &id).await?;
-    let etag = if file == "model.onnx" {
-        format!("\"{}\"", model.sha256)
-    } else {
-        format!("\"{}-{}\"", model.id, file.replace('.', "-"))
+    // ONNX files: their sha256 (as the manifest says); other files: model id + name.
+    let etag = match (file.as_str(), &model.manifest.text) {
+        ("model.onnx" | "image.onnx", _) => format!("\"{}\"", model.sha256),
+        ("text.onnx", Some(t)) => format!("\"{}\"", t.onnx.sha256),
+        _ => format!("\"{}-{}\"", model.id, file.replace('.', "-")),
     };
     let mut base = HeaderMap::new();
     base.insert(

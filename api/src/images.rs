@@ -1,7 +1,7 @@
 //! Datasets, labels and labeled images: upload validation, content-addressed ingest (blob
 //! first, then row, all-or-nothing per request), review, listing, orphan sweeping.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 
 use bytes::Bytes;
@@ -126,6 +126,8 @@ pub struct Checked {
     pub height: u32,
     /// Content.
     pub bytes: Bytes,
+    /// Captions to store with the image (ranking datasets); may be empty.
+    pub captions: Vec<String>,
 }
 
 /// Per-file result of an upload.
@@ -143,6 +145,37 @@ pub struct Uploaded {
     pub status: String,
     /// True when the same content was already in the dataset (nothing new stored).
     pub duplicate: bool,
+}
+
+/// Longest caption accepted, in characters.
+pub const MAX_CAPTION_CHARS: usize = 500;
+
+/// Captions are short plain text: not empty, no control characters, at most
+/// [`MAX_CAPTION_CHARS`].
+pub fn validate_caption(caption: &str) -> Result<()> {
+    let n = caption.chars().count();
+    if caption.trim().is_empty() || n > MAX_CAPTION_CHARS || caption.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!(
+            "a caption must be 1 to {MAX_CAPTION_CHARS} characters of text without control characters (got {n})"
+        )));
+    }
+    Ok(())
+}
+
+/// Captions of images, by image id (for ranking runs).
+pub async fn captions_of(db: &Db, dataset_id: &str) -> Result<HashMap<String, Vec<String>>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.image_id, c.caption FROM captions c JOIN images i ON i.id = c.image_id \
+         WHERE i.dataset_id = $1 ORDER BY c.image_id, c.created_at, c.caption",
+    )
+    .bind(dataset_id)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, c) in rows {
+        out.entry(id).or_default().push(c);
+    }
+    Ok(out)
 }
 
 /// Reject names that could be mistaken for paths or that carry control characters.
@@ -239,6 +272,7 @@ pub fn check_and_decode(
         width,
         height,
         bytes,
+        captions: Vec::new(),
     };
     Ok((checked, pixels))
 }
@@ -422,11 +456,20 @@ pub async fn ingest(
     } else {
         status::PENDING
     };
+    for f in &files {
+        for c in &f.captions {
+            validate_caption(c)?;
+        }
+    }
     let mut results: Vec<Uploaded> = Vec::with_capacity(files.len());
+    // (image id, caption) pairs to store, for new and already stored images alike.
+    let mut captions: Vec<(String, String)> = Vec::new();
     let mut fresh: Vec<(Checked, String)> = Vec::new();
     let mut first_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for f in files {
         if let Some(&i) = first_of.get(&f.sha256) {
+            let id = results[i].id.clone();
+            captions.extend(f.captions.iter().map(|c| (id.clone(), c.clone())));
             let u = Uploaded {
                 filename: f.filename,
                 duplicate: true,
@@ -444,14 +487,17 @@ pub async fn ingest(
         .fetch_optional(db.pool())
         .await?;
         match existing {
-            Some((id, label, status)) => results.push(Uploaded {
-                filename: f.filename.clone(),
-                id,
-                sha256: f.sha256.clone(),
-                label,
-                status,
-                duplicate: true,
-            }),
+            Some((id, label, status)) => {
+                captions.extend(f.captions.iter().map(|c| (id.clone(), c.clone())));
+                results.push(Uploaded {
+                    filename: f.filename.clone(),
+                    id,
+                    sha256: f.sha256.clone(),
+                    label,
+                    status,
+                    duplicate: true,
+                });
+            }
             None => {
                 let u = Uploaded {
                     filename: f.filename.clone(),
@@ -461,6 +507,7 @@ pub async fn ingest(
                     status: status.to_string(),
                     duplicate: false,
                 };
+                captions.extend(f.captions.iter().map(|c| (u.id.clone(), c.clone())));
                 fresh.push((f, u.id.clone()));
                 results.push(u);
             }
@@ -513,6 +560,17 @@ pub async fn ingest(
             .bind(now)
             .bind(uploader.admin.then_some(now))
             .bind(uploader.admin.then(|| uploader.name.clone()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, caption) in &captions {
+            sqlx::query(
+                "INSERT INTO captions (image_id, caption, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (image_id, caption) DO NOTHING",
+            )
+            .bind(id)
+            .bind(caption)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OnceCell, watch};
 use trainer::backbone::Backbone;
 use trainer::pipeline::{self, Progress, RunMeta};
+use trainer::rank::RankConfig;
 use trainer::train::{EpochMetrics, TrainConfig};
 
 use crate::db::{Backend, Db};
@@ -75,7 +76,7 @@ pub struct RunInfo {
     pub reason: String,
     /// Hyper-parameters.
     #[schema(value_type = Object)]
-    pub params: TrainConfig,
+    pub params: serde_json::Value,
     /// Latest progress event (`stage`: features, batch, epoch, export).
     #[schema(value_type = Option<Object>)]
     pub progress: Option<Progress>,
@@ -172,13 +173,65 @@ pub fn parse_params(params: Option<&serde_json::Value>) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// Queue a run on a dataset.
+/// Merge user parameters of a ranking run over [`RankConfig`]'s defaults and validate.
+pub fn parse_rank_params(params: Option<&serde_json::Value>) -> Result<RankConfig> {
+    let Some(v) = params else {
+        return Ok(RankConfig::default());
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::Invalid("params must be a JSON object".into()))?;
+    let defaults = serde_json::to_value(RankConfig::default())?;
+    let known: Vec<String> = defaults
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(k) = obj.keys().find(|k| !known.contains(k)) {
+        return Err(Error::Invalid(format!(
+            "unknown ranking parameter {k:?} (known: {})",
+            known.join(", ")
+        )));
+    }
+    let cfg: RankConfig = serde_json::from_value(v.clone())
+        .map_err(|e| Error::Invalid(format!("ranking parameters: {e}")))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Tasks a run can train.
+pub const TASKS: [&str; 2] = ["classify", "rank"];
+
+/// Queue a classification run on a dataset.
 pub async fn enqueue(
     db: &Db,
     dataset_id: &str,
     params: &TrainConfig,
     reason: &str,
 ) -> Result<RunInfo> {
+    enqueue_task(
+        db,
+        dataset_id,
+        "classify",
+        &serde_json::to_value(params)?,
+        reason,
+    )
+    .await
+}
+
+/// Queue a run of `task` (`classify` or `rank`) with already validated parameters.
+pub async fn enqueue_task(
+    db: &Db,
+    dataset_id: &str,
+    task: &str,
+    params: &serde_json::Value,
+    reason: &str,
+) -> Result<RunInfo> {
+    if !TASKS.contains(&task) {
+        return Err(Error::Invalid(format!(
+            "unknown task {task:?} (known: {})",
+            TASKS.join(", ")
+        )));
+    }
     let ds = crate::images::get_dataset(db, dataset_id).await?;
     let id = new_id("run");
     sqlx::query(
@@ -187,7 +240,7 @@ pub async fn enqueue(
     )
     .bind(&id)
     .bind(&ds.id)
-    .bind(&ds.task)
+    .bind(task)
     .bind(serde_json::to_string(params)?)
     .bind(status::QUEUED)
     .bind(reason)
@@ -583,6 +636,89 @@ impl Worker {
         Ok(())
     }
 
+    /// Snapshot approved images (with their captions), train a ranking model in a blocking
+    /// thread, embed the gallery, register the candidate.
+    async fn train_rank(
+        &self,
+        run: &RunRow,
+        live: Arc<Mutex<Live>>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<String> {
+        let config: RankConfig = serde_json::from_str(&run.params)?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
+        )
+        .bind(&run.dataset_id)
+        .bind(image_status::APPROVED)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut captions = crate::images::captions_of(&self.db, &run.dataset_id).await?;
+        let mut labels: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        let mut builder = trainer::dataset::Builder::new(labels);
+        for (id, sha, label) in &rows {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(trainer::Error::Cancelled.into());
+            }
+            let bytes = self.storage.get(&image_key(sha)).await.map_err(|e| {
+                Error::Internal(format!("image {id} ({sha}) is missing from storage: {e}"))
+            })?;
+            let caps = captions.remove(id).unwrap_or_default();
+            builder.add_with_captions(label, id, &bytes, caps)?;
+        }
+        let dataset = builder.finish()?;
+        sqlx::query("UPDATE runs SET snapshot_id = $1, images = $2 WHERE id = $3")
+            .bind(dataset.snapshot_id())
+            .bind(dataset.samples.len() as i64)
+            .bind(&run.id)
+            .execute(self.db.pool())
+            .await?;
+        let parent = registry::current(&self.db, &run.task).await?.map(|m| m.id);
+        let backbone = self.backbone().await?;
+        let classes_path = self.backbone_path.with_file_name("imagenet_classes.txt");
+        let tmp = tempfile::tempdir()?;
+        let out_dir = tmp.path().join("model");
+        let dir = out_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let classes = trainer::backbone::imagenet_classes(&classes_path)?;
+            let meta = RunMeta {
+                model_id: None,
+                parent_model_id: parent,
+            };
+            let mut on_progress = |p: Progress| {
+                if let Ok(mut l) = live.lock() {
+                    l.progress = Some(p);
+                }
+                !cancel.load(Ordering::Relaxed)
+            };
+            trainer::rank::run(
+                &dataset,
+                &backbone,
+                &classes,
+                &config,
+                &meta,
+                &dir,
+                &mut on_progress,
+            )?;
+            trainer::rank::write_gallery(&dir, &dataset)?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("training thread: {e}")))??;
+        let model = registry::register(
+            &self.db,
+            &self.storage,
+            &out_dir,
+            &run.dataset_id,
+            Some(&run.id),
+            self.gate_margin,
+            None,
+        )
+        .await?;
+        Ok(model.id)
+    }
+
     /// Snapshot approved images, train in a blocking thread, register the candidate.
     async fn train(
         &self,
@@ -590,6 +726,9 @@ impl Worker {
         live: Arc<Mutex<Live>>,
         cancel: Arc<AtomicBool>,
     ) -> Result<String> {
+        if run.task == "rank" {
+            return self.train_rank(run, live, cancel).await;
+        }
         let config: TrainConfig = serde_json::from_str(&run.params)?;
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",

@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trainer::dataset::{Dataset, Split};
-use wasm_infer::manifest::{EvalMetrics, ModelManifest};
+use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics, Task};
 use wasm_infer::session::Session;
 
 use crate::db::Db;
@@ -25,7 +25,7 @@ pub mod stage {
     pub const ARCHIVED: &str = "archived";
 }
 
-/// Files of a model version copied to storage (`models/<id>/<file>`).
+/// Files of a classification model copied to storage (`models/<id>/<file>`).
 pub const MODEL_FILES: [&str; 5] = [
     "model.onnx",
     "manifest.json",
@@ -33,6 +33,24 @@ pub const MODEL_FILES: [&str; 5] = [
     "report.svg",
     "head.safetensors",
 ];
+
+/// Files of a ranking model copied to storage: the two encoders and the gallery.
+pub const RANK_FILES: [&str; 6] = [
+    "image.onnx",
+    "text.onnx",
+    "manifest.json",
+    "metrics.json",
+    "gallery.json",
+    "gallery.bin",
+];
+
+/// Files a model of `task` stores.
+pub fn model_files(task: Task) -> &'static [&'static str] {
+    match task {
+        Task::Classify => &MODEL_FILES,
+        Task::Rank => &RANK_FILES,
+    }
+}
 
 /// The quality gate's verdict on a candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -63,7 +81,7 @@ pub struct GateDecision {
 pub struct ChampionScore {
     /// Champion id.
     pub id: String,
-    /// Its test accuracy.
+    /// Its test score on the gate's metric (accuracy; Recall@10 for ranking models).
     pub accuracy: f64,
     /// True when it was re-scored on the candidate's own test split (same images); false when
     /// it is the accuracy recorded at its own training (labels differ, or re-scoring failed).
@@ -115,6 +133,58 @@ pub fn gate(
             "accuracy {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
             ch.id, ch.accuracy
         );
+    }
+    d
+}
+
+/// The gate for ranking models, on caption → image Recall@10 of the test split: beat the
+/// better of chance and the bag-of-words baseline, and stay within `margin` of the champion's
+/// recorded Recall@10 (its own test split: captions change between snapshots).
+pub fn gate_rank(
+    candidate: &RankMetrics,
+    champion: Option<&ChampionScore>,
+    margin: f64,
+) -> GateDecision {
+    let c = candidate.text_to_image.r10;
+    let base = candidate
+        .bow_text_to_image
+        .r10
+        .max(candidate.random_text_to_image.r10);
+    let mut d = GateDecision {
+        promote: false,
+        metric: "text_to_image_r10".into(),
+        candidate: c,
+        champion: champion.map(|m| m.accuracy),
+        champion_id: champion.map(|m| m.id.clone()),
+        champion_same_split: champion.map(|m| m.same_split),
+        baseline: base,
+        margin,
+        reason: String::new(),
+    };
+    if c <= base {
+        d.reason = format!(
+            "Recall@10 {c:.3} does not beat the baselines (bag of words / chance) {base:.3}"
+        );
+        return d;
+    }
+    match champion {
+        None => {
+            d.promote = true;
+            d.reason = format!("no champion yet; Recall@10 {c:.3} beats the baselines {base:.3}");
+        }
+        Some(ch) if c + 1e-12 >= ch.accuracy - margin => {
+            d.promote = true;
+            d.reason = format!(
+                "Recall@10 {c:.3} vs champion {} {:.3} (its own test split); allowed regression {margin:.3}",
+                ch.id, ch.accuracy
+            );
+        }
+        Some(ch) => {
+            d.reason = format!(
+                "Recall@10 {c:.3} is more than {margin:.3} below champion {} {:.3} (its own test split)",
+                ch.id, ch.accuracy
+            );
+        }
     }
     d
 }
@@ -272,7 +342,7 @@ pub async fn register(
     let id = manifest.model_id.clone();
     let mut written = Vec::new();
     let upload = async {
-        for file in MODEL_FILES {
+        for file in model_files(manifest.task) {
             let bytes = tokio::fs::read(model_dir.join(file)).await?;
             let key = model_key(&id, file);
             storage.put(&key, Bytes::from(bytes)).await?;
@@ -315,21 +385,38 @@ async fn insert_and_gate(
     margin: f64,
     rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
-    let metrics = manifest
-        .metrics
-        .as_ref()
-        .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
     let task = manifest.task.as_str();
     let champion = current(db, task).await?;
-    let score = champion.as_ref().and_then(|c| match rescored {
-        Some(r) if r.id == c.id => Some(r),
-        _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
-            id: c.id.clone(),
-            accuracy: m.accuracy,
-            same_split: false,
-        }),
-    });
-    let decision = gate(metrics, score.as_ref(), margin);
+    let decision = match manifest.task {
+        Task::Classify => {
+            let metrics = manifest
+                .metrics
+                .as_ref()
+                .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
+            let score = champion.as_ref().and_then(|c| match rescored {
+                Some(r) if r.id == c.id => Some(r),
+                _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
+                    id: c.id.clone(),
+                    accuracy: m.accuracy,
+                    same_split: false,
+                }),
+            });
+            gate(metrics, score.as_ref(), margin)
+        }
+        Task::Rank => {
+            let metrics = manifest.rank_metrics.as_ref().ok_or_else(|| {
+                Error::Internal("trained ranking model has no test metrics".into())
+            })?;
+            let score = champion.as_ref().and_then(|c| {
+                c.manifest.rank_metrics.as_ref().map(|m| ChampionScore {
+                    id: c.id.clone(),
+                    accuracy: m.text_to_image.r10,
+                    same_split: false,
+                })
+            });
+            gate_rank(metrics, score.as_ref(), margin)
+        }
+    };
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
     sqlx::query(

@@ -941,6 +941,85 @@ pub fn write_dir(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The gallery: every image of the dataset embedded by the exported image encoder, so a
+// browser can search the whole collection offline.
+
+/// Gallery index file (JSON): model id, dimensions and one entry per image.
+pub const GALLERY_JSON: &str = "gallery.json";
+/// Gallery vectors: `count × dim` signed bytes, row-major, `round(x · scale)`.
+pub const GALLERY_BIN: &str = "gallery.bin";
+/// Quantisation scale of the gallery vectors (components of unit vectors are in [-1, 1]).
+pub const GALLERY_SCALE: f32 = 127.0;
+
+/// One gallery image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GalleryItem {
+    /// Image id (the sample's `source`: the api's image id).
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// Its captions.
+    pub captions: Vec<String>,
+}
+
+/// `gallery.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gallery {
+    /// Model whose image encoder computed the vectors.
+    pub model_id: String,
+    /// Embedding size.
+    pub dim: usize,
+    /// Images.
+    pub count: usize,
+    /// Vectors are `round(x · scale)` as i8 in `gallery.bin`.
+    pub scale: f32,
+    /// Images, in `gallery.bin` row order.
+    pub items: Vec<GalleryItem>,
+}
+
+/// Embed every image of `dataset` with the exported image encoder in `dir` (tract, as
+/// deployed) and write `gallery.json` + `gallery.bin` there.
+pub fn write_gallery(dir: &Path, dataset: &Dataset) -> Result<Gallery> {
+    let manifest = ModelManifest::from_json(
+        &std::fs::read_to_string(dir.join("manifest.json")).map_err(io(dir))?,
+    )?;
+    let onnx = std::fs::read(dir.join(&manifest.onnx.file)).map_err(io(dir))?;
+    let session = Session::new(&onnx, manifest.clone())?;
+    let mut items = Vec::with_capacity(dataset.samples.len());
+    let mut vectors: Vec<u8> = Vec::new();
+    let mut dim = 0;
+    for s in &dataset.samples {
+        let e = session
+            .run(&inference_tensor(s, &manifest.preprocess)?)?
+            .remove(0);
+        dim = e.len();
+        vectors.extend(
+            e.iter()
+                .map(|x| (x * GALLERY_SCALE).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+        items.push(GalleryItem {
+            id: s.source.clone(),
+            label: dataset.labels[s.label].clone(),
+            captions: s.captions.clone(),
+        });
+    }
+    let gallery = Gallery {
+        model_id: manifest.model_id.clone(),
+        dim,
+        count: items.len(),
+        scale: GALLERY_SCALE,
+        items,
+    };
+    let write = |file: &str, bytes: &[u8]| {
+        let p = dir.join(file);
+        std::fs::write(&p, bytes).map_err(io(p))
+    };
+    write(GALLERY_BIN, &vectors)?;
+    write(GALLERY_JSON, serde_json::to_string(&gallery)?.as_bytes())?;
+    Ok(gallery)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
