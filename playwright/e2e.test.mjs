@@ -343,3 +343,52 @@ test('classifies a camera frame (synthetic camera) in the browser', async () => 
   assert.deepEqual(apiRequests.slice(before), [], 'no api request for a camera frame');
   await page.screenshot({ path: join(shots, 'camera.png'), fullPage: true });
 });
+
+test('searches the gallery by text in the browser, offline, live as you type', async () => {
+  // A ranking model, trained through the api on the seed photos' captions.
+  const r = await fetch(`${base}/api/train`, {
+    method: 'POST', headers: admin, body: JSON.stringify({ task: 'rank', params: { epochs: 30 } }),
+  });
+  assert.equal(r.status, 202);
+  const run = await r.json();
+  const done = await waitFor('the ranking run', async () => {
+    const d = await (await fetch(`${base}/api/train/${run.id}`)).json();
+    return ['succeeded', 'failed', 'cancelled'].includes(d.status) ? d : null;
+  }, 600_000);
+  assert.equal(done.status, 'succeeded', done.error);
+  const info = await (await fetch(`${base}/api/models/${done.model_id}`)).json();
+  if (info.stage !== 'champion') {
+    assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
+  }
+  await page.goto(`${base}/#/search`);
+  await page.locator('[data-testid=search-status][data-ready=true]').waitFor({ timeout: 120_000 });
+  assert.match(await page.locator('[data-testid=search-status]').innerText(), new RegExp(`ranking model ${done.model_id}`));
+  // Online once: the thumbnails of the answer are kept by the service worker.
+  const query = page.locator('[data-testid=query]');
+  await query.fill('koala');
+  await page.locator('[data-testid=hits][data-query="koala"] li img').first().waitFor();
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
+  await context.setOffline(true);
+  try {
+    await page.reload();
+    await page.locator('[data-testid=search-status][data-ready=true]').waitFor({ timeout: 60_000 });
+    const before = apiRequests.length;
+    // Typed letter by letter: each pause answers the query so far (debounced).
+    await query.pressSequentially('koala', { delay: 20 });
+    const hits = page.locator('[data-testid=hits][data-query="koala"]');
+    await hits.waitFor({ timeout: 30_000 });
+    const top = await hits.locator('li').evaluateAll((lis) => lis.slice(0, 5).map((li) => ({ caption: li.dataset.caption, label: li.dataset.label, score: Number(li.dataset.score) })));
+    assert.ok(top.some((h) => /koala/i.test(h.caption)), `a koala in the top 5 offline: ${JSON.stringify(top)}`);
+    for (let i = 1; i < top.length; i++) assert.ok(top[i - 1].score >= top[i].score, 'sorted by score');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
+    await page.screenshot({ path: join(shots, 'search-offline.png'), fullPage: true });
+    // Apart from thumbnails (answered by the service worker's cache) and the periodic
+    // newer-champion check (which fails quietly offline), nothing asked the server.
+    const during = apiRequests.slice(before)
+      .filter((u) => !/\/api\/images\/[^/]+\/blob$/.test(u) && u !== 'GET /api/models/current');
+    assert.deepEqual(during, [], 'no server request for the search');
+    assert.equal(await page.locator('[data-testid=online]').innerText(), 'offline');
+  } finally {
+    await context.setOffline(false);
+  }
+});

@@ -18,6 +18,18 @@ self.addEventListener('activate', (e) => {
 self.addEventListener('fetch', (e) => {
   const url = new URL(e.request.url);
   if (e.request.method !== 'GET' || url.origin !== self.location.origin) return;
+  // Approved images never change under their id: kept once seen, so search results show
+  // their thumbnails offline.
+  if (/^\/api\/images\/[\w-]+\/blob$/.test(url.pathname) && !e.request.headers.has('authorization')) {
+    e.respondWith(caches.open('edgeml-images').then(async (c) => {
+      const hit = await c.match(e.request);
+      if (hit) return hit;
+      const r = await fetch(e.request);
+      if (r.ok) await c.put(e.request, r.clone());
+      return r;
+    }));
+    return;
+  }
   if (url.pathname.startsWith('/api/') || url.pathname === '/health' || url.pathname === '/metrics') return;
   if (e.request.mode === 'navigate') {
     e.respondWith(fetch(e.request).catch(() => caches.match('/index.html', { cacheName: SHELL })));

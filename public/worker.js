@@ -2,30 +2,87 @@
 // freezes. The champion's manifest is fetched network-first (cached copy when offline); its
 // ONNX file is content-addressed, so it is kept in Cache Storage and fetched once; older model
 // versions are evicted.
-import init, { Session } from '/pkg/wasm_infer.js';
+import init, { Session, TextSession } from '/pkg/wasm_infer.js';
 
 const MODELS = 'edgeml-models';
 const META = 'edgeml-meta';
 const CURRENT = '/api/models/current?task=classify';
+const CURRENT_RANK = '/api/models/current?task=rank';
+const RANK = 'edgeml-rank';
 const ready = init({ module_or_path: '/pkg/wasm_infer_bg.wasm' });
 let session = null;
 let loadedId = null;
 
-async function manifestText() {
+async function manifestText(url = CURRENT) {
   const meta = await caches.open(META);
   try {
-    const r = await fetch(CURRENT, { cache: 'no-cache' });
+    const r = await fetch(url, { cache: 'no-cache' });
     if (r.ok) {
-      await meta.put(CURRENT, r.clone());
+      await meta.put(url, r.clone());
       return await r.text();
     }
     if (r.status === 404) throw new Error('no model has been promoted yet');
     throw new Error(`model manifest: HTTP ${r.status}`);
   } catch (e) {
-    const cached = await meta.match(CURRENT);
+    const cached = await meta.match(url);
     if (cached) return cached.text();
     throw e;
   }
+}
+
+// A ranking model's file, from its own cache (immutable: the URL names the model version).
+async function rankFile(url) {
+  const cache = await caches.open(RANK);
+  const hit = await cache.match(url);
+  if (hit) return hit;
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  await cache.put(url, r.clone());
+  return r;
+}
+
+// The search index: the ranking champion's text encoder and its gallery (int8 vectors).
+let rank = null;
+async function loadRank() {
+  await ready;
+  const text = await manifestText(CURRENT_RANK);
+  const manifest = JSON.parse(text);
+  const id = manifest.model_id;
+  if (rank && rank.id === id) return rank;
+  const base = `/api/models/${id}`;
+  const [onnx, bin, gallery] = await Promise.all([
+    rankFile(`${base}/text.onnx`).then((r) => r.arrayBuffer()),
+    rankFile(`${base}/gallery.bin`).then((r) => r.arrayBuffer()),
+    rankFile(`${base}/gallery.json`).then((r) => r.json()),
+  ]);
+  const encoder = new TextSession(new Uint8Array(onnx), text); // verifies sha256
+  const vectors = new Int8Array(bin);
+  if (vectors.length !== gallery.count * gallery.dim) throw new Error('gallery size does not match its index');
+  // Other ranking versions are not needed any more.
+  const cache = await caches.open(RANK);
+  for (const req of await cache.keys()) if (!new URL(req.url).pathname.startsWith(`${base}/`)) await cache.delete(req);
+  rank = { id, encoder, vectors, gallery };
+  return rank;
+}
+
+// Top-k gallery images for a text: one embedding, then int8 dot products over the gallery.
+function search(query, k) {
+  const t0 = performance.now();
+  const q = rank.encoder.embed(query);
+  const { dim, count, scale, items } = rank.gallery;
+  const v = rank.vectors;
+  const scores = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    let s = 0;
+    const o = i * dim;
+    for (let j = 0; j < dim; j++) s += v[o + j] * q[j];
+    scores[i] = s / scale;
+  }
+  const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]).slice(0, k);
+  const results = order.map((i) => ({
+    id: items[i].id, label: items[i].label, caption: items[i].captions[0] || '', score: scores[i],
+  }));
+  return { results, ms: performance.now() - t0 };
 }
 
 async function modelBytes(url, total) {
@@ -78,6 +135,19 @@ self.onmessage = async (e) => {
       if (!session) throw new Error('the model is not loaded yet');
       const r = JSON.parse(session.classifyImage(msg.bytes, msg.k || 5));
       postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
+    } else if (msg.type === 'load_rank' || msg.type === 'search') {
+      // Search problems are reported apart: classification keeps working without them.
+      try {
+        const r = await loadRank();
+        if (msg.type === 'load_rank') {
+          postMessage({ type: 'rank_ready', model_id: r.id, count: r.gallery.count });
+        } else {
+          const { results, ms } = search(msg.query, msg.k || 10);
+          postMessage({ type: 'search_result', query: msg.query, results, ms });
+        }
+      } catch (err) {
+        postMessage({ type: 'rank_error', message: String((err && err.message) || err) });
+      }
     } else if (msg.type === 'classify_rgba') {
       // A camera frame: RGBA pixels straight from a canvas.
       if (!session) throw new Error('the model is not loaded yet');

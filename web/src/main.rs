@@ -6,6 +6,9 @@
 //!   the `wasm-infer` module in a Web Worker (`public/worker.js`), so the page never freezes and
 //!   no image leaves the device. The model (content-addressed) is kept in Cache Storage, so this
 //!   works offline.
+//! - **Search** (`#/search`): type a query, the gallery (every approved image, embedded by
+//!   the ranking champion's image encoder on the server) is ranked in this browser by the
+//!   text encoder, live as you type, offline too.
 //! - **Contribute** (`#/contribute`): labelled images for the next training, multi-file, with
 //!   upload progress; contributions go through an IndexedDB outbox, so those made offline are
 //!   sent when the connection returns (`outbox`).
@@ -21,6 +24,7 @@ mod contribute;
 mod net;
 mod outbox;
 mod predict;
+mod search;
 mod types;
 
 use leptos::prelude::*;
@@ -54,6 +58,18 @@ enum FromWorker {
         predictions: Vec<Prediction>,
         ms: f64,
     },
+    RankReady {
+        model_id: String,
+        count: usize,
+    },
+    SearchResult {
+        query: String,
+        results: Vec<search::Hit>,
+        ms: f64,
+    },
+    RankError {
+        message: String,
+    },
     Error {
         message: String,
     },
@@ -85,6 +101,8 @@ pub struct Ctx {
     pub predict: predict::State,
     /// Contribution outbox.
     pub outbox: outbox::State,
+    /// Search page state.
+    pub search: search::State,
 }
 
 impl Ctx {
@@ -102,6 +120,7 @@ impl Ctx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Page {
     Predict,
+    Search,
     Contribute,
     Admin,
 }
@@ -112,6 +131,7 @@ fn page_from_hash() -> Page {
         .unwrap_or_default();
     match hash.trim_start_matches('#').trim_start_matches('/') {
         "contribute" => Page::Contribute,
+        "search" => Page::Search,
         "admin" => Page::Admin,
         _ => Page::Predict,
     }
@@ -158,7 +178,9 @@ fn App() -> impl IntoView {
         worker: StoredValue::new_local(worker.clone()),
         predict,
         outbox: outbox::State::new(),
+        search: search::State::new(),
     };
+    let search = ctx.search;
     provide_context(ctx);
 
     if let Some(w) = web_sys::window() {
@@ -205,6 +227,15 @@ fn App() -> impl IntoView {
                     }
                     Ok(FromWorker::Update { model_id: id }) => newer.set(Some(id)),
                     Ok(FromWorker::Result { predictions, ms }) => predict.done(predictions, ms),
+                    Ok(FromWorker::RankReady { model_id, count }) => {
+                        search.error.set(None);
+                        search.ready.set(Some((model_id, count)));
+                    }
+                    Ok(FromWorker::SearchResult { query, results, ms }) => {
+                        search.answers.update(|n| *n += 1);
+                        search.result.set(Some((query, results, ms)));
+                    }
+                    Ok(FromWorker::RankError { message }) => search.error.set(Some(message)),
                     Ok(FromWorker::Error { message }) => {
                         predict.busy.set(false);
                         status.set(format!("error: {message}"));
@@ -249,6 +280,7 @@ fn App() -> impl IntoView {
             <strong class="brand">"edgeml"</strong>
             <nav>
                 {tab(Page::Predict, "#/", "Predict")}
+                {tab(Page::Search, "#/search", "Search")}
                 {tab(Page::Contribute, "#/contribute", "Contribute")}
                 {tab(Page::Admin, "#/admin", "Admin")}
             </nav>
@@ -270,6 +302,7 @@ fn App() -> impl IntoView {
         <main>
             {move || match page.get() {
                 Page::Predict => view! { <predict::PredictPage/> }.into_any(),
+                Page::Search => view! { <search::SearchPage/> }.into_any(),
                 Page::Contribute => view! { <contribute::ContributePage/> }.into_any(),
                 Page::Admin => view! { <admin::AdminPage/> }.into_any(),
             }}

@@ -1,0 +1,108 @@
+//! Search page: type a query, the gallery is ranked in this browser (the ranking champion's
+//! text encoder and the int8 gallery vectors, both cached: works offline), live as you type.
+
+use leptos::prelude::*;
+use serde::Deserialize;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::Ctx;
+
+/// One ranked gallery image.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Hit {
+    /// Image id.
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// Its first caption.
+    pub caption: String,
+    /// Cosine similarity with the query.
+    pub score: f32,
+}
+
+/// Search state (kept while other pages are shown).
+#[derive(Clone, Copy)]
+pub struct State {
+    /// Ranking model loaded and its gallery size.
+    pub ready: RwSignal<Option<(String, usize)>>,
+    /// Last answer: query, hits, milliseconds.
+    pub result: RwSignal<Option<(String, Vec<Hit>, f64)>>,
+    /// Why search is not available.
+    pub error: RwSignal<Option<String>>,
+    /// Answers so far.
+    pub answers: RwSignal<u32>,
+    timer: StoredValue<Option<i32>>,
+}
+
+impl State {
+    /// Nothing loaded.
+    pub fn new() -> Self {
+        Self {
+            ready: RwSignal::new(None),
+            result: RwSignal::new(None),
+            error: RwSignal::new(None),
+            answers: RwSignal::new(0),
+            timer: StoredValue::new(None),
+        }
+    }
+}
+
+/// The Search page.
+#[component]
+pub fn SearchPage() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.search;
+    if st.ready.get_untracked().is_none() {
+        ctx.send(&[("type", "load_rank".into())]);
+    }
+    let query = RwSignal::new(String::new());
+    // Debounced: search 150 ms after the last keystroke.
+    let on_input = move |ev: web_sys::Event| {
+        let q = event_target_value(&ev);
+        query.set(q.clone());
+        let Some(w) = web_sys::window() else { return };
+        if let Some(t) = st.timer.get_value() {
+            w.clear_timeout_with_handle(t);
+        }
+        if q.trim().is_empty() {
+            return;
+        }
+        let cb = Closure::once_into_js(move || {
+            ctx.send(&[
+                ("type", "search".into()),
+                ("query", q.as_str().into()),
+                ("k", 12.into()),
+            ]);
+        });
+        let id = w
+            .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), 150)
+            .ok();
+        st.timer.set_value(id);
+    };
+    view! {
+        <h1>"Search"</h1>
+        <p class="hint">"Describe what you are looking for: the gallery is ranked in this browser, also offline."</p>
+        <p data-testid="search-status" data-ready=move || st.ready.get().is_some().to_string()>
+            {move || match (st.ready.get(), st.error.get()) {
+                (_, Some(e)) => format!("search is not available: {e}"),
+                (Some((id, n)), None) => format!("{n} images, ranking model {id}"),
+                (None, None) => "loading the search index…".to_string(),
+            }}
+        </p>
+        <input class="query" type="search" data-testid="query" placeholder="a red car, a koala, …"
+            disabled=move || st.ready.get().is_none() prop:value=move || query.get() on:input=on_input/>
+        {move || st.result.get().map(|(q, hits, ms)| view! {
+            <p class="timing" data-testid="search-timing">{format!("{} results for {q:?} in {ms:.1} ms", hits.len())}</p>
+            <ol class="hits" data-testid="hits" data-query=q.clone() data-answer=st.answers.get_untracked().to_string()>
+                {hits.into_iter().map(|h| view! {
+                    <li data-id=h.id.clone() data-caption=h.caption.clone() data-label=h.label.clone() data-score=h.score.to_string()>
+                        <img class="thumb" loading="lazy" src=format!("/api/images/{}/blob", h.id) alt=h.caption.clone()/>
+                        <span class="caption">{h.caption.clone()}</span>
+                        <span class="meta">{format!("{} · {:.2}", h.label, h.score)}</span>
+                    </li>
+                }).collect_view()}
+            </ol>
+        })}
+    }
+}
