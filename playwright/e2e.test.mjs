@@ -368,6 +368,12 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   await query.fill('koala');
   await page.locator('[data-testid=hits][data-query="koala"] li img').first().waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
+  // Image → text: the koala photo finds its caption among the gallery's captions.
+  await page.locator('[data-testid=caption-image]').setInputFiles(join(photos, 'animals', 'koala.png'));
+  const caps = page.locator('[data-testid=captions] li');
+  await caps.first().waitFor({ timeout: 120_000 });
+  const top5 = await caps.evaluateAll((lis) => lis.slice(0, 5).map((li) => li.dataset.caption));
+  assert.ok(top5.some((c) => /koala/i.test(c)), `image → caption: ${JSON.stringify(top5)}`);
   await context.setOffline(true);
   try {
     await page.reload();
@@ -388,7 +394,24 @@ test('searches the gallery by text in the browser, offline, live as you type', a
       .filter((u) => !/\/api\/images\/[^/]+\/blob$/.test(u) && u !== 'GET /api/models/current');
     assert.deepEqual(during, [], 'no server request for the search');
     assert.equal(await page.locator('[data-testid=online]').innerText(), 'offline');
+    // More like this (image → image, from the gallery vectors): the koala finds itself first.
+    const koala = hits.locator('li').filter({ hasText: /koala/i }).first();
+    const koalaId = await koala.getAttribute('data-id');
+    await koala.locator('[data-testid=more-like-this]').click();
+    const like = page.locator('[data-testid=hits][data-query^="like: "]');
+    await like.waitFor({ timeout: 30_000 });
+    const first = await like.locator('li').first();
+    assert.equal(await first.getAttribute('data-id'), koalaId);
+    assert.ok(Number(await first.getAttribute('data-score')) > 0.98, 'an image is nearest to itself');
+    assert.deepEqual(apiRequests.slice(before).filter((u) => !/\/api\/images\/[^/]+\/blob$/.test(u) && u !== 'GET /api/models/current'), []);
   } finally {
     await context.setOffline(false);
   }
+  // The model page shows its retrieval figures next to the baselines.
+  await page.locator('[data-testid=nav-admin]').click();
+  await page.locator(`[data-testid=model-row][data-id="${done.model_id}"] a`).click();
+  const rows = page.locator(`[data-testid=model-detail][data-id="${done.model_id}"] [data-testid=rank-metrics] tr`);
+  await rows.first().waitFor();
+  assert.equal(await rows.count(), 5);
+  await page.screenshot({ path: join(shots, 'admin-rank-model.png'), fullPage: true });
 });

@@ -68,7 +68,56 @@ async function loadRank() {
 // Top-k gallery images for a text: one embedding, then int8 dot products over the gallery.
 function search(query, k) {
   const t0 = performance.now();
-  const q = rank.encoder.embed(query);
+  const r = rankVector(rank.encoder.embed(query), k);
+  return { results: r, ms: performance.now() - t0 };
+}
+
+// "More like this": the gallery image's own vector is the query (image → image).
+function similar(id, k) {
+  const t0 = performance.now();
+  const { dim, scale, items } = rank.gallery;
+  const i = items.findIndex((it) => it.id === id);
+  if (i < 0) throw new Error(`image ${id} is not in the gallery`);
+  const q = Float32Array.from(rank.vectors.subarray(i * dim, (i + 1) * dim), (x) => x / scale);
+  return { results: rankVector(q, k), ms: performance.now() - t0, caption: items[i].captions[0] || items[i].label };
+}
+
+// Image → text: the dropped image through the ranking image encoder (downloaded on first
+// use), against every gallery caption embedded once by the text encoder.
+async function captionsFor(bytes, k) {
+  if (!rank.images) {
+    const text = await manifestText(CURRENT_RANK);
+    const onnx = await rankFile(`/api/models/${rank.id}/image.onnx`).then((r) => r.arrayBuffer());
+    rank.images = new Session(new Uint8Array(onnx), text); // verifies sha256
+  }
+  const { dim, items } = rank.gallery;
+  if (!rank.captions) {
+    const texts = [];
+    for (const it of items) for (const c of it.captions) texts.push({ caption: c, label: it.label, id: it.id });
+    const vecs = new Float32Array(texts.length * dim);
+    texts.forEach((t, i) => vecs.set(rank.encoder.embed(t.caption), i * dim));
+    rank.captions = { texts, vecs };
+  }
+  const t0 = performance.now();
+  const q = rank.images.embedImage(bytes);
+  const { texts, vecs } = rank.captions;
+  const scored = texts.map((t, i) => {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += vecs[i * dim + j] * q[j];
+    return { ...t, score: s };
+  }).sort((a, b) => b.score - a.score);
+  const seen = new Set();
+  const results = [];
+  for (const t of scored) {
+    if (seen.has(t.caption)) continue;
+    seen.add(t.caption);
+    results.push(t);
+    if (results.length === k) break;
+  }
+  return { results, ms: performance.now() - t0 };
+}
+
+function rankVector(q, k) {
   const { dim, count, scale, items } = rank.gallery;
   const v = rank.vectors;
   const scores = new Float32Array(count);
@@ -79,10 +128,9 @@ function search(query, k) {
     scores[i] = s / scale;
   }
   const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]).slice(0, k);
-  const results = order.map((i) => ({
+  return order.map((i) => ({
     id: items[i].id, label: items[i].label, caption: items[i].captions[0] || '', score: scores[i],
   }));
-  return { results, ms: performance.now() - t0 };
 }
 
 async function modelBytes(url, total) {
@@ -135,12 +183,18 @@ self.onmessage = async (e) => {
       if (!session) throw new Error('the model is not loaded yet');
       const r = JSON.parse(session.classifyImage(msg.bytes, msg.k || 5));
       postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
-    } else if (msg.type === 'load_rank' || msg.type === 'search') {
+    } else if (['load_rank', 'search', 'similar', 'captions'].includes(msg.type)) {
       // Search problems are reported apart: classification keeps working without them.
       try {
         const r = await loadRank();
         if (msg.type === 'load_rank') {
           postMessage({ type: 'rank_ready', model_id: r.id, count: r.gallery.count });
+        } else if (msg.type === 'captions') {
+          const { results, ms } = await captionsFor(msg.bytes, msg.k || 8);
+          postMessage({ type: 'captions_result', results, ms });
+        } else if (msg.type === 'similar') {
+          const { results, ms, caption } = similar(msg.id, msg.k || 10);
+          postMessage({ type: 'search_result', query: `like: ${caption}`, results, ms });
         } else {
           const { results, ms } = search(msg.query, msg.k || 10);
           postMessage({ type: 'search_result', query: msg.query, results, ms });

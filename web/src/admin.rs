@@ -531,19 +531,22 @@ fn Models(admin: Admin) -> impl IntoView {
                             .or_else(|| list.first().cloned());
                         view! {
                             <table class="list" data-testid="models">
-                                <tr><th>"model"</th><th>"stage"</th><th>"accuracy"</th><th>"macro F1"</th><th>"baseline"</th><th>"test images"</th><th>"created"</th><th>"gate"</th><th></th></tr>
+                                <tr><th>"model"</th><th>"task"</th><th>"stage"</th><th>"accuracy / R@10"</th><th>"macro F1"</th><th>"baseline"</th><th>"test images"</th><th>"created"</th><th>"gate"</th><th></th></tr>
                                 {list.into_iter().map(|m| {
                                     let metrics = m.manifest.metrics.clone();
+                                    let rank = m.manifest.rank_metrics.clone();
+                                    let task = m.manifest.task.clone();
                                     let (id1, id2, id3) = (m.id.clone(), m.id.clone(), m.id.clone());
                                     let champion = m.stage == "champion";
                                     view! {
                                         <tr data-testid="model-row" data-id=m.id.clone() data-stage=m.stage.clone()>
                                             <td><a href="#/admin" on:click=move |ev| { ev.prevent_default(); selected.set(Some(id1.clone())); }><code>{m.id.clone()}</code></a></td>
+                                            <td>{task}</td>
                                             <td><span class=format!("pill stage-{}", m.stage)>{m.stage.clone()}</span></td>
-                                            <td>{metrics.as_ref().map(|x| pct(x.accuracy)).unwrap_or_default()}</td>
+                                            <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).unwrap_or_default()}</td>
                                             <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).unwrap_or_default()}</td>
-                                            <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).unwrap_or_default()}</td>
-                                            <td>{metrics.as_ref().map(|x| x.n_test.to_string()).unwrap_or_default()}</td>
+                                            <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
+                                            <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).unwrap_or_default()}</td>
                                             <td>{when(m.created_at)}</td>
                                             <td class="reason" title=m.gate.reason.clone()>{if m.gate.promote { "passed" } else { "held back" }}</td>
                                             <td>
@@ -603,6 +606,22 @@ fn ModelDetail(model: Model) -> impl IntoView {
                         </table>
                     </div>
                 </div>
+            })}
+            {model.manifest.rank_metrics.clone().map(|r| {
+                let row = |name: &'static str, x: crate::types::Recall| view! {
+                    <tr><td>{name}</td><td>{format!("{:.3}", x.r1)}</td><td>{format!("{:.3}", x.r5)}</td>
+                        <td>{format!("{:.3}", x.r10)}</td><td>{format!("{:.1}", x.median_rank)}</td></tr>
+                };
+                view! {
+                    <h4>{format!("Retrieval on the test split ({} images, {} captions)", r.n_images, r.n_texts)}</h4>
+                    <table class="list" data-testid="rank-metrics">
+                        <tr><th></th><th>"R@1"</th><th>"R@5"</th><th>"R@10"</th><th>"median rank"</th></tr>
+                        {row("caption → image", r.text_to_image)}
+                        {row("image → caption", r.image_to_text)}
+                        {row("bag of words (caption → image)", r.bow_text_to_image)}
+                        {row("chance (caption → image)", r.random_text_to_image)}
+                    </table>
+                }
             })}
             <Suspense fallback=|| ()>
                 {move || history.get().filter(|h| !h.is_empty()).map(|h| {

@@ -67,6 +67,10 @@ enum FromWorker {
         results: Vec<search::Hit>,
         ms: f64,
     },
+    CaptionsResult {
+        results: Vec<search::Hit>,
+        ms: f64,
+    },
     RankError {
         message: String,
     },
@@ -234,6 +238,9 @@ fn App() -> impl IntoView {
                     Ok(FromWorker::SearchResult { query, results, ms }) => {
                         search.answers.update(|n| *n += 1);
                         search.result.set(Some((query, results, ms)));
+                    }
+                    Ok(FromWorker::CaptionsResult { results, ms }) => {
+                        search.captions.set(Some((results, ms)));
                     }
                     Ok(FromWorker::RankError { message }) => search.error.set(Some(message)),
                     Ok(FromWorker::Error { message }) => {

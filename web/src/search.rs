@@ -32,6 +32,8 @@ pub struct State {
     pub error: RwSignal<Option<String>>,
     /// Answers so far.
     pub answers: RwSignal<u32>,
+    /// Image → text: the captions nearest to a dropped image, and milliseconds.
+    pub captions: RwSignal<Option<(Vec<Hit>, f64)>>,
     timer: StoredValue<Option<i32>>,
 }
 
@@ -43,6 +45,7 @@ impl State {
             result: RwSignal::new(None),
             error: RwSignal::new(None),
             answers: RwSignal::new(0),
+            captions: RwSignal::new(None),
             timer: StoredValue::new(None),
         }
     }
@@ -80,6 +83,30 @@ pub fn SearchPage() -> impl IntoView {
             .ok();
         st.timer.set_value(id);
     };
+    // Image → text: the captions of the gallery nearest to a picked image.
+    let on_image = move |ev: web_sys::Event| {
+        let Some(input) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+        else {
+            return;
+        };
+        let Some(file) = input.files().and_then(|f| f.get(0)) else {
+            return;
+        };
+        input.set_value("");
+        st.captions.set(None);
+        leptos::task::spawn_local(async move {
+            if let Ok(buf) = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                let bytes = js_sys::Uint8Array::new(&buf);
+                ctx.send(&[
+                    ("type", "captions".into()),
+                    ("bytes", bytes.into()),
+                    ("k", 8.into()),
+                ]);
+            }
+        });
+    };
     view! {
         <h1>"Search"</h1>
         <p class="hint">"Describe what you are looking for: the gallery is ranked in this browser, also offline."</p>
@@ -92,6 +119,18 @@ pub fn SearchPage() -> impl IntoView {
         </p>
         <input class="query" type="search" data-testid="query" placeholder="a red car, a koala, …"
             disabled=move || st.ready.get().is_none() prop:value=move || query.get() on:input=on_input/>
+        <p class="hint">"Or pick an image to find the captions that describe it: "
+            <input type="file" accept="image/*" data-testid="caption-image" disabled=move || st.ready.get().is_none() on:change=on_image/>
+        </p>
+        {move || st.captions.get().map(|(hits, ms)| view! {
+            <ol class="captions" data-testid="captions" data-ms=ms.to_string()>
+                {hits.into_iter().map(|h| view! {
+                    <li data-caption=h.caption.clone() data-label=h.label.clone() data-score=h.score.to_string()>
+                        {format!("{} ({}, {:.2})", h.caption, h.label, h.score)}
+                    </li>
+                }).collect_view()}
+            </ol>
+        })}
         {move || st.result.get().map(|(q, hits, ms)| view! {
             <p class="timing" data-testid="search-timing">{format!("{} results for {q:?} in {ms:.1} ms", hits.len())}</p>
             <ol class="hits" data-testid="hits" data-query=q.clone() data-answer=st.answers.get_untracked().to_string()>
@@ -100,6 +139,10 @@ pub fn SearchPage() -> impl IntoView {
                         <img class="thumb" loading="lazy" src=format!("/api/images/{}/blob", h.id) alt=h.caption.clone()/>
                         <span class="caption">{h.caption.clone()}</span>
                         <span class="meta">{format!("{} · {:.2}", h.label, h.score)}</span>
+                        <button class="more" data-testid="more-like-this" on:click={
+                            let id = h.id.clone();
+                            move |_| ctx.send(&[("type", "similar".into()), ("id", id.as_str().into()), ("k", 12.into())])
+                        }>"More like this"</button>
                     </li>
                 }).collect_view()}
             </ol>

@@ -137,11 +137,34 @@ pub struct ClassMetrics {
     pub f1: f64,
 }
 
+/// Recall@K of one retrieval direction.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Recall {
+    pub r1: f64,
+    pub r5: f64,
+    pub r10: f64,
+    pub median_rank: f64,
+}
+
+/// Ranking models' test figures.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RankMetrics {
+    pub n_images: u32,
+    pub n_texts: u32,
+    pub text_to_image: Recall,
+    pub image_to_text: Recall,
+    pub random_text_to_image: Recall,
+    pub bow_text_to_image: Recall,
+}
+
 /// The parts of the manifest the pages show.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Manifest {
+    pub task: String,
     pub labels: Vec<String>,
     pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub rank_metrics: Option<RankMetrics>,
     pub parent_model_id: Option<String>,
 }
 
