@@ -161,6 +161,86 @@ impl Dataset {
         builder.finish()
     }
 
+    /// Import image-caption pairs listed in `ROOT/captions.jsonl` (one JSON object per line:
+    /// `{"image": "images/x.jpg", "caption": "…"}` or `"captions": ["…", …]`) or, failing that,
+    /// `ROOT/captions.tsv` (`relative/path<TAB>caption`), images anywhere under `ROOT`. The
+    /// label of an image is its folder (`images` above); labels only matter to reports here.
+    /// For ranking data that has no class folders (the Flickr8K / COCO layout).
+    pub fn import_captions(root: &Path) -> Result<Dataset> {
+        let jsonl = root.join("captions.jsonl");
+        let mut pairs: Vec<(String, Vec<String>)> = Vec::new();
+        let mut add =
+            |file: String, captions: Vec<String>| match pairs.iter_mut().find(|p| p.0 == file) {
+                Some(p) => p.1.extend(captions),
+                None => pairs.push((file, captions)),
+            };
+        if jsonl.is_file() {
+            #[derive(serde::Deserialize)]
+            struct Line {
+                image: String,
+                caption: Option<String>,
+                #[serde(default)]
+                captions: Vec<String>,
+            }
+            let text = std::fs::read_to_string(&jsonl).map_err(io(&jsonl))?;
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let l: Line = serde_json::from_str(line)
+                    .map_err(|e| Error::Dataset(format!("{}:{}: {e}", jsonl.display(), n + 1)))?;
+                let mut caps: Vec<String> = l.caption.into_iter().chain(l.captions).collect();
+                caps.retain(|c| !c.trim().is_empty());
+                add(l.image, caps);
+            }
+        } else {
+            let mut tsv: Vec<_> = read_captions_tsv(root)?.into_iter().collect();
+            tsv.sort();
+            if tsv.is_empty() {
+                return Err(Error::Dataset(format!(
+                    "{} has no captions.jsonl or captions.tsv",
+                    root.display()
+                )));
+            }
+            for (file, caps) in tsv {
+                add(file, caps);
+            }
+        }
+        let label_of = |file: &str| {
+            Path::new(file)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map_or_else(
+                    || "images".to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+        };
+        let mut labels: Vec<String> = pairs.iter().map(|(f, _)| label_of(f)).collect();
+        labels.sort();
+        labels.dedup();
+        for l in &labels {
+            validate_label(l)?;
+        }
+        let mut builder = Builder::new(labels);
+        for (file, captions) in pairs {
+            if file.split('/').any(|c| c == "..") || Path::new(&file).is_absolute() {
+                return Err(Error::Dataset(format!(
+                    "{file:?}: image paths must stay inside {}",
+                    root.display()
+                )));
+            }
+            let path = root.join(&file);
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            builder.add_with_captions(
+                &label_of(&file),
+                &path.display().to_string(),
+                &bytes,
+                captions,
+            )?;
+        }
+        builder.finish()
+    }
+
     /// Samples of one split, in dataset order.
     pub fn split(&self, split: Split) -> impl Iterator<Item = &Sample> {
         self.samples.iter().filter(move |s| s.split == split)

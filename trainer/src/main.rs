@@ -49,8 +49,9 @@ enum Command {
         #[command(flatten)]
         params: Params,
     },
-    /// Train an image-text ranking model (dual encoder) on captioned images (`NAME.txt` next to
-    /// each image, or `captions.tsv` at the root); write image.onnx + text.onnx + manifest.json.
+    /// Train an image-text ranking model (dual encoder) on captioned images: an ImageFolder
+    /// tree (`NAME.txt` next to each image, or `captions.tsv` at the root), or any folder with a
+    /// `captions.jsonl` / `captions.tsv` list; write image.onnx + text.onnx + manifest.json.
     Rank {
         /// Dataset root: one folder per label, images and their captions inside.
         #[arg(long)]
@@ -180,7 +181,15 @@ fn main() -> Result<()> {
             dim,
             seed,
         } => {
-            let dataset = import(&data)?;
+            // A caption list at the root (Flickr8K-style layout) or an ImageFolder tree.
+            let dataset = if data.join("captions.jsonl").is_file()
+                || (data.join("captions.tsv").is_file() && Dataset::import_folder(&data).is_err())
+            {
+                Dataset::import_captions(&data)
+                    .with_context(|| format!("importing captions of {}", data.display()))?
+            } else {
+                import(&data)?
+            };
             let backbone = load_backbone(weights)?;
             let path = classes.unwrap_or_else(trainer::backbone::default_classes_path);
             let names = trainer::backbone::imagenet_classes(&path)?;

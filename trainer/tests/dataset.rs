@@ -159,3 +159,61 @@ fn captions_from_sidecar_files_and_captions_tsv() {
     let err = Dataset::import_folder(dir.path()).unwrap_err().to_string();
     assert!(err.contains("captions.tsv:1"), "{err}");
 }
+
+#[test]
+fn caption_lists_without_class_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for f in ["banana.png", "strawberry.png"] {
+        std::fs::copy(fixtures().join("food").join(f), images.join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixtures().join("animals/echidna.png"),
+        dir.path().join("echidna.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("captions.jsonl"),
+        concat!(
+            "{\"image\": \"images/banana.png\", \"caption\": \"A banana.\"}\n",
+            "{\"image\": \"images/strawberry.png\", \"captions\": [\"A strawberry.\", \"A red fruit.\"]}\n",
+            "\n",
+            "{\"image\": \"echidna.png\", \"caption\": \"A spiny animal.\"}\n",
+            "{\"image\": \"images/banana.png\", \"caption\": \"A yellow fruit.\"}\n",
+        ),
+    )
+    .unwrap();
+    let ds = Dataset::import_captions(dir.path()).unwrap();
+    assert_eq!(ds.labels, ["images"]);
+    let by = |name: &str| {
+        ds.samples
+            .iter()
+            .find(|s| s.source.ends_with(name))
+            .unwrap()
+            .captions
+            .clone()
+    };
+    assert_eq!(by("banana.png"), ["A banana.", "A yellow fruit."]);
+    assert_eq!(by("strawberry.png"), ["A strawberry.", "A red fruit."]);
+    assert_eq!(by("echidna.png"), ["A spiny animal."]);
+    // A path leaving the folder and a broken line are refused with the line number.
+    std::fs::write(
+        dir.path().join("captions.jsonl"),
+        "{\"image\": \"../x.png\", \"caption\": \"x\"}\n",
+    )
+    .unwrap();
+    assert!(
+        Dataset::import_captions(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("inside")
+    );
+    std::fs::write(dir.path().join("captions.jsonl"), "{\"image\": 3}\n").unwrap();
+    assert!(
+        Dataset::import_captions(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("captions.jsonl:1")
+    );
+}

@@ -8,7 +8,9 @@
 //!   works offline.
 //! - **Search** (`#/search`): type a query, the gallery (every approved image, embedded by
 //!   the ranking champion's image encoder on the server) is ranked in this browser by the
-//!   text encoder, live as you type, offline too.
+//!   text encoder, live as you type, offline too; "more like this" ranks by a gallery
+//!   image's own vector; a picked image finds the captions that describe it (image encoder,
+//!   downloaded on first use).
 //! - **Contribute** (`#/contribute`): labelled images for the next training, multi-file, with
 //!   upload progress; contributions go through an IndexedDB outbox, so those made offline are
 //!   sent when the connection returns (`outbox`).
