@@ -374,6 +374,32 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   await caps.first().waitFor({ timeout: 120_000 });
   const top5 = await caps.evaluateAll((lis) => lis.slice(0, 5).map((li) => li.dataset.caption));
   assert.ok(top5.some((c) => /koala/i.test(c)), `image → caption: ${JSON.stringify(top5)}`);
+  // A new photo contributed from this browser joins its search index at once (embedded here),
+  // long before a retrain: the koala, mirrored by a canvas.
+  await page.locator('[data-testid=nav-contribute]').click();
+  await page.locator('[data-testid=label] option[value=animals]').waitFor({ state: 'attached' });
+  await page.locator('[data-testid=label]').selectOption('animals');
+  await page.locator('[data-testid=caption]').fill('A koala, mirrored.');
+  await page.evaluate(async (b) => {
+    const bmp = await createImageBitmap(new Blob([new Uint8Array(b)]));
+    const c = new OffscreenCanvas(bmp.width, bmp.height);
+    const g = c.getContext('2d');
+    g.translate(bmp.width, 0); g.scale(-1, 1); g.drawImage(bmp, 0, 0);
+    const png = await c.convertToBlob({ type: 'image/png' });
+    const dt = new DataTransfer();
+    dt.items.add(new File([png], 'koala-mirrored.png', { type: 'image/png' }));
+    const input = document.querySelector('[data-testid=files]');
+    input.files = dt.files;
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+  }, [...readFileSync(join(photos, 'animals', 'koala.png'))]);
+  await page.locator('[data-testid=send]').click();
+  await page.locator('[data-testid=sent] li[data-file="koala-mirrored.png"][data-status=pending]').waitFor({ timeout: 60_000 });
+  const stored = (await pendingOnServer()).find((i) => i.filename === 'koala-mirrored.png');
+  assert.ok(stored, 'the contribution reached the server');
+  const caps2 = await (await fetch(`${base}/api/images/status?ids=${stored.id}`)).json();
+  assert.equal(caps2[0].status, 'pending');
+  await page.locator('[data-testid=nav-search]').click();
+  await page.locator('[data-testid=search-status]').filter({ hasText: '+ 1 from this browser' }).waitFor({ timeout: 120_000 });
   await context.setOffline(true);
   try {
     await page.reload();
@@ -385,6 +411,8 @@ test('searches the gallery by text in the browser, offline, live as you type', a
     await hits.waitFor({ timeout: 30_000 });
     const top = await hits.locator('li').evaluateAll((lis) => lis.slice(0, 5).map((li) => ({ caption: li.dataset.caption, label: li.dataset.label, score: Number(li.dataset.score) })));
     assert.ok(top.some((h) => /koala/i.test(h.caption)), `a koala in the top 5 offline: ${JSON.stringify(top)}`);
+    const mine = await hits.locator('li[data-local=true]').evaluateAll((lis) => lis.map((li) => [li.dataset.caption, [...li.parentNode.children].indexOf(li)]));
+    assert.ok(mine.some(([c, i]) => c === 'A koala, mirrored.' && i < 5), `the browser's own koala in the top 5: ${JSON.stringify(mine)}`);
     for (let i = 1; i < top.length; i++) assert.ok(top[i - 1].score >= top[i].score, 'sorted by score');
     await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
     await page.screenshot({ path: join(shots, 'search-offline.png'), fullPage: true });

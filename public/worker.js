@@ -41,6 +41,52 @@ async function rankFile(url) {
   return r;
 }
 
+// Images contributed from this browser, embedded here by the ranking image encoder so that
+// search finds them before the next retrain; kept in IndexedDB for the ranking model that
+// embedded them (dropped when another model arrives: its gallery has the approved ones).
+function localDb() {
+  return new Promise((ok, fail) => {
+    const r = indexedDB.open('edgeml-local', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('vectors', { keyPath: 'id' });
+    r.onsuccess = () => ok(r.result);
+    r.onerror = () => fail(r.error);
+  });
+}
+
+async function localTx(mode, work) {
+  const db = await localDb();
+  try {
+    return await new Promise((ok, fail) => {
+      const t = db.transaction('vectors', mode);
+      const q = work(t.objectStore('vectors'));
+      t.oncomplete = () => ok(q.result);
+      t.onerror = () => fail(t.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+const withThumb = (e) => ({ ...e, thumb: URL.createObjectURL(e.blob) });
+
+async function imageSession() {
+  if (!rank.images) {
+    const text = await manifestText(CURRENT_RANK);
+    const onnx = await rankFile(`/api/models/${rank.id}/image.onnx`).then((r) => r.arrayBuffer());
+    rank.images = new Session(new Uint8Array(onnx), text); // verifies sha256
+  }
+  return rank.images;
+}
+
+async function addLocal(msg) {
+  const r = await loadRank();
+  const session = await imageSession();
+  const vector = Float32Array.from(session.embedImage(new Uint8Array(await msg.blob.arrayBuffer())));
+  const entry = { id: msg.id, model_id: r.id, label: msg.label, caption: msg.caption, vector, blob: msg.blob };
+  await localTx('readwrite', (s) => s.put(entry));
+  r.local = r.local.filter((e) => e.id !== entry.id).concat([withThumb(entry)]);
+}
+
 // The search index: the ranking champion's text encoder and its gallery (int8 vectors).
 let rank = null;
 async function loadRank() {
@@ -61,7 +107,13 @@ async function loadRank() {
   // Other ranking versions are not needed any more.
   const cache = await caches.open(RANK);
   for (const req of await cache.keys()) if (!new URL(req.url).pathname.startsWith(`${base}/`)) await cache.delete(req);
-  rank = { id, encoder, vectors, gallery };
+  const inGallery = new Set(gallery.items.map((it) => it.id));
+  const local = [];
+  for (const e of await localTx('readonly', (s) => s.getAll())) {
+    if (e.model_id === id && !inGallery.has(e.id)) local.push(withThumb(e));
+    else await localTx('readwrite', (s) => s.delete(e.id));
+  }
+  rank = { id, encoder, vectors, gallery, local };
   return rank;
 }
 
@@ -77,19 +129,17 @@ function similar(id, k) {
   const t0 = performance.now();
   const { dim, scale, items } = rank.gallery;
   const i = items.findIndex((it) => it.id === id);
-  if (i < 0) throw new Error(`image ${id} is not in the gallery`);
-  const q = Float32Array.from(rank.vectors.subarray(i * dim, (i + 1) * dim), (x) => x / scale);
-  return { results: rankVector(q, k), ms: performance.now() - t0, caption: items[i].captions[0] || items[i].label };
+  const mine = rank.local.find((e) => e.id === id);
+  if (i < 0 && !mine) throw new Error(`image ${id} is not in the gallery`);
+  const q = i >= 0 ? Float32Array.from(rank.vectors.subarray(i * dim, (i + 1) * dim), (x) => x / scale) : mine.vector;
+  const caption = i >= 0 ? (items[i].captions[0] || items[i].label) : (mine.caption || mine.label);
+  return { results: rankVector(q, k), ms: performance.now() - t0, caption };
 }
 
 // Image → text: the dropped image through the ranking image encoder (downloaded on first
 // use), against every gallery caption embedded once by the text encoder.
 async function captionsFor(bytes, k) {
-  if (!rank.images) {
-    const text = await manifestText(CURRENT_RANK);
-    const onnx = await rankFile(`/api/models/${rank.id}/image.onnx`).then((r) => r.arrayBuffer());
-    rank.images = new Session(new Uint8Array(onnx), text); // verifies sha256
-  }
+  await imageSession();
   const { dim, items } = rank.gallery;
   if (!rank.captions) {
     const texts = [];
@@ -128,9 +178,15 @@ function rankVector(q, k) {
     scores[i] = s / scale;
   }
   const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a]).slice(0, k);
-  return order.map((i) => ({
+  const found = order.map((i) => ({
     id: items[i].id, label: items[i].label, caption: items[i].captions[0] || '', score: scores[i],
   }));
+  for (const e of rank.local) {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += e.vector[j] * q[j];
+    found.push({ id: e.id, label: e.label, caption: e.caption, score: s, local: true, thumb: e.thumb });
+  }
+  return found.sort((a, b) => b.score - a.score).slice(0, k);
 }
 
 async function modelBytes(url, total) {
@@ -183,12 +239,20 @@ self.onmessage = async (e) => {
       if (!session) throw new Error('the model is not loaded yet');
       const r = JSON.parse(session.classifyImage(msg.bytes, msg.k || 5));
       postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
+    } else if (msg.type === 'add_local') {
+      // Quietly nothing without a ranking model: the server gallery will have the image.
+      try {
+        await addLocal(msg);
+        postMessage({ type: 'rank_ready', model_id: rank.id, count: rank.gallery.count, local: rank.local.length });
+      } catch (err) {
+        console.warn('not added to the local search index:', err);
+      }
     } else if (['load_rank', 'search', 'similar', 'captions'].includes(msg.type)) {
       // Search problems are reported apart: classification keeps working without them.
       try {
         const r = await loadRank();
         if (msg.type === 'load_rank') {
-          postMessage({ type: 'rank_ready', model_id: r.id, count: r.gallery.count });
+          postMessage({ type: 'rank_ready', model_id: r.id, count: r.gallery.count, local: r.local.length });
         } else if (msg.type === 'captions') {
           const { results, ms } = await captionsFor(msg.bytes, msg.k || 8);
           postMessage({ type: 'captions_result', results, ms });

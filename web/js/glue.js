@@ -28,10 +28,11 @@ async function withStore(mode, work) {
   }
 }
 
-// Keep one contribution (dataset, label, uploader, File[]) until it reaches the server.
-export function outboxAdd(dataset, label, uploader, files) {
+// Keep one contribution (dataset, label, uploader, File[], optional caption) until it
+// reaches the server.
+export function outboxAdd(dataset, label, uploader, files, caption) {
   const item = {
-    dataset, label, uploader, created: Date.now(),
+    dataset, label, uploader, caption: caption || '', created: Date.now(),
     files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
   };
   return withStore('readwrite', (s) => s.add(item));
@@ -50,6 +51,7 @@ export function outboxDelete(id) {
 export function uploadItem(url, item, onProgress) {
   const form = new FormData();
   form.append('label', item.label);
+  if (item.caption) form.append('caption', item.caption);
   for (const f of item.files) form.append('file', f.blob, f.name);
   return new Promise((ok) => {
     const xhr = new XMLHttpRequest();

@@ -42,6 +42,7 @@ pub fn ContributePage() -> impl IntoView {
             .unwrap_or_default(),
     );
     let chosen = RwSignal::new(0usize);
+    let caption = RwSignal::new(String::new());
     let file_ref = NodeRef::<leptos::html::Input>::new();
     let message = RwSignal::new(None::<String>);
     // What became of earlier contributions (reviewed since?).
@@ -94,8 +95,9 @@ pub fn ContributePage() -> impl IntoView {
             let _ = s.set_item(UPLOADER_KEY, &who);
         }
         let n = files.length();
+        let cap = caption.get_untracked().trim().to_string();
         leptos::task::spawn_local(async move {
-            match outbox::add(ctx, &set.id, &lab, &who, &files).await {
+            match outbox::add(ctx, &set.id, &lab, &who, &files, &cap).await {
                 Ok(()) => {
                     message.set(Some(if ctx.online.get_untracked() {
                         format!("{n} image(s) for {lab:?}: sending…")
@@ -104,6 +106,7 @@ pub fn ContributePage() -> impl IntoView {
                     }));
                     input.set_value("");
                     chosen.set(0);
+                    caption.set(String::new());
                 }
                 Err(e) => message.set(Some(e)),
             }
@@ -132,6 +135,10 @@ pub fn ContributePage() -> impl IntoView {
                             <label>"Your name (optional) "
                                 <input data-testid="uploader" maxlength="64" prop:value=move || uploader.get()
                                     on:input=move |ev| uploader.set(event_target_value(&ev))/>
+                            </label>
+                            <label>"Caption (optional) "
+                                <input data-testid="caption" maxlength="500" placeholder="A koala in a tree." prop:value=move || caption.get()
+                                    on:input=move |ev| caption.set(event_target_value(&ev))/>
                             </label>
                             <input type="file" accept="image/*" multiple=true data-testid="files" node_ref=file_ref on:change=on_files/>
                             <button type="submit" data-testid="send" disabled=move || chosen.get() == 0>

@@ -63,6 +63,8 @@ enum FromWorker {
     RankReady {
         model_id: String,
         count: usize,
+        #[serde(default)]
+        local: usize,
     },
     SearchResult {
         query: String,
@@ -233,9 +235,13 @@ fn App() -> impl IntoView {
                     }
                     Ok(FromWorker::Update { model_id: id }) => newer.set(Some(id)),
                     Ok(FromWorker::Result { predictions, ms }) => predict.done(predictions, ms),
-                    Ok(FromWorker::RankReady { model_id, count }) => {
+                    Ok(FromWorker::RankReady {
+                        model_id,
+                        count,
+                        local,
+                    }) => {
                         search.error.set(None);
-                        search.ready.set(Some((model_id, count)));
+                        search.ready.set(Some((model_id, count, local)));
                     }
                     Ok(FromWorker::SearchResult { query, results, ms }) => {
                         search.answers.update(|n| *n += 1);

@@ -23,6 +23,7 @@ extern "C" {
         label: &str,
         uploader: &str,
         files: &js_sys::Array,
+        caption: &str,
     ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = outboxAll, catch)]
     async fn outbox_all() -> Result<JsValue, JsValue>;
@@ -126,8 +127,9 @@ pub async fn add(
     label: &str,
     uploader: &str,
     files: &js_sys::Array,
+    caption: &str,
 ) -> Result<(), String> {
-    outbox_add(dataset, label, uploader, files)
+    outbox_add(dataset, label, uploader, files, caption)
         .await
         .map_err(|e| format!("could not keep the images in this browser: {}", text(&e)))?;
     flush(ctx);
@@ -194,21 +196,37 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                 return Ok(());
             }
             200..=299 => match serde_json::from_str::<UploadResponse>(&body) {
-                Ok(r) => r
-                    .images
-                    .into_iter()
-                    .map(|u| Outcome {
-                        id: u.id,
-                        filename: u.filename,
-                        label: r.label.clone(),
-                        status: if u.duplicate {
-                            "duplicate".into()
-                        } else {
-                            u.status
-                        },
-                        detail: String::new(),
-                    })
-                    .collect(),
+                Ok(r) => {
+                    // New images join this browser's search index at once (embedded here by
+                    // the ranking model's image encoder), before any retrain.
+                    let blobs = js_sys::Array::from(&field(&item, "files"));
+                    let caption = field(&item, "caption").as_string().unwrap_or_default();
+                    for (i, u) in r.images.iter().enumerate() {
+                        if !u.duplicate {
+                            ctx.send(&[
+                                ("type", "add_local".into()),
+                                ("id", u.id.as_str().into()),
+                                ("label", r.label.as_str().into()),
+                                ("caption", caption.as_str().into()),
+                                ("blob", field(&blobs.get(i as u32), "blob")),
+                            ]);
+                        }
+                    }
+                    r.images
+                        .into_iter()
+                        .map(|u| Outcome {
+                            id: u.id,
+                            filename: u.filename,
+                            label: r.label.clone(),
+                            status: if u.duplicate {
+                                "duplicate".into()
+                            } else {
+                                u.status
+                            },
+                            detail: String::new(),
+                        })
+                        .collect()
+                }
                 Err(e) => vec![failed(&w, &format!("unexpected answer: {e}"))],
             },
             // Refused (not an image, unknown label, …): sending again would not help.

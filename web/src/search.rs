@@ -19,13 +19,19 @@ pub struct Hit {
     pub caption: String,
     /// Cosine similarity with the query.
     pub score: f32,
+    /// Contributed from this browser, embedded here (not in the server's gallery yet).
+    #[serde(default)]
+    pub local: bool,
+    /// Object URL of a local image.
+    #[serde(default)]
+    pub thumb: Option<String>,
 }
 
 /// Search state (kept while other pages are shown).
 #[derive(Clone, Copy)]
 pub struct State {
-    /// Ranking model loaded and its gallery size.
-    pub ready: RwSignal<Option<(String, usize)>>,
+    /// Ranking model loaded, its gallery size, and images added from this browser.
+    pub ready: RwSignal<Option<(String, usize, usize)>>,
     /// Last answer: query, hits, milliseconds.
     pub result: RwSignal<Option<(String, Vec<Hit>, f64)>>,
     /// Why search is not available.
@@ -113,7 +119,8 @@ pub fn SearchPage() -> impl IntoView {
         <p data-testid="search-status" data-ready=move || st.ready.get().is_some().to_string()>
             {move || match (st.ready.get(), st.error.get()) {
                 (_, Some(e)) => format!("search is not available: {e}"),
-                (Some((id, n)), None) => format!("{n} images, ranking model {id}"),
+                (Some((id, n, 0)), None) => format!("{n} images, ranking model {id}"),
+                (Some((id, n, mine)), None) => format!("{n} images + {mine} from this browser, ranking model {id}"),
                 (None, None) => "loading the search index…".to_string(),
             }}
         </p>
@@ -135,8 +142,9 @@ pub fn SearchPage() -> impl IntoView {
             <p class="timing" data-testid="search-timing">{format!("{} results for {q:?} in {ms:.1} ms", hits.len())}</p>
             <ol class="hits" data-testid="hits" data-query=q.clone() data-answer=st.answers.get_untracked().to_string()>
                 {hits.into_iter().map(|h| view! {
-                    <li data-id=h.id.clone() data-caption=h.caption.clone() data-label=h.label.clone() data-score=h.score.to_string()>
-                        <img class="thumb" loading="lazy" src=format!("/api/images/{}/blob", h.id) alt=h.caption.clone()/>
+                    <li data-id=h.id.clone() data-caption=h.caption.clone() data-label=h.label.clone() data-score=h.score.to_string() data-local=h.local.to_string()>
+                        <img class="thumb" loading="lazy" src=h.thumb.clone().unwrap_or_else(|| format!("/api/images/{}/blob", h.id)) alt=h.caption.clone()/>
+                        {h.local.then(|| view! { <span class="pill mine">"yours, not reviewed yet"</span> })}
                         <span class="caption">{h.caption.clone()}</span>
                         <span class="meta">{format!("{} · {:.2}", h.label, h.score)}</span>
                         <button class="more" data-testid="more-like-this" on:click={
