@@ -636,15 +636,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Snapshot approved images (with their captions), train a ranking model in a blocking
-    /// thread, embed the gallery, register the candidate.
-    async fn train_rank(
+    /// The approved images of the run's dataset (with their captions for ranking runs) as a
+    /// trainer dataset; its content id and size are recorded on the run.
+    async fn snapshot(
         &self,
         run: &RunRow,
-        live: Arc<Mutex<Live>>,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<String> {
-        let config: RankConfig = serde_json::from_str(&run.params)?;
+        cancel: &AtomicBool,
+    ) -> Result<trainer::dataset::Dataset> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
         )
@@ -652,7 +650,14 @@ impl Worker {
         .bind(image_status::APPROVED)
         .fetch_all(self.db.pool())
         .await?;
-        let mut captions = crate::images::captions_of(&self.db, &run.dataset_id).await?;
+        if rows.is_empty() {
+            return Err(Error::Invalid("the dataset has no approved images".into()));
+        }
+        let mut captions = if run.task == "rank" {
+            crate::images::captions_of(&self.db, &run.dataset_id).await?
+        } else {
+            Default::default()
+        };
         let mut labels: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
         labels.sort();
         labels.dedup();
@@ -668,12 +673,28 @@ impl Worker {
             builder.add_with_captions(label, id, &bytes, caps)?;
         }
         let dataset = builder.finish()?;
+        if let Some(s) = dataset.skipped.first() {
+            tracing::warn!(image = %s.path, reason = %s.reason, skipped = dataset.skipped.len(), "images skipped");
+        }
         sqlx::query("UPDATE runs SET snapshot_id = $1, images = $2 WHERE id = $3")
             .bind(dataset.snapshot_id())
             .bind(dataset.samples.len() as i64)
             .bind(&run.id)
             .execute(self.db.pool())
             .await?;
+        Ok(dataset)
+    }
+
+    /// Snapshot, train a ranking model in a blocking thread, embed the gallery, register the
+    /// candidate.
+    async fn train_rank(
+        &self,
+        run: &RunRow,
+        live: Arc<Mutex<Live>>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<String> {
+        let config: RankConfig = serde_json::from_str(&run.params)?;
+        let dataset = self.snapshot(run, &cancel).await?;
         let parent = registry::current(&self.db, &run.task).await?.map(|m| m.id);
         let backbone = self.backbone().await?;
         let classes_path = self.backbone_path.with_file_name("imagenet_classes.txt");
@@ -730,39 +751,7 @@ impl Worker {
             return self.train_rank(run, live, cancel).await;
         }
         let config: TrainConfig = serde_json::from_str(&run.params)?;
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
-        )
-        .bind(&run.dataset_id)
-        .bind(image_status::APPROVED)
-        .fetch_all(self.db.pool())
-        .await?;
-        if rows.is_empty() {
-            return Err(Error::Invalid("the dataset has no approved images".into()));
-        }
-        let mut labels: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
-        labels.sort();
-        labels.dedup();
-        let mut builder = trainer::dataset::Builder::new(labels);
-        for (id, sha, label) in &rows {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(trainer::Error::Cancelled.into());
-            }
-            let bytes = self.storage.get(&image_key(sha)).await.map_err(|e| {
-                Error::Internal(format!("image {id} ({sha}) is missing from storage: {e}"))
-            })?;
-            builder.add(label, id, &bytes)?;
-        }
-        let dataset = builder.finish()?;
-        if let Some(s) = dataset.skipped.first() {
-            tracing::warn!(image = %s.path, reason = %s.reason, skipped = dataset.skipped.len(), "images skipped");
-        }
-        sqlx::query("UPDATE runs SET snapshot_id = $1, images = $2 WHERE id = $3")
-            .bind(dataset.snapshot_id())
-            .bind(dataset.samples.len() as i64)
-            .bind(&run.id)
-            .execute(self.db.pool())
-            .await?;
+        let dataset = self.snapshot(run, &cancel).await?;
         let parent = registry::current(&self.db, &run.task).await?.map(|m| m.id);
         let backbone = self.backbone().await?;
         let tmp = tempfile::tempdir()?;

@@ -130,6 +130,26 @@ pub struct RunMeta {
     pub parent_model_id: Option<String>,
 }
 
+impl RunMeta {
+    /// The model id to record: the given one, else `PREFIX-` + 12 hex digits of the sha256 of
+    /// the dataset snapshot, the creation time and the config.
+    pub fn model_id_or(
+        &self,
+        prefix: &str,
+        snapshot: &str,
+        created_at: &str,
+        config: &impl Serialize,
+    ) -> String {
+        self.model_id.clone().unwrap_or_else(|| {
+            let seed = format!(
+                "{snapshot}{created_at}{}",
+                serde_json::to_string(config).unwrap_or_default()
+            );
+            format!("{prefix}-{}", &sha256_hex(seed.as_bytes())[..12])
+        })
+    }
+}
+
 /// Borrow decoded pixels for the shared preprocessing.
 pub fn pixels(img: &RgbaImage) -> Result<Pixels<'_>> {
     Ok(Pixels::new(
@@ -319,13 +339,7 @@ pub fn run(
     }
     let snapshot = dataset.snapshot_id();
     let created_at = now_rfc3339();
-    let model_id = meta.model_id.clone().unwrap_or_else(|| {
-        let seed = format!(
-            "{snapshot}{created_at}{}",
-            serde_json::to_string(config).unwrap_or_default()
-        );
-        format!("cls-{}", &sha256_hex(seed.as_bytes())[..12])
-    });
+    let model_id = meta.model_id_or("cls", &snapshot, &created_at, config);
     let onnx = export_onnx(backbone, &fitted.head, &model_id)?;
     let manifest = classify_manifest(
         &model_id, &onnx, &prep, dataset, metrics, &snapshot, meta, created_at,
@@ -475,9 +489,10 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// Write `model.onnx`, `manifest.json`, `metrics.json`, `report.svg`, `head.safetensors` to `out_dir`
-/// atomically (temporary sibling folder, then rename; an existing `out_dir` is replaced).
-pub fn write_model_dir(out_dir: &Path, onnx: &[u8], head: &Head, report: &RunReport) -> Result<()> {
+/// Replace `out_dir` atomically with a folder that `fill` writes: `fill` gets a temporary
+/// sibling folder, which is renamed over `out_dir` once it succeeded (removed if it failed, so
+/// a failed run leaves `out_dir` as it was).
+pub fn replace_dir(out_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = out_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -492,21 +507,35 @@ pub fn write_model_dir(out_dir: &Path, onnx: &[u8], head: &Head, report: &RunRep
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let write = |file: &str, bytes: &[u8]| {
-        let p = tmp.join(file);
-        std::fs::write(&p, bytes).map_err(io(p))
-    };
-    write("model.onnx", onnx)?;
-    write("manifest.json", report.manifest.to_json()?.as_bytes())?;
-    write(
-        "metrics.json",
-        serde_json::to_string_pretty(report)?.as_bytes(),
-    )?;
-    write("report.svg", crate::report::svg(report).as_bytes())?;
-    head.save(&tmp.join("head.safetensors"))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if out_dir.exists() {
         std::fs::remove_dir_all(out_dir).map_err(io(out_dir))?;
     }
     std::fs::rename(&tmp, out_dir).map_err(io(out_dir))?;
     Ok(())
+}
+
+/// Write `bytes` to `dir/file`.
+pub fn write_file(dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
+    let p = dir.join(file);
+    std::fs::write(&p, bytes).map_err(io(p))
+}
+
+/// Write `model.onnx`, `manifest.json`, `metrics.json`, `report.svg`, `head.safetensors` to `out_dir`
+/// atomically ([`replace_dir`]).
+pub fn write_model_dir(out_dir: &Path, onnx: &[u8], head: &Head, report: &RunReport) -> Result<()> {
+    replace_dir(out_dir, |tmp| {
+        write_file(tmp, "model.onnx", onnx)?;
+        write_file(tmp, "manifest.json", report.manifest.to_json()?.as_bytes())?;
+        write_file(
+            tmp,
+            "metrics.json",
+            serde_json::to_string_pretty(report)?.as_bytes(),
+        )?;
+        write_file(tmp, "report.svg", crate::report::svg(report).as_bytes())?;
+        head.save(&tmp.join("head.safetensors"))
+    })
 }

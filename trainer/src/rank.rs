@@ -37,7 +37,9 @@ use crate::export::{
     BATCH_SYMBOL, EMBEDDING_NAME, IDS_NAME, INPUT_NAME, MASK_NAME, OPSET, export_image_encoder,
     export_text_encoder,
 };
-use crate::pipeline::{Progress, RunMeta, features_of, inference_tensor, now_rfc3339};
+use crate::pipeline::{
+    Progress, RunMeta, features_of, inference_tensor, now_rfc3339, replace_dir, write_file,
+};
 use crate::{Error, Result};
 
 /// Ranking hyper-parameters.
@@ -757,13 +759,7 @@ pub fn run(
     }
     let snapshot = dataset.snapshot_id();
     let created_at = now_rfc3339();
-    let model_id = meta.model_id.clone().unwrap_or_else(|| {
-        let seed = format!(
-            "{snapshot}{created_at}{}",
-            serde_json::to_string(cfg).unwrap_or_default()
-        );
-        format!("rank-{}", &sha256_hex(seed.as_bytes())[..12])
-    });
+    let model_id = meta.model_id_or("rank", &snapshot, &created_at, cfg);
     let image_onnx = export_image_encoder(backbone, &fitted.model, &model_id)?;
     let text_onnx = export_text_encoder(&fitted.model, cfg.max_len, &model_id)?;
     let dim = fitted.model.dim()?;
@@ -902,43 +898,23 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         })
 }
 
-/// Write the model folder atomically (temporary sibling, then rename).
+/// Write the model folder atomically ([`replace_dir`]).
 pub fn write_dir(
     out_dir: &Path,
     image_onnx: &[u8],
     text_onnx: &[u8],
     report: &RankReport,
 ) -> Result<()> {
-    let parent = out_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = out_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let write = |file: &str, bytes: &[u8]| {
-        let p = tmp.join(file);
-        std::fs::write(&p, bytes).map_err(io(p))
-    };
-    write(IMAGE_FILE, image_onnx)?;
-    write(TEXT_FILE, text_onnx)?;
-    write("manifest.json", report.manifest.to_json()?.as_bytes())?;
-    write(
-        "metrics.json",
-        serde_json::to_string_pretty(report)?.as_bytes(),
-    )?;
-    if out_dir.exists() {
-        std::fs::remove_dir_all(out_dir).map_err(io(out_dir))?;
-    }
-    std::fs::rename(&tmp, out_dir).map_err(io(out_dir))?;
-    Ok(())
+    replace_dir(out_dir, |tmp| {
+        write_file(tmp, IMAGE_FILE, image_onnx)?;
+        write_file(tmp, TEXT_FILE, text_onnx)?;
+        write_file(tmp, "manifest.json", report.manifest.to_json()?.as_bytes())?;
+        write_file(
+            tmp,
+            "metrics.json",
+            serde_json::to_string_pretty(report)?.as_bytes(),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,12 +987,12 @@ pub fn write_gallery(dir: &Path, dataset: &Dataset) -> Result<Gallery> {
         scale: GALLERY_SCALE,
         items,
     };
-    let write = |file: &str, bytes: &[u8]| {
-        let p = dir.join(file);
-        std::fs::write(&p, bytes).map_err(io(p))
-    };
-    write(GALLERY_BIN, &vectors)?;
-    write(GALLERY_JSON, serde_json::to_string(&gallery)?.as_bytes())?;
+    write_file(dir, GALLERY_BIN, &vectors)?;
+    write_file(
+        dir,
+        GALLERY_JSON,
+        serde_json::to_string(&gallery)?.as_bytes(),
+    )?;
     Ok(gallery)
 }
 
