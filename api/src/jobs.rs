@@ -784,7 +784,7 @@ impl Worker {
             // The champion on the very same test images, for a fair gate.
             let rescored = champion.and_then(|(id, session)| {
                 match registry::score_on_test_split(&session, &dataset) {
-                    Ok(Some(accuracy)) => Some(registry::ChampionScore { id, accuracy, same_split: true }),
+                    Ok(Some(accuracy)) => Some(registry::ChampionScore { id, score: accuracy, same_split: true }),
                     Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(champion = %id, error = %e, "re-scoring the champion failed");

@@ -82,26 +82,28 @@ pub struct ChampionScore {
     /// Champion id.
     pub id: String,
     /// Its test score on the gate's metric (accuracy; Recall@10 for ranking models).
-    pub accuracy: f64,
+    pub score: f64,
     /// True when it was re-scored on the candidate's own test split (same images); false when
     /// it is the accuracy recorded at its own training (labels differ, or re-scoring failed).
     pub same_split: bool,
 }
 
-/// Decide: the candidate must beat the majority baseline and be no worse than the champion by
-/// more than `margin`.
-pub fn gate(
-    candidate: &EvalMetrics,
+/// The gate's rule, for any metric where higher is better: the candidate must beat the
+/// baseline, and be no worse than the champion by more than `margin`.
+fn decide(
+    metric: &str,
+    name: &str,
+    candidate: f64,
+    baseline: (f64, &str),
     champion: Option<&ChampionScore>,
     margin: f64,
 ) -> GateDecision {
-    let c = candidate.accuracy;
-    let base = candidate.majority_baseline;
+    let (c, (base, base_name)) = (candidate, baseline);
     let mut d = GateDecision {
         promote: false,
-        metric: "accuracy".into(),
+        metric: metric.into(),
         candidate: c,
-        champion: champion.map(|m| m.accuracy),
+        champion: champion.map(|m| m.score),
         champion_id: champion.map(|m| m.id.clone()),
         champion_same_split: champion.map(|m| m.same_split),
         baseline: base,
@@ -109,84 +111,70 @@ pub fn gate(
         reason: String::new(),
     };
     if c <= base {
-        d.reason = format!("accuracy {c:.3} does not beat the majority baseline {base:.3}");
+        d.reason = format!("{name} {c:.3} does not beat the {base_name} {base:.3}");
         return d;
     }
     let Some(ch) = champion else {
         d.promote = true;
-        d.reason = format!("no champion yet; accuracy {c:.3} beats the baseline {base:.3}");
+        d.reason = format!("no champion yet; {name} {c:.3} beats the {base_name} {base:.3}");
         return d;
     };
     let on = if ch.same_split {
         "re-scored on the same test images"
     } else {
-        "its own test split: the label sets differ"
+        "its own test split"
     };
-    if c + 1e-12 >= ch.accuracy - margin {
+    if c + 1e-12 >= ch.score - margin {
         d.promote = true;
         d.reason = format!(
-            "accuracy {c:.3} vs champion {} {:.3} ({on}); allowed regression {margin:.3}",
-            ch.id, ch.accuracy
+            "{name} {c:.3} vs champion {} {:.3} ({on}); allowed regression {margin:.3}",
+            ch.id, ch.score
         );
     } else {
         d.reason = format!(
-            "accuracy {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
-            ch.id, ch.accuracy
+            "{name} {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
+            ch.id, ch.score
         );
     }
     d
 }
 
-/// The gate for ranking models, on caption → image Recall@10 of the test split: beat the
-/// better of chance and the bag-of-words baseline, and stay within `margin` of the champion's
-/// recorded Recall@10 (its own test split: captions change between snapshots).
+/// The gate for classifiers, on test accuracy against the majority baseline.
+pub fn gate(
+    candidate: &EvalMetrics,
+    champion: Option<&ChampionScore>,
+    margin: f64,
+) -> GateDecision {
+    decide(
+        "accuracy",
+        "accuracy",
+        candidate.accuracy,
+        (candidate.majority_baseline, "majority baseline"),
+        champion,
+        margin,
+    )
+}
+
+/// The gate for ranking models, on caption → image Recall@10 of the test split against the
+/// better of chance and the bag-of-words baseline (the champion's Recall@10 is the one recorded
+/// on its own test split: captions change between snapshots).
 pub fn gate_rank(
     candidate: &RankMetrics,
     champion: Option<&ChampionScore>,
     margin: f64,
 ) -> GateDecision {
-    let c = candidate.text_to_image.r10;
     let base = candidate
         .bow_text_to_image
         .r10
         .max(candidate.random_text_to_image.r10);
-    let mut d = GateDecision {
-        promote: false,
-        metric: "text_to_image_r10".into(),
-        candidate: c,
-        champion: champion.map(|m| m.accuracy),
-        champion_id: champion.map(|m| m.id.clone()),
-        champion_same_split: champion.map(|m| m.same_split),
-        baseline: base,
+    decide(
+        "text_to_image_r10",
+        "Recall@10",
+        candidate.text_to_image.r10,
+        (base, "baselines (bag of words / chance)"),
+        champion,
         margin,
-        reason: String::new(),
-    };
-    if c <= base {
-        d.reason = format!(
-            "Recall@10 {c:.3} does not beat the baselines (bag of words / chance) {base:.3}"
-        );
-        return d;
-    }
-    match champion {
-        None => {
-            d.promote = true;
-            d.reason = format!("no champion yet; Recall@10 {c:.3} beats the baselines {base:.3}");
-        }
-        Some(ch) if c + 1e-12 >= ch.accuracy - margin => {
-            d.promote = true;
-            d.reason = format!(
-                "Recall@10 {c:.3} vs champion {} {:.3} (its own test split); allowed regression {margin:.3}",
-                ch.id, ch.accuracy
-            );
-        }
-        Some(ch) => {
-            d.reason = format!(
-                "Recall@10 {c:.3} is more than {margin:.3} below champion {} {:.3} (its own test split)",
-                ch.id, ch.accuracy
-            );
-        }
-    }
-    d
+    )
 }
 
 /// Load a registered model's ONNX + manifest from storage into a verified session.
@@ -397,7 +385,7 @@ async fn insert_and_gate(
                 Some(r) if r.id == c.id => Some(r),
                 _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
                     id: c.id.clone(),
-                    accuracy: m.accuracy,
+                    score: m.accuracy,
                     same_split: false,
                 }),
             });
@@ -410,7 +398,7 @@ async fn insert_and_gate(
             let score = champion.as_ref().and_then(|c| {
                 c.manifest.rank_metrics.as_ref().map(|m| ChampionScore {
                     id: c.id.clone(),
-                    accuracy: m.text_to_image.r10,
+                    score: m.text_to_image.r10,
                     same_split: false,
                 })
             });
@@ -598,7 +586,7 @@ mod tests {
     fn regression_within_the_margin_is_allowed() {
         let champ = ChampionScore {
             id: "c".into(),
-            accuracy: 0.80,
+            score: 0.80,
             same_split: true,
         };
         assert!(gate(&m(0.79, 0.4), Some(&champ), 0.02).promote);
@@ -608,5 +596,39 @@ mod tests {
         assert_eq!(d.champion_id.as_deref(), Some("c"));
         assert!(gate(&m(0.80, 0.4), Some(&champ), 0.0).promote);
         assert!(!gate(&m(0.799, 0.4), Some(&champ), 0.0).promote);
+    }
+
+    #[test]
+    fn ranking_gate_on_recall_at_10_against_the_better_baseline() {
+        let r = |r10: f64| wasm_infer::Recall {
+            r1: 0.0,
+            r5: 0.0,
+            r10,
+            median_rank: 1.0,
+        };
+        let m = |cand: f64, bow: f64, chance: f64| RankMetrics {
+            n_images: 46,
+            n_texts: 46,
+            text_to_image: r(cand),
+            image_to_text: r(cand),
+            random_text_to_image: r(chance),
+            bow_text_to_image: r(bow),
+        };
+        // Below bag of words (above chance): held back.
+        let d = gate_rank(&m(0.35, 0.37, 0.22), None, 0.02);
+        assert!(!d.promote);
+        assert_eq!((d.metric.as_str(), d.baseline), ("text_to_image_r10", 0.37));
+        // Chance is the baseline when it is the better one.
+        assert_eq!(gate_rank(&m(0.5, 0.1, 0.3), None, 0.02).baseline, 0.3);
+        assert!(gate_rank(&m(0.61, 0.37, 0.22), None, 0.02).promote);
+        let champ = ChampionScore {
+            id: "r".into(),
+            score: 0.61,
+            same_split: false,
+        };
+        assert!(gate_rank(&m(0.60, 0.37, 0.22), Some(&champ), 0.02).promote);
+        let d = gate_rank(&m(0.55, 0.37, 0.22), Some(&champ), 0.02);
+        assert!(!d.promote);
+        assert!(d.reason.contains("its own test split"), "{}", d.reason);
     }
 }

@@ -3,57 +3,21 @@
 // table: cold start, median/p90 of N runs, bytes shipped (raw and gzip), ratios.
 //
 //   node bench.mjs MODEL_DIR WASM_PKG_DIR INPUT_BIN PHOTO_PNG [RUNS]
-import { createServer } from 'node:http';
-import { readFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { join, extname, resolve, dirname } from 'node:path';
-import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { serve, measure as load } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const [modelDir, pkgDir, inputBin, photo, runsArg] = process.argv.slice(2);
 const runs = Number(runsArg || 50);
 const ortDir = join(here, 'node_modules/onnxruntime-web/dist');
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.bin': 'application/octet-stream', '.onnx': 'application/octet-stream' };
-const routes = [
-  ['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)],
-];
-const server = createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
-  let file = null;
-  if (url.pathname === '/') file = join(here, 'page.html');
-  else if (url.pathname === '/page.js') file = join(here, 'page.js');
-  else if (url.pathname === '/input.bin') file = resolve(inputBin);
-  else if (url.pathname === '/photo.png') file = resolve(photo);
-  else for (const [prefix, dir] of routes) if (url.pathname.startsWith(prefix)) file = join(dir, url.pathname.slice(prefix.length).replace(/\.\./g, ''));
-  try {
-    const body = readFileSync(file);
-    res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
-    res.end(body);
-  } catch {
-    res.writeHead(404); res.end();
-  }
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const base = `http://127.0.0.1:${server.address().port}`;
-
-const args = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-async function measure(engine) {
-  const dir = mkdtempSync(join(tmpdir(), 'edgeml-bench-'));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: '/usr/bin/chromium', headless: true, args });
-  try {
-    const page = await ctx.newPage();
-    await page.goto(`${base}/?engine=${engine}&runs=${runs}`);
-    await page.waitForFunction(() => window.result, null, { timeout: 600_000, polling: 200 });
-    const r = await page.evaluate(() => window.result);
-    if (r.error) throw new Error(`${engine}: ${r.error}`);
-    return r;
-  } finally {
-    await ctx.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const { server, base } = await serve(
+  { '/': join(here, 'page.html'), '/page.js': join(here, 'page.js'), '/input.bin': resolve(inputBin), '/photo.png': resolve(photo) },
+  [['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)]],
+);
+const measure = (engine) => load(`${base}/?engine=${engine}&runs=${runs}`, engine);
 
 const size = (files) => files.reduce((acc, f) => {
   const b = readFileSync(f);

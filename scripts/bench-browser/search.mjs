@@ -4,52 +4,20 @@
 // worker) are identical for both; only the encoder differs. Prints a markdown table.
 //
 //   node search.mjs MODEL_DIR WASM_PKG_DIR [RUNS]
-import { createServer } from 'node:http';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { join, extname, resolve, dirname } from 'node:path';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { serve, measure as load } from './harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const [modelDir, pkgDir, runsArg] = process.argv.slice(2);
 const runs = Number(runsArg || 100);
 const ortDir = join(here, 'node_modules/onnxruntime-web/dist');
-const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.onnx': 'application/octet-stream' };
-const routes = [['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)]];
-const server = createServer((req, res) => {
-  const url = new URL(req.url, 'http://x');
-  let file = null;
-  if (url.pathname === '/') file = join(here, 'search.html');
-  else if (url.pathname === '/search.js') file = join(here, 'search.js');
-  else for (const [prefix, dir] of routes) if (url.pathname.startsWith(prefix)) file = join(dir, url.pathname.slice(prefix.length).replace(/\.\./g, ''));
-  try {
-    const body = readFileSync(file);
-    res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
-    res.end(body);
-  } catch {
-    res.writeHead(404); res.end();
-  }
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const base = `http://127.0.0.1:${server.address().port}`;
-const args = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-async function measure(engine) {
-  const dir = mkdtempSync(join(tmpdir(), 'edgeml-bench-'));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: '/usr/bin/chromium', headless: true, args });
-  try {
-    const page = await ctx.newPage();
-    await page.goto(`${base}/?engine=${engine}&runs=${runs}`);
-    await page.waitForFunction(() => window.result, null, { timeout: 600_000, polling: 200 });
-    const r = await page.evaluate(() => window.result);
-    if (r.error) throw new Error(`${engine}: ${r.error}`);
-    return r;
-  } finally {
-    await ctx.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const { server, base } = await serve(
+  { '/': join(here, 'search.html'), '/search.js': join(here, 'search.js') },
+  [['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)]],
+);
+const measure = (engine) => load(`${base}/?engine=${engine}&runs=${runs}`, engine);
 
 const t = await measure('tract');
 const o = await measure('ort');

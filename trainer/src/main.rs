@@ -241,6 +241,24 @@ fn import(data: &Path) -> Result<Dataset> {
     Ok(dataset)
 }
 
+/// The training progress bar (stage prefix, bar, counts, message, elapsed).
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:32}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Backbone passes: images done of total, throughput.
+fn show_features(bar: &ProgressBar, done: usize, total: usize, images_per_sec: f64) {
+    bar.set_prefix("backbone");
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+    bar.set_message(format!("{images_per_sec:.1} img/s"));
+}
+
 fn rank_cli(
     dataset: &Dataset,
     backbone: &Backbone,
@@ -248,23 +266,14 @@ fn rank_cli(
     config: &RankConfig,
     out: &Path,
 ) -> Result<()> {
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:32}] {pos}/{len} {msg} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar();
     let mut on_progress = |p: Progress| {
         match p {
             Progress::Features {
                 done,
                 total,
                 images_per_sec,
-            } => {
-                bar.set_prefix("backbone");
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(format!("{images_per_sec:.1} img/s"));
-            }
+            } => show_features(&bar, done, total, images_per_sec),
             Progress::Batch {
                 epoch,
                 epochs,
@@ -345,12 +354,7 @@ fn train(
     meta: RunMeta,
     out: &Path,
 ) -> Result<RunReport> {
-    let bar = ProgressBar::new(1);
-    let style =
-        |t: &str| ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style(
-        "{prefix:>9} [{bar:32}] {pos}/{len} {msg} ({elapsed})",
-    ));
+    let bar = progress_bar();
     let mut epoch_text = String::new();
     let mut on_progress = |p: Progress| {
         match p {
@@ -358,12 +362,7 @@ fn train(
                 done,
                 total,
                 images_per_sec,
-            } => {
-                bar.set_prefix("backbone");
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.set_message(format!("{images_per_sec:.1} img/s"));
-            }
+            } => show_features(&bar, done, total, images_per_sec),
             Progress::Batch {
                 epoch,
                 epochs,

@@ -7,6 +7,8 @@
 // Test helpers panic on purpose: the panic message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -198,16 +200,7 @@ fn wasm_agrees_with_candle_and_native_tract(
     model_dir: &Path,
     native: &Session,
 ) {
-    let exe = std::env::current_exe().unwrap();
-    let target_dir = exe.ancestors().nth(3).unwrap();
-    let pkg = std::env::var_os("EDGEML_WASM_PKG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir.join("wasm-pkg/node"));
-    assert!(
-        pkg.join("wasm_infer.js").exists(),
-        "wasm build missing at {}: run scripts/build-wasm.sh (scripts/test.sh does)",
-        pkg.display()
-    );
+    let pkg = common::wasm_pkg();
     let head = trainer::train::Head::load(&model_dir.join("head.safetensors")).unwrap();
     let cases_dir = tempfile::tempdir().unwrap();
     let chosen: Vec<_> = dataset.split(Split::Test).take(8).collect();
@@ -244,20 +237,7 @@ fn wasm_agrees_with_candle_and_native_tract(
         serde_json::to_vec(&cases).unwrap(),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wasm-parity.mjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .arg(&pkg)
-        .arg(model_dir)
-        .arg(cases_dir.path())
-        .output()
-        .expect("node must be installed");
-    assert!(
-        output.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let got = common::node_json("wasm-parity.mjs", &[&pkg, model_dir, cases_dir.path()]);
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
     let mut worst = (0f32, 0f32);
     for (r, (sha, candle, tract, top3)) in got["results"].as_array().unwrap().iter().zip(&expected)

@@ -8,7 +8,9 @@
 // Test helpers panic on purpose: the panic message is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use trainer::backbone::{Backbone, default_classes_path, default_weights_path, imagenet_classes};
 use trainer::dataset::Dataset;
@@ -138,16 +140,7 @@ fn wasm_agrees_with_native(
     session: &Session,
     encoder: &TextEncoder,
 ) {
-    let exe = std::env::current_exe().unwrap();
-    let target_dir = exe.ancestors().nth(3).unwrap();
-    let pkg = std::env::var_os("EDGEML_WASM_PKG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir.join("wasm-pkg/node"));
-    assert!(
-        pkg.join("wasm_infer.js").exists(),
-        "wasm build missing at {}: run scripts/build-wasm.sh (scripts/test.sh does)",
-        pkg.display()
-    );
+    let pkg = common::wasm_pkg();
     let mut texts: Vec<String> = [
         "A koala.",
         "Two KOALAS, eating leaves!",
@@ -176,20 +169,7 @@ fn wasm_agrees_with_native(
         .unwrap(),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/wasm-rank-parity.mjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .arg(&pkg)
-        .arg(dir)
-        .arg(cases.path())
-        .output()
-        .expect("node must be installed");
-    assert!(
-        output.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let got = common::node_json("wasm-rank-parity.mjs", &[&pkg, dir, cases.path()]);
     let tok = wasm_infer::Tokenizer::new(manifest.text.clone().unwrap().tokenizer).unwrap();
     let close = |a: &serde_json::Value, b: &[f32], what: &str| {
         let a: Vec<f32> = a
