@@ -178,3 +178,9 @@ impl From<axum::extract::multipart::MultipartError> for Error {
         }
     }
 }
+
+impl From<contract::Error> for Error {
+    fn from(err: contract::Error) -> Self {
+        Error::Infer(err.into())
+    }
+}

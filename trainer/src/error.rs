@@ -50,3 +50,9 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
     let path = path.into();
     move |source| Error::Io { path, source }
 }
+
+impl From<contract::Error> for Error {
+    fn from(err: contract::Error) -> Self {
+        Error::Infer(err.into())
+    }
+}

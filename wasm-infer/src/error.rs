@@ -31,3 +31,13 @@ impl Error {
         Error::Engine(format!("{err:#}"))
     }
 }
+
+impl From<contract::Error> for Error {
+    fn from(err: contract::Error) -> Self {
+        match err {
+            contract::Error::Json(e) => Error::Json(e),
+            contract::Error::Manifest(msg) => Error::Manifest(msg),
+            other => Error::Manifest(other.to_string()),
+        }
+    }
+}

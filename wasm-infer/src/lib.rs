@@ -2,14 +2,13 @@
 
 pub mod decode;
 pub mod error;
-pub mod manifest;
 pub mod preprocess;
 pub mod session;
-pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
 pub mod bindings;
 
+pub use contract::{manifest, tokenizer};
 pub use error::{Error, Result};
 pub use manifest::{
     ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,

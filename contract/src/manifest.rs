@@ -11,25 +11,7 @@ use crate::{Error, Result};
 /// Version of the manifest layout. Bump it when a field changes meaning.
 pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
 
-/// What a model does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    /// Image → probabilities over `labels`.
-    Classify,
-    /// Image or text → L2-normalised embedding in a shared space.
-    Rank,
-}
-
-impl Task {
-    /// The name used in URLs and JSON (`classify`, `rank`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Task::Classify => "classify",
-            Task::Rank => "rank",
-        }
-    }
-}
+pub use crate::kinds::Task;
 
 /// One dimension of a tensor shape: a fixed size or a named symbol (e.g. `"batch"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +70,7 @@ pub enum Layout {
     Nchw,
 }
 
-/// How decoded pixels become the model's input tensor (see [`crate::preprocess`]).
+/// How decoded pixels become the model's input tensor (applied by `wasm_infer::preprocess`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
     /// Output side in pixels (the tensor is `size × size`).
@@ -204,7 +186,7 @@ pub struct TextTower {
     /// Embedding output `[batch, dim]`, L2-normalised, in the image embeddings' space.
     pub output: TensorSpec,
     /// How texts become ids.
-    pub tokenizer: crate::TokenizerSpec,
+    pub tokenizer: crate::tokenizer::TokenizerSpec,
 }
 
 /// Everything a consumer needs to know about one exported model.
@@ -372,7 +354,7 @@ impl ModelManifest {
                         ));
                     }
                 }
-                crate::Tokenizer::new(text.tokenizer.clone())?;
+                crate::tokenizer::Tokenizer::new(text.tokenizer.clone())?;
             }
         }
         Ok(())

@@ -1,0 +1,4 @@
+//! The api's JSON: request bodies, query strings and responses, defined once and used by the
+//! server (which derives its OpenAPI document from them with the `openapi` feature), the web
+//! app and the tests. Field names and serde attributes are the wire format: change them only
+//! with the api's version.

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+pub mod api;
+pub mod error;
+pub mod files;
+pub mod kinds;
+pub mod manifest;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use files::ModelFiles;
+pub use kinds::{ImageStatus, RunStatus, Stage, Task};
+pub use manifest::{
+    ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,
+    Preprocess, RankMetrics, Recall, TensorSpec, TextTower,
+};
+pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};
