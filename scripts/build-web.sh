@@ -6,6 +6,7 @@
 #                                                 wasm-bindgen), its JS snippets under app/snippets
 #   dist/pkg/wasm_infer-<hash>.js + _bg-<hash>.wasm   the inference module (build-wasm.sh)
 #   dist/worker-<hash>.js                         inference worker
+#   dist/idb-<hash>.js                            the IndexedDB helper (worker and page)
 # Every other file is named by its content (the api serves those as immutable), and references
 # are rewritten leaves first. sw.js gets the precache list and a cache name derived from the
 # content of every file, so a new deployment replaces the old shell.
@@ -41,6 +42,8 @@ name() {
     sed -i "s|$rel|${new#"$tmp"}|g" "$ref"
   done
 }
+# The IndexedDB helper is imported by the worker and by a snippet: named before the snippets are.
+name "$tmp/idb.js" "$tmp/worker.js" $(find "$tmp/app/snippets" -type f -name 'glue.js')
 for snippet in $(cd "$tmp/app" && find snippets -type f -name '*.js' 2>/dev/null); do
   h=$(sha256sum "$tmp/app/$snippet" | cut -c1-12)
   mv "$tmp/app/$snippet" "$tmp/app/${snippet%.js}-$h.js"

@@ -3,9 +3,11 @@
 pub mod api;
 pub mod error;
 pub mod files;
+pub mod gallery;
 pub mod kinds;
 pub mod manifest;
 pub mod tokenizer;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use files::ModelFiles;

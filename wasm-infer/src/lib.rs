@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod error;
 pub mod preprocess;
+pub mod search;
 pub mod session;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,32 +1,10 @@
 // Thin browser glue for the Leptos app (web/src/outbox.rs): the contribution outbox in
 // IndexedDB (files are kept as Blobs, so a contribution made offline survives a reload), and
-// uploads with progress (XMLHttpRequest: fetch reports no upload progress).
-const DB = 'edgeml';
-const STORE = 'outbox';
+// uploads with progress (XMLHttpRequest: fetch reports no upload progress). IndexedDB through
+// the app's one helper, public/idb.js.
+import { withStore } from '/idb.js';
 
-function openDb() {
-  return new Promise((ok, fail) => {
-    const r = indexedDB.open(DB, 1);
-    r.onupgradeneeded = () => r.result.createObjectStore(STORE, { keyPath: 'id', autoIncrement: true });
-    r.onsuccess = () => ok(r.result);
-    r.onerror = () => fail(r.error);
-  });
-}
-
-async function withStore(mode, work) {
-  const db = await openDb();
-  try {
-    return await new Promise((ok, fail) => {
-      const t = db.transaction(STORE, mode);
-      const req = work(t.objectStore(STORE));
-      t.oncomplete = () => ok(req ? req.result : undefined);
-      t.onerror = () => fail(t.error);
-      t.onabort = () => fail(t.error || new Error('IndexedDB transaction aborted'));
-    });
-  } finally {
-    db.close();
-  }
-}
+const OUTBOX = { db: 'edgeml', store: 'outbox', keyOptions: { keyPath: 'id', autoIncrement: true } };
 
 // Keep one contribution (dataset, label, uploader, File[], optional caption) until it
 // reaches the server.
@@ -35,16 +13,16 @@ export function outboxAdd(dataset, label, uploader, files, caption) {
     dataset, label, uploader, caption: caption || '', created: Date.now(),
     files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
   };
-  return withStore('readwrite', (s) => s.add(item));
+  return withStore(OUTBOX, 'readwrite', (s) => s.add(item));
 }
 
 // Every kept contribution, oldest first.
 export function outboxAll() {
-  return withStore('readonly', (s) => s.getAll());
+  return withStore(OUTBOX, 'readonly', (s) => s.getAll());
 }
 
 export function outboxDelete(id) {
-  return withStore('readwrite', (s) => s.delete(id));
+  return withStore(OUTBOX, 'readwrite', (s) => s.delete(id));
 }
 
 // POST one kept contribution as multipart; resolves to {status, body} (status 0: no network).

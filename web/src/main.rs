@@ -1,24 +1,4 @@
-//! # web
-//!
-//! The edgeml web app, client-side (Leptos CSR, wasm32). It owns the pages:
-//!
-//! - **Predict** (`#/`): pick, drop or photograph an image; it is classified in this browser by
-//!   the `wasm-infer` module in a Web Worker (`public/worker.js`), so the page never freezes and
-//!   no image leaves the device. The model (content-addressed) is kept in Cache Storage, so this
-//!   works offline.
-//! - **Search** (`#/search`): type a query, the gallery (every approved image, embedded by
-//!   the ranking champion's image encoder on the server) is ranked in this browser by the
-//!   text encoder, live as you type, offline too; "more like this" ranks by a gallery
-//!   image's own vector; a picked image finds the captions that describe it (image encoder,
-//!   downloaded on first use).
-//! - **Contribute** (`#/contribute`): labelled images for the next training, multi-file, with
-//!   upload progress; contributions go through an IndexedDB outbox, so those made offline are
-//!   sent when the connection returns (`outbox`).
-//! - **Admin** (`#/admin`, token): review queue, retrain with live curves, model versions with
-//!   metrics and confusion matrix, promote and rollback.
-//!
-//! A status bar (online/offline, model version, "ready offline") and a notice when a newer
-//! champion exists sit above every page. The service worker (`public/sw.js`) keeps the shell.
+#![doc = include_str!("../README.md")]
 
 mod admin;
 mod chart;
@@ -29,67 +9,24 @@ mod predict;
 mod search;
 mod types;
 
+use contract::worker::{FromWorker, ToWorker};
 use leptos::prelude::*;
-use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-/// A label with its probability, as the worker reports it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Prediction {
-    label: String,
-    score: f32,
-}
-
-/// Messages from the inference worker.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum FromWorker {
-    Progress {
-        loaded: f64,
-        total: f64,
-    },
-    Ready {
-        model_id: String,
-        cached: bool,
-    },
-    Update {
-        model_id: String,
-    },
-    Result {
-        predictions: Vec<Prediction>,
-        ms: f64,
-    },
-    RankReady {
-        model_id: String,
-        count: usize,
-        #[serde(default)]
-        local: usize,
-    },
-    SearchResult {
-        query: String,
-        results: Vec<search::Hit>,
-        ms: f64,
-    },
-    CaptionsResult {
-        results: Vec<search::Hit>,
-        ms: f64,
-    },
-    RankError {
-        message: String,
-    },
-    Error {
-        message: String,
-    },
-}
-
-/// Post a message (an object with these fields) to the worker.
-pub fn post(worker: &web_sys::Worker, fields: &[(&str, JsValue)]) {
-    let msg = js_sys::Object::new();
-    for (k, v) in fields {
-        let _ = js_sys::Reflect::set(&msg, &JsValue::from_str(k), v);
+/// Post a request to the worker: its JSON fields, plus the binary payload under the key the
+/// message names ([`ToWorker::payload_key`]), so bytes are not copied through JSON.
+pub fn post(worker: &web_sys::Worker, msg: &ToWorker, payload: Option<JsValue>) {
+    let Ok(text) = serde_json::to_string(msg) else {
+        return;
+    };
+    let Ok(obj) = js_sys::JSON::parse(&text) else {
+        return;
+    };
+    if let (Some(key), Some(payload)) = (msg.payload_key(), payload) {
+        let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(key), &payload);
     }
-    if let Err(e) = worker.post_message(&msg) {
+    if let Err(e) = worker.post_message(&obj) {
         web_sys::console::error_1(&e);
     }
 }
@@ -114,11 +51,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Send a message to the inference worker.
-    pub fn send(&self, fields: &[(&str, JsValue)]) {
+    /// Send a request (and its binary payload, if it has one) to the inference worker.
+    pub fn send(&self, msg: ToWorker, payload: Option<JsValue>) {
         self.worker.with_value(|w| {
             if let Some(w) = w {
-                post(w, fields);
+                post(w, &msg, payload);
             }
         });
     }
@@ -260,7 +197,7 @@ fn App() -> impl IntoView {
             });
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
-        post(worker, &[("type", "load".into())]);
+        post(worker, &ToWorker::Load, None);
     } else {
         status.set("error: this browser cannot start the inference worker".into());
     }
@@ -268,7 +205,7 @@ fn App() -> impl IntoView {
     // (`online` events are not always fired, e.g. when the server itself was down).
     if let Some(w) = web_sys::window() {
         let check = Closure::<dyn Fn()>::new(move || {
-            ctx.send(&[("type", "check".into())]);
+            ctx.send(ToWorker::Check, None);
             if !ctx.outbox.waiting.get_untracked().is_empty() {
                 outbox::flush(ctx);
             }
@@ -281,7 +218,7 @@ fn App() -> impl IntoView {
     }
     let switch_model = move |_| {
         status.set("loading the new model…".into());
-        ctx.send(&[("type", "load".into())]);
+        ctx.send(ToWorker::Load, None);
     };
     let tab = move |p: Page, href: &'static str, name: &'static str| {
         view! {

@@ -8,6 +8,8 @@ use wasm_bindgen::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
+use contract::worker::ToWorker;
+
 use crate::types::{ImageStatus, UploadResponse};
 use crate::{Ctx, net};
 
@@ -203,13 +205,12 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                     let caption = field(&item, "caption").as_string().unwrap_or_default();
                     for (i, u) in r.images.iter().enumerate() {
                         if !u.duplicate {
-                            ctx.send(&[
-                                ("type", "add_local".into()),
-                                ("id", u.id.as_str().into()),
-                                ("label", r.label.as_str().into()),
-                                ("caption", caption.as_str().into()),
-                                ("blob", field(&blobs.get(i as u32), "blob")),
-                            ]);
+                            let msg = ToWorker::AddLocal {
+                                id: u.id.clone(),
+                                label: r.label.clone(),
+                                caption: caption.clone(),
+                            };
+                            ctx.send(msg, Some(field(&blobs.get(i as u32), "blob")));
                         }
                     }
                     r.images

@@ -4,7 +4,9 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::{Ctx, Prediction};
+use contract::worker::{Scored as Prediction, ToWorker};
+
+use crate::Ctx;
 
 /// What the page shows; lives in the app so a result survives a visit to another page.
 #[derive(Clone, Copy)]
@@ -60,11 +62,7 @@ fn classify_file(ctx: Ctx, file: web_sys::File) {
             return;
         };
         let bytes = js_sys::Uint8Array::new(&buf);
-        ctx.send(&[
-            ("type", "classify".into()),
-            ("bytes", bytes.into()),
-            ("k", 5.into()),
-        ]);
+        ctx.send(ToWorker::Classify { k: 5 }, Some(bytes.into()));
     });
 }
 
@@ -137,13 +135,14 @@ fn snap(ctx: Ctx, video: &web_sys::HtmlVideoElement) -> Result<(), String> {
     let rgba = js_sys::Uint8Array::from(&data.data().0[..]);
     ctx.predict
         .show(canvas.to_data_url_with_type("image/jpeg").ok());
-    ctx.send(&[
-        ("type", "classify_rgba".into()),
-        ("rgba", rgba.into()),
-        ("width", w.into()),
-        ("height", h.into()),
-        ("k", 5.into()),
-    ]);
+    ctx.send(
+        ToWorker::ClassifyRgba {
+            width: w,
+            height: h,
+            k: 5,
+        },
+        Some(rgba.into()),
+    );
     Ok(())
 }
 

@@ -1,31 +1,12 @@
 //! Search page: type a query, the gallery is ranked in this browser (the ranking champion's
 //! text encoder and the int8 gallery vectors, both cached: works offline), live as you type.
 
+use contract::worker::{Hit, ToWorker};
 use leptos::prelude::*;
-use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::Ctx;
-
-/// One ranked gallery image.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Hit {
-    /// Image id.
-    pub id: String,
-    /// Its label.
-    pub label: String,
-    /// Its first caption.
-    pub caption: String,
-    /// Cosine similarity with the query.
-    pub score: f32,
-    /// Contributed from this browser, embedded here (not in the server's gallery yet).
-    #[serde(default)]
-    pub local: bool,
-    /// Object URL of a local image.
-    #[serde(default)]
-    pub thumb: Option<String>,
-}
 
 /// Search state (kept while other pages are shown).
 #[derive(Clone, Copy)]
@@ -63,7 +44,7 @@ pub fn SearchPage() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let st = ctx.search;
     if st.ready.get_untracked().is_none() {
-        ctx.send(&[("type", "load_rank".into())]);
+        ctx.send(ToWorker::LoadRank, None);
     }
     let query = RwSignal::new(String::new());
     // Debounced: search 150 ms after the last keystroke.
@@ -78,11 +59,7 @@ pub fn SearchPage() -> impl IntoView {
             return;
         }
         let cb = Closure::once_into_js(move || {
-            ctx.send(&[
-                ("type", "search".into()),
-                ("query", q.as_str().into()),
-                ("k", 12.into()),
-            ]);
+            ctx.send(ToWorker::Search { query: q, k: 12 }, None);
         });
         let id = w
             .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), 150)
@@ -105,11 +82,7 @@ pub fn SearchPage() -> impl IntoView {
         leptos::task::spawn_local(async move {
             if let Ok(buf) = wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
                 let bytes = js_sys::Uint8Array::new(&buf);
-                ctx.send(&[
-                    ("type", "captions".into()),
-                    ("bytes", bytes.into()),
-                    ("k", 8.into()),
-                ]);
+                ctx.send(ToWorker::Captions { k: 8 }, Some(bytes.into()));
             }
         });
     };
@@ -149,7 +122,7 @@ pub fn SearchPage() -> impl IntoView {
                         <span class="meta">{format!("{} · {:.2}", h.label, h.score)}</span>
                         <button class="more" data-testid="more-like-this" on:click={
                             let id = h.id.clone();
-                            move |_| ctx.send(&[("type", "similar".into()), ("id", id.as_str().into()), ("k", 12.into())])
+                            move |_| ctx.send(ToWorker::Similar { id: id.clone(), k: 12 }, None)
                         }>"More like this"</button>
                     </li>
                 }).collect_view()}

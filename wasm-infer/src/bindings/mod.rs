@@ -4,11 +4,13 @@
 
 use wasm_bindgen::prelude::*;
 
+mod search;
+
 use crate::decode::decode_image;
 use crate::preprocess::{PixelFormat, Pixels, image_to_tensor};
 use crate::{ModelManifest, Prediction, Session, TextEncoder, Tokenizer};
 
-fn js_err(e: crate::Error) -> JsError {
+pub(crate) fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
@@ -16,7 +18,7 @@ fn js_err(e: crate::Error) -> JsError {
 extern "C" {
     /// `performance.now()` (window, worker and node all have it).
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn now_ms() -> f64;
+    pub(crate) fn now_ms() -> f64;
 }
 
 #[derive(serde::Serialize)]

@@ -1,0 +1,199 @@
+//! The messages between the page (the Leptos app) and the inference worker (`public/worker.js`
+//! over `wasm-infer`), in both directions. Each is a JSON object tagged by `type`. Binary
+//! payloads (image bytes, camera pixels, a contributed file) travel next to the JSON fields,
+//! under the key [`ToWorker::payload_key`] names, so they are transferred rather than copied
+//! through JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// What the page asks the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// Load (or reload) the classification champion: manifest network-first, model from cache.
+    Load,
+    /// Ask the server quietly whether a newer classification champion exists.
+    Check,
+    /// Classify an encoded image file (payload `bytes`).
+    Classify {
+        /// How many labels to return.
+        k: usize,
+    },
+    /// Classify a camera frame (payload `rgba`: canvas `ImageData.data`).
+    ClassifyRgba {
+        /// Frame width in pixels.
+        width: u32,
+        /// Frame height in pixels.
+        height: u32,
+        /// How many labels to return.
+        k: usize,
+    },
+    /// Load the ranking champion (text encoder + gallery) for Search.
+    LoadRank,
+    /// Rank the gallery for a text query.
+    Search {
+        /// What was typed.
+        query: String,
+        /// How many images to return.
+        k: usize,
+    },
+    /// Rank the gallery by one of its images ("more like this").
+    Similar {
+        /// Gallery (or local) image id.
+        id: String,
+        /// How many images to return.
+        k: usize,
+    },
+    /// The gallery captions nearest to an encoded image (payload `bytes`).
+    Captions {
+        /// How many captions to return.
+        k: usize,
+    },
+    /// Embed an image contributed from this browser (payload `blob`) so Search finds it before
+    /// the next retrain.
+    AddLocal {
+        /// The id the server gave it.
+        id: String,
+        /// Its label.
+        label: String,
+        /// Its caption (may be empty).
+        caption: String,
+    },
+}
+
+impl ToWorker {
+    /// The key of the binary payload this message carries next to its JSON fields, if any.
+    pub fn payload_key(&self) -> Option<&'static str> {
+        match self {
+            ToWorker::Classify { .. } | ToWorker::Captions { .. } => Some("bytes"),
+            ToWorker::ClassifyRgba { .. } => Some("rgba"),
+            ToWorker::AddLocal { .. } => Some("blob"),
+            _ => None,
+        }
+    }
+}
+
+/// A label with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+}
+
+/// One search answer: a gallery image, or a caption for image → text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    /// Image id.
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// Its first caption (image → text: the caption found).
+    pub caption: String,
+    /// Cosine similarity with the query.
+    pub score: f32,
+    /// Contributed from this browser and embedded here (not in the server's gallery yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
+    /// Object URL of a local image's thumbnail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumb: Option<String>,
+}
+
+/// What the worker answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// Model download progress, bytes.
+    Progress {
+        /// Received so far.
+        loaded: f64,
+        /// Expected (the manifest's size).
+        total: f64,
+    },
+    /// The classification champion is loaded.
+    Ready {
+        /// Its id.
+        model_id: String,
+        /// Whether the model came from Cache Storage rather than the network.
+        cached: bool,
+    },
+    /// A newer classification champion than the loaded one exists.
+    Update {
+        /// The newer champion's id.
+        model_id: String,
+    },
+    /// Classification of one image.
+    Result {
+        /// Best first.
+        predictions: Vec<Scored>,
+        /// Decoding + preprocessing + inference, milliseconds.
+        ms: f64,
+    },
+    /// The ranking champion is loaded.
+    RankReady {
+        /// Its id.
+        model_id: String,
+        /// Images in its gallery.
+        count: usize,
+        /// Images contributed from this browser and embedded here.
+        #[serde(default)]
+        local: usize,
+    },
+    /// Ranked gallery images.
+    SearchResult {
+        /// The query as shown (`like: <caption>` for "more like this").
+        query: String,
+        /// Best first.
+        results: Vec<Hit>,
+        /// Embedding + ranking, milliseconds.
+        ms: f64,
+    },
+    /// Captions nearest to an image.
+    CaptionsResult {
+        /// Best first, each caption once.
+        results: Vec<Hit>,
+        /// Embedding + ranking, milliseconds.
+        ms: f64,
+    },
+    /// Search is unavailable (classification keeps working).
+    RankError {
+        /// Why, in words.
+        message: String,
+    },
+    /// A request failed.
+    Error {
+        /// Why, in words.
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_by_type_in_snake_case() {
+        let m = ToWorker::ClassifyRgba {
+            width: 2,
+            height: 3,
+            k: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).ok().as_deref(),
+            Some(r#"{"type":"classify_rgba","width":2,"height":3,"k":5}"#)
+        );
+        assert_eq!(m.payload_key(), Some("rgba"));
+        let back: Option<FromWorker> =
+            serde_json::from_str(r#"{"type":"rank_ready","model_id":"m","count":3}"#).ok();
+        assert_eq!(
+            back,
+            Some(FromWorker::RankReady {
+                model_id: "m".into(),
+                count: 3,
+                local: 0
+            })
+        );
+    }
+}
