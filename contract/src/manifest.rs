@@ -300,63 +300,71 @@ impl ModelManifest {
             ));
         }
         match self.task {
-            Task::Classify => {
-                if self.labels.len() < 2 {
-                    return bad(format!(
-                        "a classifier needs ≥ 2 labels, got {}",
-                        self.labels.len()
-                    ));
-                }
-                let mut seen = std::collections::HashSet::new();
-                if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
-                    return bad(format!("label {dup:?} appears twice"));
-                }
-                let out_ok = matches!(
-                    self.output.shape.as_slice(),
-                    [Dim::Symbol(_), Dim::Fixed(n)] if *n == self.labels.len()
-                );
-                if !out_ok {
-                    return bad(format!(
-                        "output shape {} must be [batch, {}] (one score per label)",
-                        self.output.shape_string(),
-                        self.labels.len()
-                    ));
-                }
+            Task::Classify => self.validate_classifier(),
+            Task::Rank => self.validate_ranking(),
+        }
+    }
+
+    /// A classifier: ≥ 2 distinct labels, one score per label.
+    fn validate_classifier(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Manifest(msg));
+        if self.labels.len() < 2 {
+            return bad(format!(
+                "a classifier needs ≥ 2 labels, got {}",
+                self.labels.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
+            return bad(format!("label {dup:?} appears twice"));
+        }
+        let out_ok = matches!(
+            self.output.shape.as_slice(),
+            [Dim::Symbol(_), Dim::Fixed(n)] if *n == self.labels.len()
+        );
+        if !out_ok {
+            return bad(format!(
+                "output shape {} must be [batch, {}] (one score per label)",
+                self.output.shape_string(),
+                self.labels.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A ranking model: image and text embeddings of one size, text inputs of the tokenizer's
+    /// length, a usable tokenizer.
+    fn validate_ranking(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Manifest(msg));
+        let Some(text) = &self.text else {
+            return bad("a ranking model needs its text tower (`text`)".into());
+        };
+        let dim = match self.output.shape.as_slice() {
+            [Dim::Symbol(_), Dim::Fixed(d)] => *d,
+            _ => {
+                return bad(format!(
+                    "output shape {} must be [batch, dim]",
+                    self.output.shape_string()
+                ));
             }
-            Task::Rank => {
-                let Some(text) = &self.text else {
-                    return bad("a ranking model needs its text tower (`text`)".into());
-                };
-                let dim = match self.output.shape.as_slice() {
-                    [Dim::Symbol(_), Dim::Fixed(d)] => *d,
-                    _ => {
-                        return bad(format!(
-                            "output shape {} must be [batch, dim]",
-                            self.output.shape_string()
-                        ));
-                    }
-                };
-                if !matches!(text.output.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(d)] if *d == dim)
-                {
-                    return bad(format!(
-                        "text output shape {} must be [batch, {dim}] like the image embeddings",
-                        text.output.shape_string()
-                    ));
-                }
-                let len = text.tokenizer.max_len;
-                for spec in [&text.ids, &text.mask] {
-                    if !matches!(spec.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n == len)
-                    {
-                        return bad(format!(
-                            "text input {} has shape {}, expected [batch, {len}]",
-                            spec.name,
-                            spec.shape_string()
-                        ));
-                    }
-                }
-                crate::tokenizer::Tokenizer::new(text.tokenizer.clone())?;
+        };
+        if !matches!(text.output.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(d)] if *d == dim) {
+            return bad(format!(
+                "text output shape {} must be [batch, {dim}] like the image embeddings",
+                text.output.shape_string()
+            ));
+        }
+        let len = text.tokenizer.max_len;
+        for spec in [&text.ids, &text.mask] {
+            if !matches!(spec.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n == len) {
+                return bad(format!(
+                    "text input {} has shape {}, expected [batch, {len}]",
+                    spec.name,
+                    spec.shape_string()
+                ));
             }
         }
+        crate::tokenizer::Tokenizer::new(text.tokenizer.clone())?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::types::Dataset;
+use crate::types::{Dataset, LabelCount};
 use crate::{Ctx, net, outbox};
 
 const DATASETS_KEY: &str = "edgeml-datasets";
@@ -36,26 +36,11 @@ pub fn ContributePage() -> impl IntoView {
         datasets()
     });
     let label = RwSignal::new(String::new());
-    let uploader = RwSignal::new(
-        net::storage()
-            .and_then(|s| s.get_item(UPLOADER_KEY).ok().flatten())
-            .unwrap_or_default(),
-    );
+    let uploader = RwSignal::new(remembered_uploader());
     let chosen = RwSignal::new(0usize);
     let caption = RwSignal::new(String::new());
     let file_ref = NodeRef::<leptos::html::Input>::new();
     let message = RwSignal::new(None::<String>);
-    // What became of earlier contributions (reviewed since?).
-    let check = move || {
-        leptos::task::spawn_local(async move {
-            if let Err(e) = outbox::refresh_statuses(ob).await {
-                message.set(Some(format!("could not check earlier contributions: {e}")));
-            }
-        });
-    };
-    if ctx.online.get_untracked() {
-        check();
-    }
     let on_files = move |ev: web_sys::Event| {
         let n = ev
             .target()
@@ -69,14 +54,7 @@ pub fn ContributePage() -> impl IntoView {
         let Some(input) = file_ref.get_untracked() else {
             return;
         };
-        let files = js_sys::Array::new();
-        if let Some(list) = input.files() {
-            for i in 0..list.length() {
-                if let Some(f) = list.get(i) {
-                    files.push(&f);
-                }
-            }
-        }
+        let files = chosen_files(&input);
         let lab = label.get_untracked();
         let Some(set) = sets
             .get_untracked()
@@ -91,19 +69,13 @@ pub fn ContributePage() -> impl IntoView {
             return;
         }
         let who = uploader.get_untracked();
-        if let Some(s) = net::storage() {
-            let _ = s.set_item(UPLOADER_KEY, &who);
-        }
+        remember_uploader(&who);
         let n = files.length();
         let cap = caption.get_untracked().trim().to_string();
         leptos::task::spawn_local(async move {
             match outbox::add(ctx, &set.id, &lab, &who, &files, &cap).await {
                 Ok(()) => {
-                    message.set(Some(if ctx.online.get_untracked() {
-                        format!("{n} image(s) for {lab:?}: sending…")
-                    } else {
-                        format!("offline: {n} image(s) for {lab:?} kept in this browser, sent when the connection returns")
-                    }));
+                    message.set(Some(queued(ctx.online.get_untracked(), n, &lab)));
                     input.set_value("");
                     chosen.set(0);
                     caption.set(String::new());
@@ -145,17 +117,34 @@ pub fn ContributePage() -> impl IntoView {
                                 {move || format!("Send {} image(s)", chosen.get())}
                             </button>
                         </form>
-                        <table class="counts" data-testid="counts">
-                            <tr><th>"label"</th><th>"accepted"</th><th>"pending review"</th></tr>
-                            {counts.into_iter().map(|c| view! {
-                                <tr data-label=c.name.clone()><td>{c.name.clone()}</td><td>{c.approved}</td><td>{c.pending}</td></tr>
-                            }).collect_view()}
-                        </table>
+                        <LabelCounts counts/>
                     }.into_any()
                 }
             })}
         </Suspense>
         <p data-testid="message" hidden=move || message.get().is_none()>{move || message.get().unwrap_or_default()}</p>
+        <OutboxPanel message/>
+    }
+}
+
+/// The outbox as people see it: upload progress, what waits to be sent, and what this browser
+/// sent with its review outcome (checked on arrival when online, and on demand).
+#[component]
+fn OutboxPanel(message: RwSignal<Option<String>>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let ob = ctx.outbox;
+    // What became of earlier contributions (reviewed since?).
+    let check = move || {
+        leptos::task::spawn_local(async move {
+            if let Err(e) = outbox::refresh_statuses(ob).await {
+                message.set(Some(format!("could not check earlier contributions: {e}")));
+            }
+        });
+    };
+    if ctx.online.get_untracked() {
+        check();
+    }
+    view! {
         {move || ob.sending.get().map(|(loaded, total)| view! {
             <p>"sending " <progress data-testid="upload-progress" max=total value=loaded></progress></p>
         })}
@@ -187,5 +176,56 @@ pub fn ContributePage() -> impl IntoView {
                 }).collect_view()}
             </ul>
         </section>
+    }
+}
+
+/// The files picked in a file input.
+fn chosen_files(input: &web_sys::HtmlInputElement) -> js_sys::Array {
+    let files = js_sys::Array::new();
+    if let Some(list) = input.files() {
+        for i in 0..list.length() {
+            if let Some(f) = list.get(i) {
+                files.push(&f);
+            }
+        }
+    }
+    files
+}
+
+/// What the page says once a contribution is in the outbox.
+fn queued(online: bool, n: u32, label: &str) -> String {
+    if online {
+        format!("{n} image(s) for {label:?}: sending…")
+    } else {
+        format!(
+            "offline: {n} image(s) for {label:?} kept in this browser, sent when the connection returns"
+        )
+    }
+}
+
+/// Accepted and pending images per label.
+#[component]
+fn LabelCounts(counts: Vec<LabelCount>) -> impl IntoView {
+    view! {
+        <table class="counts" data-testid="counts">
+            <tr><th>"label"</th><th>"accepted"</th><th>"pending review"</th></tr>
+            {counts.into_iter().map(|c| view! {
+                <tr data-label=c.name.clone()><td>{c.name.clone()}</td><td>{c.approved}</td><td>{c.pending}</td></tr>
+            }).collect_view()}
+        </table>
+    }
+}
+
+/// The name this browser contributed under last time.
+fn remembered_uploader() -> String {
+    net::storage()
+        .and_then(|s| s.get_item(UPLOADER_KEY).ok().flatten())
+        .unwrap_or_default()
+}
+
+/// Offer `who` again next time.
+fn remember_uploader(who: &str) {
+    if let Some(s) = net::storage() {
+        let _ = s.set_item(UPLOADER_KEY, who);
     }
 }

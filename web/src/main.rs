@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod bridge;
 mod chart;
 mod contribute;
 mod net;
@@ -9,27 +10,10 @@ mod predict;
 mod search;
 mod types;
 
-use contract::worker::{FromWorker, ToWorker};
+use contract::worker::ToWorker;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-
-/// Post a request to the worker: its JSON fields, plus the binary payload under the key the
-/// message names ([`ToWorker::payload_key`]), so bytes are not copied through JSON.
-pub fn post(worker: &web_sys::Worker, msg: &ToWorker, payload: Option<JsValue>) {
-    let Ok(text) = serde_json::to_string(msg) else {
-        return;
-    };
-    let Ok(obj) = js_sys::JSON::parse(&text) else {
-        return;
-    };
-    if let (Some(key), Some(payload)) = (msg.payload_key(), payload) {
-        let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(key), &payload);
-    }
-    if let Err(e) = worker.post_message(&obj) {
-        web_sys::console::error_1(&e);
-    }
-}
 
 /// State every page shares.
 #[derive(Clone, Copy)]
@@ -55,7 +39,7 @@ impl Ctx {
     pub fn send(&self, msg: ToWorker, payload: Option<JsValue>) {
         self.worker.with_value(|w| {
             if let Some(w) = w {
-                post(w, &msg, payload);
+                bridge::post(w, &msg, payload);
             }
         });
     }
@@ -82,19 +66,28 @@ fn page_from_hash() -> Page {
     }
 }
 
-/// The worker script (its name is content-hashed by the build; `boot.js` says which).
-fn worker_url() -> String {
-    web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.document_element())
-        .and_then(|e| e.get_attribute("data-worker"))
-        .unwrap_or_else(|| "/worker.js".into())
-}
-
 fn listen(target: &web_sys::EventTarget, event: &str, f: impl Fn() + 'static) {
     let cb = Closure::<dyn Fn()>::new(f);
     let _ = target.add_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
     cb.forget();
+}
+
+/// Every 15 s: ask the worker whether a newer champion was promoted, and retry the outbox
+/// (`online` events are not always fired, e.g. when the server itself was down).
+fn every_15_s(ctx: Ctx) {
+    if let Some(w) = web_sys::window() {
+        let check = Closure::<dyn Fn()>::new(move || {
+            ctx.send(ToWorker::Check, None);
+            if !ctx.outbox.waiting.get_untracked().is_empty() {
+                outbox::flush(ctx);
+            }
+        });
+        let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
+            check.as_ref().unchecked_ref(),
+            15_000,
+        );
+        check.forget();
+    }
 }
 
 fn main() {
@@ -113,14 +106,11 @@ fn App() -> impl IntoView {
     let page = RwSignal::new(page_from_hash());
     let predict = predict::State::new();
 
-    let opts = web_sys::WorkerOptions::new();
-    opts.set_type(web_sys::WorkerType::Module);
-    let worker = web_sys::Worker::new_with_options(&worker_url(), &opts).ok();
     let ctx = Ctx {
         online,
         model_id,
         status,
-        worker: StoredValue::new_local(worker.clone()),
+        worker: StoredValue::new_local(None),
         predict,
         outbox: outbox::State::new(),
         search: search::State::new(),
@@ -140,82 +130,19 @@ fn App() -> impl IntoView {
     }
     outbox::flush(ctx);
 
-    if let Some(worker) = &worker {
-        let on_message =
-            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-                let text = js_sys::JSON::stringify(&ev.data())
-                    .ok()
-                    .and_then(|s| s.as_string())
-                    .unwrap_or_default();
-                match serde_json::from_str::<FromWorker>(&text) {
-                    Ok(FromWorker::Progress { loaded, total }) => {
-                        status.set(format!(
-                            "downloading the model: {:.0} %",
-                            100.0 * loaded / total.max(1.0)
-                        ));
-                    }
-                    Ok(FromWorker::Ready {
-                        model_id: id,
-                        cached,
-                    }) => {
-                        newer.set(None);
-                        model_id.set(Some(id));
-                        offline_ready.set(true);
-                        status.set(
-                            if cached {
-                                "ready (model from cache)"
-                            } else {
-                                "ready"
-                            }
-                            .into(),
-                        );
-                    }
-                    Ok(FromWorker::Update { model_id: id }) => newer.set(Some(id)),
-                    Ok(FromWorker::Result { predictions, ms }) => predict.done(predictions, ms),
-                    Ok(FromWorker::RankReady {
-                        model_id,
-                        count,
-                        local,
-                    }) => {
-                        search.error.set(None);
-                        search.ready.set(Some((model_id, count, local)));
-                    }
-                    Ok(FromWorker::SearchResult { query, results, ms }) => {
-                        search.answers.update(|n| *n += 1);
-                        search.result.set(Some((query, results, ms)));
-                    }
-                    Ok(FromWorker::CaptionsResult { results, ms }) => {
-                        search.captions.set(Some((results, ms)));
-                    }
-                    Ok(FromWorker::RankError { message }) => search.error.set(Some(message)),
-                    Ok(FromWorker::Error { message }) => {
-                        predict.busy.set(false);
-                        status.set(format!("error: {message}"));
-                    }
-                    Err(e) => status.set(format!("error: unexpected worker message ({e})")),
-                }
-            });
-        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
-        post(worker, &ToWorker::Load, None);
-    } else {
-        status.set("error: this browser cannot start the inference worker".into());
+    let replies = bridge::Replies {
+        status,
+        model_id,
+        offline_ready,
+        newer,
+        predict,
+        search,
+    };
+    match bridge::start(replies) {
+        Some(worker) => ctx.worker.set_value(Some(worker)),
+        None => status.set("error: this browser cannot start the inference worker".into()),
     }
-    // Every 15 s: ask the worker whether a newer champion was promoted, and retry the outbox
-    // (`online` events are not always fired, e.g. when the server itself was down).
-    if let Some(w) = web_sys::window() {
-        let check = Closure::<dyn Fn()>::new(move || {
-            ctx.send(ToWorker::Check, None);
-            if !ctx.outbox.waiting.get_untracked().is_empty() {
-                outbox::flush(ctx);
-            }
-        });
-        let _ = w.set_interval_with_callback_and_timeout_and_arguments_0(
-            check.as_ref().unchecked_ref(),
-            15_000,
-        );
-        check.forget();
-    }
+    every_15_s(ctx);
     let switch_model = move |_| {
         status.set("loading the new model…".into());
         ctx.send(ToWorker::Load, None);

@@ -150,7 +150,6 @@ fn snap(ctx: Ctx, video: &web_sys::HtmlVideoElement) -> Result<(), String> {
 #[component]
 pub fn PredictPage() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let st = ctx.predict;
     let on_file = move |ev: web_sys::Event| {
         let Some(input) = ev
             .target()
@@ -178,6 +177,27 @@ pub fn PredictPage() -> impl IntoView {
         }
     };
 
+    view! {
+        <h1>"Predict"</h1>
+        <p class="hint">"Pick, drop or photograph an image: it is classified in this browser, not on the server."</p>
+        <label
+            class=move || if dragging.get() { "drop over" } else { "drop" }
+            data-testid="drop"
+            on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+            on:dragleave=move |_| dragging.set(false)
+            on:drop=on_drop
+        >
+            <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
+        </label>
+        <CameraPanel/>
+        <PredictionResult/>
+    }
+}
+
+/// The camera: start it, take a photo (classified like a file), close it.
+#[component]
+fn CameraPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
     let camera = StoredValue::new_local(None::<Camera>);
     let camera_on = RwSignal::new(false);
     let camera_error = RwSignal::new(None::<String>);
@@ -216,17 +236,6 @@ pub fn PredictPage() -> impl IntoView {
     on_cleanup(stop_camera);
 
     view! {
-        <h1>"Predict"</h1>
-        <p class="hint">"Pick, drop or photograph an image: it is classified in this browser, not on the server."</p>
-        <label
-            class=move || if dragging.get() { "drop over" } else { "drop" }
-            data-testid="drop"
-            on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
-            on:dragleave=move |_| dragging.set(false)
-            on:drop=on_drop
-        >
-            <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
-        </label>
         <div class="camera">
             <button data-testid="camera" hidden=move || camera_on.get() on:click=start_camera>"Use the camera"</button>
             <button data-testid="snap" hidden=move || !camera_on.get() on:click=take_photo>"Take the photo"</button>
@@ -236,6 +245,15 @@ pub fn PredictPage() -> impl IntoView {
             </p>
             <video node_ref=video_ref class="video" hidden=move || !camera_on.get() muted=true playsinline=true></video>
         </div>
+    }
+}
+
+/// The last prediction: the image, the top labels with bars, the time it took.
+#[component]
+fn PredictionResult() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.predict;
+    view! {
         <div class="result">
             {move || st.preview.get().map(|url| view! { <img class="preview" src=url alt="the image being classified"/> })}
             <div>
