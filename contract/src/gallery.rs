@@ -14,7 +14,7 @@ pub const SCALE: f32 = 127.0;
 pub struct GalleryItem {
     /// Image id (the api's image id; thumbnails are served under it).
     pub id: String,
-    /// Its label.
+    /// Its label when the gallery was built (shown with results).
     pub label: String,
     /// Its approved captions; the first one is shown with search results.
     pub captions: Vec<String>,
@@ -25,7 +25,7 @@ pub struct GalleryItem {
 pub struct Gallery {
     /// Model whose image encoder computed the vectors.
     pub model_id: String,
-    /// Embedding size.
+    /// Embedding size (bytes per row of `gallery.bin`).
     pub dim: usize,
     /// Number of images (rows of `gallery.bin`).
     pub count: usize,

@@ -85,7 +85,7 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     /// Per-channel standard deviation, divides after the mean.
     pub std: [f32; 3],
-    /// Tensor layout.
+    /// Axis order of the input tensor.
     pub layout: Layout,
 }
 
@@ -118,9 +118,9 @@ pub struct ClassMetrics {
     pub label: String,
     /// Test images of this class.
     pub support: u32,
-    /// Precision.
+    /// Of the test images predicted as this label, the fraction that had it.
     pub precision: f64,
-    /// Recall.
+    /// Of the test images with this label, the fraction predicted as it.
     pub recall: f64,
     /// F1 score.
     pub f1: f64,
@@ -161,7 +161,7 @@ pub struct Recall {
 pub struct RankMetrics {
     /// Test images (each with its captions).
     pub n_images: u32,
-    /// Test captions.
+    /// Captions of the test images used as queries.
     pub n_texts: u32,
     /// Caption → image.
     pub text_to_image: Recall,

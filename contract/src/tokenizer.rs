@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Padding id.
+/// Id of the padding after a text's last word (mask 0).
 pub const PAD: i64 = 0;
 /// Unknown-word id.
 pub const UNK: i64 = 1;

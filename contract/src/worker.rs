@@ -54,7 +54,7 @@ pub enum ToWorker {
     AddLocal {
         /// The id the server gave it.
         id: String,
-        /// Its label.
+        /// The label it was sent with.
         label: String,
         /// Its caption (may be empty).
         caption: String,
@@ -76,18 +76,18 @@ impl ToWorker {
 /// A label with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    /// The label.
+    /// One of the model's labels.
     pub label: String,
-    /// Its probability.
+    /// Its softmax probability, 0–1.
     pub score: f32,
 }
 
 /// One search answer: a gallery image, or a caption for image → text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
-    /// Image id.
+    /// Image id (its thumbnail is `/api/images/{id}/blob`).
     pub id: String,
-    /// Its label.
+    /// Its label in the gallery.
     pub label: String,
     /// Its first caption (image → text: the caption found).
     pub caption: String,
@@ -114,7 +114,7 @@ pub enum FromWorker {
     },
     /// The classification champion is loaded.
     Ready {
-        /// Its id.
+        /// The model version (names its files' URLs).
         model_id: String,
         /// Whether the model came from Cache Storage rather than the network.
         cached: bool,
@@ -126,14 +126,14 @@ pub enum FromWorker {
     },
     /// Classification of one image.
     Result {
-        /// Best first.
+        /// `k` labels, most probable first.
         predictions: Vec<Scored>,
         /// Decoding + preprocessing + inference, milliseconds.
         ms: f64,
     },
     /// The ranking champion is loaded.
     RankReady {
-        /// Its id.
+        /// The model version (names its files' URLs).
         model_id: String,
         /// Images in its gallery.
         count: usize,
@@ -145,7 +145,7 @@ pub enum FromWorker {
     SearchResult {
         /// The query as shown (`like: <caption>` for "more like this").
         query: String,
-        /// Best first.
+        /// `k` images, most similar first.
         results: Vec<Hit>,
         /// Embedding + ranking, milliseconds.
         ms: f64,

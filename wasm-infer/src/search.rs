@@ -14,11 +14,11 @@ use crate::{Error, Result};
 pub struct LocalImage {
     /// The server's id for it.
     pub id: String,
-    /// Its label.
+    /// The label it was contributed with.
     pub label: String,
     /// Its caption (may be empty).
     pub caption: String,
-    /// Unit embedding.
+    /// Its embedding by the ranking image encoder (unit length, f32: not quantised).
     pub vector: Vec<f32>,
     /// Object URL of its thumbnail (the page shows it; the search only passes it on).
     pub thumb: Option<String>,
@@ -84,7 +84,7 @@ impl SearchIndex {
         &self.gallery.model_id
     }
 
-    /// Embedding size.
+    /// Embedding size of the model (queries must have it).
     pub fn dim(&self) -> usize {
         self.gallery.dim
     }

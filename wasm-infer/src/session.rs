@@ -14,7 +14,7 @@ type Runnable = Arc<TypedRunnableModel>;
 /// A label with its probability.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prediction {
-    /// Class label.
+    /// One of the manifest's labels.
     pub label: String,
     /// Probability in `[0, 1]`.
     pub score: f32,

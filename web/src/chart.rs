@@ -5,7 +5,7 @@ use leptos::prelude::*;
 /// One line of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// Legend.
+    /// Shown in the legend next to its colour.
     pub name: &'static str,
     /// CSS colour.
     pub color: &'static str,

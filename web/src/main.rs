@@ -28,7 +28,7 @@ pub struct Ctx {
     pub worker: StoredValue<Option<web_sys::Worker>, LocalStorage>,
     /// Predict page state (kept while other pages are shown).
     pub predict: predict::State,
-    /// Contribution outbox.
+    /// Contributions waiting to be sent and the outcome of those sent.
     pub outbox: outbox::State,
     /// Search page state.
     pub search: search::State,

@@ -14,7 +14,7 @@ use crate::types::{ImageStatus, UploadResponse};
 use crate::{Ctx, net};
 
 const SENT_KEY: &str = "edgeml-sent";
-/// Outcomes remembered.
+/// How many outcomes local storage keeps (the newest).
 const SENT_KEPT: usize = 100;
 
 #[wasm_bindgen(module = "/js/glue.js")]
@@ -38,11 +38,11 @@ extern "C" {
 /// A contribution waiting in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
-    /// Outbox key.
+    /// IndexedDB key (auto-increment, so oldest first).
     pub id: f64,
-    /// Label.
+    /// The label every file of the contribution is sent with.
     pub label: String,
-    /// File names.
+    /// The files' names as picked (the blobs stay in IndexedDB).
     pub files: Vec<String>,
 }
 
@@ -53,13 +53,13 @@ pub struct Outcome {
     /// Image id on the server (empty when refused).
     #[serde(default)]
     pub id: String,
-    /// File name.
+    /// The name the file had when picked (how the contributor recognises it).
     pub filename: String,
-    /// Label.
+    /// The label it was sent with (a reviewer may change it later).
     pub label: String,
     /// `pending`, `approved`, `duplicate` or `error`.
     pub status: String,
-    /// Error message.
+    /// Why the server refused it (`error` only).
     pub detail: String,
 }
 
@@ -72,7 +72,7 @@ pub struct State {
     pub sending: RwSignal<Option<(f64, f64)>>,
     /// Files sent in this visit, newest first.
     pub sent: RwSignal<Vec<Outcome>>,
-    /// Last problem.
+    /// The last failure that was not retried (a 4xx answer), in words.
     pub error: RwSignal<Option<String>>,
     busy: StoredValue<(bool, bool)>,
 }

@@ -22,7 +22,7 @@ pub struct State {
 }
 
 impl State {
-    /// Empty state.
+    /// Nothing picked yet.
     pub fn new() -> Self {
         Self {
             result: RwSignal::new(None),

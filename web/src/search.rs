@@ -25,7 +25,7 @@ pub struct State {
 }
 
 impl State {
-    /// Nothing loaded.
+    /// Before the worker reports a ranking model.
     pub fn new() -> Self {
         Self {
             ready: RwSignal::new(None),
