@@ -2,11 +2,10 @@
 //! quality gate decides whether it replaces the champion; promotion and rollback keep a
 //! history so rollbacks walk back through earlier champions.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use trainer::dataset::{Dataset, Split};
+use trainer::run::ModelFolder;
 use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics, Task};
 use wasm_infer::session::Session;
 
@@ -200,7 +199,7 @@ pub fn score_on_test_split(session: &Session, dataset: &Dataset) -> Result<Optio
     let (mut right, mut total) = (0usize, 0usize);
     for s in dataset.split(Split::Test) {
         let img = s.decode()?;
-        let top = session.classify(&trainer::pipeline::pixels(&img)?, 1)?;
+        let top = session.classify(&trainer::run::pixels(&img)?, 1)?;
         total += 1;
         if top
             .first()
@@ -307,20 +306,27 @@ pub async fn list(db: &Db, task: Option<&str>, limit: i64) -> Result<Vec<ModelIn
     rows.into_iter().map(ModelInfo::try_from).collect()
 }
 
-/// Copy a trained model folder to storage, insert the candidate, run the gate and promote it
-/// if it passes. Files are written before the row; if the row cannot be written the files are
-/// deleted again.
+/// Upload the files of a trained model folder (as the trainer wrote them: no second read
+/// from disk) to storage, insert the candidate, run the gate and promote it if it passes.
+/// Files are written before the row; if the row cannot be written the files are deleted
+/// again.
 pub async fn register(
     db: &Db,
     storage: &Storage,
-    model_dir: &Path,
+    files: &ModelFolder,
     dataset_id: &str,
     run_id: Option<&str>,
     margin: f64,
     rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
-    let manifest_json = tokio::fs::read_to_string(model_dir.join("manifest.json")).await?;
-    let manifest = ModelManifest::from_json(&manifest_json)?;
+    let file = |name: &str| {
+        files
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("the trained model has no {name}")))
+    };
+    let manifest_json = std::str::from_utf8(file("manifest.json")?)
+        .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?;
+    let manifest = ModelManifest::from_json(manifest_json)?;
     if !crate::storage::is_safe_id(&manifest.model_id) {
         return Err(Error::Internal(format!(
             "model id {:?} is not key-safe",
@@ -330,10 +336,11 @@ pub async fn register(
     let id = manifest.model_id.clone();
     let mut written = Vec::new();
     let upload = async {
-        for file in model_files(manifest.task) {
-            let bytes = tokio::fs::read(model_dir.join(file)).await?;
-            let key = model_key(&id, file);
-            storage.put(&key, Bytes::from(bytes)).await?;
+        for name in model_files(manifest.task) {
+            let key = model_key(&id, name);
+            storage
+                .put(&key, Bytes::copy_from_slice(file(name)?))
+                .await?;
             written.push(key);
         }
         Ok::<(), Error>(())
@@ -344,7 +351,7 @@ pub async fn register(
             insert_and_gate(
                 db,
                 &manifest,
-                &manifest_json,
+                manifest_json,
                 dataset_id,
                 run_id,
                 margin,

@@ -1,6 +1,8 @@
-//! ONNX export of the full inference graph: backbone + head + softmax, written with the
-//! prost types that tract-onnx itself parses (`tract_onnx::pb`), so there is a single ONNX
-//! schema in the build.
+//! ONNX export: the graph builder every exporter shares (the frozen backbone as Conv/Clip
+//! nodes, initializers, the model wrapper) and the classifier's full inference graph, written
+//! with the prost types that tract-onnx itself parses (`tract_onnx::pb`), so there is a single
+//! ONNX schema in the build. The ranking encoders are exported next to their model
+//! ([`crate::rank::export`]); this module knows no task pipeline.
 //!
 //! Graph: `image [batch, 3, 224, 224]` → Conv (+ Clip 0..6) × 49 with residual Adds →
 //! GlobalAveragePool → Flatten → Gemm → Softmax → `probs [batch, classes]`. Opset 13,
@@ -10,7 +12,6 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::backbone::{Backbone, ConvLayer, FEATURE_DIM, INPUT_SIZE};
-use crate::rank::DualEncoder;
 use crate::train::Head;
 use crate::{Error, Result};
 
@@ -23,12 +24,14 @@ pub const OUTPUT_NAME: &str = "probs";
 /// Name of the batch dimension symbol.
 pub const BATCH_SYMBOL: &str = "batch";
 
-struct GraphBuilder {
+/// An ONNX graph under construction: nodes in topological order and their weights.
+#[derive(Default)]
+pub(crate) struct GraphBuilder {
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
 }
 
-fn attr_ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
+pub(crate) fn attr_ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -37,7 +40,7 @@ fn attr_ints(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
     }
 }
 
-fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
+pub(crate) fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -46,11 +49,17 @@ fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
     }
 }
 
-fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[Option<i64>]) -> pb::ValueInfoProto {
     typed_value_info(name, dims, pb::tensor_proto::DataType::Float)
 }
 
-fn typed_value_info(
+/// The image input every image model takes: `image [batch, 3, 224, 224]`.
+pub(crate) fn image_input() -> pb::ValueInfoProto {
+    let size = INPUT_SIZE as i64;
+    value_info(INPUT_NAME, &[None, Some(3), Some(size), Some(size)])
+}
+
+pub(crate) fn typed_value_info(
     name: &str,
     dims: &[Option<i64>],
     elem: pb::tensor_proto::DataType,
@@ -80,7 +89,7 @@ fn typed_value_info(
 }
 
 impl GraphBuilder {
-    fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+    pub(crate) fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         let raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializers.push(pb::TensorProto {
             name: name.into(),
@@ -92,7 +101,7 @@ impl GraphBuilder {
         name.into()
     }
 
-    fn initializer_i64(&mut self, name: &str, data: &[i64]) -> String {
+    pub(crate) fn initializer_i64(&mut self, name: &str, data: &[i64]) -> String {
         self.initializers.push(pb::TensorProto {
             name: name.into(),
             dims: vec![data.len() as i64],
@@ -103,8 +112,25 @@ impl GraphBuilder {
         name.into()
     }
 
+    /// The finished graph `name` with these inputs and outputs.
+    pub(crate) fn finish(
+        self,
+        name: &str,
+        input: Vec<pb::ValueInfoProto>,
+        output: Vec<pb::ValueInfoProto>,
+    ) -> pb::GraphProto {
+        pb::GraphProto {
+            name: name.into(),
+            node: self.nodes,
+            initializer: self.initializers,
+            input,
+            output,
+            ..Default::default()
+        }
+    }
+
     /// A node whose output gets a chosen name (graph outputs).
-    fn output_node(
+    pub(crate) fn output_node(
         &mut self,
         op: &str,
         inputs: Vec<String>,
@@ -121,23 +147,8 @@ impl GraphBuilder {
         });
     }
 
-    /// `x / sqrt(max(Σx², eps²))` along axis 1 (as `rank::l2_normalize`), into the graph
-    /// output `output`.
-    fn l2_normalize(&mut self, x: String, output: &str) {
-        let eps = self.initializer("norm.eps2", &[], &[crate::rank::NORM_EPS_SQUARED]);
-        let sq = self.node(
-            "ReduceSumSquare",
-            "norm.sumsq",
-            vec![x.clone()],
-            vec![attr_ints("axes", vec![1]), attr_int("keepdims", 1)],
-        );
-        let floor = self.node("Max", "norm.floor", vec![sq, eps], vec![]);
-        let norm = self.node("Sqrt", "norm", vec![floor], vec![]);
-        self.output_node("Div", vec![x, norm], vec![], output);
-    }
-
     /// The frozen backbone from `image` to pooled features `[batch, FEATURE_DIM]`.
-    fn backbone(&mut self, backbone: &Backbone) -> String {
+    pub(crate) fn backbone(&mut self, backbone: &Backbone) -> String {
         // Scalars for Clip (opset ≥ 11 takes min/max as inputs).
         self.initializer("relu6.min", &[], &[0.0]);
         self.initializer("relu6.max", &[], &[6.0]);
@@ -163,7 +174,7 @@ impl GraphBuilder {
         self.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)])
     }
 
-    fn node(
+    pub(crate) fn node(
         &mut self,
         op: &str,
         name: &str,
@@ -224,10 +235,7 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
             "head expects {dim} features, backbone gives {FEATURE_DIM}"
         )));
     }
-    let mut g = GraphBuilder {
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
+    let mut g = GraphBuilder::default();
     let mut x = g.backbone(backbone);
     let w = g.initializer(
         "head.weight",
@@ -236,6 +244,8 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
     );
     let b = g.initializer("head.bias", &[classes], &head.bias.to_vec1()?);
     x = g.node("Gemm", "head", vec![x, w, b], vec![attr_int("transB", 1)]);
+    // Named `softmax` (not after its output, as `output_node` would): the node names are part
+    // of the exported bytes, whose hashes must not change.
     g.nodes.push(pb::NodeProto {
         op_type: "Softmax".into(),
         name: "softmax".into(),
@@ -245,18 +255,11 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
         ..Default::default()
     });
 
-    let size = INPUT_SIZE as i64;
-    let graph = pb::GraphProto {
-        name: "edgeml-classifier".into(),
-        node: g.nodes,
-        initializer: g.initializers,
-        input: vec![value_info(
-            INPUT_NAME,
-            &[None, Some(3), Some(size), Some(size)],
-        )],
-        output: vec![value_info(OUTPUT_NAME, &[None, Some(classes as i64)])],
-        ..Default::default()
-    };
+    let graph = g.finish(
+        "edgeml-classifier",
+        vec![image_input()],
+        vec![value_info(OUTPUT_NAME, &[None, Some(classes as i64)])],
+    );
     Ok(encode_model(
         graph,
         format!(
@@ -266,7 +269,7 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
     ))
 }
 
-fn encode_model(graph: pb::GraphProto, doc_string: String) -> Vec<u8> {
+pub(crate) fn encode_model(graph: pb::GraphProto, doc_string: String) -> Vec<u8> {
     pb::ModelProto {
         ir_version: 7,
         opset_import: vec![pb::OperatorSetIdProto {
@@ -280,154 +283,4 @@ fn encode_model(graph: pb::GraphProto, doc_string: String) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec()
-}
-
-/// Name of the embedding output of both ranking encoders.
-pub const EMBEDDING_NAME: &str = "embedding";
-/// Name of the word-ids input of the text encoder.
-pub const IDS_NAME: &str = "ids";
-/// Name of the mask input of the text encoder.
-pub const MASK_NAME: &str = "mask";
-
-/// The ranking model's image encoder: `image [batch, 3, 224, 224]` → backbone → ImageNet
-/// classifier (Gemm) → Softmax → projection (MatMul) → L2 normalisation →
-/// `embedding [batch, dim]`.
-pub fn export_image_encoder(
-    backbone: &Backbone,
-    model: &DualEncoder,
-    model_id: &str,
-) -> Result<Vec<u8>> {
-    let (classes, features) = model.classifier_weight.dims2()?;
-    let (dim, pc) = model.projection.dims2()?;
-    if features != FEATURE_DIM || pc != classes {
-        return Err(Error::Export(format!(
-            "classifier [{classes}, {features}] and projection [{dim}, {pc}] do not fit the {FEATURE_DIM}-d backbone"
-        )));
-    }
-    let mut g = GraphBuilder {
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
-    let x = g.backbone(backbone);
-    let w = g.initializer(
-        "imagenet.weight",
-        &[classes, features],
-        &model.classifier_weight.flatten_all()?.to_vec1()?,
-    );
-    let b = g.initializer(
-        "imagenet.bias",
-        &[classes],
-        &model.classifier_bias.to_vec1()?,
-    );
-    let logits = g.node(
-        "Gemm",
-        "imagenet",
-        vec![x, w, b],
-        vec![attr_int("transB", 1)],
-    );
-    let probs = g.node(
-        "Softmax",
-        "imagenet.softmax",
-        vec![logits],
-        vec![attr_int("axis", 1)],
-    );
-    let p = g.initializer(
-        "projection.t",
-        &[classes, dim],
-        &model
-            .projection
-            .t()?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1()?,
-    );
-    let y = g.node("MatMul", "image.proj", vec![probs, p], vec![]);
-    g.l2_normalize(y, EMBEDDING_NAME);
-    let size = INPUT_SIZE as i64;
-    let graph = pb::GraphProto {
-        name: "edgeml-image-encoder".into(),
-        node: g.nodes,
-        initializer: g.initializers,
-        input: vec![value_info(
-            INPUT_NAME,
-            &[None, Some(3), Some(size), Some(size)],
-        )],
-        output: vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
-        ..Default::default()
-    };
-    Ok(encode_model(
-        graph,
-        format!(
-            "EfficientNet-Lite0 (frozen, weights sha256 {}) + ImageNet classifier + projection, image encoder of model {model_id}",
-            backbone.weights_sha256
-        ),
-    ))
-}
-
-/// The ranking model's text encoder: `ids [batch, len]` (int64), `mask [batch, len]` (float) →
-/// projected word vectors (Gather on the folded table) → masked mean → L2 normalisation →
-/// `embedding [batch, dim]`.
-pub fn export_text_encoder(model: &DualEncoder, max_len: usize, model_id: &str) -> Result<Vec<u8>> {
-    let folded = model.folded_words()?;
-    let (vocab, dim) = folded.dims2()?;
-    let mut g = GraphBuilder {
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
-    let table = g.initializer(
-        "text.words",
-        &[vocab, dim],
-        &folded.flatten_all()?.to_vec1()?,
-    );
-    let axis1 = g.initializer_i64("axes.1", &[1]);
-    let axis2 = g.initializer_i64("axes.2", &[2]);
-    let words = g.node(
-        "Gather",
-        "text.gather",
-        vec![table, IDS_NAME.into()],
-        vec![attr_int("axis", 0)],
-    );
-    let mask3 = g.node(
-        "Unsqueeze",
-        "text.mask3",
-        vec![MASK_NAME.into(), axis2],
-        vec![],
-    );
-    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
-    let sum = g.node(
-        "ReduceSum",
-        "text.sum",
-        vec![masked, axis1.clone()],
-        vec![attr_int("keepdims", 0)],
-    );
-    let count = g.node(
-        "ReduceSum",
-        "text.count",
-        vec![MASK_NAME.into(), axis1],
-        vec![attr_int("keepdims", 1)],
-    );
-    let mean = g.node("Div", "text.mean", vec![sum, count], vec![]);
-    g.l2_normalize(mean, EMBEDDING_NAME);
-    let len = max_len as i64;
-    let graph = pb::GraphProto {
-        name: "edgeml-text-encoder".into(),
-        node: g.nodes,
-        initializer: g.initializers,
-        input: vec![
-            typed_value_info(
-                IDS_NAME,
-                &[None, Some(len)],
-                pb::tensor_proto::DataType::Int64,
-            ),
-            value_info(MASK_NAME, &[None, Some(len)]),
-        ],
-        output: vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
-        ..Default::default()
-    };
-    Ok(encode_model(
-        graph,
-        format!(
-            "projected word vectors (from ImageNet class names, trained on captions), text encoder of model {model_id}"
-        ),
-    ))
 }

@@ -8,6 +8,7 @@ pub mod export;
 pub mod pipeline;
 pub mod rank;
 pub mod report;
+pub mod run;
 pub mod train;
 
 pub use error::{Error, Result};

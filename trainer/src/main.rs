@@ -12,8 +12,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use trainer::backbone::{Backbone, default_weights_path};
 use trainer::dataset::{Dataset, Split};
-use trainer::pipeline::{self, Progress, RunMeta, RunReport};
+use trainer::pipeline::{self, RunReport};
 use trainer::rank::RankConfig;
+use trainer::run::{Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Session};
 
@@ -301,7 +302,8 @@ fn rank_cli(
         &RunMeta::default(),
         out,
         &mut on_progress,
-    )?;
+    )?
+    .report;
     bar.finish_and_clear();
     let m = report
         .manifest
@@ -389,7 +391,7 @@ fn train(
         }
         true
     };
-    let report = pipeline::run(dataset, backbone, config, &meta, out, &mut on_progress)?;
+    let report = pipeline::run(dataset, backbone, config, &meta, out, &mut on_progress)?.report;
     bar.finish_and_clear();
     Ok(report)
 }
@@ -448,7 +450,7 @@ fn eval(model: &Path, data: &Path) -> Result<()> {
             unknown += 1;
             continue;
         };
-        let top = session.classify(&pipeline::pixels(&s.decode()?)?, 1)?;
+        let top = session.classify(&pixels(&s.decode()?)?, 1)?;
         let p = manifest
             .labels
             .iter()
@@ -492,7 +494,7 @@ fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
         let img = trainer::dataset::decode_image(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let started = std::time::Instant::now();
-        let top = session.classify(&pipeline::pixels(&img)?, k)?;
+        let top = session.classify(&pixels(&img)?, k)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let labels: Vec<String> = top
             .iter()

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::pipeline::RunReport;
+use wasm_infer::{EvalMetrics, ModelManifest};
+
 use crate::train::EpochMetrics;
 
 const W: f64 = 960.0;
@@ -16,29 +17,38 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Render the curves (train/val loss on a shared axis, train/val accuracy on 0–1) and the
-/// confusion matrix (cells shaded by row-normalised count, counts printed).
-pub fn svg(report: &RunReport) -> String {
+/// Render the curves of `history` (train/val loss on a shared axis, train/val accuracy on
+/// 0–1, `best_epoch` marked) and the confusion matrix of the manifest's test metrics (cells
+/// shaded by row-normalised count, counts printed).
+pub fn svg(manifest: &ModelManifest, history: &[EpochMetrics], best_epoch: usize) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = write!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let m = &report.manifest;
+    let m = manifest;
     let _ = write!(
         s,
         r#"<text x="16" y="22" font-size="15" font-weight="bold">{} — best epoch {} of {}</text>"#,
         escape(&m.model_id),
-        report.best_epoch,
-        report.history.len()
+        best_epoch,
+        history.len()
     );
 
-    // Curves panel.
+    curves(&mut s, history, best_epoch);
+    if let Some(metrics) = &m.metrics {
+        confusion(&mut s, metrics, &m.labels);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The curves panel: loss and accuracy per epoch, the kept epoch marked, a legend below.
+fn curves(s: &mut String, history: &[EpochMetrics], best_epoch: usize) {
     let (x0, y0, pw, ph) = (50.0, 50.0, 420.0, 300.0);
-    let n = report.history.len().max(2) as f64 - 1.0;
-    let max_loss = report
-        .history
+    let n = history.len().max(2) as f64 - 1.0;
+    let max_loss = history
         .iter()
         .flat_map(|e| [e.train_loss, e.val_loss])
         .fold(1e-9, f64::max);
@@ -56,8 +66,7 @@ pub fn svg(report: &RunReport) -> String {
         ("val acc", "#aec7e8", |e, _| e.val_accuracy),
     ];
     for (k, (name, colour, f)) in series.iter().enumerate() {
-        let points: Vec<String> = report
-            .history
+        let points: Vec<String> = history
             .iter()
             .enumerate()
             .map(|(i, e)| {
@@ -83,7 +92,7 @@ pub fn svg(report: &RunReport) -> String {
             lx + 15.0,
         );
     }
-    let best_x = px(report.best_epoch.saturating_sub(1));
+    let best_x = px(best_epoch.saturating_sub(1));
     let _ = write!(
         s,
         r##"<line x1="{best_x:.1}" y1="{y0}" x2="{best_x:.1}" y2="{}" stroke="#2ca02c" stroke-dasharray="4 3"/>"##,
@@ -93,54 +102,52 @@ pub fn svg(report: &RunReport) -> String {
         s,
         r#"<text x="{x0}" y="{}">epochs 1–{} · accuracy 0–1 · loss 0–{max_loss:.2}</text>"#,
         y0 + ph + 20.0,
-        report.history.len()
+        history.len()
     );
+}
 
-    // Confusion matrix panel.
-    if let Some(metrics) = &m.metrics {
-        let k = metrics.confusion.len().max(1);
-        let (cx, cy, side) = (620.0, 50.0, 300.0);
-        let cell = side / k as f64;
+/// The confusion matrix panel of the test split, rows by true class.
+fn confusion(s: &mut String, metrics: &EvalMetrics, labels: &[String]) {
+    let k = metrics.confusion.len().max(1);
+    let (cx, cy, side) = (620.0, 50.0, 300.0);
+    let cell = side / k as f64;
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}">test split: accuracy {:.3} · macro-F1 {:.3} · majority {:.3}</text><text x="{cx}" y="{}">rows: true class · columns: predicted</text>"#,
+        cx - 110.0,
+        cy - 12.0,
+        metrics.accuracy,
+        metrics.macro_f1,
+        metrics.majority_baseline,
+        cy + side + 20.0
+    );
+    for (i, row) in metrics.confusion.iter().enumerate() {
+        let total: u32 = row.iter().sum::<u32>().max(1);
+        let label = labels.get(i).map(String::as_str).unwrap_or("?");
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}">test split: accuracy {:.3} · macro-F1 {:.3} · majority {:.3}</text><text x="{cx}" y="{}">rows: true class · columns: predicted</text>"#,
-            cx - 110.0,
-            cy - 12.0,
-            metrics.accuracy,
-            metrics.macro_f1,
-            metrics.majority_baseline,
-            cy + side + 20.0
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            cx - 6.0,
+            cy + cell * (i as f64 + 0.6),
+            escape(label)
         );
-        for (i, row) in metrics.confusion.iter().enumerate() {
-            let total: u32 = row.iter().sum::<u32>().max(1);
-            let label = m.labels.get(i).map(String::as_str).unwrap_or("?");
+        for (j, v) in row.iter().enumerate() {
+            let shade = f64::from(*v) / f64::from(total);
+            // White for none of the row, deep blue for all of it.
+            let level = (255.0 - 215.0 * shade).round() as u8;
             let _ = write!(
                 s,
-                r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-                cx - 6.0,
-                cy + cell * (i as f64 + 0.6),
-                escape(label)
+                r#"<rect class="cell" x="{:.1}" y="{:.1}" width="{cell:.1}" height="{cell:.1}" fill="rgb({level},{level},255)" stroke="white"/>"#,
+                cx + cell * j as f64,
+                cy + cell * i as f64,
             );
-            for (j, v) in row.iter().enumerate() {
-                let shade = f64::from(*v) / f64::from(total);
-                // White for none of the row, deep blue for all of it.
-                let level = (255.0 - 215.0 * shade).round() as u8;
-                let _ = write!(
-                    s,
-                    r#"<rect class="cell" x="{:.1}" y="{:.1}" width="{cell:.1}" height="{cell:.1}" fill="rgb({level},{level},255)" stroke="white"/>"#,
-                    cx + cell * j as f64,
-                    cy + cell * i as f64,
-                );
-                let text_colour = if shade > 0.5 { "white" } else { "black" };
-                let _ = write!(
-                    s,
-                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{text_colour}">{v}</text>"#,
-                    cx + cell * (j as f64 + 0.5),
-                    cy + cell * (i as f64 + 0.6)
-                );
-            }
+            let text_colour = if shade > 0.5 { "white" } else { "black" };
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{text_colour}">{v}</text>"#,
+                cx + cell * (j as f64 + 0.5),
+                cy + cell * (i as f64 + 0.6)
+            );
         }
     }
-    s.push_str("</svg>\n");
-    s
 }

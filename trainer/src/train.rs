@@ -16,7 +16,7 @@ use crate::{Error, Result};
 
 /// Hyper-parameters of a training run. Same data + same config → same model and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Maximum epochs over the training split.
     pub epochs: usize,
@@ -221,38 +221,11 @@ pub fn fit(
     }
     let dim = data.train_views[0].dim(1)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let bound = 1.0 / (dim as f32).sqrt();
-    let init: Vec<f32> = (0..data.classes * dim)
-        .map(|_| rng.random_range(-bound..bound))
-        .collect();
-    let weight = Var::from_tensor(&Tensor::from_vec(init, (data.classes, dim), &Device::Cpu)?)?;
-    let bias = Var::zeros(data.classes, DType::F32, &Device::Cpu)?;
-    let mut opt = AdamW::new(
-        vec![weight.clone(), bias.clone()],
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let (weight, bias, mut opt) = init_head(&mut rng, data.classes, dim, cfg)?;
     let batches = n.div_ceil(cfg.batch_size);
     let total_steps = batches * cfg.epochs;
     let val_targets = Tensor::from_slice(data.val_labels, data.val_labels.len(), &Device::Cpu)?;
-    // Per-sample loss weights: inverse class frequency, normalised to mean 1 over the data.
-    let mut counts = vec![0usize; data.classes];
-    data.train_labels
-        .iter()
-        .for_each(|l| counts[*l as usize] += 1);
-    let class_weight: Vec<f32> = counts
-        .iter()
-        .map(|&c| {
-            if cfg.class_balanced && c > 0 {
-                n as f32 / (data.classes as f32 * c as f32)
-            } else {
-                1.0
-            }
-        })
-        .collect();
+    let class_weight = class_weights(data, cfg.class_balanced);
 
     let mut history = Vec::new();
     let mut best: Option<(f64, f64, usize, Head)> = None;
@@ -269,34 +242,17 @@ pub fn fit(
             let idx_t = Tensor::from_vec(idx, chunk.len(), &Device::Cpu)?;
             let mut x = view.index_select(&idx_t, 0)?;
             if cfg.dropout > 0.0 {
-                let keep = 1.0 - cfg.dropout;
-                let mask: Vec<f32> = (0..chunk.len() * dim)
-                    .map(|_| {
-                        if rng.random::<f32>() < keep {
-                            1.0 / keep
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                x = (x * Tensor::from_vec(mask, (chunk.len(), dim), &Device::Cpu)?)?;
+                x = dropout(&x, cfg.dropout, &mut rng)?;
             }
             let labels: Vec<u32> = chunk.iter().map(|&i| data.train_labels[i]).collect();
-            let targets = Tensor::from_slice(&labels, labels.len(), &Device::Cpu)?;
             let head = Head {
                 weight: weight.as_tensor().clone(),
                 bias: bias.as_tensor().clone(),
             };
-            let logits = head.logits(&x)?;
-            let weights: Vec<f32> = labels.iter().map(|l| class_weight[*l as usize]).collect();
-            let weights = Tensor::from_vec(weights, labels.len(), &Device::Cpu)?;
-            let loss = weighted_cross_entropy(&logits, &targets, &weights)?;
-            opt.backward_step(&loss)?;
+            let (loss_v, right) = train_step(&head, &x, &labels, &class_weight, &mut opt)?;
             step += 1;
-            let loss_v = f64::from(loss.to_scalar::<f32>()?);
             loss_sum += loss_v * chunk.len() as f64;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += right;
             let progress = BatchProgress {
                 epoch,
                 epochs: cfg.epochs,
@@ -313,18 +269,7 @@ pub fn fit(
                     weight: weight.as_tensor().copy()?,
                     bias: bias.as_tensor().copy()?,
                 };
-                let val_logits = head.logits(data.val)?;
-                let val_loss = f64::from(
-                    candle_nn::loss::cross_entropy(&val_logits, &val_targets)?
-                        .to_scalar::<f32>()?,
-                );
-                let val_pred = val_logits.argmax(1)?.to_vec1::<u32>()?;
-                let val_acc = val_pred
-                    .iter()
-                    .zip(data.val_labels)
-                    .filter(|(p, l)| p == l)
-                    .count() as f64
-                    / data.val_labels.len() as f64;
+                let (val_loss, val_acc) = val_scores(&head, data, &val_targets)?;
                 let m = EpochMetrics {
                     epoch,
                     train_loss: loss_sum / n as f64,
@@ -360,6 +305,102 @@ pub fn fit(
         history,
         best_epoch,
     })
+}
+
+/// A head of `classes × dim` drawn from `U(±1/√dim)` (zero bias) and its AdamW optimiser.
+fn init_head(
+    rng: &mut StdRng,
+    classes: usize,
+    dim: usize,
+    cfg: &TrainConfig,
+) -> Result<(Var, Var, AdamW)> {
+    let bound = 1.0 / (dim as f32).sqrt();
+    let init: Vec<f32> = (0..classes * dim)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let weight = Var::from_tensor(&Tensor::from_vec(init, (classes, dim), &Device::Cpu)?)?;
+    let bias = Var::zeros(classes, DType::F32, &Device::Cpu)?;
+    let opt = AdamW::new(
+        vec![weight.clone(), bias.clone()],
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    Ok((weight, bias, opt))
+}
+
+/// Per-sample loss weights by class: inverse class frequency normalised to mean 1 over the
+/// data when `balanced`, else 1.
+fn class_weights(data: &FitData<'_>, balanced: bool) -> Vec<f32> {
+    let n = data.train_labels.len();
+    let mut counts = vec![0usize; data.classes];
+    data.train_labels
+        .iter()
+        .for_each(|l| counts[*l as usize] += 1);
+    counts
+        .iter()
+        .map(|&c| {
+            if balanced && c > 0 {
+                n as f32 / (data.classes as f32 * c as f32)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Inverted dropout: each component kept with probability `1 − p` and scaled by `1/(1 − p)`.
+fn dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
+    let (rows, dim) = x.dims2()?;
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..rows * dim)
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok((x * Tensor::from_vec(mask, (rows, dim), &Device::Cpu)?)?)
+}
+
+/// One optimiser step of `head` on the batch `x` with its `labels`; returns the batch loss
+/// and how many of the batch it classified right (before the step).
+fn train_step(
+    head: &Head,
+    x: &Tensor,
+    labels: &[u32],
+    class_weight: &[f32],
+    opt: &mut AdamW,
+) -> Result<(f64, usize)> {
+    let targets = Tensor::from_slice(labels, labels.len(), &Device::Cpu)?;
+    let logits = head.logits(x)?;
+    let weights: Vec<f32> = labels.iter().map(|l| class_weight[*l as usize]).collect();
+    let weights = Tensor::from_vec(weights, labels.len(), &Device::Cpu)?;
+    let loss = weighted_cross_entropy(&logits, &targets, &weights)?;
+    opt.backward_step(&loss)?;
+    let loss_v = f64::from(loss.to_scalar::<f32>()?);
+    let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+    let right = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
+    Ok((loss_v, right))
+}
+
+/// Validation loss and accuracy of `head`.
+fn val_scores(head: &Head, data: &FitData<'_>, val_targets: &Tensor) -> Result<(f64, f64)> {
+    let val_logits = head.logits(data.val)?;
+    let val_loss =
+        f64::from(candle_nn::loss::cross_entropy(&val_logits, val_targets)?.to_scalar::<f32>()?);
+    let val_pred = val_logits.argmax(1)?.to_vec1::<u32>()?;
+    let val_acc = val_pred
+        .iter()
+        .zip(data.val_labels)
+        .filter(|(p, l)| p == l)
+        .count() as f64
+        / data.val_labels.len() as f64;
+    Ok((val_loss, val_acc))
 }
 
 /// Mean of `weight_i · −log softmax(logits_i)[target_i]`, divided by the sum of the weights.

@@ -56,7 +56,7 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
         model_id: Some("cls-test".into()),
         parent_model_id: None,
     };
-    let report = pipeline::run(
+    let trained = pipeline::run(
         dataset,
         backbone,
         &quick_config(),
@@ -65,8 +65,27 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
         &mut progress,
     )
     .unwrap();
-    assert_eq!(epochs, report.history.len(), "one progress event per epoch");
-    report
+    assert_eq!(
+        epochs,
+        trained.report.history.len(),
+        "one progress event per epoch"
+    );
+    // The run hands back exactly the files it wrote.
+    let names: Vec<&str> = trained.files.files().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "model.onnx",
+            "manifest.json",
+            "metrics.json",
+            "report.svg",
+            "head.safetensors"
+        ]
+    );
+    for (name, bytes) in trained.files.files() {
+        assert_eq!(std::fs::read(out.join(name)).unwrap(), bytes, "{name}");
+    }
+    trained.report
 }
 
 #[test]

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use trainer::backbone::{Backbone, default_classes_path, default_weights_path, imagenet_classes};
 use trainer::dataset::Dataset;
-use trainer::pipeline::{Progress, RunMeta};
 use trainer::rank::{self, RankConfig};
+use trainer::run::{Progress, RunMeta};
 use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session, Task, TextEncoder};
 
 #[test]
@@ -39,7 +39,7 @@ fn dual_encoder_on_captioned_photos() {
     let dir = out.path().join("rank-model");
     let mut epochs = 0;
     let classes = imagenet_classes(&default_classes_path()).unwrap();
-    let report = rank::run(
+    let trained = rank::run(
         &dataset,
         &backbone,
         &classes,
@@ -57,6 +57,7 @@ fn dual_encoder_on_captioned_photos() {
         },
     )
     .unwrap();
+    let report = &trained.report;
     assert_eq!(epochs, report.history.len());
     let m = report.manifest.rank_metrics.clone().unwrap();
     println!(
@@ -128,6 +129,18 @@ fn dual_encoder_on_captioned_photos() {
         metrics["history"].as_array().unwrap().len(),
         report.history.len()
     );
+
+    // The run hands back exactly the files it wrote; the gallery is embedded from them (the
+    // encoder is not read again) and joins the folder.
+    let mut files = trained.files.clone();
+    for (name, bytes) in files.files() {
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), bytes, "{name}");
+    }
+    let gallery = rank::write_gallery(&dir, &mut files, &dataset).unwrap();
+    assert_eq!(gallery.count, dataset.samples.len());
+    let vectors = std::fs::read(dir.join(rank::GALLERY_BIN)).unwrap();
+    assert_eq!(vectors.len(), gallery.count * gallery.dim);
+    assert_eq!(files.get(rank::GALLERY_BIN), Some(&vectors[..]));
 }
 
 /// The wasm32 build (run by node) tokenizes like native Rust (golden strings: case, punctuation,

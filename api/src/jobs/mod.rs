@@ -1,0 +1,17 @@
+//! Training jobs: a queue of runs in the database ([`queue`]), one [`TrainTask`] per task
+//! that says how a run of it trains ([`task`]), and the worker that claims runs and drives
+//! them through their task ([`worker`]).
+
+pub mod queue;
+pub mod task;
+pub mod worker;
+
+pub use queue::{
+    MAX_ATTEMPTS, RunInfo, cancel, claim, enqueue, enqueue_task, get_run, list_runs,
+    maybe_auto_retrain, reap_stale, status,
+};
+pub use task::{
+    Classify, Job, Outputs, Rank, TASKS, TrainTask, parse, parse_params, parse_rank_params,
+    parse_task_params, task_named,
+};
+pub use worker::{Outcome, Worker};

@@ -1,0 +1,261 @@
+//! What a training run trains: one [`TrainTask`] implementation per task, so the worker has a
+//! single path for every task. A new task (detection, product classification, …) is added by
+//! implementing the trait and naming it in [`TASKS`] and the two dispatches
+//! ([`parse_task_params`], `Worker::train`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use trainer::backbone::Backbone;
+use trainer::dataset::Dataset;
+use trainer::rank::RankConfig;
+use trainer::run::{ModelFolder, Progress, RunMeta};
+use trainer::train::TrainConfig;
+use wasm_infer::Task;
+use wasm_infer::session::Session;
+
+use crate::registry::{self, ChampionScore};
+use crate::storage::Storage;
+use crate::{Error, Result};
+
+/// Tasks a run can train.
+pub const TASKS: [&str; 2] = ["classify", "rank"];
+
+/// The task named `name` (`classify`, `rank`).
+pub fn task_named(name: &str) -> Result<Task> {
+    [Task::Classify, Task::Rank]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown task {name:?} (known: {})",
+                TASKS.join(", ")
+            ))
+        })
+}
+
+/// Everything the blocking part of a run gets: its parameters, the snapshot, the backbone
+/// and where to write the model folder.
+pub struct Job<C> {
+    /// The run's validated parameters.
+    pub config: C,
+    /// The approved images the run trains on.
+    pub dataset: Dataset,
+    /// The frozen backbone (loaded once per process).
+    pub backbone: Arc<Backbone>,
+    /// The backbone's weights file; its folder also holds `imagenet_classes.txt`.
+    pub backbone_path: PathBuf,
+    /// The champion the model retrains, as its parent.
+    pub meta: RunMeta,
+    /// The model folder to write (a temporary folder, uploaded by the registry).
+    pub dir: PathBuf,
+}
+
+/// What a finished run hands to the registry.
+pub struct Outputs {
+    /// The model folder's files, as written.
+    pub files: ModelFolder,
+    /// The champion re-scored on the candidate's test images, for a fair gate.
+    pub rescored: Option<ChampionScore>,
+}
+
+/// One kind of training run.
+pub trait TrainTask {
+    /// The task, as stored on runs and models.
+    const TASK: Task;
+    /// Names the parameters in error messages (`training parameters: …`).
+    const PARAMS: &'static str;
+    /// Whether the snapshot carries the images' captions.
+    const CAPTIONS: bool;
+    /// Hyper-parameters: absent keys take the defaults, unknown keys are refused (the config
+    /// types deny unknown fields).
+    type Config: Serialize + DeserializeOwned + Default + Send + 'static;
+    /// What the run loads asynchronously before the blocking part (e.g. the champion).
+    type Prepared: Send + 'static;
+
+    /// Reject settings that cannot train.
+    fn validate(config: &Self::Config) -> Result<()>;
+
+    /// Load what the blocking part needs, given the current champion's id.
+    fn prepare(
+        storage: &Storage,
+        champion: Option<&str>,
+    ) -> impl Future<Output = Self::Prepared> + Send;
+
+    /// Train and write the model folder (in a blocking thread); `progress` returns false when
+    /// the run is to stop.
+    fn train(
+        job: Job<Self::Config>,
+        prepared: Self::Prepared,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Outputs>;
+}
+
+/// Merge user parameters (a JSON object) over `T`'s defaults and validate them.
+pub fn parse<T: TrainTask>(params: Option<&serde_json::Value>) -> Result<T::Config> {
+    let Some(v) = params else {
+        return Ok(T::Config::default());
+    };
+    if !v.is_object() {
+        return Err(Error::Invalid("params must be a JSON object".into()));
+    }
+    let cfg: T::Config = serde_json::from_value(v.clone())
+        .map_err(|e| Error::Invalid(format!("{} parameters: {e}", T::PARAMS)))?;
+    T::validate(&cfg)?;
+    Ok(cfg)
+}
+
+/// [`parse`] for the task named `task`, as the JSON stored on the run.
+pub fn parse_task_params(
+    task: &str,
+    params: Option<&serde_json::Value>,
+) -> Result<serde_json::Value> {
+    Ok(match task_named(task)? {
+        Task::Classify => serde_json::to_value(parse::<Classify>(params)?)?,
+        Task::Rank => serde_json::to_value(parse::<Rank>(params)?)?,
+    })
+}
+
+/// Merge classification parameters over [`TrainConfig`]'s defaults and validate.
+pub fn parse_params(params: Option<&serde_json::Value>) -> Result<TrainConfig> {
+    parse::<Classify>(params)
+}
+
+/// Merge ranking parameters over [`RankConfig`]'s defaults and validate.
+pub fn parse_rank_params(params: Option<&serde_json::Value>) -> Result<RankConfig> {
+    parse::<Rank>(params)
+}
+
+/// Image classification: a linear head on the backbone; the champion is re-scored on the
+/// candidate's test images when their labels agree.
+pub struct Classify;
+
+impl TrainTask for Classify {
+    const TASK: Task = Task::Classify;
+    const PARAMS: &'static str = "training";
+    const CAPTIONS: bool = false;
+    type Config = TrainConfig;
+    /// The champion's id and session, to re-score it.
+    type Prepared = Option<(String, Session)>;
+
+    fn validate(config: &TrainConfig) -> Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn prepare(storage: &Storage, champion: Option<&str>) -> Self::Prepared {
+        let id = champion?;
+        match registry::load_session(storage, id).await {
+            Ok(s) => Some((id.to_string(), s)),
+            Err(e) => {
+                tracing::warn!(champion = %id, error = %e, "could not load the champion to re-score it");
+                None
+            }
+        }
+    }
+
+    fn train(
+        job: Job<TrainConfig>,
+        champion: Self::Prepared,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Outputs> {
+        let Job {
+            config,
+            dataset,
+            backbone,
+            meta,
+            dir,
+            ..
+        } = job;
+        let trained = trainer::pipeline::run(&dataset, &backbone, &config, &meta, &dir, progress)?;
+        // The champion on the very same test images, for a fair gate.
+        let rescored = champion.and_then(|(id, session)| {
+            match registry::score_on_test_split(&session, &dataset) {
+                Ok(Some(accuracy)) => Some(ChampionScore {
+                    id,
+                    score: accuracy,
+                    same_split: true,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(champion = %id, error = %e, "re-scoring the champion failed");
+                    None
+                }
+            }
+        });
+        Ok(Outputs {
+            files: trained.files,
+            rescored,
+        })
+    }
+}
+
+/// Image-text ranking: the dual encoder on the images' captions, plus the gallery every
+/// image of the dataset is embedded into.
+pub struct Rank;
+
+impl TrainTask for Rank {
+    const TASK: Task = Task::Rank;
+    const PARAMS: &'static str = "ranking";
+    const CAPTIONS: bool = true;
+    type Config = RankConfig;
+    type Prepared = ();
+
+    fn validate(config: &RankConfig) -> Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn prepare(_: &Storage, _: Option<&str>) {}
+
+    fn train(
+        job: Job<RankConfig>,
+        (): (),
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Outputs> {
+        let classes_path = job.backbone_path.with_file_name("imagenet_classes.txt");
+        let classes = trainer::backbone::imagenet_classes(&classes_path)?;
+        let mut files = trainer::rank::run(
+            &job.dataset,
+            &job.backbone,
+            &classes,
+            &job.config,
+            &job.meta,
+            &job.dir,
+            progress,
+        )?
+        .files;
+        trainer::rank::write_gallery(&job.dir, &mut files, &job.dataset)?;
+        Ok(Outputs {
+            files,
+            rescored: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_merge_over_defaults_and_refuse_unknown_keys() {
+        let c = parse_params(Some(&serde_json::json!({"epochs": 5, "views": 1}))).unwrap();
+        assert_eq!(
+            (c.epochs, c.views, c.batch_size),
+            (5, 1, TrainConfig::default().batch_size)
+        );
+        let e = parse_params(Some(&serde_json::json!({"epohcs": 5}))).unwrap_err();
+        assert!(e.to_string().contains("epohcs"), "{e}");
+        let e = parse_params(Some(&serde_json::json!({"epochs": 0}))).unwrap_err();
+        assert_eq!(
+            e.status_code().0,
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert!(parse_params(Some(&serde_json::json!([1]))).is_err());
+        assert_eq!(parse_params(None).unwrap(), TrainConfig::default());
+        let e = parse_task_params("rank", Some(&serde_json::json!({"views": 2}))).unwrap_err();
+        assert!(e.to_string().contains("views"), "{e}");
+        assert!(parse_task_params("segment", None).is_err());
+    }
+}

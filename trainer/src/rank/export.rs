@@ -1,0 +1,159 @@
+//! ONNX export of the ranking model's two encoders, on the shared graph builder
+//! ([`crate::export`]): the image encoder (backbone → ImageNet classifier → softmax →
+//! projection → L2 norm) and the text encoder (folded word table → masked mean → L2 norm).
+
+use tract_onnx::pb;
+
+use super::model::{DualEncoder, NORM_EPS_SQUARED};
+use crate::backbone::{Backbone, FEATURE_DIM};
+use crate::export::{
+    GraphBuilder, attr_int, attr_ints, encode_model, image_input, typed_value_info, value_info,
+};
+use crate::{Error, Result};
+
+/// Name of the embedding output of both ranking encoders.
+pub const EMBEDDING_NAME: &str = "embedding";
+/// Name of the word-ids input of the text encoder.
+pub const IDS_NAME: &str = "ids";
+/// Name of the mask input of the text encoder.
+pub const MASK_NAME: &str = "mask";
+
+/// The ranking model's image encoder: `image [batch, 3, 224, 224]` → backbone → ImageNet
+/// classifier (Gemm) → Softmax → projection (MatMul) → L2 normalisation →
+/// `embedding [batch, dim]`.
+pub fn export_image_encoder(
+    backbone: &Backbone,
+    model: &DualEncoder,
+    model_id: &str,
+) -> Result<Vec<u8>> {
+    let (classes, features) = model.classifier_weight.dims2()?;
+    let (dim, pc) = model.projection.dims2()?;
+    if features != FEATURE_DIM || pc != classes {
+        return Err(Error::Export(format!(
+            "classifier [{classes}, {features}] and projection [{dim}, {pc}] do not fit the {FEATURE_DIM}-d backbone"
+        )));
+    }
+    let mut g = GraphBuilder::default();
+    let x = g.backbone(backbone);
+    let w = g.initializer(
+        "imagenet.weight",
+        &[classes, features],
+        &model.classifier_weight.flatten_all()?.to_vec1()?,
+    );
+    let b = g.initializer(
+        "imagenet.bias",
+        &[classes],
+        &model.classifier_bias.to_vec1()?,
+    );
+    let logits = g.node(
+        "Gemm",
+        "imagenet",
+        vec![x, w, b],
+        vec![attr_int("transB", 1)],
+    );
+    let probs = g.node(
+        "Softmax",
+        "imagenet.softmax",
+        vec![logits],
+        vec![attr_int("axis", 1)],
+    );
+    let p = g.initializer(
+        "projection.t",
+        &[classes, dim],
+        &model
+            .projection
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?,
+    );
+    let y = g.node("MatMul", "image.proj", vec![probs, p], vec![]);
+    l2_normalize(&mut g, y, EMBEDDING_NAME);
+    let graph = g.finish(
+        "edgeml-image-encoder",
+        vec![image_input()],
+        vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
+    );
+    Ok(encode_model(
+        graph,
+        format!(
+            "EfficientNet-Lite0 (frozen, weights sha256 {}) + ImageNet classifier + projection, image encoder of model {model_id}",
+            backbone.weights_sha256
+        ),
+    ))
+}
+
+/// The ranking model's text encoder: `ids [batch, len]` (int64), `mask [batch, len]` (float) →
+/// projected word vectors (Gather on the folded table) → masked mean → L2 normalisation →
+/// `embedding [batch, dim]`.
+pub fn export_text_encoder(model: &DualEncoder, max_len: usize, model_id: &str) -> Result<Vec<u8>> {
+    let folded = model.folded_words()?;
+    let (vocab, dim) = folded.dims2()?;
+    let mut g = GraphBuilder::default();
+    let table = g.initializer(
+        "text.words",
+        &[vocab, dim],
+        &folded.flatten_all()?.to_vec1()?,
+    );
+    let axis1 = g.initializer_i64("axes.1", &[1]);
+    let axis2 = g.initializer_i64("axes.2", &[2]);
+    let words = g.node(
+        "Gather",
+        "text.gather",
+        vec![table, IDS_NAME.into()],
+        vec![attr_int("axis", 0)],
+    );
+    let mask3 = g.node(
+        "Unsqueeze",
+        "text.mask3",
+        vec![MASK_NAME.into(), axis2],
+        vec![],
+    );
+    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
+    let sum = g.node(
+        "ReduceSum",
+        "text.sum",
+        vec![masked, axis1.clone()],
+        vec![attr_int("keepdims", 0)],
+    );
+    let count = g.node(
+        "ReduceSum",
+        "text.count",
+        vec![MASK_NAME.into(), axis1],
+        vec![attr_int("keepdims", 1)],
+    );
+    let mean = g.node("Div", "text.mean", vec![sum, count], vec![]);
+    l2_normalize(&mut g, mean, EMBEDDING_NAME);
+    let len = max_len as i64;
+    let ids = typed_value_info(
+        IDS_NAME,
+        &[None, Some(len)],
+        pb::tensor_proto::DataType::Int64,
+    );
+    let graph = g.finish(
+        "edgeml-text-encoder",
+        vec![ids, value_info(MASK_NAME, &[None, Some(len)])],
+        vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
+    );
+    Ok(encode_model(
+        graph,
+        format!(
+            "projected word vectors (from ImageNet class names, trained on captions), text encoder of model {model_id}"
+        ),
+    ))
+}
+
+/// `x / sqrt(max(Σx², eps²))` along axis 1 (as [`super::model::l2_normalize`]), into the
+/// graph output `output`.
+fn l2_normalize(g: &mut GraphBuilder, x: String, output: &str) {
+    let eps = g.initializer("norm.eps2", &[], &[NORM_EPS_SQUARED]);
+    let sq = g.node(
+        "ReduceSumSquare",
+        "norm.sumsq",
+        vec![x.clone()],
+        vec![attr_ints("axes", vec![1]), attr_int("keepdims", 1)],
+    );
+    let floor = g.node("Max", "norm.floor", vec![sq, eps], vec![]);
+    let norm = g.node("Sqrt", "norm", vec![floor], vec![]);
+    g.output_node("Div", vec![x, norm], vec![], output);
+}

@@ -1,0 +1,336 @@
+//! The whole ranking run: captioned splits → vocabulary → frozen features → towers → test
+//! metrics next to the baselines → the two ONNX encoders → parity → model folder.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use wasm_infer::tokenizer::TokenizerSpec;
+use wasm_infer::{
+    Encoded, ModelManifest, Preprocess, RankMetrics, Recall, Session, Task, TextEncoder, TextTower,
+    Tokenizer,
+};
+
+use super::eval::{bow_baseline, evaluate, random_recall};
+use super::export::{
+    EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_encoder, export_text_encoder,
+};
+use super::fit::{RankConfig, RankEpoch, RankFit, fit};
+use super::model::{DualEncoder, Init, Pair};
+use crate::backbone::Backbone;
+use crate::dataset::{Dataset, Sample, Split};
+use crate::run::{
+    FeatureCounter, ModelFolder, Parity, Progress, RunMeta, Trained, batched, image_manifest,
+    inference_tensor, onnx_file,
+};
+use crate::{Error, Result};
+
+/// Images and captions per split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankSplits {
+    /// Training images / captions.
+    pub train: (usize, usize),
+    /// Validation images / captions.
+    pub val: (usize, usize),
+    /// Test images / captions.
+    pub test: (usize, usize),
+}
+
+/// candle vs tract on the exported encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankParity {
+    /// Images compared.
+    pub images: usize,
+    /// Largest absolute difference on an image embedding component.
+    pub image_max_abs_diff: f32,
+    /// Texts compared.
+    pub texts: usize,
+    /// Largest absolute difference on a text embedding component.
+    pub text_max_abs_diff: f32,
+}
+
+/// Everything a ranking run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankReport {
+    /// The manifest written next to the encoders.
+    pub manifest: ModelManifest,
+    /// Per-epoch curves.
+    pub history: Vec<RankEpoch>,
+    /// Epoch kept.
+    pub best_epoch: usize,
+    /// Hyper-parameters used.
+    pub config: RankConfig,
+    /// Images and captions per split.
+    pub splits: RankSplits,
+    /// Parity figures.
+    pub parity: RankParity,
+    /// Caption → image on the test split before training (ImageNet class names only).
+    pub zero_shot_text_to_image: Recall,
+    /// Whole run, seconds.
+    pub total_secs: f64,
+}
+
+/// File names in a ranking model folder.
+pub const IMAGE_FILE: &str = "image.onnx";
+/// See [`IMAGE_FILE`].
+pub const TEXT_FILE: &str = "text.onnx";
+
+/// The captioned images of each split (only they take part in a ranking run).
+struct Captioned<'a> {
+    train: Vec<&'a Sample>,
+    val: Vec<&'a Sample>,
+    test: Vec<&'a Sample>,
+}
+
+impl<'a> Captioned<'a> {
+    /// The captioned images of `dataset`; refused when too few to train and evaluate.
+    fn of(dataset: &'a Dataset) -> Result<(Self, RankSplits)> {
+        let captioned = |split: Split| -> Vec<&Sample> {
+            dataset
+                .split(split)
+                .filter(|s| !s.captions.is_empty())
+                .collect()
+        };
+        let (train, val, test) = (
+            captioned(Split::Train),
+            captioned(Split::Val),
+            captioned(Split::Test),
+        );
+        let texts = |v: &[&Sample]| v.iter().map(|s| s.captions.len()).sum::<usize>();
+        let splits = RankSplits {
+            train: (train.len(), texts(&train)),
+            val: (val.len(), texts(&val)),
+            test: (test.len(), texts(&test)),
+        };
+        if train.len() < 8 || val.is_empty() || test.len() < 2 {
+            return Err(Error::Dataset(format!(
+                "too few captioned images: {} train, {} val, {} test (need ≥ 8, ≥ 1, ≥ 2)",
+                train.len(),
+                val.len(),
+                test.len()
+            )));
+        }
+        Ok((Self { train, val, test }, splits))
+    }
+}
+
+/// The tokenizer of a run: the training captions' words and the ImageNet class names' words.
+fn vocabulary(train: &[&Sample], class_names: &[String], cfg: &RankConfig) -> TokenizerSpec {
+    wasm_infer::tokenizer::build(
+        train
+            .iter()
+            .flat_map(|s| s.captions.iter())
+            .chain(class_names.iter()),
+        cfg.min_count,
+        cfg.max_vocab,
+        cfg.max_len,
+    )
+}
+
+/// Every caption of `samples`, encoded, with the row of its image.
+fn pairs(samples: &[&Sample], tok: &Tokenizer) -> Vec<Pair> {
+    samples
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.captions.iter().map(move |c| (i, c)))
+        .map(|(image, c)| Pair {
+            image,
+            text: tok.encode(c),
+        })
+        .collect()
+}
+
+/// Train, evaluate, export and verify an image-text ranking model; write it to `out_dir`
+/// (`image.onnx`, `text.onnx`, `manifest.json`, `metrics.json`). Only images with captions
+/// take part.
+pub fn run(
+    dataset: &Dataset,
+    backbone: &Backbone,
+    class_names: &[String],
+    cfg: &RankConfig,
+    meta: &RunMeta,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Trained<RankReport>> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let prep = Preprocess::efficientnet_lite();
+    let (Captioned { train, val, test }, splits) = Captioned::of(dataset)?;
+    let spec = vocabulary(&train, class_names, cfg);
+    let tok = Tokenizer::new(spec.clone())?;
+
+    // 1. Frozen backbone features (clean view) of every captioned image.
+    let mut counter = FeatureCounter::new(train.len() + val.len() + test.len());
+    let train_x = counter.clean(backbone, &train, &prep, progress)?;
+    let val_x = counter.clean(backbone, &val, &prep, progress)?;
+    let test_x = counter.clean(backbone, &test, &prep, progress)?;
+    let (train_p, val_p, test_p) = (pairs(&train, &tok), pairs(&val, &tok), pairs(&test, &tok));
+
+    // 2. Towers.
+    let mut on_epoch = |e: &RankEpoch| {
+        progress(Progress::Batch {
+            epoch: e.epoch,
+            epochs: cfg.epochs,
+            batch: 1,
+            batches: 1,
+            loss: e.train_loss,
+        })
+    };
+    let init = Init::new(backbone, class_names, &spec.vocab)?;
+    let fitted = fit(
+        &train_x,
+        &train_p,
+        &val_x,
+        &val_p,
+        &init,
+        cfg,
+        &mut on_epoch,
+    )?;
+
+    // 3. Test metrics next to the baselines.
+    let (metrics, zero_shot) =
+        test_metrics(&fitted, (&train_x, &train), (&test_x, &test, &test_p))?;
+
+    // 4. Export + manifest.
+    if !progress(Progress::Export) {
+        return Err(Error::Cancelled);
+    }
+    let id = meta.identify("rank", dataset, cfg);
+    let image_onnx = export_image_encoder(backbone, &fitted.model, &id.model_id)?;
+    let text_onnx = export_text_encoder(&fitted.model, cfg.max_len, &id.model_id)?;
+    let dim = fitted.model.dim()?;
+    let image = onnx_file(IMAGE_FILE, &image_onnx);
+    let embedding = batched(EMBEDDING_NAME, &[dim]);
+    let manifest = ModelManifest {
+        text: Some(text_tower(&text_onnx, spec, dim)),
+        rank_metrics: Some(metrics),
+        ..image_manifest(
+            id,
+            Task::Rank,
+            image,
+            &prep,
+            embedding,
+            dataset.labels.clone(),
+        )
+    };
+    manifest.validate()?;
+
+    // 5. Parity: candle vs tract on the exported bytes, test images and captions.
+    let parity = check_parity(
+        &fitted.model,
+        &manifest,
+        &image_onnx,
+        &text_onnx,
+        &test,
+        &test_x,
+        &test_p,
+    )?;
+    let report = RankReport {
+        manifest,
+        history: fitted.history,
+        best_epoch: fitted.best_epoch,
+        config: cfg.clone(),
+        splits,
+        parity,
+        zero_shot_text_to_image: zero_shot,
+        total_secs: started.elapsed().as_secs_f64(),
+    };
+    let files = write_dir(out_dir, image_onnx, text_onnx, &report)?;
+    Ok(Trained { report, files })
+}
+
+/// The text tower's manifest entry: the encoder file, its `ids`/`mask` inputs of the
+/// tokenizer's length, its `embedding [batch, dim]` output and the tokenizer.
+fn text_tower(text_onnx: &[u8], spec: TokenizerSpec, dim: usize) -> TextTower {
+    TextTower {
+        onnx: onnx_file(TEXT_FILE, text_onnx),
+        ids: batched(IDS_NAME, &[spec.max_len]),
+        mask: batched(MASK_NAME, &[spec.max_len]),
+        output: batched(EMBEDDING_NAME, &[dim]),
+        tokenizer: spec,
+    }
+}
+
+/// Recall of the fitted model on the test split in both directions, chance, the bag-of-words
+/// baseline (from the training images' features and captions), and the untrained start's
+/// caption → image recall.
+fn test_metrics(
+    fitted: &RankFit,
+    (train_x, train): (&Tensor, &[&Sample]),
+    (test_x, test, test_p): (&Tensor, &[&Sample], &[Pair]),
+) -> Result<(RankMetrics, Recall)> {
+    let (t2i, i2t) = evaluate(&fitted.model, test_x, test_p)?;
+    let train_captions: Vec<Vec<String>> = train.iter().map(|s| s.captions.clone()).collect();
+    let test_texts: Vec<(usize, String)> = test
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.captions.iter().map(move |c| (i, c.clone())))
+        .collect();
+    let (zero_shot, _) = evaluate(&fitted.start, test_x, test_p)?;
+    let bow = bow_baseline(train_x, &train_captions, test_x, &test_texts, 5)?;
+    let metrics = RankMetrics {
+        n_images: test.len() as u32,
+        n_texts: test_p.len() as u32,
+        text_to_image: t2i,
+        image_to_text: i2t,
+        random_text_to_image: random_recall(test.len()),
+        bow_text_to_image: bow,
+    };
+    Ok((metrics, zero_shot))
+}
+
+/// Embeddings of the test images (up to 32) and captions (up to 64) by candle and by tract
+/// on the exported bytes; fails beyond [`crate::run::PARITY_TOLERANCE`].
+pub fn check_parity(
+    model: &DualEncoder,
+    manifest: &ModelManifest,
+    image_onnx: &[u8],
+    text_onnx: &[u8],
+    images: &[&Sample],
+    features: &Tensor,
+    texts: &[Pair],
+) -> Result<RankParity> {
+    let take = images.len().min(32);
+    let candle_img = model
+        .embed_features(&features.narrow(0, 0, take)?)?
+        .to_vec2::<f32>()?;
+    let session = Session::new(image_onnx, manifest.clone())?;
+    let mut image = Parity::default();
+    for (s, c) in images.iter().zip(&candle_img) {
+        let t = session
+            .run(&inference_tensor(s, &manifest.preprocess)?)?
+            .remove(0);
+        image.compare("image embeddings", c, &t)?;
+    }
+    let take_t = texts.len().min(64);
+    let refs: Vec<&Encoded> = texts[..take_t].iter().map(|p| &p.text).collect();
+    let candle_txt = model.embed_texts(&refs)?.to_vec2::<f32>()?;
+    let encoder = TextEncoder::new(text_onnx, manifest)?;
+    let mut text = Parity::default();
+    for (e, c) in refs.iter().zip(&candle_txt) {
+        text.compare("text embeddings", c, &encoder.embed_encoded(e)?)?;
+    }
+    Ok(RankParity {
+        images: take,
+        image_max_abs_diff: image.max_abs_diff,
+        texts: take_t,
+        text_max_abs_diff: text.max_abs_diff,
+    })
+}
+
+/// Write the model folder atomically ([`crate::run::replace_dir`]): both encoders, the
+/// manifest and the report as `metrics.json`.
+pub fn write_dir(
+    out_dir: &Path,
+    image_onnx: Vec<u8>,
+    text_onnx: Vec<u8>,
+    report: &RankReport,
+) -> Result<ModelFolder> {
+    ModelFolder::new()
+        .with(IMAGE_FILE, image_onnx)
+        .with(TEXT_FILE, text_onnx)
+        .with("manifest.json", report.manifest.to_json()?)
+        .with("metrics.json", serde_json::to_string_pretty(report)?)
+        .write(out_dir, |_| Ok(vec![]))
+}
