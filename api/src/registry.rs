@@ -3,10 +3,11 @@
 //! history so rollbacks walk back through earlier champions.
 
 use bytes::Bytes;
+use contract::{ModelFiles, Stage, Task};
 use serde::{Deserialize, Serialize};
 use trainer::dataset::{Dataset, Split};
 use trainer::run::ModelFolder;
-use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics, Task};
+use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics};
 use wasm_infer::session::Session;
 
 use crate::db::Db;
@@ -14,41 +15,9 @@ use crate::storage::{Storage, model_key};
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
 
-/// Model stages.
-pub mod stage {
-    /// Registered, not serving.
-    pub const CANDIDATE: &str = "candidate";
-    /// The model clients download (one per task).
-    pub const CHAMPION: &str = "champion";
-    /// A former champion.
-    pub const ARCHIVED: &str = "archived";
-}
-
-/// Files of a classification model copied to storage (`models/<id>/<file>`).
-pub const MODEL_FILES: [&str; 5] = [
-    "model.onnx",
-    "manifest.json",
-    "metrics.json",
-    "report.svg",
-    "head.safetensors",
-];
-
-/// Files of a ranking model copied to storage: the two encoders and the gallery.
-pub const RANK_FILES: [&str; 6] = [
-    "image.onnx",
-    "text.onnx",
-    "manifest.json",
-    "metrics.json",
-    "gallery.json",
-    "gallery.bin",
-];
-
-/// Files a model of `task` stores.
+/// Files a model of `task` stores ([`ModelFiles::of`]).
 pub fn model_files(task: Task) -> &'static [&'static str] {
-    match task {
-        Task::Classify => &MODEL_FILES,
-        Task::Rank => &RANK_FILES,
-    }
+    ModelFiles::of(task)
 }
 
 /// The quality gate's verdict on a candidate.
@@ -78,7 +47,7 @@ pub struct GateDecision {
 /// The champion's score the gate compares against.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChampionScore {
-    /// Champion id.
+    /// The champion compared against.
     pub id: String,
     /// Its test score on the gate's metric (accuracy; Recall@10 for ranking models).
     pub score: f64,
@@ -178,8 +147,8 @@ pub fn gate_rank(
 
 /// Load a registered model's ONNX + manifest from storage into a verified session.
 pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
-    let onnx = storage.get(&model_key(id, "model.onnx")).await?;
-    let manifest = storage.get(&model_key(id, "manifest.json")).await?;
+    let onnx = storage.get(&model_key(id, ModelFiles::MODEL_ONNX)).await?;
+    let manifest = storage.get(&model_key(id, ModelFiles::MANIFEST)).await?;
     let manifest = ModelManifest::from_json(
         std::str::from_utf8(&manifest)
             .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?,
@@ -215,9 +184,9 @@ pub fn score_on_test_split(session: &Session, dataset: &Dataset) -> Result<Optio
 struct ModelRow {
     id: String,
     dataset_id: String,
-    task: String,
+    task: Task,
     run_id: Option<String>,
-    stage: String,
+    stage: Stage,
     sha256: String,
     bytes: i64,
     manifest: String,
@@ -233,12 +202,12 @@ pub struct ModelInfo {
     pub id: String,
     /// Dataset it was trained on.
     pub dataset_id: String,
-    /// `classify` or `rank`.
-    pub task: String,
+    /// What the model does.
+    pub task: Task,
     /// Training run that produced it.
     pub run_id: Option<String>,
-    /// `candidate`, `champion` or `archived`.
-    pub stage: String,
+    /// Where it stands in the registry.
+    pub stage: Stage,
     /// sha256 of `model.onnx`.
     pub sha256: String,
     /// Size of `model.onnx`.
@@ -248,7 +217,7 @@ pub struct ModelInfo {
     pub manifest: ModelManifest,
     /// The gate's verdict at registration.
     pub gate: GateDecision,
-    /// Unix ms.
+    /// When it was registered (Unix ms).
     pub created_at: i64,
     /// Unix ms of the last promotion.
     pub promoted_at: Option<i64>,
@@ -278,7 +247,7 @@ pub async fn current(db: &Db, task: &str) -> Result<Option<ModelInfo>> {
     let row: Option<ModelRow> =
         sqlx::query_as("SELECT * FROM models WHERE task = $1 AND stage = $2")
             .bind(task)
-            .bind(stage::CHAMPION)
+            .bind(Stage::Champion)
             .fetch_optional(db.pool())
             .await?;
     row.map(ModelInfo::try_from).transpose()
@@ -324,7 +293,7 @@ pub async fn register(
             .get(name)
             .ok_or_else(|| Error::Internal(format!("the trained model has no {name}")))
     };
-    let manifest_json = std::str::from_utf8(file("manifest.json")?)
+    let manifest_json = std::str::from_utf8(file(ModelFiles::MANIFEST)?)
         .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?;
     let manifest = ModelManifest::from_json(manifest_json)?;
     if !crate::storage::is_safe_id(&manifest.model_id) {
@@ -380,8 +349,8 @@ async fn insert_and_gate(
     margin: f64,
     rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
-    let task = manifest.task.as_str();
-    let champion = current(db, task).await?;
+    let task = manifest.task;
+    let champion = current(db, task.as_str()).await?;
     let decision = match manifest.task {
         Task::Classify => {
             let metrics = manifest
@@ -422,7 +391,7 @@ async fn insert_and_gate(
     .bind(dataset_id)
     .bind(task)
     .bind(run_id.map(str::to_string))
-    .bind(stage::CANDIDATE)
+    .bind(Stage::Candidate)
     .bind(&manifest.onnx.sha256)
     .bind(manifest.onnx.bytes as i64)
     .bind(manifest_json)
@@ -452,7 +421,7 @@ async fn insert_and_gate(
 /// with `history_previous` as the model a later rollback returns to.
 async fn swap_champion(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    task: &str,
+    task: Task,
     model_id: &str,
     previous: Option<&str>,
     history_previous: Option<&str>,
@@ -462,14 +431,14 @@ async fn swap_champion(
     let now = now_ms();
     if let Some(prev) = previous {
         sqlx::query("UPDATE models SET stage = $1 WHERE id = $2 AND stage = $3")
-            .bind(stage::ARCHIVED)
+            .bind(Stage::Archived)
             .bind(prev)
-            .bind(stage::CHAMPION)
+            .bind(Stage::Champion)
             .execute(&mut **tx)
             .await?;
     }
     let done = sqlx::query("UPDATE models SET stage = $1, promoted_at = $2 WHERE id = $3")
-        .bind(stage::CHAMPION)
+        .bind(Stage::Champion)
         .bind(now)
         .bind(model_id)
         .execute(&mut **tx)
@@ -501,7 +470,7 @@ async fn swap_champion(
 /// Make a model the champion of its task (manual override of the gate).
 pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     let model = get(db, id).await?;
-    let champion = current(db, &model.task).await?;
+    let champion = current(db, model.task.as_str()).await?;
     if champion.as_ref().is_some_and(|c| c.id == id) {
         return Err(Error::Conflict(format!("{id} is already the champion")));
     }
@@ -509,7 +478,7 @@ pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     let mut tx = db.pool().begin().await?;
     swap_champion(
         &mut tx,
-        &model.task,
+        model.task,
         id,
         previous.as_deref(),
         previous.as_deref(),
@@ -524,7 +493,7 @@ pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
 /// Replace champion `id` by the model it replaced; returns the restored champion.
 pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     let model = get(db, id).await?;
-    if model.stage != stage::CHAMPION {
+    if model.stage != Stage::Champion {
         return Err(Error::Conflict(format!(
             "{id} is not the champion (it is {})",
             model.stage
@@ -534,7 +503,7 @@ pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
         "SELECT previous_model_id FROM promotions WHERE model_id = $1 AND task = $2 ORDER BY at DESC, id DESC LIMIT 1",
     )
     .bind(id)
-    .bind(&model.task)
+    .bind(model.task)
     .fetch_optional(db.pool())
     .await?;
     let Some(target) = previous.flatten() else {
@@ -547,13 +516,13 @@ pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
         "SELECT previous_model_id FROM promotions WHERE model_id = $1 AND task = $2 ORDER BY at DESC, id DESC LIMIT 1",
     )
     .bind(&target)
-    .bind(&model.task)
+    .bind(model.task)
     .fetch_optional(db.pool())
     .await?;
     let mut tx = db.pool().begin().await?;
     swap_champion(
         &mut tx,
-        &model.task,
+        model.task,
         &target,
         Some(id),
         before_target.flatten().as_deref(),

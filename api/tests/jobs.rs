@@ -367,7 +367,7 @@ async fn graceful_shutdown_requeues_the_running_job() {
     server.unwrap().shutdown().await.unwrap();
     let db = api::db::Db::connect(&db_url).await.unwrap();
     let r = jobs::get_run(&db, &run.id).await.unwrap();
-    assert_eq!(r.status, "queued", "{r:?}");
+    assert_eq!(r.status, contract::RunStatus::Queued, "{r:?}");
     assert_eq!(r.attempts, 0);
     assert!(r.error.unwrap().contains("shutdown"));
     drop(dir);

@@ -1,4 +1,4 @@
-//! `trainer`: train, evaluate and export edgeml image classifiers.
+//! `trainer`: train, evaluate and export edgeml image classifiers and image-text ranking models.
 //!
 //! ```text
 //! cargo run --release -p trainer -- train --data assets/datasets/tuxpaint-photos --out models/first
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use contract::ModelFiles;
 use indicatif::{ProgressBar, ProgressStyle};
 use trainer::backbone::{Backbone, default_weights_path};
 use trainer::dataset::{Dataset, Split};
@@ -426,7 +427,7 @@ fn print_report(r: &RunReport, out: &Path) {
 }
 
 fn read_manifest(model: &Path) -> Result<(ModelManifest, Vec<u8>)> {
-    let path = model.join("manifest.json");
+    let path = model.join(ModelFiles::MANIFEST);
     let json =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let manifest =
@@ -507,7 +508,7 @@ fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
 
 fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
     let (mut manifest, _) = read_manifest(model)?;
-    let head = Head::load(&model.join("head.safetensors"))?;
+    let head = Head::load(&model.join(ModelFiles::HEAD))?;
     let backbone = load_backbone(weights)?;
     let onnx = trainer::export::export_onnx(&backbone, &head, &manifest.model_id)?;
     manifest.onnx.sha256 = wasm_infer::session::sha256_hex(&onnx);
@@ -525,7 +526,7 @@ fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
     let tmp = model.join(".model.onnx.tmp");
     std::fs::write(&tmp, &onnx)?;
     std::fs::rename(&tmp, &onnx_path)?;
-    std::fs::write(model.join("manifest.json"), manifest.to_json()?)?;
+    std::fs::write(model.join(ModelFiles::MANIFEST), manifest.to_json()?)?;
     println!(
         "exported {} ({} bytes, sha256 {}); parity on {} images: max |Δp| {:.2e}",
         onnx_path.display(),

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use contract::{ModelFiles, Task};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use wasm_infer::preprocess::image_to_tensor_with;
-use wasm_infer::{CropBox, EvalMetrics, ModelManifest, Preprocess, Session, Task};
+use wasm_infer::{CropBox, EvalMetrics, ModelManifest, Preprocess, Session};
 
 use crate::backbone::{Backbone, INPUT_SIZE};
 use crate::dataset::{Dataset, Sample, Split};
@@ -44,20 +45,20 @@ pub struct RunReport {
     pub config: TrainConfig,
     /// Images per split.
     pub split_sizes: SplitSizes,
-    /// Parity figures.
+    /// candle vs tract on the exported `model.onnx`.
     pub parity: ParityReport,
-    /// Timings.
+    /// Where the time went.
     pub timing: Timing,
 }
 
 /// Images per split.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SplitSizes {
-    /// Train.
+    /// Images the head trains on (80 %).
     pub train: usize,
-    /// Validation.
+    /// Images that pick the epoch (10 %).
     pub val: usize,
-    /// Test.
+    /// Images the reported metrics come from (10 %).
     pub test: usize,
 }
 
@@ -81,7 +82,7 @@ pub struct Timing {
     pub feature_images: usize,
     /// Seconds fitting the head.
     pub fit_secs: f64,
-    /// Whole run.
+    /// Whole run, seconds.
     pub total_secs: f64,
     /// Training throughput: augmented training images through backbone and head per second.
     pub train_images_per_sec: f64,
@@ -265,7 +266,7 @@ pub fn run(
     let id = meta.identify("cls", dataset, config);
     let onnx = export_onnx(backbone, &fitted.head, &id.model_id)?;
     let output = batched(OUTPUT_NAME, &[dataset.labels.len()]);
-    let file = onnx_file("model.onnx", &onnx);
+    let file = onnx_file(ModelFiles::MODEL_ONNX, &onnx);
     let manifest = ModelManifest {
         metrics: Some(metrics),
         ..image_manifest(
@@ -365,12 +366,12 @@ pub fn write_model_dir(
 ) -> Result<ModelFolder> {
     let svg = crate::report::svg(&report.manifest, &report.history, report.best_epoch);
     ModelFolder::new()
-        .with("model.onnx", onnx)
-        .with("manifest.json", report.manifest.to_json()?)
-        .with("metrics.json", serde_json::to_string_pretty(report)?)
-        .with("report.svg", svg)
+        .with(ModelFiles::MODEL_ONNX, onnx)
+        .with(ModelFiles::MANIFEST, report.manifest.to_json()?)
+        .with(ModelFiles::METRICS, serde_json::to_string_pretty(report)?)
+        .with(ModelFiles::REPORT, svg)
         .write(out_dir, |tmp| {
-            head.save(&tmp.join("head.safetensors"))?;
-            Ok(vec!["head.safetensors"])
+            head.save(&tmp.join(ModelFiles::HEAD))?;
+            Ok(vec![ModelFiles::HEAD])
         })
 }

@@ -8,7 +8,7 @@ pub mod worker;
 
 pub use queue::{
     MAX_ATTEMPTS, RunInfo, cancel, claim, enqueue, enqueue_task, get_run, list_runs,
-    maybe_auto_retrain, reap_stale, status,
+    maybe_auto_retrain, reap_stale,
 };
 pub use task::{
     Classify, Job, Outputs, Rank, TASKS, TrainTask, parse, parse_params, parse_rank_params,

@@ -2,29 +2,16 @@
 //! queued run (`FOR UPDATE SKIP LOCKED` on PostgreSQL, a single atomic UPDATE on SQLite),
 //! re-queueing runs whose worker died, and auto-retrain after N new approved images.
 
+use contract::{RunStatus, Task};
 use serde::{Deserialize, Serialize};
 use trainer::run::Progress;
 use trainer::train::{EpochMetrics, TrainConfig};
 
-use super::task::TASKS;
+use super::task::task_named;
 use crate::db::{Backend, Db};
 use crate::images::status as image_status;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
-
-/// Run states.
-pub mod status {
-    /// Waiting for a worker.
-    pub const QUEUED: &str = "queued";
-    /// Claimed by a worker.
-    pub const RUNNING: &str = "running";
-    /// Finished; a candidate was registered.
-    pub const SUCCEEDED: &str = "succeeded";
-    /// Finished with an error (the champion is untouched).
-    pub const FAILED: &str = "failed";
-    /// Cancelled by an admin.
-    pub const CANCELLED: &str = "cancelled";
-}
 
 /// Runs that crashed their worker this many times are failed instead of re-queued.
 pub const MAX_ATTEMPTS: i64 = 2;
@@ -34,9 +21,9 @@ pub const MAX_ATTEMPTS: i64 = 2;
 pub(super) struct RunRow {
     pub(super) id: String,
     pub(super) dataset_id: String,
-    pub(super) task: String,
+    pub(super) task: Task,
     pub(super) params: String,
-    pub(super) status: String,
+    pub(super) status: RunStatus,
     pub(super) reason: String,
     pub(super) progress: Option<String>,
     pub(super) epochs: String,
@@ -60,10 +47,10 @@ pub struct RunInfo {
     pub id: String,
     /// Dataset trained on.
     pub dataset_id: String,
-    /// `classify` or `rank`.
-    pub task: String,
-    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    /// What the run trains.
+    pub task: Task,
+    /// Where the run is.
+    pub status: RunStatus,
     /// Why it was started (`manual`, `auto: …`, `startup`).
     pub reason: String,
     /// Hyper-parameters.
@@ -102,10 +89,7 @@ pub struct RunInfo {
 impl RunInfo {
     /// Whether the run will not change any more.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            status::SUCCEEDED | status::FAILED | status::CANCELLED
-        )
+        self.status.is_terminal()
     }
 }
 
@@ -150,7 +134,7 @@ pub async fn enqueue(
     enqueue_task(
         db,
         dataset_id,
-        "classify",
+        Task::Classify.as_str(),
         &serde_json::to_value(params)?,
         reason,
     )
@@ -165,12 +149,7 @@ pub async fn enqueue_task(
     params: &serde_json::Value,
     reason: &str,
 ) -> Result<RunInfo> {
-    if !TASKS.contains(&task) {
-        return Err(Error::Invalid(format!(
-            "unknown task {task:?} (known: {})",
-            TASKS.join(", ")
-        )));
-    }
+    let task = task_named(task)?;
     let ds = crate::images::get_dataset(db, dataset_id).await?;
     let id = new_id("run");
     sqlx::query(
@@ -181,7 +160,7 @@ pub async fn enqueue_task(
     .bind(&ds.id)
     .bind(task)
     .bind(serde_json::to_string(params)?)
-    .bind(status::QUEUED)
+    .bind(RunStatus::Queued)
     .bind(reason)
     .bind(now_ms())
     .execute(db.pool())
@@ -213,18 +192,18 @@ pub async fn list_runs(db: &Db, limit: i64) -> Result<Vec<RunInfo>> {
 /// stops at the next batch.
 pub async fn cancel(db: &Db, id: &str) -> Result<RunInfo> {
     let run = get_run(db, id).await?;
-    match run.status.as_str() {
-        status::QUEUED => {
+    match run.status {
+        RunStatus::Queued => {
             sqlx::query("UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4 AND status = $5")
-                .bind(status::CANCELLED)
+                .bind(RunStatus::Cancelled)
                 .bind(now_ms())
                 .bind("cancelled before it started")
                 .bind(id)
-                .bind(status::QUEUED)
+                .bind(RunStatus::Queued)
                 .execute(db.pool())
                 .await?;
         }
-        status::RUNNING => {
+        RunStatus::Running => {
             sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
                 .bind(id)
                 .execute(db.pool())

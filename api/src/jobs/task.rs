@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use contract::Task;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trainer::backbone::Backbone;
@@ -14,7 +15,6 @@ use trainer::dataset::Dataset;
 use trainer::rank::RankConfig;
 use trainer::run::{ModelFolder, Progress, RunMeta};
 use trainer::train::TrainConfig;
-use wasm_infer::Task;
 use wasm_infer::session::Session;
 
 use crate::registry::{self, ChampionScore};
@@ -24,11 +24,11 @@ use crate::{Error, Result};
 /// Tasks a run can train.
 pub const TASKS: [&str; 2] = ["classify", "rank"];
 
-/// The task named `name` (`classify`, `rank`).
+/// The task named `name` (`classify`, `rank`); an unknown name is invalid input (422).
 pub fn task_named(name: &str) -> Result<Task> {
-    [Task::Classify, Task::Rank]
-        .into_iter()
-        .find(|t| t.as_str() == name)
+    name.parse::<Task>()
+        .ok()
+        .filter(|t| TASKS.contains(&t.as_str()))
         .ok_or_else(|| {
             Error::Invalid(format!(
                 "unknown task {name:?} (known: {})",

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use contract::Task;
 use tokio::sync::{Notify, OnceCell, watch};
 use trainer::backbone::Backbone;
 use trainer::run::{Progress, RunMeta};
 use trainer::train::EpochMetrics;
-use wasm_infer::Task;
 
 use super::queue::{RunRow, claim_next};
-use super::task::{Classify, Job, Rank, TrainTask, task_named};
+use super::task::{Classify, Job, Rank, TrainTask};
 use crate::db::Db;
 use crate::images::status as image_status;
 use crate::metrics::Metrics;
@@ -298,7 +298,7 @@ impl Worker {
         live: Arc<Mutex<Live>>,
         cancel: Arc<AtomicBool>,
     ) -> Result<String> {
-        match task_named(&run.task)? {
+        match run.task {
             Task::Classify => self.train_task::<Classify>(run, live, cancel).await,
             Task::Rank => self.train_task::<Rank>(run, live, cancel).await,
         }

@@ -85,7 +85,7 @@ pub struct RankEpoch {
     pub val_r1: f64,
     /// Caption → image Recall@10 on the validation split.
     pub val_r10: f64,
-    /// Logit scale.
+    /// Learnt logit scale (1 / temperature) after the epoch.
     pub scale: f64,
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use contract::ModelFiles;
 use serde::{Deserialize, Serialize};
 use wasm_infer::{ModelManifest, Session};
 
@@ -11,9 +12,9 @@ use crate::run::{ModelFolder, inference_tensor};
 use crate::{Error, Result};
 
 /// Gallery index file (JSON): model id, dimensions and one entry per image.
-pub const GALLERY_JSON: &str = "gallery.json";
+pub const GALLERY_JSON: &str = ModelFiles::GALLERY_JSON;
 /// Gallery vectors: `count × dim` signed bytes, row-major, `round(x · scale)`.
-pub const GALLERY_BIN: &str = "gallery.bin";
+pub const GALLERY_BIN: &str = ModelFiles::GALLERY_BIN;
 /// Quantisation scale of the gallery vectors (components of unit vectors are in [-1, 1]).
 pub const GALLERY_SCALE: f32 = 127.0;
 
@@ -22,9 +23,9 @@ pub const GALLERY_SCALE: f32 = 127.0;
 pub struct GalleryItem {
     /// Image id (the sample's `source`: the api's image id).
     pub id: String,
-    /// Its label.
+    /// Its label (class folder).
     pub label: String,
-    /// Its captions.
+    /// Its captions, as imported.
     pub captions: Vec<String>,
 }
 
@@ -33,9 +34,9 @@ pub struct GalleryItem {
 pub struct Gallery {
     /// Model whose image encoder computed the vectors.
     pub model_id: String,
-    /// Embedding size.
+    /// Embedding size (bytes per row of `gallery.bin`).
     pub dim: usize,
-    /// Images.
+    /// Rows of `gallery.bin`.
     pub count: usize,
     /// Vectors are `round(x · scale)` as i8 in `gallery.bin`.
     pub scale: f32,
@@ -84,8 +85,8 @@ pub fn embed(
 pub fn write_gallery(dir: &Path, files: &mut ModelFolder, dataset: &Dataset) -> Result<Gallery> {
     let missing = |name: &str| Error::Export(format!("the model folder has no {name}"));
     let manifest = files
-        .get("manifest.json")
-        .ok_or_else(|| missing("manifest.json"))?;
+        .get(ModelFiles::MANIFEST)
+        .ok_or_else(|| missing(ModelFiles::MANIFEST))?;
     let manifest = ModelManifest::from_json(
         std::str::from_utf8(manifest).map_err(|e| Error::Export(format!("manifest: {e}")))?,
     )?;

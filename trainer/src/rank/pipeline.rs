@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Tensor;
+use contract::ModelFiles;
 use serde::{Deserialize, Serialize};
 use wasm_infer::tokenizer::TokenizerSpec;
 use wasm_infer::{
@@ -57,13 +58,13 @@ pub struct RankReport {
     pub manifest: ModelManifest,
     /// Per-epoch curves.
     pub history: Vec<RankEpoch>,
-    /// Epoch kept.
+    /// Epoch whose towers were kept (0: the untrained start).
     pub best_epoch: usize,
     /// Hyper-parameters used.
     pub config: RankConfig,
     /// Images and captions per split.
     pub splits: RankSplits,
-    /// Parity figures.
+    /// candle vs tract on the exported encoders.
     pub parity: RankParity,
     /// Caption → image on the test split before training (ImageNet class names only).
     pub zero_shot_text_to_image: Recall,
@@ -71,10 +72,10 @@ pub struct RankReport {
     pub total_secs: f64,
 }
 
-/// File names in a ranking model folder.
-pub const IMAGE_FILE: &str = "image.onnx";
-/// See [`IMAGE_FILE`].
-pub const TEXT_FILE: &str = "text.onnx";
+/// The image encoder's file ([`ModelFiles::IMAGE_ONNX`]).
+pub const IMAGE_FILE: &str = ModelFiles::IMAGE_ONNX;
+/// The text encoder's file ([`ModelFiles::TEXT_ONNX`]).
+pub const TEXT_FILE: &str = ModelFiles::TEXT_ONNX;
 
 /// The captioned images of each split (only they take part in a ranking run).
 struct Captioned<'a> {
@@ -200,7 +201,7 @@ pub fn run(
     let image_onnx = export_image_encoder(backbone, &fitted.model, &id.model_id)?;
     let text_onnx = export_text_encoder(&fitted.model, cfg.max_len, &id.model_id)?;
     let dim = fitted.model.dim()?;
-    let image = onnx_file(IMAGE_FILE, &image_onnx);
+    let image = onnx_file(ModelFiles::IMAGE_ONNX, &image_onnx);
     let embedding = batched(EMBEDDING_NAME, &[dim]);
     let manifest = ModelManifest {
         text: Some(text_tower(&text_onnx, spec, dim)),
@@ -244,7 +245,7 @@ pub fn run(
 /// tokenizer's length, its `embedding [batch, dim]` output and the tokenizer.
 fn text_tower(text_onnx: &[u8], spec: TokenizerSpec, dim: usize) -> TextTower {
     TextTower {
-        onnx: onnx_file(TEXT_FILE, text_onnx),
+        onnx: onnx_file(ModelFiles::TEXT_ONNX, text_onnx),
         ids: batched(IDS_NAME, &[spec.max_len]),
         mask: batched(MASK_NAME, &[spec.max_len]),
         output: batched(EMBEDDING_NAME, &[dim]),
@@ -328,9 +329,9 @@ pub fn write_dir(
     report: &RankReport,
 ) -> Result<ModelFolder> {
     ModelFolder::new()
-        .with(IMAGE_FILE, image_onnx)
-        .with(TEXT_FILE, text_onnx)
-        .with("manifest.json", report.manifest.to_json()?)
-        .with("metrics.json", serde_json::to_string_pretty(report)?)
+        .with(ModelFiles::IMAGE_ONNX, image_onnx)
+        .with(ModelFiles::TEXT_ONNX, text_onnx)
+        .with(ModelFiles::MANIFEST, report.manifest.to_json()?)
+        .with(ModelFiles::METRICS, serde_json::to_string_pretty(report)?)
         .write(out_dir, |_| Ok(vec![]))
 }
