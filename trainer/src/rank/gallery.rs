@@ -1,10 +1,11 @@
 //! The gallery: every image of the dataset embedded by the exported image encoder (tract, as
-//! deployed), quantised to int8, so a browser can search the whole collection offline.
+//! deployed), quantised to int8, so a browser can search the whole collection offline. The
+//! file format is `contract::gallery`'s.
 
 use std::path::Path;
 
 use contract::ModelFiles;
-use serde::{Deserialize, Serialize};
+use contract::gallery::{self, Gallery, GalleryItem};
 use wasm_infer::{ModelManifest, Session};
 
 use crate::dataset::Dataset;
@@ -15,34 +16,6 @@ use crate::{Error, Result};
 pub const GALLERY_JSON: &str = ModelFiles::GALLERY_JSON;
 /// Gallery vectors: `count × dim` signed bytes, row-major, `round(x · scale)`.
 pub const GALLERY_BIN: &str = ModelFiles::GALLERY_BIN;
-/// Quantisation scale of the gallery vectors (components of unit vectors are in [-1, 1]).
-pub const GALLERY_SCALE: f32 = 127.0;
-
-/// One gallery image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GalleryItem {
-    /// Image id (the sample's `source`: the api's image id).
-    pub id: String,
-    /// Its label (class folder).
-    pub label: String,
-    /// Its captions, as imported.
-    pub captions: Vec<String>,
-}
-
-/// `gallery.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gallery {
-    /// Model whose image encoder computed the vectors.
-    pub model_id: String,
-    /// Embedding size (bytes per row of `gallery.bin`).
-    pub dim: usize,
-    /// Rows of `gallery.bin`.
-    pub count: usize,
-    /// Vectors are `round(x · scale)` as i8 in `gallery.bin`.
-    pub scale: f32,
-    /// Images, in `gallery.bin` row order.
-    pub items: Vec<GalleryItem>,
-}
 
 /// Embed every image of `dataset` with the image encoder of `manifest` (its ONNX bytes
 /// `onnx`); returns the index and the quantised vectors (`gallery.bin`).
@@ -60,10 +33,7 @@ pub fn embed(
             .run(&inference_tensor(s, &manifest.preprocess)?)?
             .remove(0);
         dim = e.len();
-        vectors.extend(
-            e.iter()
-                .map(|x| (x * GALLERY_SCALE).round().clamp(-127.0, 127.0) as i8 as u8),
-        );
+        vectors.extend(gallery::quantize(&e));
         items.push(GalleryItem {
             id: s.source.clone(),
             label: dataset.labels[s.label].clone(),
@@ -74,7 +44,7 @@ pub fn embed(
         model_id: manifest.model_id.clone(),
         dim,
         count: items.len(),
-        scale: GALLERY_SCALE,
+        scale: gallery::SCALE,
         items,
     };
     Ok((gallery, vectors))
