@@ -3,8 +3,8 @@
 //! history so rollbacks walk back through earlier champions.
 
 use bytes::Bytes;
+pub use contract::api::{GateDecision, ModelInfo};
 use contract::{ModelFiles, Stage, Task};
-use serde::{Deserialize, Serialize};
 use trainer::dataset::{Dataset, Split};
 use trainer::run::ModelFolder;
 use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics};
@@ -18,30 +18,6 @@ use crate::{Error, Result};
 /// Files a model of `task` stores ([`ModelFiles::of`]).
 pub fn model_files(task: Task) -> &'static [&'static str] {
     ModelFiles::of(task)
-}
-
-/// The quality gate's verdict on a candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct GateDecision {
-    /// Promote the candidate.
-    pub promote: bool,
-    /// Metric compared (`accuracy` on the held-out test split).
-    pub metric: String,
-    /// Candidate's value.
-    pub candidate: f64,
-    /// Champion's value, if there was one.
-    pub champion: Option<f64>,
-    /// Champion compared against.
-    pub champion_id: Option<String>,
-    /// Whether the champion was re-scored on the candidate's test images.
-    #[serde(default)]
-    pub champion_same_split: Option<bool>,
-    /// Majority-class baseline of the candidate's test split.
-    pub baseline: f64,
-    /// Allowed regression.
-    pub margin: f64,
-    /// Why, in words.
-    pub reason: String,
 }
 
 /// The champion's score the gate compares against.
@@ -193,34 +169,6 @@ struct ModelRow {
     gate: String,
     created_at: i64,
     promoted_at: Option<i64>,
-}
-
-/// A registered model version.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModelInfo {
-    /// Model id (also the manifest's `model_id`).
-    pub id: String,
-    /// Dataset it was trained on.
-    pub dataset_id: String,
-    /// What the model does.
-    pub task: Task,
-    /// Training run that produced it.
-    pub run_id: Option<String>,
-    /// Where it stands in the registry.
-    pub stage: Stage,
-    /// sha256 of `model.onnx`.
-    pub sha256: String,
-    /// Size of `model.onnx`.
-    pub bytes: i64,
-    /// The manifest (labels, preprocessing, metrics, …).
-    #[schema(value_type = Object)]
-    pub manifest: ModelManifest,
-    /// The gate's verdict at registration.
-    pub gate: GateDecision,
-    /// When it was registered (Unix ms).
-    pub created_at: i64,
-    /// Unix ms of the last promotion.
-    pub promoted_at: Option<i64>,
 }
 
 impl TryFrom<ModelRow> for ModelInfo {

@@ -2,3 +2,9 @@
 //! server (which derives its OpenAPI document from them with the `openapi` feature), the web
 //! app and the tests. Field names and serde attributes are the wire format: change them only
 //! with the api's version.
+
+mod models;
+mod runs;
+
+pub use models::{GateDecision, ModelInfo};
+pub use runs::{EpochMetrics, Progress, RunInfo};

@@ -12,6 +12,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub use contract::api::EpochMetrics;
+
 use crate::{Error, Result};
 
 /// Hyper-parameters of a training run. Same data + same config → same model and metrics.
@@ -99,23 +101,6 @@ impl TrainConfig {
         let t = (step - warmup) as f64 / span;
         self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
-}
-
-/// Losses and accuracies of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training cross-entropy.
-    pub train_loss: f64,
-    /// Training accuracy (on augmented views, with dropout).
-    pub train_accuracy: f64,
-    /// Validation cross-entropy.
-    pub val_loss: f64,
-    /// Validation accuracy.
-    pub val_accuracy: f64,
-    /// Learning rate at the end of the epoch.
-    pub lr: f64,
 }
 
 /// A trained linear head: `logits = features · weightᵀ + bias`.

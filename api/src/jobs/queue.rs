@@ -2,10 +2,9 @@
 //! queued run (`FOR UPDATE SKIP LOCKED` on PostgreSQL, a single atomic UPDATE on SQLite),
 //! re-queueing runs whose worker died, and auto-retrain after N new approved images.
 
+pub use contract::api::RunInfo;
 use contract::{RunStatus, Task};
-use serde::{Deserialize, Serialize};
-use trainer::run::Progress;
-use trainer::train::{EpochMetrics, TrainConfig};
+use trainer::train::TrainConfig;
 
 use super::task::task_named;
 use crate::db::{Backend, Db};
@@ -38,59 +37,6 @@ pub(super) struct RunRow {
     pub(super) started_at: Option<i64>,
     pub(super) heartbeat_at: Option<i64>,
     pub(super) finished_at: Option<i64>,
-}
-
-/// A training run as the api reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RunInfo {
-    /// Run id (`run-…`).
-    pub id: String,
-    /// Dataset trained on.
-    pub dataset_id: String,
-    /// What the run trains.
-    pub task: Task,
-    /// Where the run is.
-    pub status: RunStatus,
-    /// Why it was started (`manual`, `auto: …`, `startup`).
-    pub reason: String,
-    /// Hyper-parameters.
-    #[schema(value_type = Object)]
-    pub params: serde_json::Value,
-    /// Latest progress event (`stage`: features, batch, epoch, export).
-    #[schema(value_type = Option<Object>)]
-    pub progress: Option<Progress>,
-    /// Per-epoch metrics so far.
-    #[schema(value_type = Vec<Object>)]
-    pub epochs: Vec<EpochMetrics>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Content id of the approved images it trained on.
-    pub snapshot_id: Option<String>,
-    /// Number of approved images in the snapshot.
-    pub images: Option<i64>,
-    /// Candidate it registered.
-    pub model_id: Option<String>,
-    /// Worker that holds or held it.
-    pub worker: Option<String>,
-    /// Claims so far (a run whose worker died is re-queued once).
-    pub attempts: i64,
-    /// Cancel was requested.
-    pub cancel_requested: bool,
-    /// When it was queued (Unix ms).
-    pub created_at: i64,
-    /// When a worker last claimed it (Unix ms).
-    pub started_at: Option<i64>,
-    /// Unix ms of the last heartbeat.
-    pub heartbeat_at: Option<i64>,
-    /// When it ended (Unix ms).
-    pub finished_at: Option<i64>,
-}
-
-impl RunInfo {
-    /// Whether the run will not change any more.
-    pub fn is_terminal(&self) -> bool {
-        self.status.is_terminal()
-    }
 }
 
 impl TryFrom<RunRow> for RunInfo {

@@ -1,44 +1,11 @@
 //! What a run reports while it works ([`Progress`]) and who the model it makes is
 //! ([`RunMeta`] in, [`Identity`] out).
 
-use serde::{Deserialize, Serialize};
+pub use contract::api::Progress;
+use serde::Serialize;
 use wasm_infer::session::sha256_hex;
 
 use crate::dataset::Dataset;
-use crate::train::EpochMetrics;
-
-/// Progress of a run, for progress bars and live updates (the api stores the latest one as
-/// JSON, tagged by `stage`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "stage", rename_all = "snake_case")]
-pub enum Progress {
-    /// Backbone passes over images (clean and augmented views).
-    Features {
-        /// Images embedded so far.
-        done: usize,
-        /// Images the pass will embed.
-        total: usize,
-        /// Throughput since the pass started.
-        images_per_sec: f64,
-    },
-    /// One training batch (ranking reports one per epoch).
-    Batch {
-        /// 1-based epoch.
-        epoch: usize,
-        /// Maximum epochs.
-        epochs: usize,
-        /// 1-based batch within the epoch.
-        batch: usize,
-        /// Batches per epoch.
-        batches: usize,
-        /// Batch loss.
-        loss: f64,
-    },
-    /// A classification epoch finished, with its train/validation metrics.
-    Epoch(EpochMetrics),
-    /// Export and parity started.
-    Export,
-}
 
 /// Identity and lineage of the model a run produces, as the caller chooses them.
 #[derive(Debug, Clone, Default)]
