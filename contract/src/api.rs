@@ -7,4 +7,4 @@ mod models;
 mod runs;
 
 pub use models::{GateDecision, ModelInfo};
-pub use runs::{EpochMetrics, Progress, RunInfo};
+pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent};

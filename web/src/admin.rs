@@ -8,7 +8,12 @@ use wasm_bindgen::prelude::*;
 
 use crate::chart::{Confusion, LineChart, Series};
 use crate::net;
-use crate::types::{Dataset, Epoch, Image, ImagePage, Model, Progress, Run, StatusEvent};
+use contract::api::{
+    EpochMetrics as Epoch, ModelInfo as Model, Progress, RunInfo as Run, RunStatusEvent,
+};
+use contract::{Recall, Stage};
+
+use crate::types::{Dataset, Image, ImagePage};
 
 const TOKEN_KEY: &str = "edgeml-admin-token";
 
@@ -83,8 +88,13 @@ impl Admin {
             "progress",
             Box::new(move |d| {
                 if let Ok(p) = serde_json::from_str::<Progress>(&d) {
-                    if let (Some(e), Some(b), Some(n), Some(loss)) =
-                        (p.epoch, p.batch, p.batches, p.loss)
+                    if let Progress::Batch {
+                        epoch: e,
+                        batch: b,
+                        batches: n,
+                        loss,
+                        ..
+                    } = p
                     {
                         let step = (e - 1) as f64 + b as f64 / n.max(1) as f64;
                         batches.update(|v| {
@@ -118,7 +128,7 @@ impl Admin {
         on(
             "status",
             Box::new(move |d| {
-                if let Ok(s) = serde_json::from_str::<StatusEvent>(&d) {
+                if let Ok(s) = serde_json::from_str::<RunStatusEvent>(&d) {
                     run.update(|r| {
                         if let Some(r) = r {
                             r.status = s.status;
@@ -350,7 +360,7 @@ fn Training(admin: Admin) -> impl IntoView {
     Effect::new(move |_| {
         if admin.run.get_untracked().is_none()
             && let Some(Ok(list)) = runs.get()
-            && let Some(r) = list.iter().find(|r| !r.finished())
+            && let Some(r) = list.iter().find(|r| !r.is_terminal())
         {
             admin.run.set(Some(r.clone()));
             admin.watch(&r.id);
@@ -378,7 +388,7 @@ fn Training(admin: Admin) -> impl IntoView {
             }
         });
     };
-    let busy = move || admin.run.get().is_some_and(|r| !r.finished());
+    let busy = move || admin.run.get().is_some_and(|r| !r.is_terminal());
     view! {
         <section class="panel">
             <h2>"Training"</h2>
@@ -393,13 +403,13 @@ fn Training(admin: Admin) -> impl IntoView {
                 let curves = epoch_series(&r.epochs);
                 let batches = admin.batches.get();
                 view! {
-                    <div class="run" data-testid="run" data-run-id=r.id.clone() data-status=r.status.clone()>
+                    <div class="run" data-testid="run" data-run-id=r.id.clone() data-status=r.status.to_string()>
                         <p>
                             <strong>{format!("run {}", r.id)}</strong>
-                            " " <span class=format!("pill run-{}", r.status) data-testid="run-status">{r.status.clone()}</span>
+                            " " <span class=format!("pill run-{}", r.status) data-testid="run-status">{r.status.to_string()}</span>
                             {r.model_id.clone().map(|m| view! { " → model " <code data-testid="run-model">{m}</code> })}
                         </p>
-                        {(!r.finished()).then(|| view! {
+                        {(!r.is_terminal()).then(|| view! {
                             <p data-testid="run-progress">{progress}" "
                                 {frac.map(|f| view! { <progress max="1" value=f></progress> })}</p>
                         })}
@@ -422,7 +432,7 @@ fn Training(admin: Admin) -> impl IntoView {
                         <table class="list" data-testid="runs">
                             <tr><th>"run"</th><th>"status"</th><th>"why"</th><th>"images"</th><th>"model"</th><th>"started"</th></tr>
                             {list.into_iter().map(|r| view! {
-                                <tr><td><code>{r.id.clone()}</code></td><td>{r.status.clone()}</td><td>{r.reason.clone()}</td>
+                                <tr><td><code>{r.id.clone()}</code></td><td>{r.status.to_string()}</td><td>{r.reason.clone()}</td>
                                     <td>{r.images.map(|n| n.to_string()).unwrap_or_default()}</td>
                                     <td><code>{r.model_id.clone().unwrap_or_default()}</code></td><td>{when(r.created_at)}</td></tr>
                             }).collect_view()}
@@ -435,33 +445,34 @@ fn Training(admin: Admin) -> impl IntoView {
 }
 
 fn describe_progress(p: &Progress) -> String {
-    match p.stage.as_str() {
-        "features" => format!(
-            "computing features: {} / {} images",
-            p.done.unwrap_or(0),
-            p.total.unwrap_or(0)
-        ),
-        "batch" => format!(
-            "epoch {} / {}, batch {} / {}, loss {:.3}",
-            p.epoch.unwrap_or(0),
-            p.epochs.unwrap_or(0),
-            p.batch.unwrap_or(0),
-            p.batches.unwrap_or(0),
-            p.loss.unwrap_or(f64::NAN)
-        ),
-        "epoch" => format!("epoch {} done", p.epoch.unwrap_or(0)),
-        "export" => "exporting ONNX and checking it against candle".into(),
-        s => s.to_string(),
+    match p {
+        Progress::Features { done, total, .. } => {
+            format!("computing features: {done} / {total} images")
+        }
+        Progress::Batch {
+            epoch,
+            epochs,
+            batch,
+            batches,
+            loss,
+        } => format!("epoch {epoch} / {epochs}, batch {batch} / {batches}, loss {loss:.3}"),
+        Progress::Epoch(e) => format!("epoch {} done", e.epoch),
+        Progress::Export => "exporting ONNX and checking it against candle".into(),
     }
 }
 
 fn progress_fraction(p: &Progress) -> f64 {
-    match p.stage.as_str() {
-        "features" => p.done.unwrap_or(0) as f64 / p.total.unwrap_or(1).max(1) as f64,
-        "batch" => {
-            let (e, n) = (p.epoch.unwrap_or(1), p.epochs.unwrap_or(1).max(1));
-            let b = p.batch.unwrap_or(0) as f64 / p.batches.unwrap_or(1).max(1) as f64;
-            ((e - 1) as f64 + b) / n as f64
+    match p {
+        Progress::Features { done, total, .. } => *done as f64 / (*total).max(1) as f64,
+        Progress::Batch {
+            epoch,
+            epochs,
+            batch,
+            batches,
+            ..
+        } => {
+            let b = *batch as f64 / (*batches).max(1) as f64;
+            (((*epoch).max(1) - 1) as f64 + b) / (*epochs).max(1) as f64
         }
         _ => 1.0,
     }
@@ -527,7 +538,7 @@ fn Models(admin: Admin) -> impl IntoView {
                     Ok(list) => {
                         let shown = selected.get()
                             .and_then(|id| list.iter().find(|m| m.id == id).cloned())
-                            .or_else(|| list.iter().find(|m| m.stage == "champion").cloned())
+                            .or_else(|| list.iter().find(|m| m.stage == Stage::Champion).cloned())
                             .or_else(|| list.first().cloned());
                         view! {
                             <table class="list" data-testid="models">
@@ -535,14 +546,14 @@ fn Models(admin: Admin) -> impl IntoView {
                                 {list.into_iter().map(|m| {
                                     let metrics = m.manifest.metrics.clone();
                                     let rank = m.manifest.rank_metrics.clone();
-                                    let task = m.manifest.task.clone();
+                                    let task = m.manifest.task.as_str();
                                     let (id1, id2, id3) = (m.id.clone(), m.id.clone(), m.id.clone());
-                                    let champion = m.stage == "champion";
+                                    let champion = m.stage == Stage::Champion;
                                     view! {
-                                        <tr data-testid="model-row" data-id=m.id.clone() data-stage=m.stage.clone()>
+                                        <tr data-testid="model-row" data-id=m.id.clone() data-stage=m.stage.to_string()>
                                             <td><a href="#/admin" on:click=move |ev| { ev.prevent_default(); selected.set(Some(id1.clone())); }><code>{m.id.clone()}</code></a></td>
                                             <td>{task}</td>
-                                            <td><span class=format!("pill stage-{}", m.stage)>{m.stage.clone()}</span></td>
+                                            <td><span class=format!("pill stage-{}", m.stage)>{m.stage.to_string()}</span></td>
                                             <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).unwrap_or_default()}</td>
                                             <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).unwrap_or_default()}</td>
                                             <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
@@ -608,7 +619,7 @@ fn ModelDetail(model: Model) -> impl IntoView {
                 </div>
             })}
             {model.manifest.rank_metrics.clone().map(|r| {
-                let row = |name: &'static str, x: crate::types::Recall| view! {
+                let row = |name: &'static str, x: Recall| view! {
                     <tr><td>{name}</td><td>{format!("{:.3}", x.r1)}</td><td>{format!("{:.3}", x.r5)}</td>
                         <td>{format!("{:.3}", x.r10)}</td><td>{format!("{:.1}", x.median_rank)}</td></tr>
                 };

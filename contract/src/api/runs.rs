@@ -107,3 +107,17 @@ impl RunInfo {
         self.status.is_terminal()
     }
 }
+
+/// The `status` event of a run's progress stream (`GET /api/train/{id}/events`): sent when the
+/// status, error, registered model or attempt count changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatusEvent {
+    /// The run's new status.
+    pub status: RunStatus,
+    /// Why it failed, once it has.
+    pub error: Option<String>,
+    /// The candidate it registered, once it has.
+    pub model_id: Option<String>,
+    /// Claims so far.
+    pub attempts: i64,
+}
