@@ -1272,6 +1272,22 @@ pub fn router(st: Shared) -> Router {
 mod tests {
     use super::*;
 
+    /// The OpenAPI document is part of the contract: a change to it must be deliberate
+    /// (`UPDATE_OPENAPI=1 cargo test --release -p api --lib openapi` rewrites the snapshot).
+    #[test]
+    fn openapi_document_matches_the_snapshot() {
+        let now = ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &now).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            now == want,
+            "the OpenAPI document changed; if that is intended, rerun with UPDATE_OPENAPI=1 and review the diff of {path}"
+        );
+    }
+
     #[test]
     fn content_named_files() {
         assert!(is_content_named("/app/web_bg-764b39e9ec82.wasm"));
