@@ -370,15 +370,7 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_sqlite_local() {
-    bad_inputs(Sql::Sqlite, Blobs::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_postgres_s3() {
-    bad_inputs(Sql::Postgres, Blobs::S3).await;
-}
+on_both_backends!(bad_inputs: bad_input_sqlite_local, bad_input_postgres_s3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_rate_limit_per_ip() {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Blobs, Sql, TOKEN, TestServer, read_sse, root, sha256};
+use common::{Blobs, Sql, TOKEN, TestServer, root, sha256};
 use serde_json::{Value, json};
 use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session, TextEncoder};
 
@@ -145,24 +145,10 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert_eq!(s.json("/api/train").await.as_array().unwrap().len(), 0);
 
     // Retrain a ranking model through the jobs.
-    let r = s
-        .admin_post("/api/train")
-        .json(&json!({"task": "rank", "params": {"epochs": 40, "seed": 3}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let run: Value = r.json().await.unwrap();
+    let (run, events) = s
+        .train_and_follow(json!({"task": "rank", "params": {"epochs": 40, "seed": 3}}))
+        .await;
     assert_eq!(run["task"], "rank");
-    let run_id = run["id"].as_str().unwrap().to_string();
-    let events = read_sse(
-        s.get(&format!("/api/train/{run_id}/events"))
-            .send()
-            .await
-            .unwrap(),
-        100_000,
-    )
-    .await;
     let done = &events.last().unwrap().data;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(events.iter().any(|e| e.event == "progress"));
@@ -290,12 +276,4 @@ async fn flow(sql: Sql, blobs: Blobs) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rank_end_to_end_sqlite_local() {
-    flow(Sql::Sqlite, Blobs::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rank_end_to_end_postgres_s3() {
-    flow(Sql::Postgres, Blobs::S3).await;
-}
+on_both_backends!(flow: rank_end_to_end_sqlite_local, rank_end_to_end_postgres_s3);

@@ -6,31 +6,16 @@
 
 mod common;
 
-use common::{Blobs, Sql, TestServer, photos, read_sse, sha256};
+use common::{Blobs, Sql, TestServer, photos, sha256};
 use serde_json::{Value, json};
 
 const LABELS: [&str; 3] = ["animals", "food", "plants"];
 
 async fn train(s: &TestServer, seed: u64) -> Value {
-    let r = s
-        .admin_post("/api/train")
-        .json(&json!({"dataset_id": "default", "params": {"epochs": 12, "views": 1, "patience": 12, "seed": seed}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let run: Value = r.json().await.unwrap();
+    let (run, events) = s
+        .train_and_follow(json!({"dataset_id": "default", "params": {"epochs": 12, "views": 1, "patience": 12, "seed": seed}}))
+        .await;
     assert_eq!(run["status"], "queued");
-    let id = run["id"].as_str().unwrap().to_string();
-
-    let events = read_sse(
-        s.get(&format!("/api/train/{id}/events"))
-            .send()
-            .await
-            .unwrap(),
-        100_000,
-    )
-    .await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names.first(), Some(&"snapshot"), "{names:?}");
     assert_eq!(names.last(), Some(&"done"), "{names:?}");
@@ -400,12 +385,4 @@ async fn flow(sql: Sql, blobs: Blobs) {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retrain_end_to_end_sqlite_local() {
-    flow(Sql::Sqlite, Blobs::Local).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retrain_end_to_end_postgres_s3() {
-    flow(Sql::Postgres, Blobs::S3).await;
-}
+on_both_backends!(flow: retrain_end_to_end_sqlite_local, retrain_end_to_end_postgres_s3);

@@ -11,6 +11,23 @@ use futures::StreamExt;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
+/// Two tests running `$flow(sql, blobs)`: `$sqlite_local` on SQLite + local storage,
+/// `$postgres_s3` on PostgreSQL + S3.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($flow:ident: $sqlite_local:ident, $postgres_s3:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite_local() {
+            $flow($crate::common::Sql::Sqlite, $crate::common::Blobs::Local).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres_s3() {
+            $flow($crate::common::Sql::Postgres, $crate::common::Blobs::S3).await;
+        }
+    };
+}
+
 /// Which metadata store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sql {
@@ -165,6 +182,29 @@ impl TestServer {
         let r = self.get(path).bearer_auth(TOKEN).send().await.unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
+    }
+
+    /// Queue a run (`POST /api/train` with `body`, answered 202) and read its Server-Sent
+    /// Events until the run ends: the queued run as answered, and the events.
+    pub async fn train_and_follow(&self, body: serde_json::Value) -> (serde_json::Value, Vec<Sse>) {
+        let r = self
+            .admin_post("/api/train")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{body}");
+        let run: serde_json::Value = r.json().await.unwrap();
+        let id = run["id"].as_str().unwrap();
+        let events = read_sse(
+            self.get(&format!("/api/train/{id}/events"))
+                .send()
+                .await
+                .unwrap(),
+            100_000,
+        )
+        .await;
+        (run, events)
     }
 
     /// Add labels to the `default` dataset.
