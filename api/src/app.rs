@@ -1,5 +1,5 @@
-//! Wiring: connect database and storage, seed the first dataset, queue the first training,
-//! start workers and maintenance, serve with graceful shutdown.
+//! Wiring: build the shared state (connect database and storage), seed the first dataset,
+//! queue the first training, start workers and maintenance, serve with graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,77 +10,18 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::http::RateLimiter;
-use crate::images::{self, Limits, Uploader};
-use crate::jobs::{self, Worker};
+use crate::images::{self, Uploader};
+use crate::jobs;
 use crate::metrics::Metrics;
 use crate::predict::Predictor;
 use crate::registry;
+pub use crate::state::AppState;
+use crate::state::upload_limit;
 use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// Orphan blobs younger than this are left alone (an upload may be between blob and row).
 pub const ORPHAN_GRACE_MS: i64 = 3_600_000;
-
-/// Shared server state.
-pub struct AppState {
-    /// Configuration.
-    pub cfg: Config,
-    /// Metadata.
-    pub db: Db,
-    /// Blobs.
-    pub storage: Storage,
-    /// Prometheus collectors.
-    pub metrics: Arc<Metrics>,
-    /// Server-side inference.
-    pub predictor: Predictor,
-    /// Admin bearer token.
-    pub admin_token: String,
-    /// Upload rate limit.
-    pub limiter: RateLimiter,
-    /// Wakes in-process workers when a run is queued.
-    pub wake: Arc<Notify>,
-}
-
-impl AppState {
-    /// Image limits from the configuration.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_side: self.cfg.max_image_side,
-            max_pixels: self.cfg.max_image_pixels,
-        }
-    }
-
-    /// Queue an auto-retrain if due; returns the run id.
-    pub async fn auto_retrain(&self, dataset_id: &str) -> Option<String> {
-        match jobs::maybe_auto_retrain(&self.db, dataset_id, self.cfg.auto_retrain_after).await {
-            Ok(Some(run)) => {
-                self.wake.notify_waiters();
-                Some(run.id)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "auto-retrain check failed");
-                None
-            }
-        }
-    }
-
-    /// A worker sharing this state's database, storage and metrics.
-    pub fn worker(&self, backbone: Arc<OnceCell<Arc<trainer::backbone::Backbone>>>) -> Worker {
-        Worker {
-            db: self.db.clone(),
-            storage: self.storage.clone(),
-            backbone_path: self.cfg.backbone_path(),
-            backbone,
-            gate_margin: self.cfg.gate_margin,
-            id: Worker::make_id(),
-            heartbeat: Duration::from_millis(500),
-            wake: self.wake.clone(),
-            metrics: self.metrics.clone(),
-        }
-    }
-}
 
 /// Connect, migrate and open storage; resolve the admin token.
 pub async fn state(cfg: Config) -> Result<Arc<AppState>> {
@@ -99,7 +40,7 @@ pub async fn state(cfg: Config) -> Result<Arc<AppState>> {
         }
     };
     Ok(Arc::new(AppState {
-        limiter: RateLimiter::new(cfg.upload_rate_per_min, cfg.upload_burst),
+        upload_limit: Arc::new(upload_limit(cfg.upload_rate_per_min, cfg.upload_burst)?),
         metrics: Arc::new(Metrics::new()?),
         predictor: Predictor::default(),
         wake: Arc::new(Notify::new()),
@@ -268,7 +209,8 @@ pub async fn start(
     })
 }
 
-/// Every few seconds: re-queue runs of dead workers; every hour: sweep orphan blobs.
+/// Every few seconds: re-queue runs of dead workers and forget upload quotas of idle clients;
+/// every hour: sweep orphan blobs.
 async fn maintenance(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let lease_ms = (st.cfg.worker_lease_secs as i64) * 1000;
     let mut last_sweep: Option<std::time::Instant> = None;
@@ -278,6 +220,7 @@ async fn maintenance(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaping stale runs failed"),
         }
+        st.upload_limit.limiter().retain_recent();
         if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
             match images::sweep_orphans(&st.db, &st.storage, ORPHAN_GRACE_MS).await {
                 Ok(r) if r.images + r.model_files > 0 => tracing::info!(?r, "orphan blobs removed"),

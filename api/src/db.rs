@@ -77,12 +77,12 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
-    /// The pool.
+    /// The connection pool (sqlx `Any`: queries use `$n` placeholders on both backends).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// The backend.
+    /// Which server the pool talks to (for the few statements that differ).
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -12,7 +12,7 @@ use prometheus::{
 
 use crate::{Error, Result};
 
-/// All collectors.
+/// The server's collectors, registered in their own registry under the `edgeml_` prefix.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,

@@ -30,7 +30,7 @@ impl std::fmt::Debug for Storage {
 /// One listed object.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// Key.
+    /// Full key under the storage root, e.g. `images/<sha256>`.
     pub key: String,
     /// Size in bytes.
     pub size: u64,

@@ -20,15 +20,6 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:011x}{}", now_ms(), random_hex(4))
 }
 
-/// Constant-time string comparison (for tokens).
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,12 +30,5 @@ mod tests {
         let b = new_id("run");
         assert_ne!(a, b);
         assert!(crate::storage::is_safe_id(&a), "{a}");
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(ct_eq("secret-token", "secret-token"));
-        assert!(!ct_eq("secret-token", "secret-tokem"));
-        assert!(!ct_eq("short", "longer"));
     }
 }

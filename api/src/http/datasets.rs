@@ -1,0 +1,66 @@
+//! Dataset routes: list, create, one dataset with its label counts, add a label.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::extract::{Admin, J, P, Shared};
+use crate::Result;
+use crate::error::ErrorBody;
+use crate::images::{self, DatasetInfo};
+
+/// Dataset creation request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewDataset {
+    /// Unique name.
+    pub name: String,
+    /// Initial labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// Label creation request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewLabel {
+    /// Label.
+    pub name: String,
+}
+
+#[utoipa::path(get, path = "/api/datasets", tag = "images", responses((status = 200, body = Vec<images::DatasetInfo>)))]
+pub(super) async fn list_datasets(State(st): State<Shared>) -> Result<Json<Vec<DatasetInfo>>> {
+    Ok(Json(images::list_datasets(&st.db).await?))
+}
+
+#[utoipa::path(post, path = "/api/datasets", tag = "images", request_body = NewDataset,
+    responses((status = 201, body = images::DatasetInfo), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn create_dataset(
+    State(st): State<Shared>,
+    _: Admin,
+    J(b): J<NewDataset>,
+) -> Result<(StatusCode, Json<DatasetInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(images::create_dataset(&st.db, None, &b.name, &b.labels).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/datasets/{id}", tag = "images", params(("id" = String, Path)),
+    responses((status = 200, body = images::DatasetInfo), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_dataset(
+    State(st): State<Shared>,
+    P(id): P<String>,
+) -> Result<Json<DatasetInfo>> {
+    Ok(Json(images::get_dataset(&st.db, &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/datasets/{id}/labels", tag = "images", params(("id" = String, Path)), request_body = NewLabel,
+    responses((status = 200, body = images::DatasetInfo)), security(("bearer" = [])))]
+pub(super) async fn add_label(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+    J(b): J<NewLabel>,
+) -> Result<Json<DatasetInfo>> {
+    Ok(Json(images::add_label(&st.db, &id, &b.name).await?))
+}

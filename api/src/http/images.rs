@@ -1,0 +1,281 @@
+//! Image routes: labeled uploads (per-IP rate limit in the router), the admin's browsing and
+//! review queue, review decisions, contributors' status checks, and image blobs.
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Admin, Form, J, MaybeAdmin, P, Q, Shared, read_form, token_matches};
+use crate::error::ErrorBody;
+use crate::images::{self, Decision, ImagePage, ImageQuery, ImageRow, Uploaded, Uploader};
+use crate::state::AppState;
+use crate::storage::image_key;
+use crate::{Error, Result};
+
+// The multipart body of an upload, for the OpenAPI document only (the handler reads it field
+// by field); a doc comment here would change the document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // read by utoipa's derive, never built
+pub(super) struct UploadForm {
+    /// Label for every file in the request.
+    label: String,
+    /// Optional caption for every file in the request (for image-text ranking), ≤ 500 chars.
+    caption: Option<String>,
+    /// One or more image files (PNG, JPEG, WebP, GIF, BMP).
+    #[schema(value_type = Vec<String>, format = Binary)]
+    files: Vec<Vec<u8>>,
+}
+
+/// Upload result.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UploadResponse {
+    /// Dataset.
+    pub dataset_id: String,
+    /// Label applied.
+    pub label: String,
+    /// Per-file results.
+    pub images: Vec<Uploaded>,
+    /// A retrain queued because enough images are now approved.
+    pub auto_retrain: Option<String>,
+}
+
+/// Who uploads: the `X-Uploader` name if given (validated), else `admin` or `anonymous`.
+fn uploader(headers: &HeaderMap, admin: bool) -> Result<Uploader> {
+    let name = match headers.get("x-uploader").map(|v| v.to_str()) {
+        Some(Ok(n)) => {
+            images::validate_uploader(n)?;
+            n.to_string()
+        }
+        Some(Err(_)) => return Err(Error::BadRequest("X-Uploader must be ASCII".into())),
+        None if admin => "admin".into(),
+        None => "anonymous".into(),
+    };
+    Ok(Uploader { name, admin })
+}
+
+#[utoipa::path(post, path = "/api/datasets/{id}/images", tag = "images",
+    params(("id" = String, Path, description = "dataset id"), ("X-Uploader" = Option<String>, Header, description = "uploader name")),
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
+    responses((status = 201, body = UploadResponse, description = "stored (pending unless the admin token was sent)"), (status = 200, body = UploadResponse, description = "every file was already in the dataset: nothing stored"),
+        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub(super) async fn upload(
+    State(st): State<Shared>,
+    MaybeAdmin(admin): MaybeAdmin,
+    P(dataset_id): P<String>,
+    headers: HeaderMap,
+    mp: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadResponse>)> {
+    let result = async {
+        let form = read_form(mp?, st.cfg.max_files).await?;
+        upload_files(&st, &dataset_id, form, &uploader(&headers, admin)?).await
+    }
+    .await;
+    if result.is_err() {
+        st.metrics.uploads.with_label_values(&["rejected"]).inc();
+    }
+    result
+}
+
+/// Validate and store the files of an upload form (the plain logic behind the handler).
+async fn upload_files(
+    st: &AppState,
+    dataset_id: &str,
+    form: Form,
+    uploader: &Uploader,
+) -> Result<(StatusCode, Json<UploadResponse>)> {
+    images::require_dataset(&st.db, dataset_id).await?;
+    let label = form
+        .fields
+        .get("label")
+        .cloned()
+        .ok_or_else(|| Error::BadRequest("missing 'label' field".into()))?;
+    if form.files.is_empty() {
+        return Err(Error::BadRequest(
+            "no files in the request (send one or more file fields)".into(),
+        ));
+    }
+    let limits = st.limits();
+    let caption = form.fields.get("caption").cloned();
+    if let Some(c) = &caption {
+        images::validate_caption(c)?;
+    }
+    let checked = tokio::task::spawn_blocking(move || {
+        form.files
+            .into_iter()
+            .map(|f| {
+                let mut c = images::check_image(&f.filename, f.bytes, limits)?;
+                c.captions.extend(caption.clone());
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let stored = images::ingest(&st.db, &st.storage, dataset_id, &label, checked, uploader).await?;
+    let fresh = stored.iter().filter(|u| !u.duplicate).count();
+    st.metrics
+        .uploads
+        .with_label_values(&["stored"])
+        .inc_by(fresh as u64);
+    st.metrics
+        .uploads
+        .with_label_values(&["duplicate"])
+        .inc_by((stored.len() - fresh) as u64);
+    let auto = if uploader.admin {
+        st.auto_retrain(dataset_id).await
+    } else {
+        None
+    };
+    let status = if fresh > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(UploadResponse {
+            dataset_id: dataset_id.to_string(),
+            label,
+            images: stored,
+            auto_retrain: auto,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/images", tag = "images", params(ImageQuery),
+    responses((status = 200, body = ImagePage)), security(("bearer" = [])))]
+pub(super) async fn list_images(
+    State(st): State<Shared>,
+    _: Admin,
+    Q(q): Q<ImageQuery>,
+) -> Result<Json<ImagePage>> {
+    Ok(Json(images::list_images(&st.db, &q).await?))
+}
+
+#[utoipa::path(get, path = "/api/images/{id}", tag = "images", params(("id" = String, Path)),
+    responses((status = 200, body = ImageRow), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn get_image(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+) -> Result<Json<ImageRow>> {
+    Ok(Json(images::get_image(&st.db, &id).await?))
+}
+
+/// Query of the image status route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatusQuery {
+    /// Comma-separated image ids (at most 200), as uploads answered them.
+    pub ids: String,
+}
+
+#[utoipa::path(get, path = "/api/images/status", tag = "images", params(StatusQuery),
+    responses((status = 200, body = Vec<images::ImageStatus>, description = "review status of the known ids"), (status = 400, body = ErrorBody)))]
+pub(super) async fn image_statuses(
+    State(st): State<Shared>,
+    Q(q): Q<StatusQuery>,
+) -> Result<Json<Vec<images::ImageStatus>>> {
+    let ids: Vec<String> = q
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(Json(images::statuses(&st.db, &ids).await?))
+}
+
+/// Query of the image blob route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct BlobQuery {
+    /// Admin token, for `<img src>` of pending images (browsers cannot set headers there).
+    pub token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/images/{id}/blob", tag = "images", params(("id" = String, Path), BlobQuery),
+    responses((status = 200, description = "the image bytes"), (status = 404, body = ErrorBody)))]
+pub(super) async fn image_blob(
+    State(st): State<Shared>,
+    maybe: MaybeAdmin,
+    P(id): P<String>,
+    Q(q): Q<BlobQuery>,
+) -> Result<Response> {
+    let img = images::get_image(&st.db, &id).await?;
+    let admin = maybe.0
+        || q.token
+            .as_deref()
+            .is_some_and(|t| token_matches(t, &st.admin_token));
+    if img.status != images::status::APPROVED && !admin {
+        return Err(Error::Unauthorized(
+            "only approved images are public; send the admin token".into(),
+        ));
+    }
+    let bytes = st.storage.get(&image_key(&img.sha256)).await?;
+    let ctype = format!("image/{}", img.format);
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
+            (header::ETAG, format!("\"{}\"", img.sha256)),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Review request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReviewRequest {
+    /// Decisions, applied together or not at all.
+    pub decisions: Vec<Decision>,
+}
+
+/// Review result.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReviewResponse {
+    /// Updated images.
+    pub images: Vec<ImageRow>,
+    /// Retrain queued because enough images are now approved.
+    pub auto_retrain: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/review", tag = "review", params(ImageQuery),
+    responses((status = 200, body = ImagePage, description = "pending images unless another status is asked")), security(("bearer" = [])))]
+pub(super) async fn review_queue(
+    State(st): State<Shared>,
+    _: Admin,
+    Q(mut q): Q<ImageQuery>,
+) -> Result<Json<ImagePage>> {
+    q.status
+        .get_or_insert_with(|| images::status::PENDING.into());
+    Ok(Json(images::list_images(&st.db, &q).await?))
+}
+
+#[utoipa::path(post, path = "/api/review", tag = "review", request_body = ReviewRequest,
+    responses((status = 200, body = ReviewResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn review(
+    State(st): State<Shared>,
+    _: Admin,
+    J(b): J<ReviewRequest>,
+) -> Result<Json<ReviewResponse>> {
+    let (updated, newly) = images::review(&st.db, &b.decisions, "admin").await?;
+    let mut auto = None;
+    if newly > 0 {
+        let mut datasets: Vec<&str> = updated.iter().map(|i| i.dataset_id.as_str()).collect();
+        datasets.dedup();
+        for d in datasets {
+            if let Some(run) = st.auto_retrain(d).await {
+                auto = Some(run);
+            }
+        }
+    }
+    Ok(Json(ReviewResponse {
+        images: updated,
+        auto_retrain: auto,
+    }))
+}

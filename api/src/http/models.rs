@@ -1,0 +1,282 @@
+//! Model registry routes: versions, the champion's manifest, promote and rollback, and model
+//! files served as immutable downloads (strong ETag, `If-None-Match` → 304, single `Range`
+//! requests → 206/416, `If-Range`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::extract::{Admin, P, Q, Shared};
+use crate::error::ErrorBody;
+use crate::registry::{self, ModelInfo};
+use crate::storage::{is_safe_id, model_key};
+use crate::{Error, Result};
+
+/// Task query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct TaskQuery {
+    /// `classify` (default) or `rank`.
+    pub task: Option<String>,
+    /// Page size for lists.
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/models", tag = "models", params(TaskQuery), responses((status = 200, body = Vec<ModelInfo>)))]
+pub(super) async fn list_models(
+    State(st): State<Shared>,
+    Q(q): Q<TaskQuery>,
+) -> Result<Json<Vec<ModelInfo>>> {
+    Ok(Json(
+        registry::list(&st.db, q.task.as_deref(), q.limit.unwrap_or(100)).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/models/current", tag = "models", params(TaskQuery),
+    responses((status = 200, description = "the champion's manifest; files at /api/models/{model_id}/…"), (status = 404, body = ErrorBody)))]
+pub(super) async fn current_model(
+    State(st): State<Shared>,
+    Q(q): Q<TaskQuery>,
+) -> Result<Response> {
+    let task = q.task.unwrap_or_else(|| "classify".into());
+    let m = registry::current(&st.db, &task)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no {task} model has been promoted yet")))?;
+    st.metrics.set_model(&task, &m.id);
+    let mut resp = Json(&m.manifest).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&m.id) {
+        h.insert("x-model-id", v);
+    }
+    Ok(resp)
+}
+
+#[utoipa::path(get, path = "/api/models/{id}", tag = "models", params(("id" = String, Path)),
+    responses((status = 200, body = ModelInfo), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_model(
+    State(st): State<Shared>,
+    P(id): P<String>,
+) -> Result<Json<ModelInfo>> {
+    Ok(Json(registry::get(&st.db, &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/models/{id}/promote", tag = "models", params(("id" = String, Path)),
+    responses((status = 200, body = ModelInfo), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn promote(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+) -> Result<Json<ModelInfo>> {
+    let m = registry::promote(&st.db, &id, "admin").await?;
+    st.predictor.invalidate().await;
+    Ok(Json(m))
+}
+
+#[utoipa::path(post, path = "/api/models/{id}/rollback", tag = "models", params(("id" = String, Path, description = "the current champion")),
+    responses((status = 200, body = ModelInfo, description = "the restored champion"), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn rollback(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+) -> Result<Json<ModelInfo>> {
+    let m = registry::rollback(&st.db, &id, "admin").await?;
+    st.predictor.invalidate().await;
+    Ok(Json(m))
+}
+
+/// A parsed single `Range: bytes=…` header against an object of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Serve the whole object.
+    Full,
+    /// Serve `start..end` (end exclusive).
+    Part(u64, u64),
+    /// Answer 416 with the object's size.
+    Unsatisfiable,
+}
+
+/// Parse a `Range` header (one range; multi-range requests get the full object, as RFC 9110
+/// allows).
+pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return ByteRange::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (true, false) => b
+            .parse::<u64>()
+            .ok()
+            .map(|n| (size.saturating_sub(n), size, n == 0)),
+        (false, true) => a.parse::<u64>().ok().map(|s| (s, size, false)),
+        (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(s), Ok(e)) if e >= s => Some((s, (e + 1).min(size), false)),
+            _ => return ByteRange::Full,
+        },
+        (true, true) => return ByteRange::Full,
+    };
+    match parsed {
+        None => ByteRange::Full,
+        Some((_, _, true)) => ByteRange::Unsatisfiable,
+        Some((s, e, _)) if s >= size || s >= e => ByteRange::Unsatisfiable,
+        Some((s, e, _)) => ByteRange::Part(s, e),
+    }
+}
+
+/// The content type of a model file, or `None` for a name no model folder holds.
+fn content_type(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "model.onnx" | "image.onnx" | "text.onnx" | "gallery.bin" => "application/octet-stream",
+        "manifest.json" | "metrics.json" | "gallery.json" => "application/json",
+        "report.svg" => "image/svg+xml",
+        _ => return None,
+    })
+}
+
+/// The strong ETag of a model file: ONNX files their sha256 (as the manifest says), other
+/// files model id + name (a model folder never changes).
+fn etag_of(model: &ModelInfo, file: &str) -> String {
+    match (file, &model.manifest.text) {
+        ("model.onnx" | "image.onnx", _) => format!("\"{}\"", model.sha256),
+        ("text.onnx", Some(t)) => format!("\"{}\"", t.onnx.sha256),
+        _ => format!("\"{}-{}\"", model.id, file.replace('.', "-")),
+    }
+}
+
+fn header_value(v: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(v).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|inm| {
+            inm.trim() == "*"
+                || inm
+                    .split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == etag)
+        })
+}
+
+#[utoipa::path(get, path = "/api/models/{id}/{file}", tag = "models",
+    params(("id" = String, Path), ("file" = String, Path, description = "classify: model.onnx, manifest.json, metrics.json, report.svg; rank: image.onnx, text.onnx, manifest.json, metrics.json, gallery.json, gallery.bin")),
+    responses((status = 200, description = "the file; immutable, strong ETag"), (status = 206, description = "a byte range"),
+        (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
+pub(super) async fn model_file(
+    State(st): State<Shared>,
+    P((id, file)): P<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let ctype =
+        content_type(&file).ok_or_else(|| Error::NotFound(format!("no model file {file:?}")))?;
+    if !is_safe_id(&id) {
+        return Err(Error::NotFound(format!("no model {id:?}")));
+    }
+    let model = registry::get(&st.db, &id).await?;
+    let etag = etag_of(&model, &file);
+    let mut base = HeaderMap::new();
+    base.insert(header::ETAG, header_value(&etag)?);
+    base.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    base.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    base.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if not_modified(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, base).into_response());
+    }
+    let key = model_key(&id, &file);
+    let size = st
+        .storage
+        .size(&key)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("{key} is missing")))?;
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let range = if if_range_ok {
+        parse_range(
+            headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+            size,
+        )
+    } else {
+        ByteRange::Full
+    };
+    match range {
+        ByteRange::Full => {
+            let bytes = st.storage.get(&key).await?;
+            Ok((StatusCode::OK, base, bytes).into_response())
+        }
+        ByteRange::Part(s, e) => {
+            let bytes = st.storage.get_range(&key, s..e).await?;
+            let cr = format!("bytes {s}-{}/{size}", e - 1);
+            base.insert(header::CONTENT_RANGE, header_value(&cr)?);
+            Ok((StatusCode::PARTIAL_CONTENT, base, bytes).into_response())
+        }
+        ByteRange::Unsatisfiable => {
+            base.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{size}"))?,
+            );
+            let body = Json(ErrorBody {
+                error: "range_not_satisfiable".into(),
+                detail: format!("object has {size} bytes"),
+            });
+            Ok((StatusCode::RANGE_NOT_SATISFIABLE, base, body).into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 100), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), ByteRange::Part(0, 10));
+        assert_eq!(
+            parse_range(Some("bytes=90-"), 100),
+            ByteRange::Part(90, 100)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-10"), 100),
+            ByteRange::Part(90, 100)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=95-200"), 100),
+            ByteRange::Part(95, 100)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            ByteRange::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some("bytes=-0"), 100), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), ByteRange::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 100), ByteRange::Full);
+        assert_eq!(parse_range(Some("bytes=9-2"), 100), ByteRange::Full);
+    }
+
+    #[test]
+    fn if_none_match() {
+        let mut h = HeaderMap::new();
+        assert!(!not_modified(&h, "\"a\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"b\", W/\"a\""),
+        );
+        assert!(not_modified(&h, "\"a\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(not_modified(&h, "\"c\""));
+    }
+}

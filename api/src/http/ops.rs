@@ -1,0 +1,184 @@
+//! Operations routes: `/health` (database and storage probes), `/metrics` (Prometheus), the
+//! OpenAPI document of every route and the offline docs page that renders it.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use super::extract::Shared;
+use super::{datasets, images, models, predict, training};
+use crate::Result;
+use crate::error::ErrorBody;
+use crate::registry;
+
+/// Health of one dependency.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Check {
+    /// Reachable and working.
+    pub ok: bool,
+    /// Round trip in ms.
+    pub ms: f64,
+    /// Error, if any.
+    pub error: Option<String>,
+}
+
+/// Health report.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// Database probe.
+    pub database: Check,
+    /// Storage probe (write, read, delete).
+    pub storage: Check,
+    /// Champion classifier, if any.
+    pub model: Option<String>,
+    /// Server version.
+    pub version: String,
+}
+
+/// Run one probe with a 5 s deadline and time it.
+async fn probe<F: std::future::Future<Output = Result<()>>>(f: F) -> Check {
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), f).await;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let error = match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("timed out after 5 s".into()),
+    };
+    Check {
+        ok: error.is_none(),
+        ms,
+        error,
+    }
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub(super) async fn health(State(st): State<Shared>) -> (StatusCode, Json<Health>) {
+    let database = probe(st.db.check()).await;
+    let storage = probe(st.storage.check()).await;
+    let model = if database.ok {
+        registry::current(&st.db, "classify")
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.id)
+    } else {
+        None
+    };
+    let ok = database.ok && storage.ok;
+    let h = Health {
+        status: if ok { "ok" } else { "degraded" }.into(),
+        database,
+        storage,
+        model,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
+pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response> {
+    // The serving model comes from the database at scrape time (another server or a worker
+    // may have promoted one).
+    if let Some(m) = registry::current(&st.db, "classify").await? {
+        st.metrics.set_model("classify", &m.id);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render()?,
+    )
+        .into_response())
+}
+
+/// Declares the `bearer` security scheme the admin routes name.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("ADMIN_TOKEN"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "edgeml api", description = "Labeled uploads, review, retraining, model registry and predictions. \
+        Browsers download the champion ONNX from /api/models/{id}/model.onnx and classify locally."),
+    paths(images::upload, datasets::list_datasets, datasets::create_dataset, datasets::get_dataset, datasets::add_label,
+        images::list_images, images::image_statuses, images::get_image, images::image_blob,
+        images::review_queue, images::review, training::start_training, training::list_runs, training::get_run,
+        training::cancel_run, training::run_events,
+        models::list_models, models::current_model, models::get_model, models::promote, models::rollback, models::model_file,
+        predict::predict_handler, health, metrics),
+    components(schemas(ErrorBody, images::UploadResponse, crate::images::Uploaded, datasets::NewDataset, datasets::NewLabel,
+        images::ReviewRequest, images::ReviewResponse, crate::images::Decision,
+        crate::images::Action, training::TrainRequest, crate::jobs::RunInfo, registry::ModelInfo, registry::GateDecision,
+        crate::predict::PredictResponse, Health, Check,
+        crate::images::DatasetInfo, crate::images::LabelCount, crate::images::ImageStatus, crate::images::ImageRow,
+        crate::images::ImagePage)),
+    modifiers(&SecurityAddon),
+    tags((name = "images", description = "datasets, labels and uploads"), (name = "review", description = "admin label review"),
+        (name = "training", description = "retrain jobs and live progress"), (name = "models", description = "registry, promotion, downloads"),
+        (name = "predict", description = "server-side fallback prediction"), (name = "operations", description = "health and metrics"))
+)]
+pub struct ApiDoc;
+
+pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub(super) async fn docs_page() -> Html<&'static str> {
+    Html(include_str!("../docs.html"))
+}
+
+pub(super) async fn docs_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../docs.js"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAPI document is part of the contract: a change to it must be deliberate
+    /// (`UPDATE_OPENAPI=1 cargo test --release -p api --lib openapi` rewrites the snapshot).
+    #[test]
+    fn openapi_document_matches_the_snapshot() {
+        let now = ApiDoc::openapi().to_pretty_json().unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &now).unwrap();
+        }
+        let want = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            now == want,
+            "the OpenAPI document changed; if that is intended, rerun with UPDATE_OPENAPI=1 and review the diff of {path}"
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The server-side prediction route (the fallback for clients without wasm).
+
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use serde::Deserialize;
+
+use super::extract::{Q, Shared, read_form};
+use crate::error::ErrorBody;
+use crate::predict::{self, PredictResponse};
+use crate::{Error, Result};
+
+// The multipart body of a prediction, for the OpenAPI document only.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // read by utoipa's derive, never built
+pub(super) struct PredictForm {
+    /// The image.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Prediction query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PredictQuery {
+    /// How many labels (default 5).
+    pub k: Option<usize>,
+}
+
+#[utoipa::path(post, path = "/api/predict", tag = "predict", params(PredictQuery),
+    request_body(content = inline(PredictForm), content_type = "multipart/form-data"),
+    responses((status = 200, body = PredictResponse), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "no model promoted yet")))]
+pub(super) async fn predict_handler(
+    State(st): State<Shared>,
+    Q(q): Q<PredictQuery>,
+    mp: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<Json<PredictResponse>> {
+    let result = async {
+        let form = read_form(mp?, 1).await?;
+        let f = form
+            .files
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::BadRequest("send the image as a file field".into()))?;
+        predict::predict(
+            &st.predictor,
+            &st.db,
+            &st.storage,
+            f.filename,
+            f.bytes,
+            st.limits(),
+            q.k.unwrap_or(5),
+        )
+        .await
+    }
+    .await;
+    st.metrics
+        .predictions
+        .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])
+        .inc();
+    Ok(Json(result?))
+}

@@ -1,0 +1,201 @@
+//! Training routes: queue a run (classify or rank), history, one run, cancel, and the run's
+//! live progress as Server-Sent Events (the run is polled and only what changed is sent).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Admin, P, Q, Shared};
+use crate::error::ErrorBody;
+use crate::images;
+use crate::jobs::{self, RunInfo};
+use crate::{Error, Result};
+
+/// Retrain request.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct TrainRequest {
+    /// Dataset (default: the first one).
+    pub dataset_id: Option<String>,
+    /// `classify` (default) or `rank` (image-text ranking on the images' captions).
+    pub task: Option<String>,
+    /// Hyper-parameters over the defaults (epochs, batch_size, lr, weight_decay, warmup_epochs,
+    /// patience, dropout, views, min_crop_area, class_balanced, seed).
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<serde_json::Value>,
+}
+
+#[utoipa::path(post, path = "/api/train", tag = "training", request_body = TrainRequest,
+    responses((status = 202, body = RunInfo), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn start_training(
+    State(st): State<Shared>,
+    _: Admin,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RunInfo>)> {
+    // An empty body is a request with every default.
+    let req: TrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TrainRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("train request is not valid JSON: {e}")))?
+    };
+    let task = req.task.as_deref().unwrap_or("classify");
+    let params = match task {
+        "classify" => serde_json::to_value(jobs::parse_params(req.params.as_ref())?)?,
+        "rank" => serde_json::to_value(jobs::parse_rank_params(req.params.as_ref())?)?,
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown task {other:?} (known: classify, rank)"
+            )));
+        }
+    };
+    let dataset = match req.dataset_id {
+        Some(d) => d,
+        None => images::list_datasets(&st.db)
+            .await?
+            .into_iter()
+            .next()
+            .map(|d| d.id)
+            .ok_or_else(|| Error::NotFound("no dataset yet".into()))?,
+    };
+    let run = jobs::enqueue_task(&st.db, &dataset, task, &params, "manual").await?;
+    st.wake.notify_waiters();
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// History query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LimitQuery {
+    /// Page size (default 50).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/train", tag = "training", params(LimitQuery), responses((status = 200, body = Vec<RunInfo>)))]
+pub(super) async fn list_runs(
+    State(st): State<Shared>,
+    Q(q): Q<LimitQuery>,
+) -> Result<Json<Vec<RunInfo>>> {
+    Ok(Json(jobs::list_runs(&st.db, q.limit.unwrap_or(50)).await?))
+}
+
+#[utoipa::path(get, path = "/api/train/{id}", tag = "training", params(("id" = String, Path)),
+    responses((status = 200, body = RunInfo), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_run(State(st): State<Shared>, P(id): P<String>) -> Result<Json<RunInfo>> {
+    Ok(Json(jobs::get_run(&st.db, &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/train/{id}/cancel", tag = "training", params(("id" = String, Path)),
+    responses((status = 202, body = RunInfo), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn cancel_run(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+) -> Result<(StatusCode, Json<RunInfo>)> {
+    Ok((StatusCode::ACCEPTED, Json(jobs::cancel(&st.db, &id).await?)))
+}
+
+/// Where one SSE stream stands: the run as last sent and the events not yet sent.
+struct EventState {
+    st: Shared,
+    id: String,
+    last: Option<RunInfo>,
+    queue: VecDeque<Event>,
+    finished: bool,
+}
+
+fn json_event(name: &str, v: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
+}
+
+/// Events to send when a run moves from `last` to `now`.
+fn diff_events(last: Option<&RunInfo>, now: &RunInfo) -> Vec<Event> {
+    let mut out = Vec::new();
+    let Some(last) = last else {
+        out.push(json_event("snapshot", now));
+        return out;
+    };
+    if last.status != now.status {
+        out.push(json_event(
+            "status",
+            &serde_json::json!({"status": now.status, "error": now.error, "model_id": now.model_id, "attempts": now.attempts}),
+        ));
+    }
+    let seen = if now.epochs.len() >= last.epochs.len() {
+        last.epochs.len()
+    } else {
+        0
+    };
+    for e in &now.epochs[seen..] {
+        out.push(json_event("epoch", e));
+    }
+    if now.progress != last.progress
+        && let Some(p) = &now.progress
+    {
+        out.push(json_event("progress", p));
+    }
+    out
+}
+
+/// Poll the run (every 250 ms after the first look) until there is something to send.
+async fn next_event(
+    mut s: EventState,
+) -> Option<(std::result::Result<Event, Infallible>, EventState)> {
+    loop {
+        if let Some(ev) = s.queue.pop_front() {
+            return Some((Ok(ev), s));
+        }
+        if s.finished {
+            return None;
+        }
+        if s.last.is_some() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        match jobs::get_run(&s.st.db, &s.id).await {
+            Ok(run) => {
+                s.queue.extend(diff_events(s.last.as_ref(), &run));
+                if run.is_terminal() {
+                    s.queue.push_back(json_event("done", &run));
+                    s.finished = true;
+                }
+                s.last = Some(run);
+            }
+            Err(e) => {
+                s.queue.push_back(json_event(
+                    "error",
+                    &ErrorBody {
+                        error: "internal".into(),
+                        detail: e.to_string(),
+                    },
+                ));
+                s.finished = true;
+            }
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/train/{id}/events", tag = "training", params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "Server-Sent Events: `snapshot` (the run), then `progress`, `epoch`, `status` as they happen, and `done` (the final run)")))]
+pub(super) async fn run_events(
+    State(st): State<Shared>,
+    P(id): P<String>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    jobs::get_run(&st.db, &id).await?;
+    let init = EventState {
+        st,
+        id,
+        last: None,
+        queue: VecDeque::new(),
+        finished: false,
+    };
+    let stream = futures::stream::unfold(init, next_event);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

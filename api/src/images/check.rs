@@ -1,0 +1,242 @@
+//! Upload validation: file and uploader names, captions, and the image check (format sniffed
+//! from content, header dimensions within limits before any pixel is decoded, truncated
+//! JPEGs refused, full decode with the trainer's decoder, content hash).
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+
+use crate::{Error, Result};
+
+/// Limits applied to every uploaded image.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest side in pixels.
+    pub max_side: u32,
+    /// Largest area in pixels.
+    pub max_pixels: u64,
+}
+
+/// A file that passed every check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Client-side name.
+    pub filename: String,
+    /// Hex sha256 of the bytes: the blob's key and the dedupe key.
+    pub sha256: String,
+    /// Format sniffed from the content (`png`, `jpeg`, `webp`, `gif`, `bmp`).
+    pub format: &'static str,
+    /// Width in pixels, from the header.
+    pub width: u32,
+    /// Height in pixels, from the header.
+    pub height: u32,
+    /// The file as uploaded (stored unchanged).
+    pub bytes: Bytes,
+    /// Captions to store with the image (ranking datasets); may be empty.
+    pub captions: Vec<String>,
+}
+
+/// Longest caption accepted, in characters.
+pub const MAX_CAPTION_CHARS: usize = 500;
+
+/// Captions are short plain text: not empty, no control characters, at most
+/// [`MAX_CAPTION_CHARS`].
+pub fn validate_caption(caption: &str) -> Result<()> {
+    let n = caption.chars().count();
+    if caption.trim().is_empty() || n > MAX_CAPTION_CHARS || caption.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!(
+            "a caption must be 1 to {MAX_CAPTION_CHARS} characters of text without control characters (got {n})"
+        )));
+    }
+    Ok(())
+}
+
+/// Reject names that could be mistaken for paths or that carry control characters.
+pub fn validate_filename(name: &str) -> Result<()> {
+    let bad = name.len() > 255
+        || name.contains('/')
+        || name.contains('\\')
+        || name.contains("..")
+        || name.chars().any(char::is_control);
+    if bad {
+        return Err(Error::BadRequest(format!(
+            "invalid file name {name:?}: no paths, '..', or control characters (max 255 bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Validate an uploader name given in the `X-Uploader` header.
+pub fn validate_uploader(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | ' '));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(
+            "X-Uploader must be 1-64 letters, digits, spaces or _-.@".into(),
+        ))
+    }
+}
+
+/// Check one uploaded file: content-sniffed allowed format, header dimensions within limits
+/// (before any pixel is decoded), full decode with the trainer's decoder, hash.
+pub fn check_image(filename: &str, bytes: Bytes, limits: Limits) -> Result<Checked> {
+    check_and_decode(filename, bytes, limits).map(|(c, _)| c)
+}
+
+/// [`check_image`], also returning the decoded pixels (for predictions).
+pub fn check_and_decode(
+    filename: &str,
+    bytes: Bytes,
+    limits: Limits,
+) -> Result<(Checked, image::RgbaImage)> {
+    validate_filename(filename)?;
+    if bytes.is_empty() {
+        return Err(Error::BadRequest(format!("{filename:?} is empty")));
+    }
+    let format = image::guess_format(&bytes).map_err(|_| {
+        Error::UnsupportedFormat(format!(
+            "{filename:?} is not a PNG, JPEG, WebP, GIF or BMP image (checked by content, not by name or content type)"
+        ))
+    })?;
+    let name = match format {
+        image::ImageFormat::Png => "png",
+        image::ImageFormat::Jpeg => "jpeg",
+        image::ImageFormat::WebP => "webp",
+        image::ImageFormat::Gif => "gif",
+        image::ImageFormat::Bmp => "bmp",
+        other => {
+            return Err(Error::UnsupportedFormat(format!(
+                "{filename:?} is {other:?}; accepted formats: PNG, JPEG, WebP, GIF, BMP"
+            )));
+        }
+    };
+    let (width, height) = image::ImageReader::with_format(Cursor::new(&bytes[..]), format)
+        .into_dimensions()
+        .map_err(|e| Error::InvalidImage(format!("{filename:?}: unreadable {name} header: {e}")))?;
+    if width == 0 || height == 0 {
+        return Err(Error::InvalidImage(format!("{filename:?} has no pixels")));
+    }
+    if width > limits.max_side
+        || height > limits.max_side
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(Error::ImageTooLarge(format!(
+            "{filename:?} is {width}×{height}; limits are {} px per side and {} px in total",
+            limits.max_side, limits.max_pixels
+        )));
+    }
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(&bytes) {
+        return Err(Error::InvalidImage(format!(
+            "{filename:?} is a truncated JPEG (no end-of-image marker)"
+        )));
+    }
+    let pixels = trainer::dataset::decode_image(&bytes)
+        .map_err(|e| Error::InvalidImage(format!("{filename:?} does not decode: {e}")))?;
+    let (sha256, _) = trainer::dataset::digest(&bytes);
+    let checked = Checked {
+        filename: filename.to_string(),
+        sha256,
+        format: name,
+        width,
+        height,
+        bytes,
+        captions: Vec::new(),
+    };
+    Ok((checked, pixels))
+}
+
+/// JPEG decoders fill missing scan data with grey instead of failing; a complete file ends
+/// with the EOI marker (0xFFD9), possibly followed by padding.
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_side: 8192,
+        max_pixels: 40_000_000,
+    };
+
+    fn png(w: u32, h: u32) -> Bytes {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 10, 10]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn file_names_cannot_be_paths() {
+        for bad in [
+            "../etc/passwd",
+            "a/b.png",
+            "..\\x.png",
+            "x\u{0}.png",
+            "..",
+            &"a".repeat(300),
+        ] {
+            assert!(
+                matches!(validate_filename(bad), Err(Error::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        for good in ["cat.png", "IMG 0001.JPG", "été.webp", ""] {
+            validate_filename(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn accepts_a_real_png_and_reports_its_facts() {
+        let c = check_image("red.png", png(3, 2), LIMITS).unwrap();
+        assert_eq!((c.format, c.width, c.height), ("png", 3, 2));
+        assert_eq!(c.sha256.len(), 64);
+    }
+
+    #[test]
+    fn sniffs_content_not_names() {
+        let e =
+            check_image("photo.jpg", Bytes::from_static(b"hello, I am text"), LIMITS).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedFormat(_)), "{e:?}");
+        // A PNG named .jpg is a PNG.
+        assert_eq!(
+            check_image("photo.jpg", png(2, 2), LIMITS).unwrap().format,
+            "png"
+        );
+    }
+
+    #[test]
+    fn header_dimensions_are_checked_before_decoding() {
+        let small = Limits {
+            max_side: 4,
+            max_pixels: 100,
+        };
+        let e = check_image("big.png", png(5, 1), small).unwrap_err();
+        assert!(matches!(e, Error::ImageTooLarge(_)), "{e:?}");
+        let e = check_image(
+            "area.png",
+            png(4, 4),
+            Limits {
+                max_side: 4,
+                max_pixels: 15,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::ImageTooLarge(_)), "{e:?}");
+    }
+
+    #[test]
+    fn truncated_files_are_invalid() {
+        let p = png(64, 64);
+        let e = check_image("cut.png", p.slice(..p.len() - 20), LIMITS).unwrap_err();
+        assert!(matches!(e, Error::InvalidImage(_)), "{e:?}");
+    }
+}

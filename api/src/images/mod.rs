@@ -1,0 +1,29 @@
+//! Datasets, labels and labeled images, one module per job: [`check`] (upload validation),
+//! [`datasets`] (datasets and labels), [`upload`] (content-addressed ingest: blob first, then
+//! row, all-or-nothing per request), [`query`] (listing, status checks, captions), [`review`]
+//! (approve, reject, relabel) and [`sweep`] (orphan blobs). The plain functions are
+//! re-exported here; the HTTP handlers and the tests call them.
+
+pub mod check;
+pub mod datasets;
+pub mod query;
+pub mod review;
+pub mod status;
+pub mod sweep;
+pub mod upload;
+
+pub use check::{
+    Checked, Limits, MAX_CAPTION_CHARS, check_and_decode, check_image, validate_caption,
+    validate_filename, validate_uploader,
+};
+pub use datasets::{
+    DatasetInfo, LabelCount, add_label, create_dataset, get_dataset, labels, list_datasets,
+    require_dataset,
+};
+pub use query::{
+    ImagePage, ImageQuery, ImageRow, ImageStatus, MAX_STATUS_IDS, captions_of, get_image,
+    list_images, statuses,
+};
+pub use review::{Action, Decision, review};
+pub use sweep::{SweepReport, sweep_orphans};
+pub use upload::{UploadFile, Uploaded, Uploader, ingest};

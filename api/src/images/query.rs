@@ -1,0 +1,162 @@
+//! Reading images: the admin's filtered pages, one image, contributors' status checks, and
+//! the captions a ranking run trains on.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::status;
+use crate::db::Db;
+use crate::{Error, Result};
+
+/// One stored image.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ImageRow {
+    /// Id.
+    pub id: String,
+    /// Dataset.
+    pub dataset_id: String,
+    /// Content hash; the blob lives at `images/<sha256>`.
+    pub sha256: String,
+    /// Label.
+    pub label: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// Sniffed format (`png`, `jpeg`, `webp`, `gif`, `bmp`).
+    pub format: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Width in pixels.
+    pub width: i64,
+    /// Height in pixels.
+    pub height: i64,
+    /// Original file name (informational; never used as a key).
+    pub filename: String,
+    /// Who uploaded it.
+    pub uploader: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the last review decision.
+    pub reviewed_at: Option<i64>,
+    /// Who reviewed it.
+    pub reviewed_by: Option<String>,
+}
+
+/// Filter for [`list_images`].
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct ImageQuery {
+    /// Dataset id.
+    pub dataset: Option<String>,
+    /// `pending`, `approved` or `rejected`.
+    pub status: Option<String>,
+    /// Label.
+    pub label: Option<String>,
+    /// Page size (default 50, max 500).
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    pub offset: Option<i64>,
+}
+
+/// A page of images.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImagePage {
+    /// Rows matching the filter.
+    pub total: i64,
+    /// This page, newest first.
+    pub images: Vec<ImageRow>,
+}
+
+/// Images matching a filter, newest first.
+pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
+    if let Some(s) = &q.status
+        && ![status::PENDING, status::APPROVED, status::REJECTED].contains(&s.as_str())
+    {
+        return Err(Error::BadRequest(format!("unknown status {s:?}")));
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let filter = "($1 IS NULL OR dataset_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR label = $3)";
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM images WHERE {filter}"
+    )))
+    .bind(q.dataset.clone())
+    .bind(q.status.clone())
+    .bind(q.label.clone())
+    .fetch_one(db.pool())
+    .await?;
+    let images = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM images WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+    )))
+    .bind(q.dataset.clone())
+    .bind(q.status.clone())
+    .bind(q.label.clone())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(ImagePage { total, images })
+}
+
+/// One image; `NotFound` when absent.
+pub async fn get_image(db: &Db, id: &str) -> Result<ImageRow> {
+    sqlx::query_as("SELECT * FROM images WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no image {id:?}")))
+}
+
+/// Where an upload stands (what a contributor may know about their own images).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ImageStatus {
+    /// Image id (as the upload answered it).
+    pub id: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// Label now stored (a reviewer may have corrected it).
+    pub label: String,
+}
+
+/// Most ids one status request may ask about.
+pub const MAX_STATUS_IDS: usize = 200;
+
+/// Review status of the given images; unknown ids are left out. Ids come from upload answers
+/// and cannot be guessed, so this needs no token.
+pub async fn statuses(db: &Db, ids: &[String]) -> Result<Vec<ImageStatus>> {
+    if ids.len() > MAX_STATUS_IDS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_STATUS_IDS} ids per request, got {}",
+            ids.len()
+        )));
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = (1..=ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, status, label FROM images WHERE id IN ({marks}) ORDER BY id"
+    )));
+    for id in ids {
+        q = q.bind(id.clone());
+    }
+    Ok(q.fetch_all(db.pool()).await?)
+}
+
+/// Captions of images, by image id (for ranking runs).
+pub async fn captions_of(db: &Db, dataset_id: &str) -> Result<HashMap<String, Vec<String>>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.image_id, c.caption FROM captions c JOIN images i ON i.id = c.image_id \
+         WHERE i.dataset_id = $1 ORDER BY c.image_id, c.created_at, c.caption",
+    )
+    .bind(dataset_id)
+    .fetch_all(db.pool())
+    .await?;
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (id, c) in rows {
+        out.entry(id).or_default().push(c);
+    }
+    Ok(out)
+}

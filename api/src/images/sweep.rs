@@ -1,0 +1,60 @@
+//! Orphan sweeping: blobs no row points to (failed uploads, deleted models, health probes).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::db::Db;
+use crate::storage::Storage;
+use crate::util::now_ms;
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Image blobs without a row.
+    pub images: usize,
+    /// Model files without a model row.
+    pub model_files: usize,
+}
+
+/// Delete blobs no row points to, if older than `grace_ms` (uploads in flight write the blob
+/// before the row, so young orphans are left alone).
+pub async fn sweep_orphans(db: &Db, storage: &Storage, grace_ms: i64) -> Result<SweepReport> {
+    let cutoff = now_ms() - grace_ms;
+    let mut report = SweepReport::default();
+    for obj in storage.list("images").await? {
+        if obj.modified_ms > cutoff {
+            continue;
+        }
+        let sha = obj.key.trim_start_matches("images/");
+        let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE sha256 = $1")
+            .bind(sha)
+            .fetch_one(db.pool())
+            .await?;
+        if used == 0 {
+            storage.delete(&obj.key).await?;
+            report.images += 1;
+        }
+    }
+    for obj in storage.list("models").await? {
+        if obj.modified_ms > cutoff {
+            continue;
+        }
+        let Some(model_id) = obj.key.split('/').nth(1) else {
+            continue;
+        };
+        let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models WHERE id = $1")
+            .bind(model_id)
+            .fetch_one(db.pool())
+            .await?;
+        if used == 0 {
+            storage.delete(&obj.key).await?;
+            report.model_files += 1;
+        }
+    }
+    for obj in storage.list("health").await? {
+        if obj.modified_ms <= cutoff {
+            storage.delete(&obj.key).await?;
+        }
+    }
+    Ok(report)
+}
