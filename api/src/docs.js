@@ -20,6 +20,7 @@ function example(doc, schema, depth = 0) {
   schema = resolve(doc, schema);
   if (depth > 4) return null;
   if (schema.example !== undefined) return schema.example;
+  if (schema.oneOf) return example(doc, schema.oneOf.find((s) => s.type !== "null") || {}, depth + 1);
   const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== "null") : schema.type;
   if (schema.enum) return schema.enum[0];
   if (type === "object" || schema.properties) {

@@ -210,7 +210,7 @@ pub(super) async fn image_blob(
         || q.token
             .as_deref()
             .is_some_and(|t| token_matches(t, &st.admin_token));
-    if img.status != images::status::APPROVED && !admin {
+    if img.status != contract::ImageStatus::Approved && !admin {
         return Err(Error::Unauthorized(
             "only approved images are public; send the admin token".into(),
         ));
@@ -251,8 +251,7 @@ pub(super) async fn review_queue(
     _: Admin,
     Q(mut q): Q<ImageQuery>,
 ) -> Result<Json<ImagePage>> {
-    q.status
-        .get_or_insert_with(|| images::status::PENDING.into());
+    q.status.get_or_insert(contract::ImageStatus::Pending);
     Ok(Json(images::list_images(&st.db, &q).await?))
 }
 

@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::status;
 use crate::db::Db;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
+use contract::ImageStatus;
 
 /// A dataset with its labels and image counts.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -151,12 +151,13 @@ pub async fn get_dataset(db: &Db, id: &str) -> Result<DatasetInfo> {
     .fetch_all(db.pool())
     .await?;
     for c in counts {
-        let (label, st, n): (String, String, i64) = (c.try_get(0)?, c.try_get(1)?, c.try_get(2)?);
+        let (label, st, n): (String, ImageStatus, i64) =
+            (c.try_get(0)?, c.try_get(1)?, c.try_get(2)?);
         if let Some(l) = labels.iter_mut().find(|l| l.name == label) {
-            match st.as_str() {
-                status::APPROVED => l.approved += n,
-                status::PENDING => l.pending += n,
-                _ => l.rejected += n,
+            match st {
+                ImageStatus::Approved => l.approved += n,
+                ImageStatus::Pending => l.pending += n,
+                ImageStatus::Rejected => l.rejected += n,
             }
         }
     }

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::status;
 use crate::db::Db;
 use crate::{Error, Result};
+use contract::ImageStatus as Review;
 
 /// One stored image.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -21,7 +21,8 @@ pub struct ImageRow {
     /// Label.
     pub label: String,
     /// `pending`, `approved` or `rejected`.
-    pub status: String,
+    #[schema(inline)]
+    pub status: Review,
     /// Sniffed format (`png`, `jpeg`, `webp`, `gif`, `bmp`).
     pub format: String,
     /// Size in bytes.
@@ -48,7 +49,8 @@ pub struct ImageQuery {
     /// Dataset id.
     pub dataset: Option<String>,
     /// `pending`, `approved` or `rejected`.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<Review>,
     /// Label.
     pub label: Option<String>,
     /// Page size (default 50, max 500).
@@ -68,11 +70,6 @@ pub struct ImagePage {
 
 /// Images matching a filter, newest first.
 pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
-    if let Some(s) = &q.status
-        && ![status::PENDING, status::APPROVED, status::REJECTED].contains(&s.as_str())
-    {
-        return Err(Error::BadRequest(format!("unknown status {s:?}")));
-    }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let offset = q.offset.unwrap_or(0).max(0);
     let filter = "($1 IS NULL OR dataset_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR label = $3)";
@@ -80,7 +77,7 @@ pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
         "SELECT COUNT(*) FROM images WHERE {filter}"
     )))
     .bind(q.dataset.clone())
-    .bind(q.status.clone())
+    .bind(q.status)
     .bind(q.label.clone())
     .fetch_one(db.pool())
     .await?;
@@ -88,7 +85,7 @@ pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
         "SELECT * FROM images WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
     )))
     .bind(q.dataset.clone())
-    .bind(q.status.clone())
+    .bind(q.status)
     .bind(q.label.clone())
     .bind(limit)
     .bind(offset)
@@ -112,7 +109,8 @@ pub struct ImageStatus {
     /// Image id (as the upload answered it).
     pub id: String,
     /// `pending`, `approved` or `rejected`.
-    pub status: String,
+    #[schema(inline)]
+    pub status: Review,
     /// Label now stored (a reviewer may have corrected it).
     pub label: String,
 }

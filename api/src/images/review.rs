@@ -3,10 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::query::{ImageRow, get_image};
-use super::status;
 use crate::db::Db;
 use crate::util::now_ms;
 use crate::{Error, Result};
+use contract::ImageStatus;
 
 /// What a reviewer does with one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -77,11 +77,11 @@ pub async fn review(
             (None, _) => img.label.clone(),
         };
         let new_status = match d.action {
-            Action::Approve => status::APPROVED,
-            Action::Reject => status::REJECTED,
-            Action::Relabel => img.status.as_str(),
+            Action::Approve => ImageStatus::Approved,
+            Action::Reject => ImageStatus::Rejected,
+            Action::Relabel => img.status,
         };
-        if new_status == status::APPROVED && img.status != status::APPROVED {
+        if new_status == ImageStatus::Approved && img.status != ImageStatus::Approved {
             newly_approved += 1;
         }
         sqlx::query(

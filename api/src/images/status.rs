@@ -1,4 +1,5 @@
-//! Image review states, as stored in the `images.status` column.
+//! Image review states as strings, for SQL written by hand (`jobs`); new code uses
+//! [`contract::ImageStatus`], which binds and decodes as the same TEXT.
 
 /// Uploaded by a non-admin, waiting for review.
 pub const PENDING: &str = "pending";

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{Checked, validate_caption};
 use super::datasets::labels;
-use super::status;
 use crate::db::Db;
 use crate::storage::{Storage, image_key};
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
+use contract::ImageStatus;
 
 /// One file of an upload request.
 #[derive(Debug, Clone)]
@@ -45,7 +45,8 @@ pub struct Uploaded {
     /// Label now stored for the image.
     pub label: String,
     /// Review status now stored for the image.
-    pub status: String,
+    #[schema(inline)]
+    pub status: ImageStatus,
     /// True when the same content was already in the dataset (nothing new stored).
     pub duplicate: bool,
 }
@@ -65,7 +66,7 @@ async fn plan(
     db: &Db,
     dataset_id: &str,
     label: &str,
-    status: &str,
+    status: ImageStatus,
     files: Vec<Checked>,
 ) -> Result<Plan> {
     let mut p = Plan::default();
@@ -84,7 +85,7 @@ async fn plan(
             continue;
         }
         first_of.insert(f.sha256.clone(), p.results.len());
-        let existing: Option<(String, String, String)> = sqlx::query_as(
+        let existing: Option<(String, String, ImageStatus)> = sqlx::query_as(
             "SELECT id, label, status FROM images WHERE dataset_id = $1 AND sha256 = $2",
         )
         .bind(dataset_id)
@@ -93,7 +94,7 @@ async fn plan(
         .await?;
         let (id, label, status, duplicate) = match existing {
             Some((id, label, status)) => (id, label, status, true),
-            None => (new_id("img"), label.to_string(), status.to_string(), false),
+            None => (new_id("img"), label.to_string(), status, false),
         };
         p.captions
             .extend(f.captions.iter().map(|c| (id.clone(), c.clone())));
@@ -144,7 +145,7 @@ async fn insert_rows(
     db: &Db,
     dataset_id: &str,
     label: &str,
-    status: &str,
+    status: ImageStatus,
     uploader: &Uploader,
     p: &Plan,
 ) -> Result<()> {
@@ -206,9 +207,9 @@ pub async fn ingest(
         )));
     }
     let status = if uploader.admin {
-        status::APPROVED
+        ImageStatus::Approved
     } else {
-        status::PENDING
+        ImageStatus::Pending
     };
     for f in &files {
         for c in &f.captions {
