@@ -3,8 +3,12 @@
 //! app and the tests. Field names and serde attributes are the wire format: change them only
 //! with the api's version.
 
+mod datasets;
+mod health;
 mod models;
 mod runs;
 
+pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
+pub use health::{Check, Health};
 pub use models::{GateDecision, ModelInfo};
 pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent};

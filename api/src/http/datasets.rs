@@ -3,29 +3,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 use super::extract::{Admin, J, P, Shared};
+pub use contract::api::{NewDataset, NewLabel};
+
 use crate::Result;
 use crate::error::ErrorBody;
 use crate::images::{self, DatasetInfo};
-
-/// Dataset creation request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewDataset {
-    /// Unique name.
-    pub name: String,
-    /// Initial labels.
-    #[serde(default)]
-    pub labels: Vec<String>,
-}
-
-/// Label creation request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct NewLabel {
-    /// Label.
-    pub name: String,
-}
 
 #[utoipa::path(get, path = "/api/datasets", tag = "images", responses((status = 200, body = Vec<images::DatasetInfo>)))]
 pub(super) async fn list_datasets(State(st): State<Shared>) -> Result<Json<Vec<DatasetInfo>>> {

@@ -7,40 +7,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use super::extract::Shared;
 use super::{datasets, images, models, predict, training};
+pub use contract::api::{Check, Health};
+
 use crate::Result;
 use crate::error::ErrorBody;
 use crate::registry;
-
-/// Health of one dependency.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Check {
-    /// Reachable and working.
-    pub ok: bool,
-    /// Round trip in ms.
-    pub ms: f64,
-    /// Error, if any.
-    pub error: Option<String>,
-}
-
-/// Health report.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Health {
-    /// `ok` or `degraded`.
-    pub status: String,
-    /// Database probe.
-    pub database: Check,
-    /// Storage probe (write, read, delete).
-    pub storage: Check,
-    /// Champion classifier, if any.
-    pub model: Option<String>,
-    /// Server version.
-    pub version: String,
-}
 
 /// Run one probe with a 5 s deadline and time it.
 async fn probe<F: std::future::Future<Output = Result<()>>>(f: F) -> Check {

@@ -2,41 +2,13 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::db::Db;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
 use contract::ImageStatus;
-
-/// A dataset with its labels and image counts.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DatasetInfo {
-    /// Id used in URLs.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// `classify` or `rank`.
-    pub task: String,
-    /// Labels with per-status counts, sorted by name.
-    pub labels: Vec<LabelCount>,
-    /// Unix ms.
-    pub created_at: i64,
-}
-
-/// Image counts of one label.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LabelCount {
-    /// Label.
-    pub name: String,
-    /// Approved images.
-    pub approved: i64,
-    /// Images waiting for review.
-    pub pending: i64,
-    /// Rejected images.
-    pub rejected: i64,
-}
+pub use contract::api::{DatasetInfo, LabelCount};
 
 /// Create a dataset with its labels.
 pub async fn create_dataset(
@@ -67,7 +39,7 @@ pub async fn create_dataset(
     sqlx::query("INSERT INTO datasets (id, name, task, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&id)
         .bind(name)
-        .bind("classify")
+        .bind(contract::Task::Classify)
         .bind(now)
         .execute(&mut *tx)
         .await?;
