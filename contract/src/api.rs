@@ -5,10 +5,12 @@
 
 mod datasets;
 mod health;
+mod images;
 mod models;
 mod runs;
 
 pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
 pub use health::{Check, Health};
+pub use images::{ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded};
 pub use models::{GateDecision, ModelInfo};
 pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent};

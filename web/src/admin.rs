@@ -13,7 +13,7 @@ use contract::api::{
 };
 use contract::{Recall, Stage};
 
-use crate::types::{Dataset, Image, ImagePage};
+use contract::api::{DatasetInfo as Dataset, ImagePage, ImageRow as Image};
 
 const TOKEN_KEY: &str = "edgeml-admin-token";
 
@@ -88,26 +88,7 @@ impl Admin {
             "progress",
             Box::new(move |d| {
                 if let Ok(p) = serde_json::from_str::<Progress>(&d) {
-                    if let Progress::Batch {
-                        epoch: e,
-                        batch: b,
-                        batches: n,
-                        loss,
-                        ..
-                    } = p
-                    {
-                        let step = (e - 1) as f64 + b as f64 / n.max(1) as f64;
-                        batches.update(|v| {
-                            if v.last().is_none_or(|l| l.0 < step) {
-                                v.push((step, loss));
-                            }
-                        });
-                    }
-                    run.update(|r| {
-                        if let Some(r) = r {
-                            r.progress = Some(p);
-                        }
-                    });
+                    apply_progress(run, batches, p);
                 }
             }),
         );
@@ -442,6 +423,30 @@ fn Training(admin: Admin) -> impl IntoView {
             </Suspense>
         </section>
     }
+}
+
+/// A `progress` event: the batch-loss curve grows, the run shows the latest stage.
+fn apply_progress(run: RwSignal<Option<Run>>, batches: RwSignal<Vec<(f64, f64)>>, p: Progress) {
+    if let Progress::Batch {
+        epoch: e,
+        batch: b,
+        batches: n,
+        loss,
+        ..
+    } = p
+    {
+        let step = (e - 1) as f64 + b as f64 / n.max(1) as f64;
+        batches.update(|v| {
+            if v.last().is_none_or(|l| l.0 < step) {
+                v.push((step, loss));
+            }
+        });
+    }
+    run.update(|r| {
+        if let Some(r) = r {
+            r.progress = Some(p);
+        }
+    });
 }
 
 fn describe_progress(p: &Progress) -> String {

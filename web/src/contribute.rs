@@ -3,8 +3,8 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::types::{Dataset, LabelCount};
 use crate::{Ctx, net, outbox};
+use contract::api::{DatasetInfo as Dataset, LabelCount};
 
 const DATASETS_KEY: &str = "edgeml-datasets";
 const UPLOADER_KEY: &str = "edgeml-uploader";

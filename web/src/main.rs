@@ -8,7 +8,6 @@ mod net;
 mod outbox;
 mod predict;
 mod search;
-mod types;
 
 use contract::worker::ToWorker;
 use leptos::prelude::*;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use contract::worker::ToWorker;
 
-use crate::types::{ImageStatus, UploadResponse};
 use crate::{Ctx, net};
+use contract::api::{ImageReview, UploadResponse};
 
 const SENT_KEY: &str = "edgeml-sent";
 /// How many outcomes local storage keeps (the newest).
@@ -222,7 +222,7 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                             status: if u.duplicate {
                                 "duplicate".into()
                             } else {
-                                u.status
+                                u.status.to_string()
                             },
                             detail: String::new(),
                         })
@@ -271,14 +271,14 @@ pub async fn refresh_statuses(st: State) -> Result<(), String> {
     if ids.is_empty() {
         return Ok(());
     }
-    let now: Vec<ImageStatus> =
+    let now: Vec<ImageReview> =
         net::get(&format!("/api/images/status?ids={}", ids.join(",")), None)
             .await
             .map_err(|e| e.to_string())?;
     st.sent.update(|sent| {
         for o in sent.iter_mut() {
             if let Some(n) = now.iter().find(|n| n.id == o.id) {
-                o.status = n.status.clone();
+                o.status = n.status.to_string();
                 o.label = n.label.clone();
             }
         }

@@ -6,11 +6,12 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+pub use contract::api::UploadResponse;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{Admin, Form, J, MaybeAdmin, P, Q, Shared, read_form, token_matches};
 use crate::error::ErrorBody;
-use crate::images::{self, Decision, ImagePage, ImageQuery, ImageRow, Uploaded, Uploader};
+use crate::images::{self, Decision, ImagePage, ImageQuery, ImageRow, Uploader};
 use crate::state::AppState;
 use crate::storage::image_key;
 use crate::{Error, Result};
@@ -27,19 +28,6 @@ pub(super) struct UploadForm {
     /// One or more image files (PNG, JPEG, WebP, GIF, BMP).
     #[schema(value_type = Vec<String>, format = Binary)]
     files: Vec<Vec<u8>>,
-}
-
-/// Upload result.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UploadResponse {
-    /// Dataset.
-    pub dataset_id: String,
-    /// Label applied.
-    pub label: String,
-    /// Per-file results.
-    pub images: Vec<Uploaded>,
-    /// A retrain queued because enough images are now approved.
-    pub auto_retrain: Option<String>,
 }
 
 /// Who uploads: the `X-Uploader` name if given (validated), else `admin` or `anonymous`.

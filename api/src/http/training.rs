@@ -1,6 +1,7 @@
 //! Training routes: queue a run (classify or rank), history, one run, cancel, and the run's
 //! live progress as Server-Sent Events (the run is polled and only what changed is sent).
 
+use contract::api::RunStatusEvent;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -125,7 +126,12 @@ fn diff_events(last: Option<&RunInfo>, now: &RunInfo) -> Vec<Event> {
     if last.status != now.status {
         out.push(json_event(
             "status",
-            &serde_json::json!({"status": now.status, "error": now.error, "model_id": now.model_id, "attempts": now.attempts}),
+            &RunStatusEvent {
+                status: now.status,
+                error: now.error.clone(),
+                model_id: now.model_id.clone(),
+                attempts: now.attempts,
+            },
         ));
     }
     let seen = if now.epochs.len() >= last.epochs.len() {

@@ -8,7 +8,6 @@ pub mod check;
 pub mod datasets;
 pub mod query;
 pub mod review;
-pub mod status;
 pub mod sweep;
 pub mod upload;
 

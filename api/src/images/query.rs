@@ -3,45 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::db::Db;
 use crate::{Error, Result};
 use contract::ImageStatus as Review;
-
-/// One stored image.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ImageRow {
-    /// Id.
-    pub id: String,
-    /// Dataset.
-    pub dataset_id: String,
-    /// Content hash; the blob lives at `images/<sha256>`.
-    pub sha256: String,
-    /// Label.
-    pub label: String,
-    /// `pending`, `approved` or `rejected`.
-    #[schema(inline)]
-    pub status: Review,
-    /// Sniffed format (`png`, `jpeg`, `webp`, `gif`, `bmp`).
-    pub format: String,
-    /// Size in bytes.
-    pub bytes: i64,
-    /// Width in pixels.
-    pub width: i64,
-    /// Height in pixels.
-    pub height: i64,
-    /// Original file name (informational; never used as a key).
-    pub filename: String,
-    /// Who uploaded it.
-    pub uploader: String,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms of the last review decision.
-    pub reviewed_at: Option<i64>,
-    /// Who reviewed it.
-    pub reviewed_by: Option<String>,
-}
+pub use contract::api::{ImagePage, ImageReview as ImageStatus, ImageRow};
 
 /// Filter for [`list_images`].
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -57,15 +24,6 @@ pub struct ImageQuery {
     pub limit: Option<i64>,
     /// Rows to skip.
     pub offset: Option<i64>,
-}
-
-/// A page of images.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ImagePage {
-    /// Rows matching the filter.
-    pub total: i64,
-    /// This page, newest first.
-    pub images: Vec<ImageRow>,
 }
 
 /// Images matching a filter, newest first.
@@ -101,18 +59,6 @@ pub async fn get_image(db: &Db, id: &str) -> Result<ImageRow> {
         .fetch_optional(db.pool())
         .await?
         .ok_or_else(|| Error::NotFound(format!("no image {id:?}")))
-}
-
-/// Where an upload stands (what a contributor may know about their own images).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ImageStatus {
-    /// Image id (as the upload answered it).
-    pub id: String,
-    /// `pending`, `approved` or `rejected`.
-    #[schema(inline)]
-    pub status: Review,
-    /// Label now stored (a reviewer may have corrected it).
-    pub label: String,
 }
 
 /// Most ids one status request may ask about.

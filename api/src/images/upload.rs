@@ -2,10 +2,10 @@
 //! first (content-addressed), then every row in one transaction; on failure the blobs this
 //! request created are deleted again, so a request stores all its files or none.
 
+pub use contract::api::Uploaded;
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::check::{Checked, validate_caption};
 use super::datasets::labels;
@@ -31,24 +31,6 @@ pub struct Uploader {
     pub name: String,
     /// Admin uploads are approved directly.
     pub admin: bool,
-}
-
-/// Per-file result of an upload.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Uploaded {
-    /// Client-side name.
-    pub filename: String,
-    /// Image id (the existing one for duplicates).
-    pub id: String,
-    /// Content hash.
-    pub sha256: String,
-    /// Label now stored for the image.
-    pub label: String,
-    /// Review status now stored for the image.
-    #[schema(inline)]
-    pub status: ImageStatus,
-    /// True when the same content was already in the dataset (nothing new stored).
-    pub duplicate: bool,
 }
 
 /// What an upload request stores: its per-file answers, the files new to the dataset (with

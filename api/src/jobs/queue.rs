@@ -3,12 +3,11 @@
 //! re-queueing runs whose worker died, and auto-retrain after N new approved images.
 
 pub use contract::api::RunInfo;
-use contract::{RunStatus, Task};
+use contract::{ImageStatus, RunStatus, Task};
 use trainer::train::TrainConfig;
 
 use super::task::task_named;
 use crate::db::{Backend, Db};
-use crate::images::status as image_status;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
 
@@ -265,7 +264,7 @@ pub async fn maybe_auto_retrain(
         "SELECT COUNT(*) FROM images WHERE dataset_id = $1 AND status = $2 AND reviewed_at > $3",
     )
     .bind(dataset_id)
-    .bind(image_status::APPROVED)
+    .bind(ImageStatus::Approved)
     .bind(since.unwrap_or(0))
     .fetch_one(db.pool())
     .await?;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::Task;
+use contract::{ImageStatus, Task};
 use tokio::sync::{Notify, OnceCell, watch};
 use trainer::backbone::Backbone;
 use trainer::run::{Progress, RunMeta};
@@ -15,7 +15,6 @@ use trainer::train::EpochMetrics;
 use super::queue::{RunRow, claim_next};
 use super::task::{Classify, Job, Rank, TrainTask};
 use crate::db::Db;
-use crate::images::status as image_status;
 use crate::metrics::Metrics;
 use crate::registry;
 use crate::storage::{Storage, image_key};
@@ -253,7 +252,7 @@ impl Worker {
             "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
         )
         .bind(&run.dataset_id)
-        .bind(image_status::APPROVED)
+        .bind(ImageStatus::Approved)
         .fetch_all(self.db.pool())
         .await?;
         if rows.is_empty() {

@@ -1,0 +1,100 @@
+//! Images: stored rows as the admin sees them, uploads' per-file answers, and what a
+//! contributor may know about their own uploads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ImageStatus;
+
+/// One stored image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageRow {
+    /// Id.
+    pub id: String,
+    /// Dataset.
+    pub dataset_id: String,
+    /// Content hash; the blob lives at `images/<sha256>`.
+    pub sha256: String,
+    /// Label.
+    pub label: String,
+    /// `pending`, `approved` or `rejected`.
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub status: ImageStatus,
+    /// Sniffed format (`png`, `jpeg`, `webp`, `gif`, `bmp`).
+    pub format: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Width in pixels.
+    pub width: i64,
+    /// Height in pixels.
+    pub height: i64,
+    /// Original file name (informational; never used as a key).
+    pub filename: String,
+    /// Who uploaded it.
+    pub uploader: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the last review decision.
+    pub reviewed_at: Option<i64>,
+    /// Who reviewed it.
+    pub reviewed_by: Option<String>,
+}
+
+/// A page of images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImagePage {
+    /// Rows matching the filter.
+    pub total: i64,
+    /// This page, newest first.
+    pub images: Vec<ImageRow>,
+}
+
+/// Where an upload stands (what a contributor may know about their own images).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ImageStatus))]
+pub struct ImageReview {
+    /// Image id (as the upload answered it).
+    pub id: String,
+    /// `pending`, `approved` or `rejected`.
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub status: ImageStatus,
+    /// Label now stored (a reviewer may have corrected it).
+    pub label: String,
+}
+
+/// Per-file result of an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Uploaded {
+    /// Client-side name.
+    pub filename: String,
+    /// Image id (the existing one for duplicates).
+    pub id: String,
+    /// Content hash.
+    pub sha256: String,
+    /// Label now stored for the image.
+    pub label: String,
+    /// Review status now stored for the image.
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub status: ImageStatus,
+    /// True when the same content was already in the dataset (nothing new stored).
+    pub duplicate: bool,
+}
+
+/// Upload result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadResponse {
+    /// Dataset.
+    pub dataset_id: String,
+    /// Label applied.
+    pub label: String,
+    /// Per-file results.
+    pub images: Vec<Uploaded>,
+    /// A retrain queued because enough images are now approved.
+    pub auto_retrain: Option<String>,
+}
