@@ -3,12 +3,9 @@
 /// Everything that can go wrong while checking a manifest, preparing pixels or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The manifest is well-formed JSON but says something impossible or unsupported.
-    #[error("invalid manifest: {0}")]
-    Manifest(String),
-    /// The manifest is not valid JSON for the schema.
-    #[error("manifest is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The manifest (or another contract document) is invalid: see [`contract::Error`].
+    #[error(transparent)]
+    Contract(#[from] contract::Error),
     /// The ONNX bytes are not the ones the manifest describes (size or sha256).
     #[error("model file integrity check failed: {0}")]
     Integrity(String),
@@ -27,17 +24,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The manifest says something this crate cannot run.
+    pub(crate) fn manifest(msg: String) -> Self {
+        Error::Contract(contract::Error::Manifest(msg))
+    }
+
     pub(crate) fn engine(err: impl std::fmt::Display) -> Self {
         Error::Engine(format!("{err:#}"))
     }
 }
 
-impl From<contract::Error> for Error {
-    fn from(err: contract::Error) -> Self {
-        match err {
-            contract::Error::Json(e) => Error::Json(e),
-            contract::Error::Manifest(msg) => Error::Manifest(msg),
-            other => Error::Manifest(other.to_string()),
-        }
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Error::Contract(contract::Error::Json(err))
     }
 }

@@ -106,7 +106,7 @@ impl Session {
     /// Unit embedding of an image (ranking models).
     pub fn embed(&self, pixels: &Pixels<'_>) -> Result<Vec<f32>> {
         if self.manifest.task != Task::Rank {
-            return Err(Error::Manifest(format!(
+            return Err(Error::manifest(format!(
                 "model {} is a {} model, not a ranking model",
                 self.manifest.model_id,
                 self.manifest.task.as_str()
@@ -119,7 +119,7 @@ impl Session {
     /// Classify one decoded image: preprocess, run, return the `k` most probable labels.
     pub fn classify(&self, pixels: &Pixels<'_>, k: usize) -> Result<Vec<Prediction>> {
         if self.manifest.task != Task::Classify {
-            return Err(Error::Manifest(format!(
+            return Err(Error::manifest(format!(
                 "model {} is a {} model, not a classifier",
                 self.manifest.model_id,
                 self.manifest.task.as_str()
@@ -172,7 +172,7 @@ impl TextEncoder {
     pub fn new(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
         manifest.validate()?;
         let text = manifest.text.as_ref().ok_or_else(|| {
-            Error::Manifest(format!(
+            Error::manifest(format!(
                 "model {} has no text encoder (task {})",
                 manifest.model_id,
                 manifest.task.as_str()
