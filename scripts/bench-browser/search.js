@@ -1,6 +1,7 @@
 // One engine per page load (?engine=tract|ort&runs=N). Gallery: N int8 vectors of the model's
-// dimension from a fixed-seed generator (ranking cost does not depend on the values), scored
-// and sorted by the same code as public/worker.js.
+// dimension from a fixed-seed generator (ranking cost does not depend on the values). tract:
+// the app's own path, wasm-infer's SearchIndex (Rust: encode + int8 ranking + top-k);
+// onnxruntime-web: its encoder and the ranking a JavaScript app would write (`rank` below).
 const params = new URLSearchParams(location.search);
 const engine = params.get('engine');
 const runs = Number(params.get('runs') || 100);
@@ -47,22 +48,23 @@ async function main() {
   const onnx = new Uint8Array(await (await fetch('/model/text.onnx')).arrayBuffer());
   const dim = JSON.parse(manifest).text.output.shape[1];
   let embed;
+  let session = null;
   if (engine === 'tract') {
-    const session = new wasm.TextSession(onnx, manifest);
+    session = new wasm.TextSession(onnx, manifest);
     embed = async (text) => session.embed(text);
   } else {
     const ort = await import('/ort/ort.wasm.min.mjs');
     ort.env.wasm.numThreads = 1;
     ort.env.wasm.wasmPaths = '/ort/';
-    const session = await ort.InferenceSession.create(onnx, { executionProviders: ['wasm'] });
+    const ortSession = await ort.InferenceSession.create(onnx, { executionProviders: ['wasm'] });
     embed = async (text) => {
       const t = JSON.parse(wasm.tokenize(text, manifest));
       const n = t.ids.length;
-      const out = await session.run({
+      const out = await ortSession.run({
         ids: new ort.Tensor('int64', BigInt64Array.from(t.ids.map(BigInt)), [1, n]),
         mask: new ort.Tensor('float32', Float32Array.from(t.mask), [1, n]),
       });
-      return out[session.outputNames[0]].data;
+      return out[ortSession.outputNames[0]].data;
     };
   }
   const embedding = Array.from(await embed(QUERIES[0]));
@@ -70,7 +72,13 @@ async function main() {
   const search = {};
   for (const count of [1000, 10000]) {
     const v = gallery(count, dim);
-    search[count] = await time(async (i) => rank(await embed(QUERIES[i % QUERIES.length]), v, count, dim, 12));
+    if (session) {
+      const items = Array.from({ length: count }, (_, i) => ({ id: `img${i}`, label: 'x', captions: [] }));
+      const index = new wasm.SearchIndex(JSON.stringify({ model_id: 'bench', dim, count, scale: 127, items }), new Uint8Array(v.buffer));
+      search[count] = await time((i) => JSON.parse(index.search(session, QUERIES[i % QUERIES.length], 12)));
+    } else {
+      search[count] = await time(async (i) => rank(await embed(QUERIES[i % QUERIES.length]), v, count, dim, 12));
+    }
   }
   return { embedding, encode, search };
 }
