@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+pub use contract::api::PredictResponse;
 use tokio::sync::RwLock;
-use wasm_infer::session::{Prediction, Session};
+use wasm_infer::session::Session;
 
 use crate::db::Db;
 use crate::images::{Limits, check_and_decode};
@@ -23,18 +23,6 @@ const CHAMPION_TTL: Duration = Duration::from_secs(2);
 pub struct Predictor {
     loaded: RwLock<Option<(String, Arc<Session>)>>,
     champion: RwLock<Option<(Instant, Option<String>)>>,
-}
-
-/// A prediction.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PredictResponse {
-    /// Model that answered.
-    pub model_id: String,
-    /// Top-k labels, best first.
-    #[schema(value_type = Vec<Object>)]
-    pub predictions: Vec<Prediction>,
-    /// Preprocessing + inference time in milliseconds (decode excluded).
-    pub ms: f64,
 }
 
 impl Predictor {

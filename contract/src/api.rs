@@ -7,10 +7,14 @@ mod datasets;
 mod health;
 mod images;
 mod models;
+mod predict;
+mod review;
 mod runs;
 
 pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
 pub use health::{Check, Health};
 pub use images::{ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded};
 pub use models::{GateDecision, ModelInfo};
-pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent};
+pub use predict::{PredictResponse, Prediction};
+pub use review::{Action, Decision, ReviewRequest, ReviewResponse};
+pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent, TrainRequest};

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::Prediction;
+
 /// What the page asks the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -73,15 +75,6 @@ impl ToWorker {
     }
 }
 
-/// A label with its probability.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scored {
-    /// One of the model's labels.
-    pub label: String,
-    /// Its softmax probability, 0–1.
-    pub score: f32,
-}
-
 /// One search answer: a gallery image, or a caption for image → text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
@@ -127,7 +120,7 @@ pub enum FromWorker {
     /// Classification of one image.
     Result {
         /// `k` labels, most probable first.
-        predictions: Vec<Scored>,
+        predictions: Vec<Prediction>,
         /// Decoding + preprocessing + inference, milliseconds.
         ms: f64,
     },

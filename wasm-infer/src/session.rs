@@ -11,14 +11,7 @@ use crate::{Error, Result};
 
 type Runnable = Arc<TypedRunnableModel>;
 
-/// A label with its probability.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Prediction {
-    /// One of the manifest's labels.
-    pub label: String,
-    /// Probability in `[0, 1]`.
-    pub score: f32,
-}
+pub use contract::api::Prediction;
 
 /// A loaded, validated, optimised model ready to run batches.
 pub struct Session {

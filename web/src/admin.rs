@@ -9,7 +9,8 @@ use wasm_bindgen::prelude::*;
 use crate::chart::{Confusion, LineChart, Series};
 use crate::net;
 use contract::api::{
-    EpochMetrics as Epoch, ModelInfo as Model, Progress, RunInfo as Run, RunStatusEvent,
+    Action, Decision, EpochMetrics as Epoch, ModelInfo as Model, Progress, ReviewRequest,
+    ReviewResponse, RunInfo as Run, RunStatusEvent, TrainRequest,
 };
 use contract::{Recall, Stage};
 
@@ -227,16 +228,15 @@ fn Review(admin: Admin) -> impl IntoView {
             .map(|d| d.labels.into_iter().map(|l| l.name).collect::<Vec<_>>())
             .unwrap_or_default()
     });
-    let decide = move |decisions: Vec<serde_json::Value>| {
+    let decide = move |decisions: Vec<Decision>| {
         leptos::task::spawn_local(async move {
-            let body = json!({ "decisions": decisions });
-            match net::post::<serde_json::Value>("/api/review", Some(&admin.token()), &body).await {
+            let body = ReviewRequest { decisions };
+            match net::post::<ReviewResponse>("/api/review", Some(&admin.token()), &body).await {
                 Ok(r) => {
-                    let n = r["images"].as_array().map_or(0, Vec::len);
-                    let mut msg = format!("{n} image(s) updated");
-                    if let Some(run) = r["auto_retrain"].as_str() {
+                    let mut msg = format!("{} image(s) updated", r.images.len());
+                    if let Some(run) = r.auto_retrain {
                         msg.push_str(&format!("; enough new images: retrain {run} started"));
-                        admin.watch(run);
+                        admin.watch(&run);
                     }
                     admin.message.set(Some(msg));
                 }
@@ -250,7 +250,7 @@ fn Review(admin: Admin) -> impl IntoView {
             decide(
                 page.images
                     .iter()
-                    .map(|i| json!({"id": i.id, "action": "approve"}))
+                    .map(|i| decision(&i.id, Action::Approve, None))
                     .collect(),
             );
         }
@@ -285,7 +285,7 @@ fn ReviewCard(
     img: Image,
     labels: Vec<String>,
     token: String,
-    decide: impl Fn(Vec<serde_json::Value>) + Copy + 'static,
+    decide: impl Fn(Vec<Decision>) + Copy + 'static,
 ) -> impl IntoView {
     let src = RwSignal::new(None::<String>);
     let url = format!("/api/images/{}/blob", img.id);
@@ -303,15 +303,19 @@ fn ReviewCard(
     let original = img.label.clone();
     let (a, r, l) = (img.id.clone(), img.id.clone(), img.id.clone());
     let approve = move |_| {
-        decide(vec![
-            json!({"id": a, "action": "approve", "label": label.get_untracked()}),
-        ])
+        decide(vec![decision(
+            &a,
+            Action::Approve,
+            Some(label.get_untracked()),
+        )])
     };
-    let reject = move |_| decide(vec![json!({"id": r, "action": "reject"})]);
+    let reject = move |_| decide(vec![decision(&r, Action::Reject, None)]);
     let relabel = move |_| {
-        decide(vec![
-            json!({"id": l, "action": "relabel", "label": label.get_untracked()}),
-        ])
+        decide(vec![decision(
+            &l,
+            Action::Relabel,
+            Some(label.get_untracked()),
+        )])
     };
     let changed = move || label.get() != original;
     let alt = img.filename.clone();
@@ -350,9 +354,9 @@ fn Training(admin: Admin) -> impl IntoView {
     let epochs = RwSignal::new(String::new());
     let start = move |_| {
         let e = epochs.get_untracked();
-        let body = match e.trim().parse::<u32>() {
-            Ok(n) => json!({"params": {"epochs": n}}),
-            Err(_) => json!({}),
+        let body = TrainRequest {
+            params: e.trim().parse::<u32>().ok().map(|n| json!({ "epochs": n })),
+            ..TrainRequest::default()
         };
         leptos::task::spawn_local(async move {
             match net::post::<Run>("/api/train", Some(&admin.token()), &body).await {
@@ -652,5 +656,14 @@ fn ModelDetail(model: Model) -> impl IntoView {
                 })}
             </Suspense>
         </div>
+    }
+}
+
+/// One review decision for image `id`.
+fn decision(id: &str, action: Action, label: Option<String>) -> Decision {
+    Decision {
+        id: id.to_string(),
+        action,
+        label,
     }
 }

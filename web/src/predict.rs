@@ -4,7 +4,8 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use contract::worker::{Scored as Prediction, ToWorker};
+use contract::api::Prediction;
+use contract::worker::ToWorker;
 
 use crate::Ctx;
 

@@ -6,12 +6,12 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-pub use contract::api::UploadResponse;
-use serde::{Deserialize, Serialize};
+pub use contract::api::{ReviewRequest, ReviewResponse, UploadResponse};
+use serde::Deserialize;
 
 use super::extract::{Admin, Form, J, MaybeAdmin, P, Q, Shared, read_form, token_matches};
 use crate::error::ErrorBody;
-use crate::images::{self, Decision, ImagePage, ImageQuery, ImageRow, Uploader};
+use crate::images::{self, ImagePage, ImageQuery, ImageRow, Uploader};
 use crate::state::AppState;
 use crate::storage::image_key;
 use crate::{Error, Result};
@@ -214,22 +214,6 @@ pub(super) async fn image_blob(
         bytes,
     )
         .into_response())
-}
-
-/// Review request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct ReviewRequest {
-    /// Decisions, applied together or not at all.
-    pub decisions: Vec<Decision>,
-}
-
-/// Review result.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ReviewResponse {
-    /// Updated images.
-    pub images: Vec<ImageRow>,
-    /// Retrain queued because enough images are now approved.
-    pub auto_retrain: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/review", tag = "review", params(ImageQuery),

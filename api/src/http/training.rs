@@ -2,6 +2,7 @@
 //! live progress as Server-Sent Events (the run is polled and only what changed is sent).
 
 use contract::api::RunStatusEvent;
+pub use contract::api::TrainRequest;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,19 +19,6 @@ use crate::error::ErrorBody;
 use crate::images;
 use crate::jobs::{self, RunInfo};
 use crate::{Error, Result};
-
-/// Retrain request.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct TrainRequest {
-    /// Dataset (default: the first one).
-    pub dataset_id: Option<String>,
-    /// `classify` (default) or `rank` (image-text ranking on the images' captions).
-    pub task: Option<String>,
-    /// Hyper-parameters over the defaults (epochs, batch_size, lr, weight_decay, warmup_epochs,
-    /// patience, dropout, views, min_crop_area, class_balanced, seed).
-    #[schema(value_type = Option<Object>)]
-    pub params: Option<serde_json::Value>,
-}
 
 #[utoipa::path(post, path = "/api/train", tag = "training", request_body = TrainRequest,
     responses((status = 202, body = RunInfo), (status = 422, body = ErrorBody)), security(("bearer" = [])))]

@@ -1,35 +1,12 @@
 //! Review decisions: approve, reject or relabel images, all in one transaction.
 
-use serde::{Deserialize, Serialize};
+pub use contract::api::{Action, Decision};
 
 use super::query::{ImageRow, get_image};
 use crate::db::Db;
 use crate::util::now_ms;
 use crate::{Error, Result};
 use contract::ImageStatus;
-
-/// What a reviewer does with one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Use it for training (optionally with a corrected label).
-    Approve,
-    /// Never train on it.
-    Reject,
-    /// Change the label, keep the status.
-    Relabel,
-}
-
-/// One review decision.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Decision {
-    /// Image id.
-    pub id: String,
-    /// What to do.
-    pub action: Action,
-    /// New label (required for `relabel`, optional for `approve`).
-    pub label: Option<String>,
-}
 
 /// Apply review decisions in one transaction (any unknown id or label: nothing applied).
 /// Returns the updated images and how many became newly approved.
