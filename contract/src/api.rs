@@ -6,6 +6,7 @@
 mod datasets;
 mod health;
 mod images;
+mod limits;
 mod models;
 mod predict;
 mod review;
@@ -14,6 +15,7 @@ mod runs;
 pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
 pub use health::{Check, Health};
 pub use images::{ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded};
+pub use limits::Limits;
 pub use models::{GateDecision, ModelInfo};
 pub use predict::{PredictResponse, Prediction};
 pub use review::{Action, Decision, ReviewRequest, ReviewResponse};
