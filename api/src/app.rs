@@ -5,18 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::db::Db;
 use crate::images::{self, Uploader};
 use crate::jobs;
-use crate::metrics::Metrics;
-use crate::predict::Predictor;
 use crate::registry;
+use crate::serve::ConnLimits;
 pub use crate::state::AppState;
-use crate::state::upload_limit;
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -39,16 +37,7 @@ pub async fn state(cfg: Config) -> Result<Arc<AppState>> {
             t
         }
     };
-    Ok(Arc::new(AppState {
-        upload_limit: Arc::new(upload_limit(cfg.upload_rate_per_min, cfg.upload_burst)?),
-        metrics: Arc::new(Metrics::new()?),
-        predictor: Predictor::default(),
-        wake: Arc::new(Notify::new()),
-        admin_token,
-        cfg,
-        db,
-        storage,
-    }))
+    Ok(Arc::new(AppState::new(cfg, db, storage, admin_token)?))
 }
 
 /// First start: import the seed folder as the `default` dataset (approved), and queue a first
@@ -99,6 +88,7 @@ async fn seed_images(st: &AppState, dir: &std::path::Path, labels: &[String]) ->
     let seeder = Uploader {
         name: "seed".into(),
         admin: true,
+        client: String::new(),
     };
     let mut total = 0;
     for label in labels {
@@ -127,7 +117,16 @@ async fn seed_images(st: &AppState, dir: &std::path::Path, labels: &[String]) ->
             }
         }
         total += files.len();
-        images::ingest(&st.db, &st.storage, "default", label, files, &seeder).await?;
+        images::ingest(
+            &st.db,
+            &st.storage,
+            "default",
+            label,
+            files,
+            &seeder,
+            st.pending_caps(),
+        )
+        .await?;
     }
     tracing::info!(images = total, labels = labels.len(), dir = %dir.display(), "seed dataset imported");
     Ok(())
@@ -139,14 +138,13 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Shared state.
     pub state: Arc<AppState>,
-    stop: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
 }
 
 impl Server {
     /// Ask for a graceful stop and wait for it.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.stop.send(true);
+        self.state.shutdown.send_replace(true);
         self.wait().await
     }
 
@@ -158,6 +156,9 @@ impl Server {
     }
 }
 
+/// How long a graceful stop waits for open requests before closing their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Start everything on `listener`; stops when `shutdown()` is called on the result or when
 /// `signal` completes.
 pub async fn start(
@@ -166,7 +167,7 @@ pub async fn start(
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Server> {
     let addr = listener.local_addr()?;
-    let (stop, stop_rx) = watch::channel(false);
+    let stop_rx = st.shutdown.subscribe();
     let backbone = Arc::new(OnceCell::new());
     let mut workers = Vec::new();
     for _ in 0..st.cfg.workers {
@@ -176,23 +177,20 @@ pub async fn start(
     }
     let maint = tokio::spawn(maintenance(st.clone(), stop_rx.clone()));
     let router = crate::http::router(st.clone());
-    let stop_signal = stop.clone();
+    let signalled = st.clone();
     tokio::spawn(async move {
         signal.await;
-        let _ = stop_signal.send(true);
+        tracing::info!("shutting down: draining requests, stopping workers");
+        signalled.shutdown.send_replace(true);
     });
-    let mut rx = stop_rx.clone();
+    let limits = ConnLimits {
+        header_read_timeout: Duration::from_secs(st.cfg.header_read_timeout_secs),
+        max_connections: st.cfg.max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
     let state = st.clone();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|s| *s).await;
-            tracing::info!("shutting down: draining requests, stopping workers");
-        });
-        let r = serve.await;
+        let r = crate::serve::serve(listener, router, limits, stop_rx).await;
         for w in workers {
             let _ = w.await;
         }
@@ -204,12 +202,11 @@ pub async fn start(
     Ok(Server {
         addr,
         state: st,
-        stop,
         task,
     })
 }
 
-/// Every few seconds: re-queue runs of dead workers and forget upload quotas of idle clients;
+/// Every few seconds: re-queue runs of dead workers and forget quotas of idle clients;
 /// every hour: sweep orphan blobs.
 async fn maintenance(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let lease_ms = (st.cfg.worker_lease_secs as i64) * 1000;
@@ -220,7 +217,7 @@ async fn maintenance(st: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaping stale runs failed"),
         }
-        st.upload_limit.limiter().retain_recent();
+        st.quotas.forget_idle();
         if last_sweep.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
             match images::sweep_orphans(&st.db, &st.storage, ORPHAN_GRACE_MS).await {
                 Ok(r) if r.images + r.model_files > 0 => tracing::info!(?r, "orphan blobs removed"),

@@ -84,12 +84,71 @@ pub struct Config {
     /// Files per upload request.
     #[arg(long, env = "MAX_FILES", default_value_t = 200)]
     pub max_files: usize,
-    /// Upload requests per minute per client IP (token bucket refill rate).
+    /// Largest image area the prediction route decodes, in pixels.
+    #[arg(long, env = "MAX_PREDICT_PIXELS", default_value_t = 40_000_000)]
+    pub max_predict_pixels: u64,
+    /// Upload requests per minute per client (token bucket refill rate; admin requests are
+    /// exempt from every per-client quota).
     #[arg(long, env = "UPLOAD_RATE_PER_MIN", default_value_t = 120)]
     pub upload_rate_per_min: u32,
-    /// Upload requests a client IP may burst.
+    /// Upload requests a client may burst.
     #[arg(long, env = "UPLOAD_BURST", default_value_t = 60)]
     pub upload_burst: u32,
+    /// Upload MiB per hour per client.
+    #[arg(long, env = "UPLOAD_MB_PER_HOUR", default_value_t = 2048)]
+    pub upload_mb_per_hour: u32,
+    /// Uploaded files per hour per client.
+    #[arg(long, env = "UPLOAD_FILES_PER_HOUR", default_value_t = 5000)]
+    pub upload_files_per_hour: u32,
+    /// Prediction requests per minute per client.
+    #[arg(long, env = "PREDICT_RATE_PER_MIN", default_value_t = 240)]
+    pub predict_rate_per_min: u32,
+    /// Prediction requests a client may burst.
+    #[arg(long, env = "PREDICT_BURST", default_value_t = 60)]
+    pub predict_burst: u32,
+    /// Images one client may have waiting for review.
+    #[arg(long, env = "MAX_PENDING_PER_CLIENT", default_value_t = 1000)]
+    pub max_pending_per_client: u64,
+    /// Images waiting for review in total (beyond: contributions answer 503).
+    #[arg(long, env = "MAX_PENDING_TOTAL", default_value_t = 100_000)]
+    pub max_pending_total: u64,
+    /// Captions one image may carry.
+    #[arg(long, env = "MAX_CAPTIONS_PER_IMAGE", default_value_t = 20)]
+    pub max_captions_per_image: u64,
+    /// Reverse proxies (addresses or CIDR blocks, comma separated) whose `X-Forwarded-For`
+    /// names the client; without it the peer address is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client has to send a request head (also the keep-alive idle timeout).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may stall between two chunks.
+    #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_idle_timeout_secs: u64,
+    /// Deadline of an ordinary request, in seconds (progress streams excepted).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Deadline of an upload or prediction, in seconds.
+    #[arg(long, env = "UPLOAD_TIMEOUT_SECS", default_value_t = 120)]
+    pub upload_timeout_secs: u64,
+    /// Connections open at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// `/api` requests in flight at once (beyond: 503 at once).
+    #[arg(long, env = "MAX_REQUESTS_IN_FLIGHT", default_value_t = 512)]
+    pub max_requests_in_flight: usize,
+    /// MiB of upload and prediction bodies held in memory at once.
+    #[arg(long, env = "BODY_MEMORY_MB", default_value_t = 384)]
+    pub body_memory_mb: u32,
+    /// MiB of decoded pixels at once (each decode holds what its header announces).
+    #[arg(long, env = "DECODE_MEMORY_MB", default_value_t = 768)]
+    pub decode_memory_mb: u32,
+    /// Decoding threads (default: the number of cores).
+    #[arg(long, env = "DECODE_THREADS")]
+    pub decode_threads: Option<usize>,
+    /// Progress streams open at once.
+    #[arg(long, env = "MAX_EVENT_STREAMS", default_value_t = 256)]
+    pub max_event_streams: usize,
     /// Allowed CORS origins (comma separated); CORS is off when empty.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -172,6 +231,27 @@ impl Config {
         }
         if self.upload_rate_per_min == 0 || self.upload_burst == 0 {
             return Err(Error::Config("upload rate limits must be positive".into()));
+        }
+        let positive = [
+            self.header_read_timeout_secs,
+            self.body_idle_timeout_secs,
+            self.request_timeout_secs,
+            self.upload_timeout_secs,
+            u64::from(self.body_memory_mb),
+            u64::from(self.decode_memory_mb),
+            self.max_connections as u64,
+            self.max_requests_in_flight as u64,
+            self.max_event_streams as u64,
+        ];
+        if positive.contains(&0) {
+            return Err(Error::Config(
+                "timeouts, connection, request, memory and stream limits must be positive".into(),
+            ));
+        }
+        if u64::from(self.body_memory_mb) * (1 << 20) < self.max_upload_bytes as u64 + (1 << 20) {
+            return Err(Error::Config(
+                "BODY_MEMORY_MB must hold at least one MAX_UPLOAD_BYTES body".into(),
+            ));
         }
         Ok(())
     }

@@ -82,6 +82,17 @@ impl Db {
         &self.pool
     }
 
+    /// Begin a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout for it): a deferred transaction that
+    /// reads first cannot upgrade to a writer while another writer committed meanwhile and
+    /// fails with "database is locked". PostgreSQL needs nothing special.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Which server the pool talks to (for the few statements that differ).
     pub fn backend(&self) -> Backend {
         self.backend

@@ -39,12 +39,22 @@ pub enum Error {
     /// Well-formed but semantically invalid parameters.
     #[error("{0}")]
     Invalid(String),
-    /// Too many requests from one client; retry after this many seconds.
-    #[error("rate limit exceeded, retry in {0} s")]
-    RateLimited(u64),
+    /// Too many requests (or too much waiting for review) from one client; retry after this
+    /// many seconds.
+    #[error("{1}")]
+    RateLimited(u64, String),
     /// A dependency (model, database, storage) is not available right now.
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at a capacity limit; retry after this many seconds.
+    #[error("{1}")]
+    Busy(u64, String),
+    /// A worker no longer owns the run it was working on (reaped or finished elsewhere).
+    #[error("{0}")]
+    Lost(String),
+    /// The request took longer than its deadline.
+    #[error("{0}")]
+    Timeout(String),
     /// Database failure.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -87,6 +97,7 @@ impl Error {
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Lost(_) => (StatusCode::CONFLICT, "run_lost"),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             UnsupportedFormat(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format"),
             InvalidImage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
@@ -95,8 +106,10 @@ impl Error {
             Invalid(_) | Trainer(trainer::Error::Param(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameter")
             }
-            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Busy(..) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             Db(_) | Migrate(_) | Storage(_) | Trainer(_) | Infer(_) | Json(_) | Io(_)
             | Config(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -110,21 +123,39 @@ pub struct ErrorBody {
     pub error: String,
     /// Human-readable explanation.
     pub detail: String,
+    /// For server faults (500): the id under which the fault is logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        }
+        // A server fault's text (SQL, storage, paths) goes to the log, not to the client: the
+        // client gets an id to quote.
+        let (detail, request_id) = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            let id = crate::util::random_hex(8);
+            tracing::error!(request_id = %id, error = %self, "request failed");
+            (
+                format!(
+                    "internal server error (request id {id}; the details are in the server log)"
+                ),
+                Some(id),
+            )
+        } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, "request refused");
+            }
+            (self.to_string(), None)
+        };
         let body = ErrorBody {
             error: code.to_string(),
-            detail: self.to_string(),
+            detail,
+            request_id,
         };
         let mut resp = (status, axum::Json(body)).into_response();
         match &self {
-            Error::RateLimited(secs) => {
+            Error::RateLimited(secs, _) | Error::Busy(secs, _) => {
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
                 }

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod predict;
 pub mod registry;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod util;

@@ -83,9 +83,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     api::app::bootstrap(&st)
         .await
         .context("first-start bootstrap")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    // A deep accept queue: bursts of new connections wait in the kernel instead of being
+    // refused (the accept loop caps how many are open at once).
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(listen)
         .with_context(|| format!("binding {listen}"))?;
+    let listener = socket.listen(4096)?;
     let server = api::app::start(st, listener, shutdown_signal()).await?;
     let st = server.state.clone();
     eprintln!(

@@ -107,6 +107,22 @@ impl Metrics {
     }
 }
 
+/// The `method` label: the standard methods by name, anything a client invents as `OTHER`
+/// (so the label set stays bounded).
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
 /// Middleware: count and time every request by its route template (not the raw path, so ids
 /// do not explode the label set).
 pub async fn track(
@@ -125,7 +141,7 @@ pub async fn track(
                 "static".into()
             }
         });
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method()).to_string();
     let t0 = Instant::now();
     let resp = next.run(req).await;
     metrics

@@ -10,7 +10,7 @@ use tokio::sync::RwLock;
 use wasm_infer::session::Session;
 
 use crate::db::Db;
-use crate::images::{Limits, check_and_decode};
+use crate::images::{DecodeBudget, Limits};
 use crate::registry;
 use crate::storage::Storage;
 use crate::{Error, Result};
@@ -61,20 +61,37 @@ impl Predictor {
     }
 }
 
-/// Validate and decode an image, then classify it with the champion.
+/// Where a prediction runs: the champion's session, the database and storage it is loaded
+/// from, and the decode budget the image is decoded within.
+pub struct PredictCtx<'a> {
+    /// The cached champion.
+    pub predictor: &'a Predictor,
+    /// Registry.
+    pub db: &'a Db,
+    /// Model files.
+    pub storage: &'a Storage,
+    /// Server-wide decode budget.
+    pub decode: &'a DecodeBudget,
+}
+
+/// Validate and decode an image (within the decode budget), then classify it with the
+/// champion.
 pub async fn predict(
-    predictor: &Predictor,
-    db: &Db,
-    storage: &Storage,
+    ctx: PredictCtx<'_>,
     filename: String,
     bytes: Bytes,
     limits: Limits,
     k: usize,
 ) -> Result<PredictResponse> {
-    let session = predictor.session(db, storage, "classify").await?;
-    let k = k.clamp(1, 100);
+    let session = ctx
+        .predictor
+        .session(ctx.db, ctx.storage, "classify")
+        .await?;
+    if !(1..=100).contains(&k) {
+        return Err(Error::BadRequest(format!("k must be 1 to 100 (got {k})")));
+    }
+    let (_, img) = ctx.decode.check_and_decode(filename, bytes, limits).await?;
     tokio::task::spawn_blocking(move || {
-        let (_, img) = check_and_decode(&filename, bytes, limits)?;
         let t0 = Instant::now();
         let pixels = trainer::pipeline::pixels(&img)?;
         let predictions = session.classify(&pixels, k)?;

@@ -223,16 +223,41 @@ pub async fn list(db: &Db, task: Option<&str>, limit: i64) -> Result<Vec<ModelIn
     rows.into_iter().map(ModelInfo::try_from).collect()
 }
 
+/// The run a registration belongs to and the worker that must still own it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOwner<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// The worker that claimed it.
+    pub worker: &'a str,
+}
+
+/// Why a registration transaction did not leave a row.
+enum NotRegistered {
+    /// Rolled back: no row refers to the uploaded files.
+    RolledBack(Error),
+    /// The commit's outcome is unknown: the files may be referenced, so they stay (the orphan
+    /// sweeper removes them later if no row came to be).
+    Uncertain(Error),
+}
+
+impl<E: Into<Error>> From<E> for NotRegistered {
+    fn from(e: E) -> Self {
+        NotRegistered::RolledBack(e.into())
+    }
+}
+
 /// Upload the files of a trained model folder (as the trainer wrote them: no second read
-/// from disk) to storage, insert the candidate, run the gate and promote it if it passes.
-/// Files are written before the row; if the row cannot be written the files are deleted
-/// again.
+/// from disk) to storage, then in one transaction: check that `owner` still owns its run (not
+/// cancelled, not reaped), read the champion, insert the candidate, run the gate and promote
+/// it if it passes. Files are written before the row and deleted again only when the
+/// transaction certainly left no row.
 pub async fn register(
     db: &Db,
     storage: &Storage,
     files: &ModelFolder,
     dataset_id: &str,
-    run_id: Option<&str>,
+    owner: Option<RunOwner<'_>>,
     margin: f64,
     rescored: Option<ChampionScore>,
 ) -> Result<ModelInfo> {
@@ -263,49 +288,102 @@ pub async fn register(
         Ok::<(), Error>(())
     }
     .await;
-    let result = match upload {
+    let outcome = match upload {
         Ok(()) => {
-            insert_and_gate(
-                db,
-                &manifest,
+            let row = NewModel {
+                manifest: &manifest,
                 manifest_json,
                 dataset_id,
-                run_id,
-                margin,
-                rescored,
-            )
-            .await
+                owner,
+            };
+            insert_and_gate(db, row, margin, rescored).await
         }
-        Err(e) => Err(e),
+        Err(e) => Err(NotRegistered::RolledBack(e)),
     };
-    if result.is_err() {
-        for key in &written {
-            if let Err(e) = storage.delete(key).await {
-                tracing::warn!(%key, error = %e, "could not delete files of a failed registration");
+    match outcome {
+        Ok(()) => get(db, &id).await,
+        Err(NotRegistered::Uncertain(e)) => Err(e),
+        Err(NotRegistered::RolledBack(e)) => {
+            for key in &written {
+                if let Err(e) = storage.delete(key).await {
+                    tracing::warn!(%key, error = %e, "could not delete files of a failed registration");
+                }
             }
+            Err(e)
         }
     }
-    result
 }
 
-async fn insert_and_gate(
-    db: &Db,
+/// The row a registration inserts.
+struct NewModel<'a> {
+    manifest: &'a ModelManifest,
+    manifest_json: &'a str,
+    dataset_id: &'a str,
+    owner: Option<RunOwner<'a>>,
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+/// Serialise champion changes of `task` for the rest of the transaction (PostgreSQL: an
+/// advisory lock; on SQLite a write transaction holds the database's write lock already).
+async fn lock_champion(db: &Db, tx: &mut Tx<'_>, task: Task) -> Result<()> {
+    if db.backend() == crate::db::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::TEXT")
+            .bind(format!("edgeml-champion-{task}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The champion of a task, read inside a transaction.
+async fn current_in(tx: &mut Tx<'_>, task: Task) -> Result<Option<ModelInfo>> {
+    let row: Option<ModelRow> =
+        sqlx::query_as("SELECT * FROM models WHERE task = $1 AND stage = $2")
+            .bind(task)
+            .bind(Stage::Champion)
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.map(ModelInfo::try_from).transpose()
+}
+
+/// Whether the worker still owns the run (claimed by it, running, not cancelled); touching its
+/// heartbeat also makes this transaction the writer (SQLite) and locks the run row
+/// (PostgreSQL) until commit, so a reaper or a cancel cannot slip in between.
+async fn check_owner(tx: &mut Tx<'_>, owner: RunOwner<'_>) -> Result<()> {
+    let cancel: Option<i64> = sqlx::query_scalar(
+        "UPDATE runs SET heartbeat_at = $1 WHERE id = $2 AND worker = $3 AND status = 'running' \
+         RETURNING cancel_requested",
+    )
+    .bind(now_ms())
+    .bind(owner.run_id)
+    .bind(owner.worker)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match cancel {
+        None => Err(Error::Lost(format!(
+            "run {} is no longer owned by worker {} (reaped or finished elsewhere): its model is not registered",
+            owner.run_id, owner.worker
+        ))),
+        Some(0) => Ok(()),
+        Some(_) => Err(Error::Trainer(trainer::Error::Cancelled)),
+    }
+}
+
+/// The gate's decision for a candidate against the champion.
+fn decide_for(
     manifest: &ModelManifest,
-    manifest_json: &str,
-    dataset_id: &str,
-    run_id: Option<&str>,
+    champion: Option<&ModelInfo>,
     margin: f64,
     rescored: Option<ChampionScore>,
-) -> Result<ModelInfo> {
-    let task = manifest.task;
-    let champion = current(db, task.as_str()).await?;
-    let decision = match manifest.task {
+) -> Result<GateDecision> {
+    Ok(match manifest.task {
         Task::Classify => {
             let metrics = manifest
                 .metrics
                 .as_ref()
                 .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
-            let score = champion.as_ref().and_then(|c| match rescored {
+            let score = champion.and_then(|c| match rescored {
                 Some(r) if r.id == c.id => Some(r),
                 _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
                     id: c.id.clone(),
@@ -319,7 +397,7 @@ async fn insert_and_gate(
             let metrics = manifest.rank_metrics.as_ref().ok_or_else(|| {
                 Error::Internal("trained ranking model has no test metrics".into())
             })?;
-            let score = champion.as_ref().and_then(|c| {
+            let score = champion.and_then(|c| {
                 c.manifest.rank_metrics.as_ref().map(|m| ChampionScore {
                     id: c.id.clone(),
                     score: m.text_to_image.r10,
@@ -328,22 +406,37 @@ async fn insert_and_gate(
             });
             gate_rank(metrics, score.as_ref(), margin)
         }
-    };
+    })
+}
+
+async fn insert_and_gate(
+    db: &Db,
+    m: NewModel<'_>,
+    margin: f64,
+    rescored: Option<ChampionScore>,
+) -> std::result::Result<(), NotRegistered> {
+    let task = m.manifest.task;
+    let mut tx = db.begin_write().await?;
+    if let Some(owner) = m.owner {
+        check_owner(&mut tx, owner).await?;
+    }
+    lock_champion(db, &mut tx, task).await?;
+    let champion = current_in(&mut tx, task).await?;
+    let decision = decide_for(m.manifest, champion.as_ref(), margin, rescored)?;
     let now = now_ms();
-    let mut tx = db.pool().begin().await?;
     sqlx::query(
         "INSERT INTO models (id, dataset_id, task, run_id, stage, sha256, bytes, manifest, gate, created_at, promoted_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)",
     )
-    .bind(&manifest.model_id)
-    .bind(dataset_id)
+    .bind(&m.manifest.model_id)
+    .bind(m.dataset_id)
     .bind(task)
-    .bind(run_id.map(str::to_string))
+    .bind(m.owner.map(|o| o.run_id.to_string()))
     .bind(Stage::Candidate)
-    .bind(&manifest.onnx.sha256)
-    .bind(manifest.onnx.bytes as i64)
-    .bind(manifest_json)
-    .bind(serde_json::to_string(&decision)?)
+    .bind(&m.manifest.onnx.sha256)
+    .bind(m.manifest.onnx.bytes as i64)
+    .bind(m.manifest_json)
+    .bind(serde_json::to_string(&decision).map_err(Error::from)?)
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -352,7 +445,7 @@ async fn insert_and_gate(
         swap_champion(
             &mut tx,
             task,
-            &manifest.model_id,
+            &m.manifest.model_id,
             previous.as_deref(),
             previous.as_deref(),
             "gate",
@@ -360,9 +453,11 @@ async fn insert_and_gate(
         )
         .await?;
     }
-    tx.commit().await?;
-    tracing::info!(model = %manifest.model_id, promote = decision.promote, reason = %decision.reason, "model registered");
-    get(db, &manifest.model_id).await
+    tx.commit()
+        .await
+        .map_err(|e| NotRegistered::Uncertain(e.into()))?;
+    tracing::info!(model = %m.manifest.model_id, promote = decision.promote, reason = %decision.reason, "model registered");
+    Ok(())
 }
 
 /// Archive `previous` (the current champion), make `model_id` champion, record the promotion
@@ -418,12 +513,13 @@ async fn swap_champion(
 /// Make a model the champion of its task (manual override of the gate).
 pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     let model = get(db, id).await?;
-    let champion = current(db, model.task.as_str()).await?;
+    let mut tx = db.begin_write().await?;
+    lock_champion(db, &mut tx, model.task).await?;
+    let champion = current_in(&mut tx, model.task).await?;
     if champion.as_ref().is_some_and(|c| c.id == id) {
         return Err(Error::Conflict(format!("{id} is already the champion")));
     }
     let previous = champion.map(|c| c.id);
-    let mut tx = db.pool().begin().await?;
     swap_champion(
         &mut tx,
         model.task,
@@ -467,7 +563,16 @@ pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     .bind(model.task)
     .fetch_optional(db.pool())
     .await?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
+    lock_champion(db, &mut tx, model.task).await?;
+    if current_in(&mut tx, model.task)
+        .await?
+        .is_none_or(|c| c.id != id)
+    {
+        return Err(Error::Conflict(format!(
+            "{id} stopped being the champion meanwhile"
+        )));
+    }
     swap_champion(
         &mut tx,
         model.task,

@@ -1,37 +1,22 @@
 //! The state the handlers, workers and the maintenance task share: configuration, database,
-//! storage, metrics, the predictor, the admin token and the per-IP upload quota. Built once by
+//! storage, metrics, the predictor, the admin token, the per-client quotas and the admission
+//! limits, the decode budget, the live run feeds and the shutdown signal. Built once by
 //! `app::state`; the HTTP layer and the wiring both read it, neither owns it.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use governor::middleware::NoOpMiddleware;
-use tokio::sync::{Notify, OnceCell};
-use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
-use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tokio::sync::{Notify, OnceCell, Semaphore, watch};
 
+use crate::Result;
 use crate::config::Config;
 use crate::db::Db;
-use crate::images::Limits;
-use crate::jobs::{self, Worker};
+use crate::http::guard::{Admission, QuotaConfig, Quotas, TrustedProxies};
+use crate::images::{DecodeBudget, Limits, PendingCaps};
+use crate::jobs::{self, RunFeeds, Worker};
 use crate::metrics::Metrics;
 use crate::predict::Predictor;
 use crate::storage::Storage;
-use crate::{Error, Result};
-
-/// The per-IP upload quota (a GCRA limiter keyed by the peer address: the same shape as a
-/// token bucket refilled at a steady rate).
-pub type UploadLimit = GovernorConfig<PeerIpKeyExtractor, NoOpMiddleware>;
-
-/// `per_min` uploads per minute per client IP, in bursts of at most `burst`.
-pub fn upload_limit(per_min: u32, burst: u32) -> Result<UploadLimit> {
-    let period = Duration::from_nanos(60_000_000_000 / u64::from(per_min.max(1)));
-    GovernorConfigBuilder::default()
-        .period(period)
-        .burst_size(burst)
-        .finish()
-        .ok_or_else(|| Error::Config("upload rate limits must be positive".into()))
-}
 
 /// Shared server state.
 pub struct AppState {
@@ -47,18 +32,100 @@ pub struct AppState {
     pub predictor: Predictor,
     /// Admin bearer token (`ADMIN_TOKEN`, or one generated for development).
     pub admin_token: String,
-    /// Upload quota per client IP; the maintenance task forgets idle addresses.
-    pub upload_limit: Arc<UploadLimit>,
+    /// Per-client quotas; the maintenance task forgets idle clients.
+    pub quotas: Quotas,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted: TrustedProxies,
+    /// Requests in flight and request bodies in memory.
+    pub admission: Admission,
+    /// Memory and threads for image decoding.
+    pub decode: DecodeBudget,
+    /// Live state of watched runs (progress streams).
+    pub feeds: RunFeeds,
     /// Wakes in-process workers when a run is queued.
     pub wake: Arc<Notify>,
+    /// Turns true when the server stops (workers, streams and the accept loop follow it).
+    pub shutdown: watch::Sender<bool>,
+    /// The last storage probe of `/ready` (probes are cached briefly).
+    pub storage_probe: Mutex<Option<(Instant, std::result::Result<f64, String>)>>,
 }
 
 impl AppState {
-    /// Image limits from the configuration.
+    /// Build the state around connected database and storage.
+    pub fn new(cfg: Config, db: Db, storage: Storage, admin_token: String) -> Result<Self> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(AppState {
+            quotas: Quotas::new(QuotaConfig {
+                uploads_per_min: (cfg.upload_rate_per_min, cfg.upload_burst),
+                predicts_per_min: (cfg.predict_rate_per_min, cfg.predict_burst),
+                upload_mib_per_hour: cfg.upload_mb_per_hour,
+                upload_files_per_hour: cfg.upload_files_per_hour,
+            })?,
+            trusted: TrustedProxies::parse(&cfg.trusted_proxies)?,
+            admission: Admission {
+                requests: Arc::new(Semaphore::new(cfg.max_requests_in_flight)),
+                body_mib: Arc::new(Semaphore::new(cfg.body_memory_mb as usize)),
+                max_body: cfg.max_upload_bytes as u64,
+                wait: Duration::from_secs(5),
+            },
+            decode: DecodeBudget::new(
+                cfg.decode_memory_mb,
+                cfg.decode_threads.unwrap_or(cores),
+                Duration::from_secs(10),
+            ),
+            feeds: RunFeeds::new(cfg.max_event_streams, shutdown_rx),
+            metrics: Arc::new(Metrics::new()?),
+            predictor: Predictor::default(),
+            wake: Arc::new(Notify::new()),
+            shutdown,
+            storage_probe: Mutex::new(None),
+            admin_token,
+            cfg,
+            db,
+            storage,
+        })
+    }
+
+    /// Image limits for uploads.
     pub fn limits(&self) -> Limits {
         Limits {
             max_side: self.cfg.max_image_side,
             max_pixels: self.cfg.max_image_pixels,
+        }
+    }
+
+    /// Image limits for predictions.
+    pub fn predict_limits(&self) -> Limits {
+        Limits {
+            max_side: self.cfg.max_image_side,
+            max_pixels: self.cfg.max_predict_pixels,
+        }
+    }
+
+    /// Caps on what waits for review.
+    pub fn pending_caps(&self) -> PendingCaps {
+        PendingCaps {
+            per_client: self.cfg.max_pending_per_client,
+            total: self.cfg.max_pending_total,
+            captions_per_image: self.cfg.max_captions_per_image,
+        }
+    }
+
+    /// The limits document clients read (`GET /api/limits`).
+    pub fn public_limits(&self) -> contract::api::Limits {
+        let c = &self.cfg;
+        contract::api::Limits {
+            max_files: u32::try_from(c.max_files).unwrap_or(u32::MAX),
+            max_upload_bytes: c.max_upload_bytes as u64,
+            max_image_side: c.max_image_side,
+            max_image_pixels: c.max_image_pixels,
+            max_predict_pixels: c.max_predict_pixels,
+            max_caption_chars: crate::images::MAX_CAPTION_CHARS as u32,
+            max_captions_per_image: u32::try_from(c.max_captions_per_image).unwrap_or(u32::MAX),
+            upload_rate_per_min: c.upload_rate_per_min,
+            predict_rate_per_min: c.predict_rate_per_min,
+            max_pending_per_client: u32::try_from(c.max_pending_per_client).unwrap_or(u32::MAX),
         }
     }
 
@@ -90,28 +157,5 @@ impl AppState {
             wake: self.wake.clone(),
             metrics: self.metrics.clone(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::IpAddr;
-
-    use super::*;
-
-    #[test]
-    fn upload_quota_refuses_bursts_per_ip() {
-        let quota = upload_limit(60, 2).unwrap();
-        let limiter = quota.limiter();
-        let ip = IpAddr::from([10, 0, 0, 1]);
-        assert!(limiter.check_key(&ip).is_ok());
-        assert!(limiter.check_key(&ip).is_ok());
-        assert!(limiter.check_key(&ip).is_err());
-        assert!(limiter.check_key(&IpAddr::from([10, 0, 0, 2])).is_ok());
-    }
-
-    #[test]
-    fn zero_limits_are_refused() {
-        assert!(upload_limit(60, 0).is_err());
     }
 }

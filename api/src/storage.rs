@@ -138,6 +138,22 @@ impl Storage {
         }
     }
 
+    /// Stream an object (or a byte range of it) without holding it in memory: its size and a
+    /// body that yields it chunk by chunk; `NotFound` when absent.
+    pub async fn stream(&self, key: &str, range: Option<Range<u64>>) -> Result<axum::body::Body> {
+        let opts = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..Default::default()
+        };
+        match self.store.get_opts(&ObjPath::from(key), opts).await {
+            Ok(r) => Ok(axum::body::Body::from_stream(r.into_stream())),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::NotFound(format!("no object {key}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Read a byte range of an object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         Ok(self.store.get_range(&ObjPath::from(key), range).await?)
@@ -176,7 +192,7 @@ impl Storage {
 
     /// Health probe: write, read back and delete a small object.
     pub async fn check(&self) -> Result<()> {
-        let key = format!("health/probe-{}", crate::util::random_hex(8));
+        let key = "health/probe".to_string();
         let body = Bytes::from_static(b"ok");
         self.put(&key, body.clone()).await?;
         let back = self.get(&key).await?;

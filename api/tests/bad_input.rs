@@ -387,6 +387,8 @@ async fn upload_rate_limit_per_ip() {
     assert!(r.headers().contains_key("retry-after"));
     expect(r, 429, "rate_limited").await;
     assert_eq!(s.counts().await, (2, 2));
+    // An admin's bulk import is not held to the anonymous quota.
+    assert_eq!(s.upload("food", &files[2..3], true).await.status(), 201);
     s.stop().await;
 }
 
@@ -399,13 +401,22 @@ async fn storage_failure_writes_no_rows() {
     let s = TestServer::start_with(cfg, dir).await;
     s.add_labels(&["food"]).await;
     let r = s.upload("food", &photos("food", 2), true).await;
-    expect(r, 500, "internal").await;
+    let body = expect(r, 500, "internal").await;
+    // The storage error is in the log under the request id, not in the answer.
+    let detail = body["detail"].as_str().unwrap();
+    assert!(!detail.contains("bucket"), "{detail}");
+    assert!(
+        detail.contains(body["request_id"].as_str().unwrap()),
+        "{body}"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images")
         .fetch_one(s.db().pool())
         .await
         .unwrap();
     assert_eq!(rows, 0);
-    let health = s.get("/health").send().await.unwrap();
+    // Liveness does not depend on storage; readiness reports it.
+    assert_eq!(s.get("/health").send().await.unwrap().status(), 200);
+    let health = s.get("/ready").send().await.unwrap();
     assert_eq!(health.status(), 503);
     let h: Value = health.json().await.unwrap();
     assert_eq!(h["database"]["ok"], true);

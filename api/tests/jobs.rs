@@ -372,3 +372,153 @@ async fn graceful_shutdown_requeues_the_running_job() {
     assert!(r.error.unwrap().contains("shutdown"));
     drop(dir);
 }
+
+/// The files of a registered model under a new model id (as if a second run had trained it).
+async fn copy_of(s: &TestServer, model: &str, new_id: &str) -> trainer::run::ModelFolder {
+    let mut folder = trainer::run::ModelFolder::new();
+    for name in api::registry::model_files(contract::Task::Classify) {
+        let bytes = s
+            .storage()
+            .get(&api::storage::model_key(model, name))
+            .await
+            .unwrap();
+        let bytes = if *name == contract::ModelFiles::MANIFEST {
+            let mut m = wasm_infer::manifest::ModelManifest::from_json(
+                std::str::from_utf8(&bytes).unwrap(),
+            )
+            .unwrap();
+            m.model_id = new_id.to_string();
+            m.to_json().unwrap().into_bytes()
+        } else {
+            bytes.to_vec()
+        };
+        folder = folder.with(name, bytes);
+    }
+    folder
+}
+
+/// Queue a run and claim it as `worker`.
+async fn claimed(s: &TestServer, worker: &str) -> jobs::RunInfo {
+    let queued = jobs::enqueue(s.db(), "default", &quick(), "test")
+        .await
+        .unwrap();
+    let run = jobs::claim(s.db(), worker).await.unwrap().unwrap();
+    assert_eq!(run.id, queued.id);
+    run
+}
+
+async fn registration_needs_ownership(sql: Sql) {
+    let s = TestServer::start(sql, Blobs::Local, |c| {
+        c.workers = 0;
+        c.train_on_start = false;
+    })
+    .await;
+    seed_approved(&s, 8).await;
+    jobs::enqueue(s.db(), "default", &quick(), "first")
+        .await
+        .unwrap();
+    let (_, outcome) = s
+        .state()
+        .worker(Default::default())
+        .run_once()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, jobs::Outcome::Succeeded(_)),
+        "{outcome:?}"
+    );
+    let first = champion(&s).await.unwrap();
+    let register = |folder: trainer::run::ModelFolder, run: String, worker: &'static str| {
+        let (db, storage) = (s.db().clone(), s.storage().clone());
+        async move {
+            let owner = api::registry::RunOwner {
+                run_id: &run,
+                worker,
+            };
+            api::registry::register(&db, &storage, &folder, "default", Some(owner), 0.5, None).await
+        }
+    };
+    let files_of = |id: &str| {
+        let (storage, prefix) = (s.storage().clone(), format!("models/{id}/"));
+        async move {
+            storage
+                .list("models")
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|o| o.key.starts_with(&prefix))
+                .count()
+        }
+    };
+
+    // Cancelled after its last progress callback: not registered, its files removed.
+    let a = claimed(&s, "w-a").await;
+    jobs::cancel(s.db(), &a.id).await.unwrap();
+    let e = register(
+        copy_of(&s, &first, "m-cancelled").await,
+        a.id.clone(),
+        "w-a",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, api::Error::Trainer(trainer::Error::Cancelled)),
+        "{e:?}"
+    );
+    assert!(api::registry::get(s.db(), "m-cancelled").await.is_err());
+    assert_eq!(files_of("m-cancelled").await, 0);
+
+    // Its lease expired and the reaper re-queued it: the old worker cannot register.
+    let b = claimed(&s, "w-b").await;
+    sqlx::query("UPDATE runs SET heartbeat_at = 0 WHERE id = $1")
+        .bind(&b.id)
+        .execute(s.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs::reap_stale(s.db(), 1000).await.unwrap(),
+        vec![b.id.clone()]
+    );
+    let e = register(copy_of(&s, &first, "m-reaped").await, b.id.clone(), "w-b")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, api::Error::Lost(_)), "{e:?}");
+    assert!(api::registry::get(s.db(), "m-reaped").await.is_err());
+    // Take the re-queued run off the queue for what follows.
+    jobs::cancel(s.db(), &b.id).await.unwrap();
+
+    // Two owned runs finishing together: both registered, exactly one champion.
+    let c1 = claimed(&s, "w-c1").await;
+    let c2 = claimed(&s, "w-c2").await;
+    let (f1, f2) = (
+        copy_of(&s, &first, "m-one").await,
+        copy_of(&s, &first, "m-two").await,
+    );
+    let (r1, r2) = tokio::join!(register(f1, c1.id, "w-c1"), register(f2, c2.id, "w-c2"));
+    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    assert!(
+        r1.gate.promote && r2.gate.promote,
+        "both pass a lenient gate"
+    );
+    let champions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM models WHERE task = 'classify' AND stage = 'champion'",
+    )
+    .fetch_one(s.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(champions, 1);
+    let now = champion(&s).await.unwrap();
+    assert!(now == "m-one" || now == "m-two", "{now}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_needs_ownership_sqlite() {
+    registration_needs_ownership(Sql::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_needs_ownership_postgres() {
+    registration_needs_ownership(Sql::Postgres).await;
+}

@@ -379,7 +379,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
     );
     let info = format!("edgeml_model_info{{model_id=\"{first}\",task=\"classify\"}} 1");
     assert!(metrics.contains(&info), "{metrics}");
-    let health: Value = s.json("/health").await;
+    let health: Value = s.json("/ready").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());
     s.stop().await;

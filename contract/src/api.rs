@@ -13,10 +13,12 @@ mod review;
 mod runs;
 
 pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
-pub use health::{Check, Health};
-pub use images::{ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded};
+pub use health::{Check, Health, Liveness};
+pub use images::{
+    Caption, CaptionPage, ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded,
+};
 pub use limits::Limits;
 pub use models::{GateDecision, ModelInfo};
 pub use predict::{PredictResponse, Prediction};
-pub use review::{Action, Decision, ReviewRequest, ReviewResponse};
+pub use review::{Action, CaptionAction, CaptionDecision, Decision, ReviewRequest, ReviewResponse};
 pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent, TrainRequest};

@@ -1,17 +1,18 @@
 //! Image routes: labeled uploads (per-IP rate limit in the router), the admin's browsing and
 //! review queue, review decisions, contributors' status checks, and image blobs.
 
-use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 pub use contract::api::{ReviewRequest, ReviewResponse, UploadResponse};
 use serde::Deserialize;
 
-use super::extract::{Admin, Form, J, MaybeAdmin, P, Q, Shared, read_form, token_matches};
+use super::extract::{Admin, Form, J, MaybeAdmin, P, Q, Shared, read_form};
+use super::guard::{Client, take};
 use crate::error::ErrorBody;
-use crate::images::{self, ImagePage, ImageQuery, ImageRow, Uploader};
+use crate::images::{self, CaptionPage, CaptionQuery, ImagePage, ImageQuery, ImageRow, Uploader};
 use crate::state::AppState;
 use crate::storage::image_key;
 use crate::{Error, Result};
@@ -30,37 +31,85 @@ pub(super) struct UploadForm {
     files: Vec<Vec<u8>>,
 }
 
-/// Who uploads: the `X-Uploader` name if given (validated), else `admin` or `anonymous`.
-fn uploader(headers: &HeaderMap, admin: bool) -> Result<Uploader> {
-    let name = match headers.get("x-uploader").map(|v| v.to_str()) {
-        Some(Ok(n)) => {
-            images::validate_uploader(n)?;
-            n.to_string()
+/// Names only the server and admins use: an anonymous upload cannot pose as them.
+const RESERVED_UPLOADERS: [&str; 3] = ["admin", "seed", "anonymous"];
+
+/// Who uploads: the `X-Uploader` name if given (percent-encoded UTF-8, validated), else
+/// `admin` or `anonymous`.
+fn uploader(headers: &HeaderMap, admin: bool, client: &Client) -> Result<Uploader> {
+    let name = match headers.get("x-uploader") {
+        Some(v) => {
+            let raw = v.to_str().map_err(|_| {
+                Error::BadRequest("X-Uploader must be percent-encoded UTF-8".into())
+            })?;
+            let n = percent_decode(raw)?;
+            images::validate_uploader(&n)?;
+            if !admin && RESERVED_UPLOADERS.iter().any(|r| n.eq_ignore_ascii_case(r)) {
+                return Err(Error::BadRequest(format!(
+                    "X-Uploader {n:?} is reserved; choose another name"
+                )));
+            }
+            n
         }
-        Some(Err(_)) => return Err(Error::BadRequest("X-Uploader must be ASCII".into())),
         None if admin => "admin".into(),
         None => "anonymous".into(),
     };
-    Ok(Uploader { name, admin })
+    Ok(Uploader {
+        name,
+        admin,
+        client: client.tag.clone(),
+    })
+}
+
+/// Decode `%XX` escapes (as `encodeURIComponent` writes them) into UTF-8 text.
+pub fn percent_decode(raw: &str) -> Result<String> {
+    let bad = || Error::BadRequest("X-Uploader has a malformed percent escape".into());
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = bytes.next().ok_or_else(bad)?;
+            let lo = bytes.next().ok_or_else(bad)?;
+            let hex = [hi, lo];
+            let s = std::str::from_utf8(&hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(s, 16).map_err(|_| bad())?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::BadRequest("X-Uploader is not UTF-8 once decoded".into()))
 }
 
 #[utoipa::path(post, path = "/api/datasets/{id}/images", tag = "images",
     params(("id" = String, Path, description = "dataset id"), ("X-Uploader" = Option<String>, Header, description = "uploader name")),
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses((status = 201, body = UploadResponse, description = "stored (pending unless the admin token was sent)"), (status = 200, body = UploadResponse, description = "every file was already in the dataset: nothing stored"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "wrong admin token"),
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security((), ("bearer" = [])))]
 pub(super) async fn upload(
     State(st): State<Shared>,
     MaybeAdmin(admin): MaybeAdmin,
+    Extension(client): Extension<Client>,
     P(dataset_id): P<String>,
     headers: HeaderMap,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
     let result = async {
+        let who = uploader(&headers, admin, &client)?;
         let form = read_form(mp?, st.cfg.max_files).await?;
-        upload_files(&st, &dataset_id, form, &uploader(&headers, admin)?).await
+        if !admin {
+            let n = u32::try_from(form.files.len()).unwrap_or(u32::MAX);
+            take(
+                &st.quotas.upload_files,
+                &client.key,
+                n,
+                "uploaded files per hour",
+            )?;
+        }
+        upload_files(&st, &dataset_id, form, &who).await
     }
     .await;
     if result.is_err() {
@@ -92,19 +141,22 @@ async fn upload_files(
     if let Some(c) = &caption {
         images::validate_caption(c)?;
     }
-    let checked = tokio::task::spawn_blocking(move || {
-        form.files
-            .into_iter()
-            .map(|f| {
-                let mut c = images::check_image(&f.filename, f.bytes, limits)?;
-                c.captions.extend(caption.clone());
-                Ok(c)
-            })
-            .collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
-    let stored = images::ingest(&st.db, &st.storage, dataset_id, &label, checked, uploader).await?;
+    let mut checked = Vec::with_capacity(form.files.len());
+    for f in form.files {
+        let mut c = st.decode.check(f.filename, f.bytes, limits).await?;
+        c.captions.extend(caption.clone());
+        checked.push(c);
+    }
+    let stored = images::ingest(
+        &st.db,
+        &st.storage,
+        dataset_id,
+        &label,
+        checked,
+        uploader,
+        st.pending_caps(),
+    )
+    .await?;
     let fresh = stored.iter().filter(|u| !u.duplicate).count();
     st.metrics
         .uploads
@@ -136,7 +188,8 @@ async fn upload_files(
 }
 
 #[utoipa::path(get, path = "/api/images", tag = "images", params(ImageQuery),
-    responses((status = 200, body = ImagePage)), security(("bearer" = [])))]
+    responses((status = 200, body = ImagePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn list_images(
     State(st): State<Shared>,
     _: Admin,
@@ -146,7 +199,8 @@ pub(super) async fn list_images(
 }
 
 #[utoipa::path(get, path = "/api/images/{id}", tag = "images", params(("id" = String, Path)),
-    responses((status = 200, body = ImageRow), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ImageRow), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn get_image(
     State(st): State<Shared>,
     _: Admin,
@@ -178,46 +232,39 @@ pub(super) async fn image_statuses(
     Ok(Json(images::statuses(&st.db, &ids).await?))
 }
 
-/// Query of the image blob route.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct BlobQuery {
-    /// Admin token, for `<img src>` of pending images (browsers cannot set headers there).
-    pub token: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/images/{id}/blob", tag = "images", params(("id" = String, Path), BlobQuery),
-    responses((status = 200, description = "the image bytes"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/images/{id}/blob", tag = "images", params(("id" = String, Path)),
+    responses((status = 200, description = "the image bytes"), (status = 401, body = ErrorBody, description = "not approved: needs the admin token"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security((), ("bearer" = [])))]
 pub(super) async fn image_blob(
     State(st): State<Shared>,
-    maybe: MaybeAdmin,
+    MaybeAdmin(admin): MaybeAdmin,
     P(id): P<String>,
-    Q(q): Q<BlobQuery>,
 ) -> Result<Response> {
     let img = images::get_image(&st.db, &id).await?;
-    let admin = maybe.0
-        || q.token
-            .as_deref()
-            .is_some_and(|t| token_matches(t, &st.admin_token));
     if img.status != contract::ImageStatus::Approved && !admin {
         return Err(Error::Unauthorized(
             "only approved images are public; send the admin token".into(),
         ));
     }
-    let bytes = st.storage.get(&image_key(&img.sha256)).await?;
+    let body = st.storage.stream(&image_key(&img.sha256), None).await?;
     let ctype = format!("image/{}", img.format);
     Ok((
         [
             (header::CONTENT_TYPE, ctype),
+            (header::CONTENT_LENGTH, img.bytes.to_string()),
             (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
             (header::ETAG, format!("\"{}\"", img.sha256)),
         ],
-        bytes,
+        body,
     )
         .into_response())
 }
 
 #[utoipa::path(get, path = "/api/review", tag = "review", params(ImageQuery),
-    responses((status = 200, body = ImagePage, description = "pending images unless another status is asked")), security(("bearer" = [])))]
+    responses((status = 200, body = ImagePage, description = "pending images unless another status is asked"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn review_queue(
     State(st): State<Shared>,
     _: Admin,
@@ -227,17 +274,32 @@ pub(super) async fn review_queue(
     Ok(Json(images::list_images(&st.db, &q).await?))
 }
 
+#[utoipa::path(get, path = "/api/review/captions", tag = "review", params(CaptionQuery),
+    responses((status = 200, body = CaptionPage, description = "captions of approved images waiting for review (or with another status), oldest first"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn caption_queue(
+    State(st): State<Shared>,
+    _: Admin,
+    Q(q): Q<CaptionQuery>,
+) -> Result<Json<CaptionPage>> {
+    Ok(Json(images::list_captions(&st.db, &q).await?))
+}
+
 #[utoipa::path(post, path = "/api/review", tag = "review", request_body = ReviewRequest,
-    responses((status = 200, body = ReviewResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = ReviewResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn review(
     State(st): State<Shared>,
     _: Admin,
     J(b): J<ReviewRequest>,
 ) -> Result<Json<ReviewResponse>> {
-    let (updated, newly) = images::review(&st.db, &b.decisions, "admin").await?;
+    let done = images::review(&st.db, &b.decisions, &b.captions, "admin").await?;
     let mut auto = None;
-    if newly > 0 {
-        let mut datasets: Vec<&str> = updated.iter().map(|i| i.dataset_id.as_str()).collect();
+    if done.newly_approved > 0 {
+        let mut datasets: Vec<&str> = done.images.iter().map(|i| i.dataset_id.as_str()).collect();
+        datasets.sort_unstable();
         datasets.dedup();
         for d in datasets {
             if let Some(run) = st.auto_retrain(d).await {
@@ -246,7 +308,8 @@ pub(super) async fn review(
         }
     }
     Ok(Json(ReviewResponse {
-        images: updated,
+        images: done.images,
+        captions: done.captions,
         auto_retrain: auto,
     }))
 }

@@ -1,12 +1,14 @@
 //! The HTTP surface, one module per resource: [`datasets`], [`images`] (uploads, review,
 //! blobs), [`training`] (runs and their SSE progress), [`models`] (registry and downloads),
 //! [`predict`], [`ops`] (health, metrics, OpenAPI, docs page); [`extract`] holds what handlers
-//! take from requests (JSON-error extractors, admin auth, multipart forms). This module builds
-//! the router: routes, body limits, the per-IP upload rate limit, security headers,
-//! compression, metrics, CORS and the static web app.
+//! take from requests (JSON-error extractors, admin auth, multipart forms); [`guard`] what
+//! bounds them (client identity, per-client quotas, requests in flight, body memory,
+//! deadlines). This module builds the router: routes, body limits and timeouts, quotas,
+//! security headers, compression, metrics, CORS and the static web app.
 
 pub mod datasets;
 pub mod extract;
+pub mod guard;
 pub mod images;
 pub mod models;
 pub mod ops;
@@ -18,7 +20,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tower_governor::{GovernorError, GovernorLayer};
+use std::time::Duration;
+
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{
     DefaultPredicate, NotForContentType, Predicate, SizeAbove,
@@ -26,6 +29,7 @@ use tower_http::compression::predicate::{
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use extract::{Admin, J, MaybeAdmin, P, Q, Shared, check_bearer};
@@ -35,6 +39,7 @@ pub use ops::ApiDoc;
 use crate::Error;
 use crate::error::ErrorBody;
 use crate::state::AppState;
+use guard::Metered;
 
 /// Content-Security-Policy: same-origin everything, wasm compilation allowed.
 pub const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
@@ -72,19 +77,9 @@ async fn method_not_allowed() -> Response {
     let body = Json(ErrorBody {
         error: "method_not_allowed".into(),
         detail: "method not allowed on this route".into(),
+        request_id: None,
     });
     (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
-}
-
-/// A refused upload in the api's shape: 429 `rate_limited` with `Retry-After` in whole
-/// seconds, rounded up (the limiter reports the wait rounded down).
-fn rate_limited(e: GovernorError) -> Response {
-    match e {
-        GovernorError::TooManyRequests { wait_time, .. } => {
-            Error::RateLimited(wait_time + 1).into_response()
-        }
-        other => Error::Internal(format!("upload rate limit: {other}")).into_response(),
-    }
 }
 
 /// Whether a static path names its content (`name-<12+ hex>.ext`, as `scripts/build-web.sh`
@@ -117,34 +112,53 @@ async fn static_cache_control(
     resp
 }
 
-/// The `/api` routes. Uploads and predictions take bodies up to `MAX_UPLOAD_BYTES` (a larger
-/// declared length is refused before reading); uploads are rate limited per client IP; every
-/// other route takes at most 1 MiB.
-fn api_routes(st: &AppState) -> Router<Shared> {
-    let upload_limit = DefaultBodyLimit::max(st.cfg.max_upload_bytes);
+/// The `/api` routes, in two groups under one cap on requests in flight: uploads and
+/// predictions (bodies up to `MAX_UPLOAD_BYTES`, a larger declared length refused before
+/// reading; per-client quotas unless the admin token is sent; body memory budget; the upload
+/// deadline) and everything else (1 MiB bodies, the ordinary deadline; progress streams are
+/// bounded by their own subscriber cap once their head is sent). Every request body that
+/// stalls longer than `BODY_IDLE_TIMEOUT_SECS` is cut off.
+fn api_routes(st: &Shared) -> Router<Shared> {
+    let cfg = &st.cfg;
+    let body_limit = DefaultBodyLimit::max(cfg.max_upload_bytes);
     let declared_limit =
-        axum::middleware::from_fn_with_state(st.cfg.max_upload_bytes, declared_length_limit);
-    let per_ip: GovernorLayer<_, _, axum::body::Body> =
-        GovernorLayer::new(st.upload_limit.clone()).error_handler(rate_limited);
-    Router::new()
+        axum::middleware::from_fn_with_state(cfg.max_upload_bytes, declared_length_limit);
+    let budget = axum::middleware::from_fn_with_state(st.clone(), guard::body_budget);
+    let meter = |m: Metered| axum::middleware::from_fn_with_state((st.clone(), m), guard::meter);
+    let admit = |secs: u64| {
+        axum::middleware::from_fn_with_state((st.clone(), Duration::from_secs(secs)), guard::admit)
+    };
+    let bodies = Router::new()
+        .route(
+            "/datasets/{id}/images",
+            post(images::upload)
+                .layer::<_, std::convert::Infallible>(budget.clone())
+                .layer(body_limit)
+                .layer(meter(Metered::Upload))
+                .layer(declared_limit.clone()),
+        )
+        .route(
+            "/predict",
+            post(predict::predict_handler)
+                .layer::<_, std::convert::Infallible>(budget)
+                .layer(body_limit)
+                .layer(meter(Metered::Predict))
+                .layer(declared_limit),
+        )
+        .layer(admit(cfg.upload_timeout_secs));
+    let ordinary = Router::new()
         .route(
             "/datasets",
             get(datasets::list_datasets).post(datasets::create_dataset),
         )
         .route("/datasets/{id}", get(datasets::get_dataset))
         .route("/datasets/{id}/labels", post(datasets::add_label))
-        .route(
-            "/datasets/{id}/images",
-            post(images::upload)
-                .layer::<_, std::convert::Infallible>(per_ip)
-                .layer(upload_limit)
-                .layer(declared_limit.clone()),
-        )
         .route("/images", get(images::list_images))
         .route("/images/status", get(images::image_statuses))
         .route("/images/{id}", get(images::get_image))
         .route("/images/{id}/blob", get(images::image_blob))
         .route("/review", get(images::review_queue).post(images::review))
+        .route("/review/captions", get(images::caption_queue))
         .route(
             "/train",
             get(training::list_runs).post(training::start_training),
@@ -158,16 +172,17 @@ fn api_routes(st: &AppState) -> Router<Shared> {
         .route("/models/{id}/promote", post(models::promote))
         .route("/models/{id}/rollback", post(models::rollback))
         .route("/models/{id}/{file}", get(models::model_file))
-        .route(
-            "/predict",
-            post(predict::predict_handler)
-                .layer(upload_limit)
-                .layer(declared_limit),
-        )
+        .route("/limits", get(ops::limits))
         .route("/openapi.json", get(ops::openapi_json))
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(admit(cfg.request_timeout_secs));
+    bodies
+        .merge(ordinary)
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            cfg.body_idle_timeout_secs,
+        )))
 }
 
 /// The built web app at `/` when `STATIC_DIR` has an `index.html` (unknown paths get the
@@ -194,9 +209,9 @@ fn with_static_files(app: Router<Shared>, st: &AppState) -> Router<Shared> {
     app.merge(files)
 }
 
-/// Layers every response passes: metrics, compression (not of opaque binaries), security
-/// headers, tracing, and CORS when `CORS_ORIGINS` lists origins.
-fn with_layers(app: Router<Shared>, st: &AppState) -> Router<Shared> {
+/// Layers every response passes: client identification, metrics, compression (not of opaque
+/// binaries), security headers, tracing, and CORS when `CORS_ORIGINS` lists origins.
+fn with_layers(app: Router<Shared>, st: &Shared) -> Router<Shared> {
     let compress = DefaultPredicate::new()
         .and(NotForContentType::const_new("application/octet-stream"))
         .and(SizeAbove::new(1024));
@@ -210,6 +225,10 @@ fn with_layers(app: Router<Shared>, st: &AppState) -> Router<Shared> {
         .layer(axum::middleware::from_fn_with_state(
             st.metrics.clone(),
             crate::metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            guard::identify,
         ))
         .layer(CompressionLayer::new().compress_when(compress));
     for (name, value) in headers {
@@ -241,6 +260,7 @@ pub fn router(st: Shared) -> Router {
     let app = Router::new()
         .nest("/api", api_routes(&st))
         .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/docs", get(ops::docs_page))
         .route("/docs/docs.js", get(ops::docs_js));
@@ -263,15 +283,5 @@ mod tests {
         assert!(!is_content_named("/app/web-1234.js"));
         assert!(!is_content_named("/app/my-beautiful-page.js"));
         assert!(!is_content_named("/-764b39e9ec82.wasm"));
-    }
-
-    #[test]
-    fn refusals_round_the_wait_up() {
-        let r = rate_limited(GovernorError::TooManyRequests {
-            wait_time: 59,
-            headers: None,
-        });
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "60");
     }
 }

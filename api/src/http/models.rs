@@ -117,7 +117,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
             .map(|n| (size.saturating_sub(n), size, n == 0)),
         (false, true) => a.parse::<u64>().ok().map(|s| (s, size, false)),
         (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(s), Ok(e)) if e >= s => Some((s, (e + 1).min(size), false)),
+            (Ok(s), Ok(e)) if e >= s => Some((s, e.saturating_add(1).min(size), false)),
             _ => return ByteRange::Full,
         },
         (true, true) => return ByteRange::Full,
@@ -140,13 +140,20 @@ fn content_type(file: &str) -> Option<&'static str> {
     })
 }
 
-/// The strong ETag of a model file: ONNX files their sha256 (as the manifest says), other
-/// files model id + name (a model folder never changes).
+/// The strong ETag of a model file: files the manifest hashes (ONNX graphs, gallery files)
+/// their sha256, other files model id + name (a model folder never changes).
 fn etag_of(model: &ModelInfo, file: &str) -> String {
-    match (file, &model.manifest.text) {
-        ("model.onnx" | "image.onnx", _) => format!("\"{}\"", model.sha256),
-        ("text.onnx", Some(t)) => format!("\"{}\"", t.onnx.sha256),
-        _ => format!("\"{}-{}\"", model.id, file.replace('.', "-")),
+    let m = &model.manifest;
+    let hashed = match file {
+        "model.onnx" | "image.onnx" => Some(&model.sha256),
+        "text.onnx" => m.text.as_ref().map(|t| &t.onnx.sha256),
+        "gallery.json" => m.gallery.as_ref().map(|g| &g.index.sha256),
+        "gallery.bin" => m.gallery.as_ref().map(|g| &g.vectors.sha256),
+        _ => None,
+    };
+    match hashed {
+        Some(sha) => format!("\"{sha}\""),
+        None => format!("\"{}-{}\"", model.id, file.replace('.', "-")),
     }
 }
 
@@ -214,14 +221,16 @@ pub(super) async fn model_file(
     };
     match range {
         ByteRange::Full => {
-            let bytes = st.storage.get(&key).await?;
-            Ok((StatusCode::OK, base, bytes).into_response())
+            let body = st.storage.stream(&key, None).await?;
+            base.insert(header::CONTENT_LENGTH, header_value(&size.to_string())?);
+            Ok((StatusCode::OK, base, body).into_response())
         }
         ByteRange::Part(s, e) => {
-            let bytes = st.storage.get_range(&key, s..e).await?;
+            let body = st.storage.stream(&key, Some(s..e)).await?;
             let cr = format!("bytes {s}-{}/{size}", e - 1);
             base.insert(header::CONTENT_RANGE, header_value(&cr)?);
-            Ok((StatusCode::PARTIAL_CONTENT, base, bytes).into_response())
+            base.insert(header::CONTENT_LENGTH, header_value(&(e - s).to_string())?);
+            Ok((StatusCode::PARTIAL_CONTENT, base, body).into_response())
         }
         ByteRange::Unsatisfiable => {
             base.insert(
@@ -231,6 +240,7 @@ pub(super) async fn model_file(
             let body = Json(ErrorBody {
                 error: "range_not_satisfiable".into(),
                 detail: format!("object has {size} bytes"),
+                request_id: None,
             });
             Ok((StatusCode::RANGE_NOT_SATISFIABLE, base, body).into_response())
         }
@@ -265,6 +275,10 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), ByteRange::Full);
         assert_eq!(parse_range(Some("items=0-1"), 100), ByteRange::Full);
         assert_eq!(parse_range(Some("bytes=9-2"), 100), ByteRange::Full);
+        assert_eq!(
+            parse_range(Some("bytes=0-18446744073709551615"), 100),
+            ByteRange::Part(0, 100)
+        );
     }
 
     #[test]

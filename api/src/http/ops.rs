@@ -1,5 +1,7 @@
-//! Operations routes: `/health` (database and storage probes), `/metrics` (Prometheus), the
-//! OpenAPI document of every route and the offline docs page that renders it.
+//! Operations routes: `/health` (liveness: answers without touching anything), `/ready`
+//! (database round trip and a storage probe cached for a few seconds), `/metrics`
+//! (Prometheus), `/api/limits`, the OpenAPI document of every route and the offline docs page
+//! that renders it.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use utoipa::OpenApi;
 
 use super::extract::Shared;
 use super::{datasets, images, models, predict, training};
-pub use contract::api::{Check, Health};
+pub use contract::api::{Check, Health, Limits, Liveness};
 
 use crate::Result;
 use crate::error::ErrorBody;
@@ -35,10 +37,52 @@ async fn probe<F: std::future::Future<Output = Result<()>>>(f: F) -> Check {
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub(super) async fn health(State(st): State<Shared>) -> (StatusCode, Json<Health>) {
+    responses((status = 200, body = Liveness, description = "the process answers (no dependency is probed)")))]
+pub(super) async fn health() -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// How long a storage probe's result is reused.
+const STORAGE_PROBE_TTL: Duration = Duration::from_secs(10);
+
+/// The storage probe, run at most once per [`STORAGE_PROBE_TTL`].
+async fn storage_check(st: &Shared) -> Check {
+    if let Ok(cached) = st.storage_probe.lock()
+        && let Some((at, r)) = cached.as_ref()
+        && at.elapsed() < STORAGE_PROBE_TTL
+    {
+        return match r {
+            Ok(ms) => Check {
+                ok: true,
+                ms: *ms,
+                error: None,
+            },
+            Err(e) => Check {
+                ok: false,
+                ms: 0.0,
+                error: Some(e.clone()),
+            },
+        };
+    }
+    let c = probe(st.storage.check()).await;
+    if let Ok(mut cached) = st.storage_probe.lock() {
+        let r = match &c.error {
+            None => Ok(c.ms),
+            Some(e) => Err(e.clone()),
+        };
+        *cached = Some((Instant::now(), r));
+    }
+    c
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health, description = "the database or storage is failing")))]
+pub(super) async fn ready(State(st): State<Shared>) -> (StatusCode, Json<Health>) {
     let database = probe(st.db.check()).await;
-    let storage = probe(st.storage.check()).await;
+    let storage = storage_check(&st).await;
     let model = if database.ok {
         registry::current(&st.db, "classify")
             .await
@@ -62,6 +106,12 @@ pub(super) async fn health(State(st): State<Shared>) -> (StatusCode, Json<Health
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(h))
+}
+
+#[utoipa::path(get, path = "/api/limits", tag = "operations",
+    responses((status = 200, body = Limits, description = "what the server accepts; clients check before sending")))]
+pub(super) async fn limits(State(st): State<Shared>) -> Json<Limits> {
+    Json(st.public_limits())
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
@@ -104,20 +154,21 @@ impl utoipa::Modify for SecurityAddon {
         Browsers download the champion ONNX from /api/models/{id}/model.onnx and classify locally."),
     paths(images::upload, datasets::list_datasets, datasets::create_dataset, datasets::get_dataset, datasets::add_label,
         images::list_images, images::image_statuses, images::get_image, images::image_blob,
-        images::review_queue, images::review, training::start_training, training::list_runs, training::get_run,
+        images::review_queue, images::caption_queue, images::review, training::start_training, training::list_runs, training::get_run,
         training::cancel_run, training::run_events,
         models::list_models, models::current_model, models::get_model, models::promote, models::rollback, models::model_file,
-        predict::predict_handler, health, metrics),
+        predict::predict_handler, health, ready, metrics, limits),
     components(schemas(ErrorBody, images::UploadResponse, crate::images::Uploaded, datasets::NewDataset, datasets::NewLabel,
         images::ReviewRequest, images::ReviewResponse, crate::images::Decision,
-        crate::images::Action, training::TrainRequest, crate::jobs::RunInfo, registry::ModelInfo, registry::GateDecision,
+        crate::images::Action, crate::images::CaptionDecision, crate::images::CaptionAction, crate::images::Caption,
+        crate::images::CaptionPage, Limits, Liveness, training::TrainRequest, crate::jobs::RunInfo, registry::ModelInfo, registry::GateDecision,
         crate::predict::PredictResponse, Health, Check,
         crate::images::DatasetInfo, crate::images::LabelCount, crate::images::ImageStatus, crate::images::ImageRow,
         crate::images::ImagePage)),
     modifiers(&SecurityAddon),
     tags((name = "images", description = "datasets, labels and uploads"), (name = "review", description = "admin label review"),
         (name = "training", description = "retrain jobs and live progress"), (name = "models", description = "registry, promotion, downloads"),
-        (name = "predict", description = "server-side fallback prediction"), (name = "operations", description = "health and metrics"))
+        (name = "predict", description = "server-side fallback prediction"), (name = "operations", description = "health, readiness, metrics and limits"))
 )]
 pub struct ApiDoc;
 

@@ -22,14 +22,16 @@ pub(super) struct PredictForm {
 /// Prediction query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PredictQuery {
-    /// How many labels (default 5).
+    /// How many labels (default 5, at most 100).
+    #[param(minimum = 1, maximum = 100)]
     pub k: Option<usize>,
 }
 
 #[utoipa::path(post, path = "/api/predict", tag = "predict", params(PredictQuery),
     request_body(content = inline(PredictForm), content_type = "multipart/form-data"),
-    responses((status = 200, body = PredictResponse), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "no model promoted yet")))]
+    responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "no model promoted yet, or the server is at its decode limit")))]
 pub(super) async fn predict_handler(
     State(st): State<Shared>,
     Q(q): Q<PredictQuery>,
@@ -42,13 +44,17 @@ pub(super) async fn predict_handler(
             .into_iter()
             .next()
             .ok_or_else(|| Error::BadRequest("send the image as a file field".into()))?;
+        let ctx = predict::PredictCtx {
+            predictor: &st.predictor,
+            db: &st.db,
+            storage: &st.storage,
+            decode: &st.decode,
+        };
         predict::predict(
-            &st.predictor,
-            &st.db,
-            &st.storage,
+            ctx,
             f.filename,
             f.bytes,
-            st.limits(),
+            st.predict_limits(),
             q.k.unwrap_or(5),
         )
         .await

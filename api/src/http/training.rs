@@ -1,5 +1,6 @@
 //! Training routes: queue a run (classify or rank), history, one run, cancel, and the run's
-//! live progress as Server-Sent Events (the run is polled and only what changed is sent).
+//! live progress as Server-Sent Events (one shared poller per run, [`jobs::feed`]; only what
+//! changed is sent).
 
 use contract::api::RunStatusEvent;
 pub use contract::api::TrainRequest;
@@ -91,8 +92,9 @@ pub(super) async fn cancel_run(
 
 /// Where one SSE stream stands: the run as last sent and the events not yet sent.
 struct EventState {
-    st: Shared,
-    id: String,
+    sub: jobs::Subscription,
+    /// Whether the channel's current value was looked at (later ones are waited for).
+    looked: bool,
     last: Option<RunInfo>,
     queue: VecDeque<Event>,
     finished: bool,
@@ -138,7 +140,8 @@ fn diff_events(last: Option<&RunInfo>, now: &RunInfo) -> Vec<Event> {
     out
 }
 
-/// Poll the run (every 250 ms after the first look) until there is something to send.
+/// Wait for the run's shared poller to see something new, and turn it into events; the
+/// stream ends after `done`, when the poller stops, or when the server shuts down.
 async fn next_event(
     mut s: EventState,
 ) -> Option<(std::result::Result<Event, Infallible>, EventState)> {
@@ -146,14 +149,22 @@ async fn next_event(
         if let Some(ev) = s.queue.pop_front() {
             return Some((Ok(ev), s));
         }
-        if s.finished {
+        if s.finished || *s.sub.shutdown.borrow() {
             return None;
         }
-        if s.last.is_some() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        // The value present at subscription time is looked at at once; after that, wait for
+        // the poller to publish a new one.
+        if s.looked {
+            tokio::select! {
+                changed = s.sub.run.changed() => if changed.is_err() { return None },
+                _ = s.sub.shutdown.wait_for(|x| *x) => return None,
+            }
         }
-        match jobs::get_run(&s.st.db, &s.id).await {
-            Ok(run) => {
+        s.looked = true;
+        let seen = s.sub.run.borrow_and_update().clone();
+        match seen {
+            None => {}
+            Some(Ok(run)) => {
                 s.queue.extend(diff_events(s.last.as_ref(), &run));
                 if run.is_terminal() {
                     s.queue.push_back(json_event("done", &run));
@@ -161,12 +172,13 @@ async fn next_event(
                 }
                 s.last = Some(run);
             }
-            Err(e) => {
+            Some(Err(detail)) => {
                 s.queue.push_back(json_event(
                     "error",
                     &ErrorBody {
                         error: "internal".into(),
-                        detail: e.to_string(),
+                        detail,
+                        request_id: None,
                     },
                 ));
                 s.finished = true;
@@ -177,15 +189,16 @@ async fn next_event(
 
 #[utoipa::path(get, path = "/api/train/{id}/events", tag = "training", params(("id" = String, Path)),
     responses((status = 200, content_type = "text/event-stream",
-        description = "Server-Sent Events: `snapshot` (the run), then `progress`, `epoch`, `status` as they happen, and `done` (the final run)")))]
+        description = "Server-Sent Events: `snapshot` (the run), then `progress`, `epoch`, `status` as they happen, and `done` (the final run)"),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody, description = "too many progress streams open")))]
 pub(super) async fn run_events(
     State(st): State<Shared>,
     P(id): P<String>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    jobs::get_run(&st.db, &id).await?;
+    let sub = st.feeds.subscribe(&st.db, &id).await?;
     let init = EventState {
-        st,
-        id,
+        sub,
+        looked: false,
         last: None,
         queue: VecDeque::new(),
         finished: false,

@@ -1,6 +1,7 @@
 //! Upload validation: file and uploader names, captions, and the image check (format sniffed
 //! from content, header dimensions within limits before any pixel is decoded, truncated
-//! JPEGs refused, full decode with the trainer's decoder, content hash).
+//! JPEGs refused, full decode with the shared decoder under an allocation cap and a
+//! server-wide decode budget, content hash).
 
 use std::io::Cursor;
 
@@ -69,7 +70,7 @@ pub fn validate_filename(name: &str) -> Result<()> {
 /// Validate an uploader name given in the `X-Uploader` header.
 pub fn validate_uploader(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.chars().count() <= 64
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | ' '));
@@ -82,23 +83,27 @@ pub fn validate_uploader(name: &str) -> Result<()> {
     }
 }
 
-/// Check one uploaded file: content-sniffed allowed format, header dimensions within limits
-/// (before any pixel is decoded), full decode with the trainer's decoder, hash.
-pub fn check_image(filename: &str, bytes: Bytes, limits: Limits) -> Result<Checked> {
-    check_and_decode(filename, bytes, limits).map(|(c, _)| c)
+/// What the header of an acceptable image says, before any pixel is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    /// Sniffed format name.
+    pub format: &'static str,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes a full decode allocates (decoder buffer + RGBA8 result).
+    pub decode_bytes: u64,
 }
 
-/// [`check_image`], also returning the decoded pixels (for predictions).
-pub fn check_and_decode(
-    filename: &str,
-    bytes: Bytes,
-    limits: Limits,
-) -> Result<(Checked, image::RgbaImage)> {
+/// The cheap checks of one uploaded file: name, content-sniffed allowed format, header
+/// dimensions within limits, a complete JPEG; and what decoding it will cost.
+pub fn inspect(filename: &str, bytes: &[u8], limits: Limits) -> Result<Header> {
     validate_filename(filename)?;
     if bytes.is_empty() {
         return Err(Error::BadRequest(format!("{filename:?} is empty")));
     }
-    let format = image::guess_format(&bytes).map_err(|_| {
+    let format = image::guess_format(bytes).map_err(|_| {
         Error::UnsupportedFormat(format!(
             "{filename:?} is not a PNG, JPEG, WebP, GIF or BMP image (checked by content, not by name or content type)"
         ))
@@ -115,7 +120,7 @@ pub fn check_and_decode(
             )));
         }
     };
-    let (width, height) = image::ImageReader::with_format(Cursor::new(&bytes[..]), format)
+    let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| Error::InvalidImage(format!("{filename:?}: unreadable {name} header: {e}")))?;
     if width == 0 || height == 0 {
@@ -130,24 +135,119 @@ pub fn check_and_decode(
             limits.max_side, limits.max_pixels
         )));
     }
-    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(&bytes) {
+    if format == image::ImageFormat::Jpeg && !jpeg_has_end_marker(bytes) {
         return Err(Error::InvalidImage(format!(
             "{filename:?} is a truncated JPEG (no end-of-image marker)"
         )));
     }
-    let pixels = trainer::dataset::decode_image(&bytes)
+    let decode_bytes = wasm_infer::decode::decode_cost(bytes)
+        .map_err(|e| Error::InvalidImage(format!("{filename:?}: unreadable {name} header: {e}")))?;
+    Ok(Header {
+        format: name,
+        width,
+        height,
+        decode_bytes,
+    })
+}
+
+/// Decode an inspected file with the shared decoder, allocating at most what its header
+/// announced (plus slack), and hash it.
+fn decode(filename: &str, bytes: Bytes, h: Header) -> Result<(Checked, image::RgbaImage)> {
+    let pixels = wasm_infer::decode::decode_image_within(&bytes, h.decode_bytes + (1 << 20))
         .map_err(|e| Error::InvalidImage(format!("{filename:?} does not decode: {e}")))?;
     let (sha256, _) = trainer::dataset::digest(&bytes);
     let checked = Checked {
         filename: filename.to_string(),
         sha256,
-        format: name,
-        width,
-        height,
+        format: h.format,
+        width: h.width,
+        height: h.height,
         bytes,
         captions: Vec::new(),
     };
     Ok((checked, pixels))
+}
+
+/// Check one uploaded file: [`inspect`], then a full decode and the hash (on this thread,
+/// outside any budget: for imports and tests; requests go through [`DecodeBudget`]).
+pub fn check_image(filename: &str, bytes: Bytes, limits: Limits) -> Result<Checked> {
+    check_and_decode(filename, bytes, limits).map(|(c, _)| c)
+}
+
+/// [`check_image`], also returning the decoded pixels.
+pub fn check_and_decode(
+    filename: &str,
+    bytes: Bytes,
+    limits: Limits,
+) -> Result<(Checked, image::RgbaImage)> {
+    let h = inspect(filename, &bytes, limits)?;
+    decode(filename, bytes, h)
+}
+
+/// Bounds the memory and threads image decoding takes across all requests: each decode holds
+/// its header-announced size against a byte budget and one of a fixed number of decode
+/// threads (the cores); a file larger than the whole budget is refused (422), and a request
+/// that cannot get budget within the wait is turned away (503 + Retry-After).
+pub struct DecodeBudget {
+    mib: std::sync::Arc<tokio::sync::Semaphore>,
+    total_mib: u32,
+    threads: std::sync::Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl DecodeBudget {
+    /// `total_mib` of decoded pixels at once on `threads` threads; wait at most `wait`.
+    pub fn new(total_mib: u32, threads: usize, wait: std::time::Duration) -> Self {
+        DecodeBudget {
+            mib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_mib as usize)),
+            total_mib,
+            threads: std::sync::Arc::new(tokio::sync::Semaphore::new(threads.max(1))),
+            wait,
+        }
+    }
+
+    /// Inspect, then decode and hash within the budget.
+    pub async fn check_and_decode(
+        &self,
+        filename: String,
+        bytes: Bytes,
+        limits: Limits,
+    ) -> Result<(Checked, image::RgbaImage)> {
+        let h = inspect(&filename, &bytes, limits)?;
+        let mib = u32::try_from(h.decode_bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+        if mib > self.total_mib {
+            return Err(Error::ImageTooLarge(format!(
+                "{filename:?} ({}×{}) needs {mib} MiB to decode; the server decodes at most {} MiB at once",
+                h.width, h.height, self.total_mib
+            )));
+        }
+        let busy = || {
+            Error::Busy(
+                2,
+                "the server is decoding as many images as it can; retry shortly".into(),
+            )
+        };
+        let wait = tokio::time::timeout(self.wait, async {
+            let m = self.mib.clone().acquire_many_owned(mib).await;
+            let t = self.threads.clone().acquire_owned().await;
+            (m, t)
+        })
+        .await;
+        let (Ok(m), Ok(t)) = wait.map_err(|_| busy())? else {
+            return Err(busy());
+        };
+        tokio::task::spawn_blocking(move || {
+            let _held = (m, t);
+            decode(&filename, bytes, h)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("decode thread: {e}")))?
+    }
+
+    /// [`DecodeBudget::check_and_decode`] without keeping the pixels.
+    pub async fn check(&self, filename: String, bytes: Bytes, limits: Limits) -> Result<Checked> {
+        Ok(self.check_and_decode(filename, bytes, limits).await?.0)
+    }
 }
 
 /// JPEG decoders fill missing scan data with grey instead of failing; a complete file ends

@@ -24,7 +24,7 @@ pub async fn create_dataset(
     }
     let id = id.map(str::to_string).unwrap_or_else(|| new_id("ds"));
     let now = now_ms();
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin_write().await?;
     let exists: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE name = $1 OR id = $2")
             .bind(name)

@@ -12,17 +12,17 @@ pub mod sweep;
 pub mod upload;
 
 pub use check::{
-    Checked, Limits, MAX_CAPTION_CHARS, check_and_decode, check_image, validate_caption,
-    validate_filename, validate_uploader,
+    Checked, DecodeBudget, Header, Limits, MAX_CAPTION_CHARS, check_and_decode, check_image,
+    inspect, validate_caption, validate_filename, validate_uploader,
 };
 pub use datasets::{
     DatasetInfo, LabelCount, add_label, create_dataset, get_dataset, labels, list_datasets,
     require_dataset,
 };
 pub use query::{
-    ImagePage, ImageQuery, ImageRow, ImageStatus, MAX_STATUS_IDS, captions_of, get_image,
-    list_images, statuses,
+    Caption, CaptionPage, CaptionQuery, ImagePage, ImageQuery, ImageRow, ImageStatus,
+    MAX_STATUS_IDS, caption, captions_of, get_image, list_captions, list_images, statuses,
 };
-pub use review::{Action, Decision, review};
+pub use review::{Action, CaptionAction, CaptionDecision, Decision, Reviewed, review};
 pub use sweep::{SweepReport, sweep_orphans};
-pub use upload::{UploadFile, Uploaded, Uploader, ingest};
+pub use upload::{PendingCaps, UploadFile, Uploaded, Uploader, ingest};

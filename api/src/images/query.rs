@@ -1,5 +1,6 @@
-//! Reading images: the admin's filtered pages, one image, contributors' status checks, and
-//! the captions a ranking run trains on.
+//! Reading images: the admin's filtered pages (with each image's captions), one image,
+//! contributors' status checks, the caption review queue, and the approved captions a ranking
+//! run trains on.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use crate::db::Db;
 use crate::{Error, Result};
 use contract::ImageStatus as Review;
-pub use contract::api::{ImagePage, ImageReview as ImageStatus, ImageRow};
+pub use contract::api::{Caption, CaptionPage, ImagePage, ImageReview as ImageStatus, ImageRow};
 
 /// Filter for [`list_images`].
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -21,8 +22,10 @@ pub struct ImageQuery {
     /// Label.
     pub label: Option<String>,
     /// Page size (default 50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Rows to skip.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -39,7 +42,7 @@ pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
     .bind(q.label.clone())
     .fetch_one(db.pool())
     .await?;
-    let images = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let mut images: Vec<ImageRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM images WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
     )))
     .bind(q.dataset.clone())
@@ -49,16 +52,105 @@ pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
     .bind(offset)
     .fetch_all(db.pool())
     .await?;
+    attach_captions(db, &mut images).await?;
     Ok(ImagePage { total, images })
+}
+
+/// The columns of a [`Caption`], from `captions c JOIN images i`.
+const CAPTION_COLUMNS: &str = "c.image_id, i.dataset_id, i.label, c.caption, c.uploader, c.status, \
+     c.created_at, c.reviewed_at, c.reviewed_by";
+
+/// Fill in the captions of a page of images (one query for the page).
+async fn attach_captions(db: &Db, images: &mut [ImageRow]) -> Result<()> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let marks = (1..=images.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CAPTION_COLUMNS} FROM captions c JOIN images i ON i.id = c.image_id \
+         WHERE c.image_id IN ({marks}) ORDER BY c.created_at, c.caption"
+    )));
+    for img in images.iter() {
+        q = q.bind(img.id.clone());
+    }
+    let rows: Vec<Caption> = q.fetch_all(db.pool()).await?;
+    let mut by_image: HashMap<String, Vec<Caption>> = HashMap::new();
+    for c in rows {
+        by_image.entry(c.image_id.clone()).or_default().push(c);
+    }
+    for img in images {
+        img.captions = by_image.remove(&img.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// One caption of an image.
+pub async fn caption(db: &Db, image_id: &str, text: &str) -> Result<Option<Caption>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CAPTION_COLUMNS} FROM captions c JOIN images i ON i.id = c.image_id \
+         WHERE c.image_id = $1 AND c.caption = $2"
+    )))
+    .bind(image_id)
+    .bind(text)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Filter for [`list_captions`].
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct CaptionQuery {
+    /// `pending` (default), `approved` or `rejected`.
+    #[param(inline)]
+    pub status: Option<Review>,
+    /// Page size (default 50, max 500).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+/// Captions with a status (pending by default) whose image is approved, oldest first: the
+/// caption review queue (captions of pending images are decided with their image).
+pub async fn list_captions(db: &Db, q: &CaptionQuery) -> Result<CaptionPage> {
+    let status = q.status.unwrap_or(Review::Pending);
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let filter = "c.status = $1 AND i.status = $2";
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM captions c JOIN images i ON i.id = c.image_id WHERE {filter}"
+    )))
+    .bind(status)
+    .bind(Review::Approved)
+    .fetch_one(db.pool())
+    .await?;
+    let captions = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CAPTION_COLUMNS} FROM captions c JOIN images i ON i.id = c.image_id \
+         WHERE {filter} ORDER BY c.created_at, c.image_id, c.caption LIMIT $3 OFFSET $4"
+    )))
+    .bind(status)
+    .bind(Review::Approved)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(CaptionPage { total, captions })
 }
 
 /// One image; `NotFound` when absent.
 pub async fn get_image(db: &Db, id: &str) -> Result<ImageRow> {
-    sqlx::query_as("SELECT * FROM images WHERE id = $1")
+    let img: ImageRow = sqlx::query_as("SELECT * FROM images WHERE id = $1")
         .bind(id)
         .fetch_optional(db.pool())
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no image {id:?}")))
+        .ok_or_else(|| Error::NotFound(format!("no image {id:?}")))?;
+    let mut one = [img];
+    attach_captions(db, &mut one).await?;
+    let [img] = one;
+    Ok(img)
 }
 
 /// Most ids one status request may ask about.
@@ -89,13 +181,14 @@ pub async fn statuses(db: &Db, ids: &[String]) -> Result<Vec<ImageStatus>> {
     Ok(q.fetch_all(db.pool()).await?)
 }
 
-/// Captions of images, by image id (for ranking runs).
+/// Approved captions of images, by image id (for ranking runs and their galleries).
 pub async fn captions_of(db: &Db, dataset_id: &str) -> Result<HashMap<String, Vec<String>>> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.image_id, c.caption FROM captions c JOIN images i ON i.id = c.image_id \
-         WHERE i.dataset_id = $1 ORDER BY c.image_id, c.created_at, c.caption",
+         WHERE i.dataset_id = $1 AND c.status = $2 ORDER BY c.image_id, c.created_at, c.caption",
     )
     .bind(dataset_id)
+    .bind(Review::Approved)
     .fetch_all(db.pool())
     .await?;
     let mut out: HashMap<String, Vec<String>> = HashMap::new();

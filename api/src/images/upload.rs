@@ -1,6 +1,9 @@
 //! Ingest of checked images: dedupe by content within the request and the dataset, blobs
-//! first (content-addressed), then every row in one transaction; on failure the blobs this
-//! request created are deleted again, so a request stores all its files or none.
+//! first (content-addressed), then every row in one transaction. Concurrent requests with the
+//! same new image race on the `(dataset_id, sha256)` key: the first insert wins, the others
+//! answer `duplicate`. A blob written by a request that then fails is never deleted here (a
+//! concurrent request may already reference it): the orphan sweeper removes it after its
+//! grace period if no row came to use it.
 
 pub use contract::api::Uploaded;
 use std::collections::HashMap;
@@ -31,10 +34,34 @@ pub struct Uploader {
     pub name: String,
     /// Admin uploads are approved directly.
     pub admin: bool,
+    /// The client as the rate limiter keys it (empty for the server's own imports).
+    pub client: String,
+}
+
+/// Caps on what anonymous clients may leave waiting for review.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingCaps {
+    /// Images one client may have pending.
+    pub per_client: u64,
+    /// Images pending in total.
+    pub total: u64,
+    /// Captions one image may carry (any status).
+    pub captions_per_image: u64,
+}
+
+impl Default for PendingCaps {
+    fn default() -> Self {
+        PendingCaps {
+            per_client: 1000,
+            total: 100_000,
+            captions_per_image: 20,
+        }
+    }
 }
 
 /// What an upload request stores: its per-file answers, the files new to the dataset (with
-/// the id each gets) and every (image id, caption) pair, for new and known images alike.
+/// the id each gets) and every (image id, caption) pair, for new
+/// and known images alike.
 #[derive(Default)]
 struct Plan {
     results: Vec<Uploaded>,
@@ -43,14 +70,21 @@ struct Plan {
 }
 
 /// Sort the files into duplicates (of an earlier file in the request or of an image already
-/// in the dataset) and fresh ones.
+/// in the dataset) and fresh ones. A contributor who sends an image someone else left pending
+/// or got rejected learns only that it is known: the answer carries their own label and
+/// `pending`, not the other upload's.
 async fn plan(
     db: &Db,
     dataset_id: &str,
     label: &str,
-    status: ImageStatus,
+    uploader: &Uploader,
     files: Vec<Checked>,
 ) -> Result<Plan> {
+    let status = if uploader.admin {
+        ImageStatus::Approved
+    } else {
+        ImageStatus::Pending
+    };
     let mut p = Plan::default();
     let mut first_of: HashMap<String, usize> = HashMap::new();
     for f in files {
@@ -75,7 +109,10 @@ async fn plan(
         .fetch_optional(db.pool())
         .await?;
         let (id, label, status, duplicate) = match existing {
-            Some((id, label, status)) => (id, label, status, true),
+            Some((id, l, s)) => {
+                let (l, s) = visible_to(uploader, label, (l, s));
+                (id, l, s, true)
+            }
             None => (new_id("img"), label.to_string(), status, false),
         };
         p.captions
@@ -95,49 +132,93 @@ async fn plan(
     Ok(p)
 }
 
-/// Write the blobs of fresh files that storage does not hold yet; returns the keys created.
-/// On failure the blobs created so far are deleted again.
-async fn put_blobs(db: &Db, storage: &Storage, fresh: &[(Checked, String)]) -> Result<Vec<String>> {
-    let mut created = Vec::new();
-    for (f, _) in fresh {
-        let key = image_key(&f.sha256);
-        let outcome = async {
-            if storage.size(&key).await? != Some(f.bytes.len() as u64) {
-                storage.put(&key, f.bytes.clone()).await?;
-                Ok::<bool, Error>(true)
-            } else {
-                Ok(false)
-            }
-        }
-        .await;
-        match outcome {
-            Ok(true) => created.push(key),
-            Ok(false) => {}
-            Err(e) => {
-                undo_blobs(db, storage, &created).await;
-                return Err(e);
-            }
-        }
+/// What a duplicate upload may tell its sender about the stored image: admins and approved
+/// images are shown as they are; anyone else's pending or rejected upload is not revealed.
+fn visible_to(
+    uploader: &Uploader,
+    sent_label: &str,
+    (label, status): (String, ImageStatus),
+) -> (String, ImageStatus) {
+    if uploader.admin || status == ImageStatus::Approved {
+        (label, status)
+    } else {
+        (sent_label.to_string(), ImageStatus::Pending)
     }
-    Ok(created)
 }
 
-/// Insert the rows of fresh images and every caption in one transaction.
+/// Write the blobs of fresh files that storage does not hold yet.
+async fn put_blobs(storage: &Storage, fresh: &[(Checked, String)]) -> Result<()> {
+    for (f, _) in fresh {
+        let key = image_key(&f.sha256);
+        if storage.size(&key).await? != Some(f.bytes.len() as u64) {
+            storage.put(&key, f.bytes.clone()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuse an anonymous upload that would leave more images waiting for review than the caps
+/// allow (for its client, or in total).
+async fn check_pending(
+    db: &Db,
+    uploader: &Uploader,
+    fresh: usize,
+    caps: PendingCaps,
+) -> Result<()> {
+    if uploader.admin || fresh == 0 {
+        return Ok(());
+    }
+    let mine: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE status = $1 AND client = $2")
+            .bind(ImageStatus::Pending)
+            .bind(&uploader.client)
+            .fetch_one(db.pool())
+            .await?;
+    if mine as u64 + fresh as u64 > caps.per_client {
+        return Err(Error::RateLimited(
+            3600,
+            format!(
+                "this client already has {mine} images waiting for review (at most {}); try again once they are reviewed",
+                caps.per_client
+            ),
+        ));
+    }
+    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE status = $1")
+        .bind(ImageStatus::Pending)
+        .fetch_one(db.pool())
+        .await?;
+    if all as u64 + fresh as u64 > caps.total {
+        return Err(Error::Unavailable(format!(
+            "the review queue is full ({all} images waiting); contributions are paused until it is reviewed"
+        )));
+    }
+    Ok(())
+}
+
+/// Insert the rows of fresh images and every caption in one transaction. A fresh image that a
+/// concurrent request inserted first becomes a duplicate of that row (its captions follow it).
 async fn insert_rows(
     db: &Db,
     dataset_id: &str,
     label: &str,
-    status: ImageStatus,
     uploader: &Uploader,
-    p: &Plan,
+    p: &mut Plan,
+    caps: PendingCaps,
 ) -> Result<()> {
     let now = now_ms();
-    let mut tx = db.pool().begin().await?;
+    let status = if uploader.admin {
+        ImageStatus::Approved
+    } else {
+        ImageStatus::Pending
+    };
+    let mut tx = db.begin_write().await?;
+    let mut winner: HashMap<String, String> = HashMap::new();
     for (f, id) in &p.fresh {
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO images (id, dataset_id, sha256, label, status, format, bytes, width, height, \
-             filename, uploader, created_at, reviewed_at, reviewed_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             filename, uploader, client, created_at, reviewed_at, reviewed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (dataset_id, sha256) DO NOTHING",
         )
         .bind(id)
         .bind(dataset_id)
@@ -150,20 +231,51 @@ async fn insert_rows(
         .bind(i64::from(f.height))
         .bind(&f.filename)
         .bind(&uploader.name)
+        .bind(&uploader.client)
         .bind(now)
         .bind(uploader.admin.then_some(now))
         .bind(uploader.admin.then(|| uploader.name.clone()))
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            let (other, l, s): (String, String, ImageStatus) = sqlx::query_as(
+                "SELECT id, label, status FROM images WHERE dataset_id = $1 AND sha256 = $2",
+            )
+            .bind(dataset_id)
+            .bind(&f.sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (l, s) = visible_to(uploader, label, (l, s));
+            for r in p.results.iter_mut().filter(|r| r.id == *id) {
+                (r.id, r.label, r.status, r.duplicate) = (other.clone(), l.clone(), s, true);
+            }
+            winner.insert(id.clone(), other);
+        }
     }
+    let caption_status = status;
     for (id, caption) in &p.captions {
+        let id = winner.get(id).unwrap_or(id);
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM captions WHERE image_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if count as u64 >= caps.captions_per_image {
+            return Err(Error::Invalid(format!(
+                "image {id} already has {count} captions (at most {})",
+                caps.captions_per_image
+            )));
+        }
         sqlx::query(
-            "INSERT INTO captions (image_id, caption, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (image_id, caption) DO NOTHING",
+            "INSERT INTO captions (image_id, caption, created_at, uploader, status, reviewed_at, reviewed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (image_id, caption) DO NOTHING",
         )
         .bind(id)
         .bind(caption)
         .bind(now)
+        .bind(&uploader.name)
+        .bind(caption_status)
+        .bind(uploader.admin.then_some(now))
+        .bind(uploader.admin.then(|| uploader.name.clone()))
         .execute(&mut *tx)
         .await?;
     }
@@ -171,8 +283,9 @@ async fn insert_rows(
     Ok(())
 }
 
-/// Store checked images: blobs first (content-addressed), then all rows in one transaction.
-/// On any failure the blobs this call created are deleted again and no row is written.
+/// Store checked images: blobs first (content-addressed), then all rows in one transaction
+/// (nothing written on failure; blobs left behind are the sweeper's). Admin uploads and their
+/// captions are approved at once; anyone else's wait for review.
 pub async fn ingest(
     db: &Db,
     storage: &Storage,
@@ -180,6 +293,7 @@ pub async fn ingest(
     label: &str,
     files: Vec<Checked>,
     uploader: &Uploader,
+    caps: PendingCaps,
 ) -> Result<Vec<Uploaded>> {
     let known = labels(db, dataset_id).await?;
     if !known.iter().any(|l| l == label) {
@@ -188,38 +302,14 @@ pub async fn ingest(
             known.join(", ")
         )));
     }
-    let status = if uploader.admin {
-        ImageStatus::Approved
-    } else {
-        ImageStatus::Pending
-    };
     for f in &files {
         for c in &f.captions {
             validate_caption(c)?;
         }
     }
-    let p = plan(db, dataset_id, label, status, files).await?;
-    let created = put_blobs(db, storage, &p.fresh).await?;
-    if let Err(e) = insert_rows(db, dataset_id, label, status, uploader, &p).await {
-        undo_blobs(db, storage, &created).await;
-        return Err(e);
-    }
+    let mut p = plan(db, dataset_id, label, uploader, files).await?;
+    check_pending(db, uploader, p.fresh.len(), caps).await?;
+    put_blobs(storage, &p.fresh).await?;
+    insert_rows(db, dataset_id, label, uploader, &mut p, caps).await?;
     Ok(p.results)
-}
-
-/// Delete blobs this request created, unless a row (from a concurrent request) now uses them.
-async fn undo_blobs(db: &Db, storage: &Storage, keys: &[String]) {
-    for key in keys {
-        let sha = key.trim_start_matches("images/");
-        let used: std::result::Result<i64, _> =
-            sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE sha256 = $1")
-                .bind(sha)
-                .fetch_one(db.pool())
-                .await;
-        if matches!(used, Ok(0))
-            && let Err(e) = storage.delete(key).await
-        {
-            tracing::warn!(%key, error = %e, "could not delete blob of a failed upload; the sweeper will");
-        }
-    }
 }

@@ -1,11 +1,14 @@
 //! Training jobs: a queue of runs in the database ([`queue`]), one [`TrainTask`] per task
 //! that says how a run of it trains ([`task`]), and the worker that claims runs and drives
-//! them through their task ([`worker`]).
+//! them through their task ([`worker`]), and the shared live state progress streams follow
+//! ([`feed`]).
 
+pub mod feed;
 pub mod queue;
 pub mod task;
 pub mod worker;
 
+pub use feed::{RunFeeds, Subscription};
 pub use queue::{
     MAX_ATTEMPTS, RunInfo, cancel, claim, enqueue, enqueue_task, get_run, list_runs,
     maybe_auto_retrain, reap_stale,

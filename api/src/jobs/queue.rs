@@ -94,12 +94,25 @@ pub async fn enqueue_task(
     params: &serde_json::Value,
     reason: &str,
 ) -> Result<RunInfo> {
-    let task = task_named(task)?;
+    let id = insert_run(db, dataset_id, task_named(task)?, params, reason, false).await?;
+    get_run(db, &id).await
+}
+
+/// Insert a queued run; `auto` runs are at most one queued per dataset and task (a unique
+/// index), so a concurrent second one fails with a unique violation.
+async fn insert_run(
+    db: &Db,
+    dataset_id: &str,
+    task: Task,
+    params: &serde_json::Value,
+    reason: &str,
+    auto: bool,
+) -> Result<String> {
     let ds = crate::images::get_dataset(db, dataset_id).await?;
     let id = new_id("run");
     sqlx::query(
-        "INSERT INTO runs (id, dataset_id, task, params, status, reason, progress, epochs, cancel_requested, attempts, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, '[]', 0, 0, $7)",
+        "INSERT INTO runs (id, dataset_id, task, params, status, reason, progress, epochs, cancel_requested, attempts, created_at, auto) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, '[]', 0, 0, $7, $8)",
     )
     .bind(&id)
     .bind(&ds.id)
@@ -108,9 +121,10 @@ pub async fn enqueue_task(
     .bind(RunStatus::Queued)
     .bind(reason)
     .bind(now_ms())
+    .bind(i64::from(auto))
     .execute(db.pool())
     .await?;
-    get_run(db, &id).await
+    Ok(id)
 }
 
 /// One run; `NotFound` when absent.
@@ -236,7 +250,8 @@ pub async fn reap_stale(db: &Db, lease_ms: i64) -> Result<Vec<String>> {
 }
 
 /// Queue a retrain when `threshold` images were approved since the dataset's last run and no
-/// run is queued or running for it.
+/// run is queued or running for it; under any concurrency at most one is queued (the
+/// database's unique index decides).
 pub async fn maybe_auto_retrain(
     db: &Db,
     dataset_id: &str,
@@ -271,13 +286,21 @@ pub async fn maybe_auto_retrain(
     if (fresh as u64) < threshold {
         return Ok(None);
     }
-    let run = enqueue(
+    let queued = insert_run(
         db,
         dataset_id,
-        &TrainConfig::default(),
+        Task::Classify,
+        &serde_json::to_value(TrainConfig::default())?,
         &format!("auto: {fresh} newly approved images"),
+        true,
     )
-    .await?;
-    tracing::info!(run = %run.id, fresh, "auto-retrain queued");
-    Ok(Some(run))
+    .await;
+    let id = match queued {
+        Ok(id) => id,
+        // A concurrent request queued it first.
+        Err(Error::Db(sqlx::Error::Database(d))) if d.is_unique_violation() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    tracing::info!(run = %id, fresh, "auto-retrain queued");
+    Ok(Some(get_run(db, &id).await?))
 }

@@ -81,7 +81,8 @@ impl Worker {
     pub async fn run_forever(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(worker = %self.id, "training worker started");
         loop {
-            if *shutdown.borrow() {
+            // A dropped sender means nobody can ask any more: stop rather than spin.
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
                 break;
             }
             match claim_next(&self.db, &self.id).await {
@@ -128,6 +129,11 @@ impl Worker {
     }
 
     async fn execute(&self, run: RunRow, mut shutdown: watch::Receiver<bool>) -> Outcome {
+        // Resolves once, when the server stops (or can no longer tell us to).
+        let stopping = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopping);
         let live = Arc::new(Mutex::new(Live::default()));
         let cancel = Arc::new(AtomicBool::new(false));
         tracing::info!(run = %run.id, worker = %self.id, attempt = run.attempts, "training run claimed");
@@ -147,17 +153,16 @@ impl Worker {
                         Err(e) => tracing::warn!(run = %run.id, error = %e, "heartbeat failed"),
                     }
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
-                        interrupted = true;
-                        cancel.store(true, Ordering::Relaxed);
-                    }
+                _ = &mut stopping, if !interrupted => {
+                    interrupted = true;
+                    cancel.store(true, Ordering::Relaxed);
                 }
             }
         };
         let _ = self.beat(&run.id, &live).await;
         let outcome = match result {
             _ if lost => Outcome::Lost,
+            Err(Error::Lost(_)) => Outcome::Lost,
             Ok(model_id) => Outcome::Succeeded(model_id),
             Err(Error::Trainer(trainer::Error::Cancelled)) if interrupted => Outcome::Requeued,
             Err(Error::Trainer(trainer::Error::Cancelled)) => Outcome::Cancelled,
@@ -351,7 +356,10 @@ impl Worker {
             &self.storage,
             &outputs.files,
             &run.dataset_id,
-            Some(&run.id),
+            Some(registry::RunOwner {
+                run_id: &run.id,
+                worker: &self.id,
+            }),
             self.gate_margin,
             outputs.rescored,
         )

@@ -1,4 +1,4 @@
-//! The `/health` report.
+//! The `/health` (liveness) and `/ready` (readiness) reports.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,17 @@ pub struct Check {
     pub error: Option<String>,
 }
 
-/// Health report.
+/// Liveness: the process answers (no dependency is touched).
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}
+
+/// Readiness report.
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
@@ -22,7 +32,7 @@ pub struct Health {
     pub status: String,
     /// Database probe.
     pub database: Check,
-    /// Storage probe (write, read, delete).
+    /// Storage probe (write, read, delete; the result is reused for a few seconds).
     pub storage: Check,
     /// Champion classifier, if any.
     pub model: Option<String>,

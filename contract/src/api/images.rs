@@ -39,6 +39,47 @@ pub struct ImageRow {
     pub reviewed_at: Option<i64>,
     /// Who reviewed it.
     pub reviewed_by: Option<String>,
+    /// Its captions with their review status (in admin listings; empty elsewhere).
+    #[serde(default)]
+    #[cfg_attr(feature = "sql", sqlx(skip))]
+    pub captions: Vec<Caption>,
+}
+
+/// One caption of an image, reviewed like images: only approved captions reach training and
+/// the public galleries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Caption {
+    /// The image it describes.
+    pub image_id: String,
+    /// The image's dataset.
+    pub dataset_id: String,
+    /// The image's label.
+    pub label: String,
+    /// The text.
+    pub caption: String,
+    /// Who sent it.
+    pub uploader: String,
+    /// `pending`, `approved` or `rejected`.
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub status: ImageStatus,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms of the review decision.
+    pub reviewed_at: Option<i64>,
+    /// Who reviewed it.
+    pub reviewed_by: Option<String>,
+}
+
+/// A page of captions (the caption review queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaptionPage {
+    /// Matching captions in total.
+    pub total: i64,
+    /// This page, oldest first.
+    pub captions: Vec<Caption>,
 }
 
 /// A page of images.

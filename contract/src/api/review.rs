@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ImageRow;
+use crate::api::{Caption, ImageRow};
 
 /// What a reviewer does with one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,12 +30,40 @@ pub struct Decision {
     pub label: Option<String>,
 }
 
-/// Review request.
+/// What a reviewer does with one caption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CaptionAction {
+    /// Train on it and show it in galleries.
+    Approve,
+    /// Never use it.
+    Reject,
+}
+
+/// One caption decision; a caption is named by its image and its text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CaptionDecision {
+    /// Image id.
+    pub image_id: String,
+    /// The caption's text, exactly as stored.
+    pub caption: String,
+    /// What to do.
+    pub action: CaptionAction,
+}
+
+/// Review request: image and caption decisions, applied together or not at all (at least
+/// one). Approving or rejecting a pending image decides its pending captions the same way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReviewRequest {
-    /// Decisions, applied together or not at all.
+    /// Image decisions.
+    #[serde(default)]
     pub decisions: Vec<Decision>,
+    /// Caption decisions.
+    #[serde(default)]
+    pub captions: Vec<CaptionDecision>,
 }
 
 /// Review result.
@@ -44,6 +72,9 @@ pub struct ReviewRequest {
 pub struct ReviewResponse {
     /// Updated images.
     pub images: Vec<ImageRow>,
+    /// Captions decided by this request (explicitly or with their image).
+    #[serde(default)]
+    pub captions: Vec<Caption>,
     /// Retrain queued because enough images are now approved.
     pub auto_retrain: Option<String>,
 }
