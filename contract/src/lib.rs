@@ -13,7 +13,7 @@ pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use kinds::{ImageStatus, RunStatus, Stage, Task};
 pub use manifest::{
-    ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,
-    Preprocess, RankMetrics, Recall, TensorSpec, TextTower,
+    ClassMetrics, Dim, EvalMetrics, FileDigest, GalleryFiles, Layout, MANIFEST_SCHEMA_VERSION,
+    ModelManifest, OnnxFile, Preprocess, RankMetrics, Recall, TensorSpec, TextTower,
 };
 pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

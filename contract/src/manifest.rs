@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{Error, ModelFiles, Result};
 
 /// Version of the manifest layout. Bump it when a field changes meaning.
 pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
@@ -60,6 +60,28 @@ pub struct OnnxFile {
     pub bytes: u64,
     /// ONNX opset the graph was written for.
     pub opset: i64,
+}
+
+/// A file of the model folder that is not a graph (the search gallery's), for integrity:
+/// clients check downloaded bytes against it before they keep them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// File name next to the manifest (one of [`ModelFiles`](crate::ModelFiles)'s names).
+    pub file: String,
+    /// Lower-case hex sha256 of the file's bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The search gallery of a ranking model ([`crate::gallery`]): its two files, written after
+/// the encoders by embedding every image of the dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GalleryFiles {
+    /// `gallery.json`: ids, labels, captions, quantisation scale.
+    pub index: FileDigest,
+    /// `gallery.bin`: the int8 vectors.
+    pub vectors: FileDigest,
 }
 
 /// Memory layout of the image tensor.
@@ -224,6 +246,10 @@ pub struct ModelManifest {
     /// Ranking models: retrieval quality on the test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank_metrics: Option<RankMetrics>,
+    /// Ranking models with a gallery: its files' digests (absent in manifests written before
+    /// galleries were hashed, and in models exported without a gallery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gallery: Option<GalleryFiles>,
 }
 
 impl ModelManifest {
@@ -239,7 +265,7 @@ impl ModelManifest {
         Ok(serde_json::to_string_pretty(self)?)
     }
 
-    /// Check internal consistency: schema version, shapes, labels, normalisation.
+    /// Check internal consistency: schema version, file digests, shapes, labels, normalisation.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Manifest(msg));
         if self.schema_version != MANIFEST_SCHEMA_VERSION {
@@ -251,13 +277,7 @@ impl ModelManifest {
         if self.model_id.is_empty() {
             return bad("model_id is empty".into());
         }
-        if self.onnx.sha256.len() != 64 || !self.onnx.sha256.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return bad(format!(
-                "onnx.sha256 {:?} is not 64 hex digits",
-                self.onnx.sha256
-            ));
-        }
+        check_sha256("onnx.sha256", &self.onnx.sha256)?;
         let p = &self.preprocess;
         if p.size == 0 || p.size > 1024 {
             return bad(format!(
@@ -308,6 +328,9 @@ impl ModelManifest {
     /// A classifier: ≥ 2 distinct labels, one score per label.
     fn validate_classifier(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Manifest(msg));
+        if self.gallery.is_some() {
+            return bad("a classifier has no search gallery (`gallery`)".into());
+        }
         if self.labels.len() < 2 {
             return bad(format!(
                 "a classifier needs ≥ 2 labels, got {}",
@@ -365,6 +388,30 @@ impl ModelManifest {
             }
         }
         crate::tokenizer::Tokenizer::new(text.tokenizer.clone())?;
+        check_sha256("text.onnx.sha256", &text.onnx.sha256)?;
+        if let Some(g) = &self.gallery {
+            for (what, digest, name) in [
+                ("gallery.index", &g.index, ModelFiles::GALLERY_JSON),
+                ("gallery.vectors", &g.vectors, ModelFiles::GALLERY_BIN),
+            ] {
+                // Clients build the file's URL from this name: only the gallery's own.
+                if digest.file != name {
+                    return bad(format!("{what}.file {:?} must be {name:?}", digest.file));
+                }
+                check_sha256(&format!("{what}.sha256"), &digest.sha256)?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// A digest as the manifest stores it: 64 hex digits.
+fn check_sha256(what: &str, sha256: &str) -> Result<()> {
+    if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Error::Manifest(format!(
+            "{what} {sha256:?} is not 64 hex digits"
+        )))
     }
 }

@@ -16,6 +16,7 @@ use trainer::backbone::{Backbone, default_classes_path, default_weights_path, im
 use trainer::dataset::Dataset;
 use trainer::rank::{self, RankConfig};
 use trainer::run::{Progress, RunMeta};
+use wasm_infer::session::sha256_hex;
 use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session, Task, TextEncoder};
 
 #[test]
@@ -141,6 +142,19 @@ fn dual_encoder_on_captioned_photos() {
     let vectors = std::fs::read(dir.join(rank::GALLERY_BIN)).unwrap();
     assert_eq!(vectors.len(), gallery.count * gallery.dim);
     assert_eq!(files.get(rank::GALLERY_BIN), Some(&vectors[..]));
+    // The manifest, written again, lists both gallery files' digests (on disk and in `files`).
+    let written = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    assert_eq!(files.get("manifest.json"), Some(written.as_bytes()));
+    let listed = ModelManifest::from_json(&written).unwrap().gallery.unwrap();
+    for (digest, name) in [
+        (&listed.index, rank::GALLERY_JSON),
+        (&listed.vectors, rank::GALLERY_BIN),
+    ] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(digest.file, name);
+        assert_eq!(digest.bytes, bytes.len() as u64);
+        assert_eq!(digest.sha256, sha256_hex(&bytes), "{name}");
+    }
 }
 
 /// The wasm32 build (run by node) tokenizes like native Rust (golden strings: case, punctuation,

@@ -3,6 +3,7 @@
 // Test helpers panic on purpose: the panic message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+use wasm_infer::manifest::{FileDigest, GalleryFiles};
 use wasm_infer::preprocess::image_to_tensor;
 use wasm_infer::session::sha256_hex;
 use wasm_infer::*;
@@ -56,7 +57,108 @@ fn manifest() -> ModelManifest {
         trainer_version: "0.1.0".into(),
         text: None,
         rank_metrics: None,
+        gallery: None,
     }
+}
+
+/// A ranking manifest with a gallery (its digests are made up: only the manifest is checked).
+fn rank_manifest() -> ModelManifest {
+    let batched = |name: &str, n: usize| TensorSpec {
+        name: name.into(),
+        shape: vec![Dim::Symbol("batch".into()), Dim::Fixed(n)],
+    };
+    let digest = |file: &str, fill: &str| FileDigest {
+        file: file.into(),
+        sha256: fill.repeat(32),
+        bytes: 10,
+    };
+    ModelManifest {
+        model_id: "rank-test".into(),
+        task: Task::Rank,
+        onnx: OnnxFile {
+            file: "image.onnx".into(),
+            ..manifest().onnx
+        },
+        output: batched("embedding", 8),
+        labels: vec![],
+        metrics: None,
+        text: Some(TextTower {
+            onnx: OnnxFile {
+                file: "text.onnx".into(),
+                sha256: "ef".repeat(32),
+                bytes: 10,
+                opset: 13,
+            },
+            ids: batched("ids", 4),
+            mask: batched("mask", 4),
+            output: batched("embedding", 8),
+            tokenizer: TokenizerSpec {
+                kind: tokenizer::KIND.into(),
+                max_len: 4,
+                vocab: vec!["<pad>".into(), "<unk>".into(), "koala".into()],
+            },
+        }),
+        gallery: Some(GalleryFiles {
+            index: digest("gallery.json", "01"),
+            vectors: digest("gallery.bin", "02"),
+        }),
+        ..manifest()
+    }
+}
+
+#[test]
+fn gallery_digests_round_trip_and_are_optional() {
+    let m = rank_manifest();
+    let back = ModelManifest::from_json(&m.to_json().unwrap()).unwrap();
+    assert_eq!(back, m);
+    // Manifests stored before galleries were hashed have no `gallery`: still valid.
+    let mut json: serde_json::Value = serde_json::from_str(&m.to_json().unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("gallery");
+    let old = ModelManifest::from_json(&json.to_string()).unwrap();
+    assert_eq!(old.gallery, None);
+    assert!(!old.to_json().unwrap().contains("gallery"));
+}
+
+#[test]
+fn bad_file_digests_are_refused_with_a_reason() {
+    type Mutation = Box<dyn Fn(&mut ModelManifest)>;
+    let gallery = |m: &mut ModelManifest| m.gallery.as_mut().unwrap().clone();
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "text.onnx.sha256",
+            Box::new(|m| m.text.as_mut().unwrap().onnx.sha256 = "12".into()),
+        ),
+        (
+            "gallery.index.sha256",
+            Box::new(move |m| {
+                let mut g = gallery(m);
+                g.index.sha256 = "g".repeat(64);
+                m.gallery = Some(g);
+            }),
+        ),
+        (
+            r#"gallery.vectors.file "../model.onnx" must be "gallery.bin""#,
+            Box::new(move |m| {
+                let mut g = gallery(m);
+                g.vectors.file = "../model.onnx".into();
+                m.gallery = Some(g);
+            }),
+        ),
+    ];
+    for (expected, mutate) in cases {
+        let mut m = rank_manifest();
+        mutate(&mut m);
+        let err = ModelManifest::from_json(&m.to_json().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    let classifier = ModelManifest {
+        gallery: rank_manifest().gallery,
+        ..manifest()
+    };
+    let err = classifier.validate().unwrap_err().to_string();
+    assert!(err.contains("no search gallery"), "{err}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! The gallery: every image of the dataset embedded by the exported image encoder (tract, as
 //! deployed), quantised to int8, so a browser can search the whole collection offline. The
-//! file format is `contract::gallery`'s.
+//! file format is `contract::gallery`'s; the manifest lists both files' sha256 and size.
 
 use std::path::Path;
 
-use contract::ModelFiles;
 use contract::gallery::{self, Gallery, GalleryItem};
+use contract::{FileDigest, GalleryFiles, ModelFiles};
+use wasm_infer::session::sha256_hex;
 use wasm_infer::{ModelManifest, Session};
 
 use crate::dataset::Dataset;
@@ -51,20 +52,38 @@ pub fn embed(
 }
 
 /// Embed the gallery with the encoder a ranking run wrote to `dir` (taken from `files`, the
-/// folder as written, not read again) and add `gallery.json` + `gallery.bin` to the folder.
+/// folder as written, not read again), add `gallery.json` + `gallery.bin` to the folder and
+/// write the manifest again with their digests (`gallery`), so clients can check the gallery
+/// files they download like the encoders.
 pub fn write_gallery(dir: &Path, files: &mut ModelFolder, dataset: &Dataset) -> Result<Gallery> {
     let missing = |name: &str| Error::Export(format!("the model folder has no {name}"));
     let manifest = files
         .get(ModelFiles::MANIFEST)
         .ok_or_else(|| missing(ModelFiles::MANIFEST))?;
-    let manifest = ModelManifest::from_json(
+    let mut manifest = ModelManifest::from_json(
         std::str::from_utf8(manifest).map_err(|e| Error::Export(format!("manifest: {e}")))?,
     )?;
     let onnx = files
         .get(&manifest.onnx.file)
         .ok_or_else(|| missing(&manifest.onnx.file))?;
     let (gallery, vectors) = embed(&manifest, onnx, dataset)?;
+    let index = serde_json::to_vec(&gallery)?;
+    manifest.gallery = Some(GalleryFiles {
+        index: digest(GALLERY_JSON, &index),
+        vectors: digest(GALLERY_BIN, &vectors),
+    });
+    manifest.validate()?;
     files.add(dir, GALLERY_BIN, vectors)?;
-    files.add(dir, GALLERY_JSON, serde_json::to_vec(&gallery)?)?;
+    files.add(dir, GALLERY_JSON, index)?;
+    files.add(dir, ModelFiles::MANIFEST, manifest.to_json()?.into_bytes())?;
     Ok(gallery)
+}
+
+/// The manifest entry of a gallery file: name, sha256, size.
+fn digest(file: &str, bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        file: file.into(),
+        sha256: sha256_hex(bytes),
+        bytes: bytes.len() as u64,
+    }
 }

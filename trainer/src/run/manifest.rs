@@ -31,7 +31,8 @@ pub fn batched(name: &str, dims: &[usize]) -> TensorSpec {
 }
 
 /// The manifest of a model of `task` whose ONNX file `onnx` takes preprocessed images and
-/// gives `output`; task-specific fields (`metrics`, `text`, `rank_metrics`) are left empty.
+/// gives `output`; task-specific fields (`metrics`, `text`, `rank_metrics`, `gallery`) are left
+/// empty.
 pub fn image_manifest(
     id: Identity,
     task: Task,
@@ -57,5 +58,6 @@ pub fn image_manifest(
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
         text: None,
         rank_metrics: None,
+        gallery: None,
     }
 }
