@@ -322,6 +322,142 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   assert.equal((await (await fetch(`${base}/api/models/current`)).json()).model_id, before.model_id);
 });
 
+test('a model download that does not match its manifest is refused: not cached, the loaded model keeps answering', async () => {
+  // The admin test rolled back: the page still runs the version it switched to, and is offered
+  // the champion again, whose file it evicted (so it is downloaded).
+  const champion = (await (await fetch(`${base}/api/models/current`)).json()).model_id;
+  await page.locator('[data-testid=nav-predict]').click();
+  const loaded = (await page.locator('[data-testid=model]').innerText()).replace(/^model /, '');
+  assert.notEqual(loaded, champion);
+  const cachedModels = () => page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => new URL(k.url).pathname));
+  assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
+  // The champion's file arrives damaged: one byte flipped (same size, another sha256).
+  const url = `${base}/api/models/${champion}/model.onnx`;
+  await context.route(url, async (route) => {
+    const response = await route.fetch();
+    const body = Buffer.from(await response.body());
+    body[body.length >> 1] ^= 0xff;
+    await route.fulfill({ response, body });
+  });
+  try {
+    await page.locator('[data-testid=update]').waitFor({ timeout: 60_000 });
+    await page.locator('[data-testid=switch]').click();
+    const status = page.locator('[data-testid=status]');
+    await status.filter({ hasText: /does not match the model's manifest/ }).waitFor({ timeout: 60_000 });
+    const words = await status.innerText();
+    assert.match(words, /sha256/);
+    assert.match(words, new RegExp(`still using model ${loaded}`));
+    await page.screenshot({ path: join(shots, 'model-refused.png'), fullPage: true });
+    // Nothing of the refused version was cached; the old one is still there and still answers.
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
+    assert.match(await page.locator('[data-testid=model]').innerText(), new RegExp(loaded));
+    const got = await classifyInPage(testSplitPhotos()[0].path);
+    assert.equal(got.length, 5);
+    // A fresh start while the champion's file still arrives damaged: the page falls back to
+    // the model this browser loaded last (from the cache), and says why.
+    await page.reload();
+    await page.locator('[data-testid=model]').filter({ hasText: loaded }).waitFor({ timeout: 60_000 });
+    await status.filter({ hasText: new RegExp(`does not match the model's manifest.*still using model ${loaded}`) }).waitFor({ timeout: 60_000 });
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
+  } finally {
+    await context.unroute(url);
+  }
+  // Served intact, the same switch loads it, and only then is the old version evicted.
+  await page.locator('[data-testid=switch]').click();
+  await page.locator('[data-testid=model]').filter({ hasText: champion }).waitFor({ timeout: 120_000 });
+  await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
+  assert.deepEqual(await cachedModels(), [`/api/models/${champion}/model.onnx`]);
+});
+
+// Put files in the Contribute page's file input (made in the page: no transfer of big buffers).
+async function pickFiles(files) {
+  await page.evaluate((list) => {
+    const dt = new DataTransfer();
+    for (const f of list) {
+      const bytes = f.png ? new Uint8Array(f.png) : new Uint8Array(f.size);
+      dt.items.add(new File([bytes], f.name, { type: 'image/png' }));
+    }
+    const input = document.querySelector('[data-testid=files]');
+    input.files = dt.files;
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+  }, files);
+}
+
+test("checks the server's limits before queueing: split into uploads that fit, too large refused at once", async () => {
+  // Small limits, so a few small files exercise them (served in place of the server's).
+  const limits = { max_files: 2, max_upload_bytes: 1024 * 1024, max_image_side: 8192, max_image_pixels: 40000000,
+    max_predict_pixels: 40000000, max_caption_chars: 40, max_captions_per_image: 20, upload_rate_per_min: 120,
+    predict_rate_per_min: 240, max_pending_per_client: 1000 };
+  const url = `${base}/api/limits`;
+  await context.route(url, (route) => route.fulfill({ json: limits }));
+  try {
+    await page.goto(`${base}/#/contribute`);
+    await page.reload();
+    await page.locator('[data-testid=caption][maxlength="40"]').waitFor();
+    await page.locator('[data-testid=label] option[value=food]').waitFor({ state: 'attached' });
+    await page.locator('[data-testid=label]').selectOption('food');
+    // One file larger than an upload may be: refused at once, naming it and the limit.
+    await pickFiles([{ name: 'e2e-small.png', png: [...makePng(40, 30, 50)] }, { name: 'e2e-huge.png', size: 1536 * 1024 }]);
+    await page.locator('[data-testid=send]').click();
+    const message = page.locator('[data-testid=message]');
+    await message.filter({ hasText: /e2e-huge\.png/ }).waitFor();
+    const words = await message.innerText();
+    assert.match(words, /e2e-huge\.png \(1\.5 MiB\)/);
+    assert.match(words, /at most 1\.0 MiB per upload/);
+    assert.match(words, /nothing was queued/);
+    await page.screenshot({ path: join(shots, 'contribute-refused.png'), fullPage: true });
+    assert.equal(await page.locator('[data-testid=waiting]').getAttribute('data-count'), '0');
+    assert.equal(await page.evaluate(() => new Promise((ok) => {
+      const r = indexedDB.open('edgeml', 1);
+      r.onsuccess = () => { const q = r.result.transaction('outbox').objectStore('outbox').count(); q.onsuccess = () => ok(q.result); };
+    })), 0, 'nothing kept in the outbox');
+    // Three files, two per upload: sent in two requests, every file arrives.
+    const names = [1, 2, 3].map((i) => `e2e-split-${i}.png`);
+    const posts = [];
+    const onRequest = (req) => { if (req.method() === 'POST' && /\/api\/datasets\/[^/]+\/images$/.test(new URL(req.url()).pathname)) posts.push(req.url()); };
+    page.on('request', onRequest);
+    try {
+      await pickFiles(names.map((name, i) => ({ name, png: [...makePng(48, 40, 60 + i)] })));
+      await page.locator('[data-testid=send]').click();
+      await message.filter({ hasText: /in 2 uploads/ }).waitFor();
+      for (const name of names) await page.locator(`[data-testid=sent] li[data-file="${name}"][data-status=pending]`).waitFor({ timeout: 60_000 });
+    } finally {
+      page.off('request', onRequest);
+    }
+    assert.equal(posts.length, 2, `two upload requests: ${posts}`);
+    const pending = (await pendingOnServer()).map((i) => i.filename);
+    for (const name of names) assert.ok(pending.includes(name), `${name} on the server`);
+    assert.ok(!pending.includes('e2e-huge.png') && !pending.includes('e2e-small.png'), 'nothing of the refused selection was sent');
+  } finally {
+    await context.unroute(url);
+  }
+  // Without the route, the server's own limits (or, from a server without /api/limits, the
+  // defaults) apply again.
+  await page.reload();
+  await page.locator('[data-testid=caption][maxlength="500"]').waitFor();
+});
+
+test('a contributor name in any script reaches the server exactly as typed', async () => {
+  const name = 'Zoë Łukasz 李';
+  await page.goto(`${base}/#/contribute`);
+  await page.locator('[data-testid=label] option[value=plants]').waitFor({ state: 'attached' });
+  await page.locator('[data-testid=label]').selectOption('plants');
+  await page.locator('[data-testid=uploader]').fill(name);
+  await pickFiles([{ name: 'e2e-uploader-utf8.png', png: [...makePng(64, 48, 90)] }]);
+  try {
+    await page.locator('[data-testid=send]').click();
+    const item = page.locator('[data-testid=sent] li[data-file="e2e-uploader-utf8.png"]');
+    await item.waitFor({ timeout: 60_000 });
+    assert.equal(await item.getAttribute('data-status'), 'pending', await item.innerText());
+  } finally {
+    // Later contributions are sent without a name again.
+    await page.evaluate(() => localStorage.removeItem('edgeml-uploader'));
+  }
+  const all = await (await fetch(`${base}/api/images?limit=500`, { headers: admin })).json();
+  const stored = all.images.find((i) => i.filename === 'e2e-uploader-utf8.png');
+  assert.equal(stored?.uploader, name);
+});
+
 test('classifies a camera frame (synthetic camera) in the browser', async () => {
   await page.goto(`${base}/#/`);
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
@@ -360,7 +496,25 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   if (info.stage !== 'champion') {
     assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
   }
-  await page.goto(`${base}/#/search`);
+  // A damaged download of the text encoder is refused: Search says why, and nothing of that
+  // version is cached (the gallery files, fine, are kept only with a whole checked version).
+  const textUrl = `${base}/api/models/${done.model_id}/text.onnx`;
+  await context.route(textUrl, async (route) => {
+    const response = await route.fetch();
+    const body = Buffer.from(await response.body());
+    body[body.length >> 1] ^= 0xff;
+    await route.fulfill({ response, body });
+  });
+  try {
+    await page.goto(`${base}/#/search`);
+    await page.locator('[data-testid=search-status]').filter({ hasText: /not available: .*text\.onnx does not match the model's manifest/ }).waitFor({ timeout: 120_000 });
+    assert.equal(await page.evaluate(async () => (await (await caches.open('edgeml-rank')).keys()).length), 0);
+  } finally {
+    await context.unroute(textUrl);
+  }
+  // Served intact, it loads when the page asks again.
+  await page.locator('[data-testid=nav-predict]').click();
+  await page.locator('[data-testid=nav-search]').click();
   await page.locator('[data-testid=search-status][data-ready=true]').waitFor({ timeout: 120_000 });
   assert.match(await page.locator('[data-testid=search-status]').innerText(), new RegExp(`ranking model ${done.model_id}`));
   // Online once: the thumbnails of the answer are kept by the service worker.

@@ -1,9 +1,11 @@
 // Inference worker: message passing and caching only. The page's requests and this worker's
 // replies are typed in Rust (contract::worker::{ToWorker, FromWorker}); everything computed
 // (classification, embeddings, gallery search, captions) is wasm-infer's Rust, compiled to
-// wasm. Here: fetch manifests network-first (cached copy offline), keep content-addressed model
-// files in Cache Storage (fetched once, older versions evicted), keep images contributed from
-// this browser in IndexedDB, and post what the Rust side answers.
+// wasm. Here: fetch manifests network-first (cached copy offline), check every downloaded model
+// file against its manifest's sha256 and size (WebCrypto) before it is cached or used, keep
+// content-addressed model files in Cache Storage (fetched once, older versions evicted only
+// once the new one is checked and loaded), keep images contributed from this browser in
+// IndexedDB, and post what the Rust side answers.
 import init, { Session, TextSession, SearchIndex } from '/pkg/wasm_infer.js';
 import { withStore } from '/idb.js';
 
@@ -18,30 +20,71 @@ let session = null;
 let loadedId = null;
 // The ranking champion: { id, manifest (text), encoder, index, images (image encoder, lazily) }.
 let rank = null;
+// Ranking versions refused in this worker's life (a file did not match the manifest): not
+// downloaded again on every request while the version in use keeps answering.
+const refusedRank = new Set();
+// Why the newest ranking version was refused, told once, after the next answer.
+let rankNotice = null;
 
+// A downloaded file that is not the one its manifest describes.
+class IntegrityError extends Error {}
+
+// A model manifest, network-first: `{ text, fresh }`, `fresh` when the network answered (the
+// caller keeps it with `keepManifest` once its model is checked and loaded, so an offline
+// start never finds a manifest whose files were refused), else the copy kept last time.
 async function manifestText(url) {
-  const meta = await caches.open(META);
   try {
     const r = await fetch(url, { cache: 'no-cache' });
-    if (r.ok) {
-      await meta.put(url, r.clone());
-      return await r.text();
-    }
+    if (r.ok) return { text: await r.text(), fresh: true };
     if (r.status === 404) throw new Error('no model has been promoted yet');
     throw new Error(`model manifest: HTTP ${r.status}`);
   } catch (e) {
-    const cached = await meta.match(url);
-    if (cached) return cached.text();
+    const text = await keptManifest(url);
+    if (text !== null) return { text, fresh: false };
     throw e;
   }
 }
 
-// An immutable file (its URL names the model version) from `cacheName`, fetched once;
-// `progress(loaded)` is told as bytes arrive.
-async function cachedFile(cacheName, url, progress) {
+// The manifest of the last model loaded from `url` in this browser, or null.
+async function keptManifest(url) {
+  const hit = await (await caches.open(META)).match(url);
+  return hit ? hit.text() : null;
+}
+
+async function keepManifest(url, text) {
+  const meta = await caches.open(META);
+  await meta.put(url, new Response(text, { headers: { 'content-type': 'application/json' } }));
+}
+
+// Lower-case hex sha256 of `bytes`.
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+// Why `bytes` is not the file its manifest entry `spec` ({ file, sha256, bytes }) describes, or
+// null when it is. Manifests written before gallery files were hashed name them without a
+// digest: those are only checked by the wasm side (sizes against the gallery index).
+async function mismatch(bytes, spec) {
+  if (spec.bytes !== undefined && bytes.length !== spec.bytes) return `${bytes.length} bytes, the manifest says ${spec.bytes}`;
+  if (spec.sha256 === undefined) return null;
+  const got = await sha256Hex(bytes);
+  return got === spec.sha256.toLowerCase() ? null : `sha256 ${got}, the manifest says ${spec.sha256}`;
+}
+
+// One file of the model folder `base`, `spec` its manifest entry: a copy kept in `cacheName`
+// that still matches the manifest, else downloaded (`progress(loaded)` told as bytes arrive)
+// and checked against the manifest before anything else sees it. Nothing is cached here:
+// `keep` stores downloaded files once the whole model is checked and loaded.
+async function modelFile(cacheName, base, spec, progress) {
+  const url = base + spec.file;
   const cache = await caches.open(cacheName);
   const hit = await cache.match(url);
-  if (hit) return { bytes: new Uint8Array(await hit.arrayBuffer()), cached: true };
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if ((await mismatch(bytes, spec)) === null) return { url, bytes, cached: true };
+    await cache.delete(url); // damaged in storage: downloaded again
+  }
   const r = await fetch(url);
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   const reader = r.body.getReader();
@@ -52,61 +95,111 @@ async function cachedFile(cacheName, url, progress) {
     if (done) break;
     chunks.push(value);
     loaded += value.length;
+    // A body longer than the manifest says is refused as it arrives, not held in memory.
+    if (spec.bytes !== undefined && loaded > spec.bytes) {
+      await reader.cancel();
+      throw new IntegrityError(`${url} is longer than the manifest's ${spec.bytes} bytes: refused, not cached`);
+    }
     if (progress) progress(loaded);
   }
-  const blob = new Blob(chunks);
-  await cache.put(url, new Response(blob, { headers: { 'content-type': 'application/octet-stream' } }));
-  return { bytes: new Uint8Array(await blob.arrayBuffer()), cached: false };
+  const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+  const why = await mismatch(bytes, spec);
+  if (why) throw new IntegrityError(`${url} does not match the model's manifest (${why}): refused, not cached`);
+  return { url, bytes, cached: false };
 }
 
-// Drop every cached file of `cacheName` that is not under `keepPrefix` (older versions).
-async function evictOthers(cacheName, keepPrefix) {
+// Store the downloaded `files` (checked, their model loaded) in `cacheName`, then drop every
+// cached file that is not under `base` (older versions). If the browser refuses to store them
+// (quota), the older version is left in place and this one works until the page is closed.
+async function keep(cacheName, base, files) {
   const cache = await caches.open(cacheName);
-  for (const req of await cache.keys()) if (!new URL(req.url).pathname.startsWith(keepPrefix)) await cache.delete(req);
+  try {
+    for (const f of files) {
+      if (!f.cached) await cache.put(f.url, new Response(f.bytes, { headers: { 'content-type': 'application/octet-stream' } }));
+    }
+  } catch (err) {
+    console.warn(`model files not kept for offline use: ${err}`);
+    return;
+  }
+  for (const req of await cache.keys()) if (!new URL(req.url).pathname.startsWith(base)) await cache.delete(req);
 }
 
-async function load() {
-  await ready;
-  const text = await manifestText(CURRENT);
+// Load the classifier a manifest (`text`) describes, replacing the one in use only once its
+// file is checked and its session built; posts `ready`.
+async function loadClassifier(text) {
   const manifest = JSON.parse(text);
   const base = `/api/models/${manifest.model_id}/`;
   const total = manifest.onnx.bytes;
-  const { bytes, cached } = await cachedFile(MODELS, base + manifest.onnx.file,
-    (loaded) => postMessage({ type: 'progress', loaded, total }));
-  session = new Session(bytes, text); // verifies sha256 and shapes against the manifest
-  await evictOthers(MODELS, base);
+  const onnx = await modelFile(MODELS, base, manifest.onnx, (loaded) => postMessage({ type: 'progress', loaded, total }));
+  session = new Session(onnx.bytes, text); // checks shapes (and sha256 again) against the manifest
   loadedId = manifest.model_id;
-  postMessage({ type: 'ready', model_id: manifest.model_id, cached });
+  await keep(MODELS, base, [onnx]);
+  postMessage({ type: 'ready', model_id: manifest.model_id, cached: onnx.cached });
 }
 
-// The ranking champion's text encoder and gallery, plus this browser's images for it (images
-// embedded for another model are dropped: its gallery has the approved ones).
+// Load the classification champion. When its files are refused, the model in use stays; a page
+// that has none yet falls back to the last one this browser loaded (still in the cache), and
+// the error is reported either way.
+async function load() {
+  await ready;
+  const { text, fresh } = await manifestText(CURRENT);
+  try {
+    await loadClassifier(text);
+  } catch (err) {
+    const kept = !session && fresh ? await keptManifest(CURRENT) : null;
+    // If the fallback fails too, the champion's error is the one worth reporting.
+    if (kept && JSON.parse(kept).model_id !== JSON.parse(text).model_id) await loadClassifier(kept).catch(() => {});
+    throw err;
+  }
+  if (fresh) await keepManifest(CURRENT, text);
+}
+
+// The ranking champion, loaded once per version. When a newer version's files are refused,
+// the version in use keeps answering and the refusal is told once (`rankNotice`).
 async function loadRank() {
   await ready;
-  const text = await manifestText(CURRENT_RANK);
+  const { text, fresh } = await manifestText(CURRENT_RANK);
+  const id = JSON.parse(text).model_id;
+  if (rank && (rank.id === id || refusedRank.has(id))) return rank;
+  try {
+    rank = await rankVersion(text, fresh);
+  } catch (err) {
+    if (!(err instanceof IntegrityError) || !rank) throw err;
+    refusedRank.add(id);
+    rankNotice = `${err.message}; still using ranking model ${rank.id}`;
+  }
+  return rank;
+}
+
+// A ranking version's text encoder and gallery, plus this browser's images for it (images
+// embedded for another model are dropped: its gallery has the approved ones). Every file is
+// checked against the manifest before it is cached or replaces the loaded version.
+async function rankVersion(text, fresh) {
   const manifest = JSON.parse(text);
   const id = manifest.model_id;
-  if (rank && rank.id === id) return rank;
   const base = `/api/models/${id}/`;
-  const file = (name) => cachedFile(RANK, base + name).then((f) => f.bytes);
-  const [onnx, bin, gallery] = await Promise.all([file(manifest.text.onnx.file), file('gallery.bin'), file('gallery.json')]);
-  const encoder = new TextSession(onnx, text); // verifies sha256
-  const index = new SearchIndex(new TextDecoder().decode(gallery), bin); // checks sizes
-  await evictOthers(RANK, base);
+  // Manifests written before galleries were hashed: the files by name only.
+  const gallery = manifest.gallery || { index: { file: 'gallery.json' }, vectors: { file: 'gallery.bin' } };
+  const files = await Promise.all([manifest.text.onnx, gallery.vectors, gallery.index].map((spec) => modelFile(RANK, base, spec)));
+  const [onnx, bin, index] = files.map((f) => f.bytes);
+  const encoder = new TextSession(onnx, text); // checks shapes (and sha256 again)
+  const search = new SearchIndex(new TextDecoder().decode(index), bin); // checks sizes
+  await keep(RANK, base, files);
+  if (fresh) await keepManifest(CURRENT_RANK, text);
   for (const e of await withStore(LOCAL, 'readonly', (s) => s.getAll())) {
-    if (e.model_id === id && !index.inGallery(e.id)) index.addLocal(e.id, e.label, e.caption, e.vector, URL.createObjectURL(e.blob));
+    if (e.model_id === id && !search.inGallery(e.id)) search.addLocal(e.id, e.label, e.caption, e.vector, URL.createObjectURL(e.blob));
     else await withStore(LOCAL, 'readwrite', (s) => s.delete(e.id));
   }
-  rank = { id, manifest: text, base, encoder, index, images: null };
-  return rank;
+  return { id, manifest: text, base, encoder, index: search, images: null };
 }
 
 // The ranking image encoder, downloaded on first use (image → text, local embedding).
 async function imageSession(r) {
   if (!r.images) {
     const manifest = JSON.parse(r.manifest);
-    const { bytes } = await cachedFile(RANK, r.base + manifest.onnx.file);
-    r.images = new Session(bytes, r.manifest); // verifies sha256
+    const onnx = await modelFile(RANK, r.base, manifest.onnx);
+    r.images = new Session(onnx.bytes, r.manifest); // checks shapes (and sha256 again)
+    await keep(RANK, r.base, [onnx]);
   }
   return r.images;
 }
@@ -125,11 +218,15 @@ const post = (json) => postMessage(JSON.parse(json));
 async function rankRequest(msg) {
   const r = await loadRank();
   switch (msg.type) {
-    case 'load_rank': return post(r.index.readyMessage());
-    case 'search': return post(r.index.search(r.encoder, msg.query, msg.k));
-    case 'similar': return post(r.index.similar(msg.id, msg.k));
-    case 'captions': return post(r.index.captions(await imageSession(r), r.encoder, msg.bytes, msg.k));
-    case 'add_local': await addLocal(msg); return post(r.index.readyMessage());
+    case 'load_rank': post(r.index.readyMessage()); break;
+    case 'search': post(r.index.search(r.encoder, msg.query, msg.k)); break;
+    case 'similar': post(r.index.similar(msg.id, msg.k)); break;
+    case 'captions': post(r.index.captions(await imageSession(r), r.encoder, msg.bytes, msg.k)); break;
+    case 'add_local': await addLocal(msg); post(r.index.readyMessage()); break;
+  }
+  if (rankNotice) {
+    postMessage({ type: 'rank_error', message: rankNotice });
+    rankNotice = null;
   }
 }
 
@@ -159,6 +256,8 @@ self.onmessage = async (e) => {
       await rankRequest(msg).catch((err) => postMessage({ type: 'rank_error', message: String((err && err.message) || err) }));
     }
   } catch (err) {
-    postMessage({ type: 'error', message: String((err && err.message) || err) });
+    // A refused new model leaves the loaded one in use: say which.
+    const inUse = msg.type === 'load' && loadedId ? `; still using model ${loadedId}` : '';
+    postMessage({ type: 'error', message: String((err && err.message) || err) + inUse });
   }
 };

@@ -6,14 +6,29 @@ import { withStore } from '/idb.js';
 
 const OUTBOX = { db: 'edgeml', store: 'outbox', keyOptions: { keyPath: 'id', autoIncrement: true } };
 
-// Keep one contribution (dataset, label, uploader, File[], optional caption) until it
-// reaches the server.
-export function outboxAdd(dataset, label, uploader, files, caption) {
-  const item = {
-    dataset, label, uploader, caption: caption || '', created: Date.now(),
-    files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
-  };
-  return withStore(OUTBOX, 'readwrite', (s) => s.add(item));
+// Keep one contribution (dataset, label, uploader, optional caption) as one item per request:
+// `groups` is File[][], each group within the server's limits (web/src/limits.rs splits the
+// selection). One transaction: all items are kept or none.
+export function outboxAdd(dataset, label, uploader, groups, caption) {
+  const created = Date.now();
+  return withStore(OUTBOX, 'readwrite', (s) => {
+    for (const files of groups) {
+      s.add({
+        dataset, label, uploader, caption: caption || '', created,
+        files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
+      });
+    }
+  });
+}
+
+// Replace a kept item by one item per group of its files (`groups`: arrays of indexes into
+// `item.files`): an item kept under larger limits than the server's now. One transaction.
+export function outboxSplit(item, groups) {
+  const { id, ...rest } = item;
+  return withStore(OUTBOX, 'readwrite', (s) => {
+    s.delete(id);
+    for (const g of groups) s.add({ ...rest, files: g.map((i) => item.files[i]) });
+  });
 }
 
 // Every kept contribution, oldest first.
@@ -34,7 +49,8 @@ export function uploadItem(url, item, onProgress) {
   return new Promise((ok) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', url);
-    if (item.uploader) xhr.setRequestHeader('X-Uploader', item.uploader);
+    // Header values are bytes: the name travels percent-encoded UTF-8, decoded by the server.
+    if (item.uploader) xhr.setRequestHeader('X-Uploader', encodeURIComponent(item.uploader));
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
     xhr.onload = () => ok({ status: xhr.status, body: xhr.responseText });
     xhr.onerror = () => ok({ status: 0, body: '' });

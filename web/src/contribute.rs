@@ -1,8 +1,11 @@
-//! Contribute page: labelled images for the next training, through the outbox.
+//! Contribute page: labelled images for the next training, through the outbox. A selection is
+//! checked against the server's limits first: split into requests that fit, or refused at once
+//! with the reason (nothing queued).
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::limits::{self, Picked};
 use crate::{Ctx, net, outbox};
 use contract::api::{DatasetInfo as Dataset, LabelCount};
 
@@ -41,6 +44,10 @@ pub fn ContributePage() -> impl IntoView {
     let caption = RwSignal::new(String::new());
     let file_ref = NodeRef::<leptos::html::Input>::new();
     let message = RwSignal::new(None::<String>);
+    // The server's limits, read again on each visit (remembered for offline use).
+    if ctx.online.get_untracked() {
+        leptos::task::spawn_local(async move { ob.limits.set(limits::refresh().await) });
+    }
     let on_files = move |ev: web_sys::Event| {
         let n = ev
             .target()
@@ -64,18 +71,42 @@ pub fn ContributePage() -> impl IntoView {
             message.set(Some("no dataset to contribute to yet".into()));
             return;
         };
-        if lab.is_empty() || files.length() == 0 {
+        if lab.is_empty() || files.is_empty() {
             message.set(Some("choose a label and at least one image".into()));
             return;
         }
         let who = uploader.get_untracked();
+        if let Some(problem) = limits::uploader_problem(&who) {
+            message.set(Some(format!("not sent: {problem}")));
+            return;
+        }
         remember_uploader(&who);
-        let n = files.length();
+        let n = files.len();
         let cap = caption.get_untracked().trim().to_string();
+        let picked: Vec<Picked> = files
+            .iter()
+            .map(|f| Picked {
+                name: f.name(),
+                bytes: f.size() as u64,
+            })
+            .collect();
+        let groups = match limits::plan(&ob.limits.get_untracked(), &picked, &lab, &cap) {
+            Ok(groups) => groups,
+            Err(why) => {
+                message.set(Some(format!("not sent, nothing was queued: {why}")));
+                return;
+            }
+        };
+        let requests = groups.len();
+        let groups: js_sys::Array = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| &files[i]).collect::<js_sys::Array>())
+            .collect();
         leptos::task::spawn_local(async move {
-            match outbox::add(ctx, &set.id, &lab, &who, &files, &cap).await {
+            match outbox::add(ctx, &set.id, &lab, &who, &groups, &cap).await {
                 Ok(()) => {
-                    message.set(Some(queued(ctx.online.get_untracked(), n, &lab)));
+                    let online = ctx.online.get_untracked();
+                    message.set(Some(queued(online, n, &lab, requests)));
                     input.set_value("");
                     chosen.set(0);
                     caption.set(String::new());
@@ -109,7 +140,7 @@ pub fn ContributePage() -> impl IntoView {
                                     on:input=move |ev| uploader.set(event_target_value(&ev))/>
                             </label>
                             <label>"Caption (optional) "
-                                <input data-testid="caption" maxlength="500" placeholder="A koala in a tree." prop:value=move || caption.get()
+                                <input data-testid="caption" maxlength=move || ob.limits.get().max_caption_chars placeholder="A koala in a tree." prop:value=move || caption.get()
                                     on:input=move |ev| caption.set(event_target_value(&ev))/>
                             </label>
                             <input type="file" accept="image/*" multiple=true data-testid="files" node_ref=file_ref on:change=on_files/>
@@ -180,25 +211,25 @@ fn OutboxPanel(message: RwSignal<Option<String>>) -> impl IntoView {
 }
 
 /// The files picked in a file input.
-fn chosen_files(input: &web_sys::HtmlInputElement) -> js_sys::Array {
-    let files = js_sys::Array::new();
-    if let Some(list) = input.files() {
-        for i in 0..list.length() {
-            if let Some(f) = list.get(i) {
-                files.push(&f);
-            }
-        }
-    }
-    files
+fn chosen_files(input: &web_sys::HtmlInputElement) -> Vec<web_sys::File> {
+    input
+        .files()
+        .map(|list| (0..list.length()).filter_map(|i| list.get(i)).collect())
+        .unwrap_or_default()
 }
 
-/// What the page says once a contribution is in the outbox.
-fn queued(online: bool, n: u32, label: &str) -> String {
+/// What the page says once a contribution is in the outbox (in `requests` uploads).
+fn queued(online: bool, n: usize, label: &str, requests: usize) -> String {
+    let parts = if requests > 1 {
+        format!(" (in {requests} uploads, the server's limit per upload)")
+    } else {
+        String::new()
+    };
     if online {
-        format!("{n} image(s) for {label:?}: sending…")
+        format!("{n} image(s) for {label:?}: sending…{parts}")
     } else {
         format!(
-            "offline: {n} image(s) for {label:?} kept in this browser, sent when the connection returns"
+            "offline: {n} image(s) for {label:?} kept in this browser, sent when the connection returns{parts}"
         )
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod bridge;
 mod chart;
 mod contribute;
+mod limits;
 mod net;
 mod outbox;
 mod predict;

@@ -1,7 +1,10 @@
 //! The contribution outbox: every contribution is first written to IndexedDB (`js/glue.js`),
 //! then sent; what cannot be sent (offline, server down) stays there and is sent when the
 //! connection returns or the app starts again. The server dedupes by content hash, so sending
-//! twice (a reply lost on the way) stores nothing twice.
+//! twice (a reply lost on the way) stores nothing twice. Each kept item is one request within
+//! the server's limits (`limits`): a selection is split when it is kept, and an item kept under
+//! larger limits than the server's now is split again before it is sent. What the server
+//! refuses is shown with its reason, never dropped silently.
 
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
@@ -10,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use contract::worker::ToWorker;
 
+use crate::limits::{self, Picked};
 use crate::{Ctx, net};
-use contract::api::{ImageReview, UploadResponse};
+use contract::api::{ImageReview, Limits, UploadResponse};
 
 const SENT_KEY: &str = "edgeml-sent";
 /// How many outcomes local storage keeps (the newest).
@@ -24,9 +28,11 @@ extern "C" {
         dataset: &str,
         label: &str,
         uploader: &str,
-        files: &js_sys::Array,
+        groups: &js_sys::Array,
         caption: &str,
     ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(js_name = outboxSplit, catch)]
+    async fn outbox_split(item: &JsValue, groups: JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = outboxAll, catch)]
     async fn outbox_all() -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = outboxDelete, catch)]
@@ -59,7 +65,7 @@ pub struct Outcome {
     pub label: String,
     /// `pending`, `approved`, `duplicate` or `error`.
     pub status: String,
-    /// Why the server refused it (`error` only).
+    /// Why it was refused, by the server or before sending (`error` only).
     pub detail: String,
 }
 
@@ -72,8 +78,10 @@ pub struct State {
     pub sending: RwSignal<Option<(f64, f64)>>,
     /// Files sent in this visit, newest first.
     pub sent: RwSignal<Vec<Outcome>>,
-    /// The last failure that was not retried (a 4xx answer), in words.
+    /// Why sending stopped or what the server refused in the last round, in words.
     pub error: RwSignal<Option<String>>,
+    /// What one upload request may carry (the server's limits).
+    pub limits: RwSignal<Limits>,
     busy: StoredValue<(bool, bool)>,
 }
 
@@ -90,6 +98,7 @@ impl State {
                     .unwrap_or_default(),
             ),
             error: RwSignal::new(None),
+            limits: RwSignal::new(limits::remembered()),
             busy: StoredValue::new((false, false)),
         }
     }
@@ -111,6 +120,19 @@ async fn load_all() -> Result<Vec<JsValue>, String> {
     Ok(js_sys::Array::from(&all).iter().collect())
 }
 
+/// The files of a kept item with their sizes.
+fn picked(item: &JsValue) -> Vec<Picked> {
+    js_sys::Array::from(&field(item, "files"))
+        .iter()
+        .map(|f| Picked {
+            name: field(&f, "name").as_string().unwrap_or_default(),
+            bytes: field(&field(&f, "blob"), "size")
+                .as_f64()
+                .unwrap_or_default() as u64,
+        })
+        .collect()
+}
+
 fn describe(item: &JsValue) -> Waiting {
     Waiting {
         id: field(item, "id").as_f64().unwrap_or_default(),
@@ -122,16 +144,17 @@ fn describe(item: &JsValue) -> Waiting {
     }
 }
 
-/// Keep a contribution and try to send it.
+/// Keep a contribution, one item per request (`groups`: arrays of files, split by
+/// [`limits::plan`]), and try to send it.
 pub async fn add(
     ctx: Ctx,
     dataset: &str,
     label: &str,
     uploader: &str,
-    files: &js_sys::Array,
+    groups: &js_sys::Array,
     caption: &str,
 ) -> Result<(), String> {
-    outbox_add(dataset, label, uploader, files, caption)
+    outbox_add(dataset, label, uploader, groups, caption)
         .await
         .map_err(|e| format!("could not keep the images in this browser: {}", text(&e)))?;
     flush(ctx);
@@ -165,11 +188,19 @@ pub fn flush(ctx: Ctx) {
 
 async fn send_all(ctx: Ctx) -> Result<(), String> {
     let st = ctx.outbox;
-    let items = load_all().await?;
+    let mut items = load_all().await?;
     st.waiting.set(items.iter().map(describe).collect());
     let online = web_sys::window().is_some_and(|w| w.navigator().on_line());
-    if !online {
+    if !online || items.is_empty() {
         return Ok(());
+    }
+    let limits = limits::refresh().await;
+    st.limits.set(limits.clone());
+    // What was refused in this round, in words (shown until a round refuses nothing).
+    let mut refusals = Vec::new();
+    if fit(&st, &items, &limits, &mut refusals).await? {
+        items = load_all().await?;
+        st.waiting.set(items.iter().map(describe).collect());
     }
     for item in items {
         let w = describe(&item);
@@ -228,25 +259,78 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                         })
                         .collect()
                 }
-                Err(e) => vec![failed(&w, &format!("unexpected answer: {e}"))],
+                Err(e) => failed(&w, &format!("unexpected answer: {e}")),
             },
-            // Refused (not an image, unknown label, …): sending again would not help.
-            _ => vec![failed(
-                &w,
-                &crate::net::error_message(status, &body).to_string(),
-            )],
-        };
-        outbox_delete(w.id).await.map_err(|e| text(&e))?;
-        st.waiting.update(|ws| ws.retain(|x| x.id != w.id));
-        st.sent.update(|s| {
-            for o in outcomes.into_iter().rev() {
-                s.insert(0, o);
+            // Refused (not an image, unknown label, too large, …): sending again would not
+            // help. Each file is listed as refused, with the server's reason.
+            _ => {
+                let why = crate::net::error_message(status, &body).to_string();
+                refusals.push(format!(
+                    "refused by the server ({}): {why}",
+                    w.files.join(", ")
+                ));
+                failed(&w, &why)
             }
-            s.truncate(SENT_KEPT);
-        });
-        save_sent(&st);
-        st.error.set(None);
+        };
+        done(&st, w.id, outcomes).await?;
     }
+    st.error
+        .set((!refusals.is_empty()).then(|| refusals.join("; ")));
+    Ok(())
+}
+
+/// Make every kept item one request within `limits`: an item kept under larger limits
+/// (offline, or by an earlier version of this page) is split into items that fit; one that
+/// cannot be sent at all (a file too large, a caption too long) is refused here, with the
+/// reason added to `refusals`. Whether the outbox changed.
+async fn fit(
+    st: &State,
+    items: &[JsValue],
+    limits: &Limits,
+    refusals: &mut Vec<String>,
+) -> Result<bool, String> {
+    let mut changed = false;
+    for item in items {
+        let w = describe(item);
+        let caption = field(item, "caption").as_string().unwrap_or_default();
+        match limits::plan(limits, &picked(item), &w.label, &caption) {
+            Ok(groups) if groups.len() <= 1 => {}
+            Ok(groups) => {
+                let groups: js_sys::Array = groups
+                    .iter()
+                    .map(|g| {
+                        g.iter()
+                            .map(|&i| JsValue::from(i as u32))
+                            .collect::<js_sys::Array>()
+                    })
+                    .collect();
+                outbox_split(item, groups.into())
+                    .await
+                    .map_err(|e| text(&e))?;
+                changed = true;
+            }
+            Err(why) => {
+                refusals.push(format!("not sent ({}): {why}", w.files.join(", ")));
+                done(st, w.id, failed(&w, &why)).await?;
+                changed = true;
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// An item is finished (sent or refused): out of the outbox, its files' outcomes shown first
+/// and kept.
+async fn done(st: &State, id: f64, outcomes: Vec<Outcome>) -> Result<(), String> {
+    outbox_delete(id).await.map_err(|e| text(&e))?;
+    st.waiting.update(|ws| ws.retain(|x| x.id != id));
+    st.sent.update(|s| {
+        for o in outcomes.into_iter().rev() {
+            s.insert(0, o);
+        }
+        s.truncate(SENT_KEPT);
+    });
+    save_sent(st);
     Ok(())
 }
 
@@ -287,12 +371,16 @@ pub async fn refresh_statuses(st: State) -> Result<(), String> {
     Ok(())
 }
 
-fn failed(w: &Waiting, detail: &str) -> Outcome {
-    Outcome {
-        id: String::new(),
-        filename: w.files.join(", "),
-        label: w.label.clone(),
-        status: "error".into(),
-        detail: detail.into(),
-    }
+/// Every file of a refused item, with the reason.
+fn failed(w: &Waiting, detail: &str) -> Vec<Outcome> {
+    w.files
+        .iter()
+        .map(|f| Outcome {
+            id: String::new(),
+            filename: f.clone(),
+            label: w.label.clone(),
+            status: "error".into(),
+            detail: detail.into(),
+        })
+        .collect()
 }

@@ -15,7 +15,8 @@ pub struct State {
     pub ready: RwSignal<Option<(String, usize, usize)>>,
     /// Last answer: query, hits, milliseconds.
     pub result: RwSignal<Option<(String, Vec<Hit>, f64)>>,
-    /// Why search is not available.
+    /// Why search is not available, or what failed beside the loaded version (a newer version
+    /// refused, the image encoder not loaded).
     pub error: RwSignal<Option<String>>,
     /// Answers so far.
     pub answers: RwSignal<u32>,
@@ -91,10 +92,14 @@ pub fn SearchPage() -> impl IntoView {
         <p class="hint">"Describe what you are looking for: the gallery is ranked in this browser, also offline."</p>
         <p data-testid="search-status" data-ready=move || st.ready.get().is_some().to_string()>
             {move || match (st.ready.get(), st.error.get()) {
-                (_, Some(e)) => format!("search is not available: {e}"),
-                (Some((id, n, 0)), None) => format!("{n} images, ranking model {id}"),
-                (Some((id, n, mine)), None) => format!("{n} images + {mine} from this browser, ranking model {id}"),
+                (None, Some(e)) => format!("search is not available: {e}"),
                 (None, None) => "loading the search index…".to_string(),
+                // Loaded, and perhaps a newer version refused (the loaded one keeps answering).
+                (Some((id, n, mine)), e) => {
+                    let mine = if mine == 0 { String::new() } else { format!(" + {mine} from this browser") };
+                    let e = e.map(|e| format!(" ({e})")).unwrap_or_default();
+                    format!("{n} images{mine}, ranking model {id}{e}")
+                }
             }}
         </p>
         <input class="query" type="search" data-testid="query" placeholder="a red car, a koala, …"
