@@ -850,6 +850,7 @@ def scenario_c(server, out, count):
     log(f"champion model ready after {time.time() - t0:.0f} s")
     reqs, uploads = bomb_requests(count, dataset_labels(server)[0])
     server.reset_peak()
+    before = (proc_status_kb(server.proc.pid, "VmRSS") or 0) // 1024
     t0 = time.time()
     resps = fire_together(server.port, reqs, timeout=240)
     took = time.time() - t0
@@ -857,7 +858,7 @@ def scenario_c(server, out, count):
     peak = server.peak_rss_mb()
     alive = server.alive()
     out.num(f"bombs={count} upload={histogram(resps[:uploads])} "
-            f"predict={histogram(resps[uploads:])} peak_rss={peak}MB alive_after={alive} "
+            f"predict={histogram(resps[uploads:])} rss_before={before}MB peak_rss={peak}MB alive_after={alive} "
             f"answered_in={took:.1f}s")
     out.note_odd("bomb", resps, {s for s in range(200, 300)} | BOMB_OK_STATUSES)
     bad = [r for r in resps if not bomb_status_ok(r)]

@@ -23,6 +23,9 @@ const CHAMPION_TTL: Duration = Duration::from_secs(2);
 pub struct Predictor {
     loaded: RwLock<Option<(String, Arc<Session>)>>,
     champion: RwLock<Option<(Instant, Option<String>)>>,
+    /// Held while a session loads: concurrent requests after a promotion wait for one load
+    /// instead of each building its own copy of the model.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Predictor {
@@ -49,6 +52,12 @@ impl Predictor {
                 "no {task} model has been promoted yet"
             )));
         };
+        if let Some((loaded, s)) = self.loaded.read().await.as_ref()
+            && *loaded == id
+        {
+            return Ok(s.clone());
+        }
+        let _one_load = self.loading.lock().await;
         if let Some((loaded, s)) = self.loaded.read().await.as_ref()
             && *loaded == id
         {
@@ -90,17 +99,18 @@ pub async fn predict(
     if !(1..=100).contains(&k) {
         return Err(Error::BadRequest(format!("k must be 1 to 100 (got {k})")));
     }
-    let (_, img) = ctx.decode.check_and_decode(filename, bytes, limits).await?;
-    tokio::task::spawn_blocking(move || {
-        let t0 = Instant::now();
-        let pixels = trainer::pipeline::pixels(&img)?;
-        let predictions = session.classify(&pixels, k)?;
-        Ok(PredictResponse {
-            model_id: session.manifest().model_id.clone(),
-            predictions,
-            ms: t0.elapsed().as_secs_f64() * 1e3,
+    // Preprocessing and inference run inside the decode budget: the full-size pixels are
+    // freed before another decode may take their place.
+    ctx.decode
+        .with_decoded(filename, bytes, limits, move |_, img| {
+            let t0 = Instant::now();
+            let pixels = trainer::pipeline::pixels(&img)?;
+            let predictions = session.classify(&pixels, k)?;
+            Ok(PredictResponse {
+                model_id: session.manifest().model_id.clone(),
+                predictions,
+                ms: t0.elapsed().as_secs_f64() * 1e3,
+            })
         })
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
+        .await
 }

@@ -66,6 +66,14 @@ pub async fn serve(
         let mut closing = closing_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
+            // A client that connects and sends nothing is dropped after the header timeout
+            // (hyper's own timer starts only once the protocol is known, after the first
+            // bytes). `peek` waits for real data; readiness alone can be spurious.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limits.header_read_timeout, socket.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()

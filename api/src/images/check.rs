@@ -206,13 +206,15 @@ impl DecodeBudget {
         }
     }
 
-    /// Inspect, then decode and hash within the budget.
-    pub async fn check_and_decode(
+    /// Inspect, then decode and hash within the budget, and run `then` on the result while
+    /// the budget is still held (so whatever it does with the pixels counts too).
+    pub async fn with_decoded<T: Send + 'static>(
         &self,
         filename: String,
         bytes: Bytes,
         limits: Limits,
-    ) -> Result<(Checked, image::RgbaImage)> {
+        then: impl FnOnce(Checked, image::RgbaImage) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let h = inspect(&filename, &bytes, limits)?;
         let mib = u32::try_from(h.decode_bytes.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
         if mib > self.total_mib {
@@ -238,15 +240,18 @@ impl DecodeBudget {
         };
         tokio::task::spawn_blocking(move || {
             let _held = (m, t);
-            decode(&filename, bytes, h)
+            let (checked, pixels) = decode(&filename, bytes, h)?;
+            then(checked, pixels)
         })
         .await
         .map_err(|e| Error::Internal(format!("decode thread: {e}")))?
     }
 
-    /// [`DecodeBudget::check_and_decode`] without keeping the pixels.
+    /// Inspect, decode and hash within the budget; the pixels are dropped before the budget
+    /// is released.
     pub async fn check(&self, filename: String, bytes: Bytes, limits: Limits) -> Result<Checked> {
-        Ok(self.check_and_decode(filename, bytes, limits).await?.0)
+        self.with_decoded(filename, bytes, limits, |c, _| Ok(c))
+            .await
     }
 }
 
