@@ -597,3 +597,118 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   assert.equal(await rows.count(), 5);
   await page.screenshot({ path: join(shots, 'admin-rank-model.png'), fullPage: true });
 });
+
+// Train a ranking model through the api (the search scenario's quick parameters) and make it
+// the champion (promoted by hand when the gate held it back); its model id.
+async function trainRankChampion() {
+  const r = await fetch(`${base}/api/train`, {
+    method: 'POST', headers: admin, body: JSON.stringify({ task: 'rank', params: { epochs: 30 } }),
+  });
+  assert.equal(r.status, 202);
+  const run = await r.json();
+  const done = await waitFor('the ranking run', async () => {
+    const d = await (await fetch(`${base}/api/train/${run.id}`)).json();
+    return ['succeeded', 'failed', 'cancelled'].includes(d.status) ? d : null;
+  }, 600_000);
+  assert.equal(done.status, 'succeeded', done.error);
+  const info = await (await fetch(`${base}/api/models/${done.model_id}`)).json();
+  if (info.stage !== 'champion') {
+    assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
+  }
+  assert.equal((await (await fetch(`${base}/api/models/current?task=rank`)).json()).model_id, done.model_id);
+  return done.model_id;
+}
+
+// The captions the Search page finds for a picked image (image → caption, in the browser), with
+// the ranking champion `model` loaded (a reload: the page loads the newest champion).
+async function captionsInSearch(model, path) {
+  await page.goto(`${base}/#/search`);
+  await page.reload();
+  await page.locator('[data-testid=search-status][data-ready=true]').filter({ hasText: `ranking model ${model}` }).waitFor({ timeout: 120_000 });
+  await page.locator('[data-testid=caption-image]').setInputFiles(path);
+  const caps = page.locator('[data-testid=captions] li');
+  await caps.first().waitFor({ timeout: 120_000 });
+  return caps.evaluateAll((lis) => lis.map((li) => li.dataset.caption));
+}
+
+test('a caption added to an approved image is invisible in Search until approved on the Admin page', async () => {
+  const phrase = 'zebra-striped teapot on the moon';
+  const uploader = 'e2e captioner';
+  // An approved seed image in the ranking gallery: the teapot (its own caption "A teapot.").
+  const approved = await (await fetch(`${base}/api/images?status=approved&label=household&limit=500`, { headers: admin })).json();
+  const teapot = approved.images.find((i) => i.captions.some((c) => c.caption === 'A teapot.'));
+  assert.ok(teapot, 'the teapot photo is approved');
+  const bytes = Buffer.from(await (await fetch(`${base}/api/images/${teapot.id}/blob`)).arrayBuffer());
+  const teapotFile = join(photos, 'household', 'teapot.png');
+  assert.ok(bytes.equals(readFileSync(teapotFile)), 'the stored blob is the bundled photo');
+  // Sent again anonymously with a new caption: a duplicate, the caption waits for review. A new
+  // image with a caption goes to the image queue, its caption with it.
+  const upload = async (file, name, caption) => {
+    const fd = new FormData();
+    fd.append('label', teapot.label);
+    fd.append('caption', caption);
+    fd.append('files', new Blob([file], { type: 'image/png' }), name);
+    return fetch(`${base}/api/datasets/${teapot.dataset_id}/images`, {
+      method: 'POST', body: fd, headers: { 'x-uploader': encodeURIComponent(uploader) },
+    });
+  };
+  const dup = await upload(bytes, 'teapot-again.png', phrase);
+  assert.equal(dup.status, 200);
+  const dupBody = await dup.json();
+  assert.deepEqual([dupBody.images[0].id, dupBody.images[0].duplicate, dupBody.images[0].status], [teapot.id, true, 'approved']);
+  assert.equal((await upload(makePng(72, 56, 120), 'e2e-captioned.png', 'a striped test card')).status, 201);
+  const queued = async () => (await (await fetch(`${base}/api/review/captions?status=pending&limit=500`, { headers: admin })).json()).captions;
+  const pending = (await queued()).find((c) => c.image_id === teapot.id && c.caption === phrase);
+  assert.deepEqual([pending?.status, pending?.uploader], ['pending', uploader]);
+
+  // Retrained while the caption waits: neither the gallery nor the page knows it.
+  const before = await trainRankChampion();
+  const galleryItem = async (model) => (await (await fetch(`${base}/api/models/${model}/gallery.json`)).json()).items.find((i) => i.id === teapot.id);
+  const item = await galleryItem(before);
+  assert.ok(item, 'the teapot is in the gallery');
+  assert.ok(item.captions.includes('A teapot.') && !item.captions.includes(phrase), JSON.stringify(item.captions));
+  const shownBefore = await captionsInSearch(before, teapotFile);
+  assert.ok(!shownBefore.includes(phrase), `a pending caption in Search: ${JSON.stringify(shownBefore)}`);
+
+  // The Admin page: the new image's card shows its caption (decided with it); the caption queue
+  // lists the teapot's, with its thumbnail, label and sender; approve it there.
+  // Signed in with the token (whatever an earlier scenario left in this tab is forgotten).
+  await page.evaluate(() => sessionStorage.removeItem('edgeml-admin-token'));
+  await page.goto(`${base}/#/admin`);
+  await page.locator('[data-testid=token]').fill(TOKEN);
+  await page.locator('[data-testid=sign-in]').click();
+  const queue = page.locator('[data-testid=caption-queue]');
+  const card = page.locator('[data-testid=review-card][data-file="e2e-captioned.png"]');
+  const cardCaption = card.locator('[data-testid=card-caption][data-caption="a striped test card"][data-status=pending]');
+  await cardCaption.waitFor();
+  assert.match(await cardCaption.innerText(), /by e2e captioner/);
+  assert.match(await card.locator('[data-testid=card-captions]').innerText(), /with the image/);
+  const row = queue.locator(`[data-testid=caption-row][data-image="${teapot.id}"][data-caption="${phrase}"]`);
+  await row.waitFor();
+  assert.equal(await row.locator('[data-testid=caption-label]').innerText(), teapot.label);
+  assert.match(await row.innerText(), /by e2e captioner/);
+  const thumb = row.locator('img.thumb');
+  await thumb.waitFor();
+  assert.match(await thumb.getAttribute('src'), /^blob:/);
+  assert.match(await thumb.getAttribute('alt'), new RegExp(teapot.label));
+  assert.ok(await thumb.evaluate((img) => img.decode().then(() => img.naturalWidth > 0)));
+  await page.screenshot({ path: join(shots, 'admin-captions.png'), fullPage: true });
+  await row.locator('[data-testid=caption-approve]').click();
+  await row.waitFor({ state: 'detached' });
+  await page.locator('[data-testid=admin-message]').filter({ hasText: /caption\(s\): 1 approved/ }).waitFor();
+  assert.ok(!(await queued()).some((c) => c.caption === phrase), 'the caption left the queue');
+  const stored = await (await fetch(`${base}/api/images/${teapot.id}`, { headers: admin })).json();
+  assert.equal(stored.captions.find((c) => c.caption === phrase)?.status, 'approved');
+  // Rejecting the new image from its card rejects its caption with it.
+  await card.locator('[data-testid=reject]').click();
+  await card.waitFor({ state: 'detached' });
+  const rejected = (await (await fetch(`${base}/api/images?status=rejected&limit=500`, { headers: admin })).json()).images.find((i) => i.filename === 'e2e-captioned.png');
+  assert.deepEqual(rejected?.captions.map((c) => c.status), ['rejected']);
+
+  // Retrained: the approved caption is in the gallery, and the page finds it for the teapot.
+  const after = await trainRankChampion();
+  assert.ok((await galleryItem(after)).captions.includes(phrase));
+  const shownAfter = await captionsInSearch(after, teapotFile);
+  assert.ok(shownAfter.includes(phrase), `the approved caption in Search: ${JSON.stringify(shownAfter)}`);
+  await page.screenshot({ path: join(shots, 'search-approved-caption.png'), fullPage: true });
+});

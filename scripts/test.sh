@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs (assets, the Rust wasm target,
-# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] from PyPI, Chromium from Debian,
-# playwright-core from npm); needs node and python3.
+# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] and schemathesis from PyPI, Chromium
+# from Debian, playwright-core from npm); needs node and python3.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,12 @@ source scripts/test-services.sh
 
 step "tests"
 cargo test --workspace --exclude web --release
+
+step "fault-and-load suite against the release binary (SQLite + local, PostgreSQL + S3)"
+scripts/hostile.sh
+
+step "OpenAPI contract: schemathesis over every operation, with and without the admin token"
+scripts/schemathesis.sh
 
 step "end-to-end tests in headless Chromium (Playwright)"
 scripts/e2e.sh

@@ -1,6 +1,8 @@
-//! Small helpers: clock, random ids.
+//! Small helpers: clock, random ids, bounded query numbers.
 
 use rand::RngCore;
+
+use crate::{Error, Result};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -18,6 +20,16 @@ pub fn random_hex(n: usize) -> String {
 /// A new id: `<prefix>-<time hex><random>`, sortable by creation time, key-safe.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:011x}{}", now_ms(), random_hex(4))
+}
+
+/// A query number within `lo..=hi` (as the OpenAPI document states it), or a 400.
+pub fn in_range(name: &str, v: Option<i64>, lo: i64, hi: i64) -> Result<Option<i64>> {
+    match v {
+        Some(n) if !(lo..=hi).contains(&n) => Err(Error::BadRequest(format!(
+            "{name} must be {lo} to {hi} (got {n})"
+        ))),
+        other => Ok(other),
+    }
 }
 
 #[cfg(test)]

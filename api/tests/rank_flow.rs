@@ -54,7 +54,7 @@ async fn upload(
         form = form.text("caption", c.to_string());
     }
     form = form.part(
-        "file",
+        "files",
         reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
     );
     s.http

@@ -12,7 +12,7 @@ mod predict;
 mod review;
 mod runs;
 
-pub use datasets::{DatasetInfo, LabelCount, NewDataset, NewLabel};
+pub use datasets::{DatasetInfo, LabelCount, NAME_PATTERN, Name, NewDataset, NewLabel};
 pub use health::{Check, Health, Liveness};
 pub use images::{
     Caption, CaptionPage, ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded,

@@ -305,13 +305,13 @@ pub fn validate_label(label: &str) -> Result<()> {
         && label.len() <= 64
         && label
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
         && !label.starts_with('.');
     if ok {
         Ok(())
     } else {
         Err(Error::Dataset(format!(
-            "label {label:?} must be 1-64 letters, digits, spaces, '_', '-' or '.'"
+            "label {label:?} must be 1-64 ASCII letters, digits, spaces, '_', '-' or '.', not starting with '.'"
         )))
     }
 }

@@ -45,7 +45,7 @@ export function uploadItem(url, item, onProgress) {
   const form = new FormData();
   form.append('label', item.label);
   if (item.caption) form.append('caption', item.caption);
-  for (const f of item.files) form.append('file', f.blob, f.name);
+  for (const f of item.files) form.append('files', f.blob, f.name);
   return new Promise((ok) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', url);

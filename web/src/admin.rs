@@ -1,5 +1,6 @@
-//! Admin page (needs the admin token): review queue, retrain with live curves, model versions
-//! with metrics and confusion matrix, promote and rollback.
+//! Admin page (needs the admin token): review queue (images with their captions), the queue of
+//! captions sent for already approved images, retrain with live curves, model versions with
+//! metrics and confusion matrix, promote and rollback.
 
 use leptos::prelude::*;
 use serde_json::json;
@@ -9,14 +10,17 @@ use wasm_bindgen::prelude::*;
 use crate::chart::{Confusion, LineChart, Series};
 use crate::net;
 use contract::api::{
-    Action, Decision, EpochMetrics as Epoch, ModelInfo as Model, Progress, ReviewRequest,
-    ReviewResponse, RunInfo as Run, RunStatusEvent, TrainRequest,
+    Action, Caption, CaptionAction, CaptionDecision, CaptionPage, Decision, EpochMetrics as Epoch,
+    ModelInfo as Model, Progress, ReviewRequest, ReviewResponse, RunInfo as Run, RunStatusEvent,
+    TrainRequest,
 };
-use contract::{Recall, Stage};
+use contract::{ImageStatus, Recall, Stage};
 
 use contract::api::{DatasetInfo as Dataset, ImagePage, ImageRow as Image};
 
 const TOKEN_KEY: &str = "edgeml-admin-token";
+/// Captions listed at once in the caption queue (oldest first).
+const CAPTION_PAGE: usize = 48;
 
 fn session_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.session_storage().ok().flatten()
@@ -52,6 +56,30 @@ impl Admin {
     }
     fn changed(&self) {
         self.version.update(|v| *v += 1);
+    }
+
+    /// Send review decisions (images, captions or both), say what changed or why not, and
+    /// fetch the lists again.
+    async fn review(self, body: ReviewRequest) {
+        match net::post::<ReviewResponse>("/api/review", Some(&self.token()), &body).await {
+            Ok(r) => {
+                let mut parts = Vec::new();
+                if !r.images.is_empty() || body.captions.is_empty() {
+                    parts.push(format!("{} image(s) updated", r.images.len()));
+                }
+                if let Some(c) = caption_summary(&r.captions) {
+                    parts.push(c);
+                }
+                let mut msg = parts.join("; ");
+                if let Some(run) = r.auto_retrain {
+                    msg.push_str(&format!("; enough new images: retrain {run} started"));
+                    self.watch(&run);
+                }
+                self.message.set(Some(msg));
+            }
+            Err(e) => self.message.set(Some(format!("review failed: {e}"))),
+        }
+        self.changed();
     }
 
     /// Follow a run's Server-Sent Events.
@@ -207,6 +235,7 @@ pub fn AdminPage() -> impl IntoView {
             <p class="hint">"Signed in for this tab. " <button on:click=sign_out>"Sign out"</button></p>
             <p class="notice-inline" data-testid="admin-message" hidden=move || admin.message.get().is_none()>{move || admin.message.get().unwrap_or_default()}</p>
             <Review admin=admin/>
+            <CaptionQueue admin=admin/>
             <Training admin=admin/>
             <Models admin=admin/>
         </Show>
@@ -229,21 +258,10 @@ fn Review(admin: Admin) -> impl IntoView {
             .unwrap_or_default()
     });
     let decide = move |decisions: Vec<Decision>| {
-        leptos::task::spawn_local(async move {
-            let body = ReviewRequest { decisions };
-            match net::post::<ReviewResponse>("/api/review", Some(&admin.token()), &body).await {
-                Ok(r) => {
-                    let mut msg = format!("{} image(s) updated", r.images.len());
-                    if let Some(run) = r.auto_retrain {
-                        msg.push_str(&format!("; enough new images: retrain {run} started"));
-                        admin.watch(&run);
-                    }
-                    admin.message.set(Some(msg));
-                }
-                Err(e) => admin.message.set(Some(format!("review failed: {e}"))),
-            }
-            admin.changed();
-        });
+        leptos::task::spawn_local(admin.review(ReviewRequest {
+            decisions,
+            ..Default::default()
+        }));
     };
     let approve_all = move |_| {
         if let Some(Ok(page)) = queue.get_untracked() {
@@ -287,18 +305,6 @@ fn ReviewCard(
     token: String,
     decide: impl Fn(Vec<Decision>) + Copy + 'static,
 ) -> impl IntoView {
-    let src = RwSignal::new(None::<String>);
-    let url = format!("/api/images/{}/blob", img.id);
-    leptos::task::spawn_local(async move {
-        if let Ok(u) = net::blob_url(&url, &token).await {
-            src.set(Some(u));
-        }
-    });
-    on_cleanup(move || {
-        if let Some(u) = src.get_untracked() {
-            let _ = web_sys::Url::revoke_object_url(&u);
-        }
-    });
     let label = RwSignal::new(img.label.clone());
     let original = img.label.clone();
     let (a, r, l) = (img.id.clone(), img.id.clone(), img.id.clone());
@@ -318,11 +324,27 @@ fn ReviewCard(
         )])
     };
     let changed = move || label.get() != original;
-    let alt = img.filename.clone();
+    let captions = (!img.captions.is_empty()).then(|| {
+        view! {
+            <div class="card-captions" data-testid="card-captions">
+                <p class="hint">"Captions, approved or rejected with the image:"</p>
+                <ul>
+                    {img.captions.into_iter().map(|c| view! {
+                        <li data-testid="card-caption" data-caption=c.caption.clone() data-status=c.status.to_string()>
+                            <q>{c.caption.clone()}</q> " "
+                            <span class=format!("pill caption-{}", c.status)>{c.status.to_string()}</span>
+                            <span class="by">{format!(" by {}", c.uploader)}</span>
+                        </li>
+                    }).collect_view()}
+                </ul>
+            </div>
+        }
+    });
     view! {
         <div class="card" data-testid="review-card" data-file=img.filename.clone() data-id=img.id.clone()>
-            {move || src.get().map(|s| view! { <img class="thumb" src=s alt=alt.clone()/> })}
+            <Thumb image_id=img.id.clone() token=token alt=img.filename.clone()/>
             <div class="meta">{img.filename.clone()} <br/> {format!("{}×{} · by {}", img.width, img.height, img.uploader)}</div>
+            {captions}
             <select data-testid="card-label" prop:value=move || label.get() on:change=move |ev| label.set(event_target_value(&ev))>
                 {labels.into_iter().map(|l| view! { <option value=l.clone()>{l.clone()}</option> }).collect_view()}
             </select>
@@ -332,6 +354,161 @@ fn ReviewCard(
                 <button data-testid="relabel" hidden=move || !changed() on:click=relabel>"Save label"</button>
             </div>
         </div>
+    }
+}
+
+/// A protected image, fetched with the token into a blob URL (the token never goes into a URL);
+/// the URL is revoked when the image leaves the page.
+#[component]
+fn Thumb(image_id: String, token: String, alt: String) -> impl IntoView {
+    let src = RwSignal::new(None::<String>);
+    let url = format!("/api/images/{image_id}/blob");
+    leptos::task::spawn_local(async move {
+        if let Ok(u) = net::blob_url(&url, &token).await
+            && let Some(u) = src.try_set(Some(u)).flatten()
+        {
+            // Gone before the image arrived.
+            let _ = web_sys::Url::revoke_object_url(&u);
+        }
+    });
+    on_cleanup(move || {
+        if let Some(u) = src.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&u);
+        }
+    });
+    move || {
+        src.get()
+            .map(|s| view! { <img class="thumb" src=s alt=alt.clone()/> })
+    }
+}
+
+/// Captions sent for images that are already approved, waiting for review (oldest first).
+/// Captions of images still pending are decided with their image in the review queue.
+#[component]
+fn CaptionQueue(admin: Admin) -> impl IntoView {
+    let queue = LocalResource::new(move || {
+        admin.version.track();
+        let token = admin.token.get();
+        async move {
+            let url = format!("/api/review/captions?status=pending&limit={CAPTION_PAGE}");
+            net::get::<CaptionPage>(&url, Some(&token)).await
+        }
+    });
+    // One review request at a time (a second click would decide a caption already decided).
+    let busy = RwSignal::new(false);
+    let decide = move |captions: Vec<CaptionDecision>| {
+        if captions.is_empty() || busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        leptos::task::spawn_local(async move {
+            admin
+                .review(ReviewRequest {
+                    captions,
+                    ..Default::default()
+                })
+                .await;
+            let _ = busy.try_set(false);
+        });
+    };
+    let approve_all = move |_| {
+        if let Some(Ok(page)) = queue.get_untracked() {
+            decide(
+                page.captions
+                    .iter()
+                    .map(|c| caption_decision(c, CaptionAction::Approve))
+                    .collect(),
+            );
+        }
+    };
+    view! {
+        <section class="panel" aria-labelledby="caption-queue-title">
+            <h2 id="caption-queue-title">"Captions waiting for review"</h2>
+            <p class="hint">"Captions sent for images that are already approved. Only approved captions
+                are trained on and shown in Search; captions of images still waiting are decided with
+                their image above."</p>
+            <Suspense fallback=|| view! { <p>"loading…"</p> }>
+                {move || queue.get().map(|r| match r {
+                    Err(e) => view! { <p class="error" data-testid="caption-queue-error">{e.to_string()}</p> }.into_any(),
+                    Ok(page) if page.captions.is_empty() => view! {
+                        <p data-testid="caption-queue-empty">"No caption waits for review."</p>
+                    }.into_any(),
+                    Ok(page) => {
+                        let shown = page.captions.len();
+                        let more = (page.total > shown as i64).then(|| format!(" (the oldest {shown} shown)"));
+                        view! {
+                            <p data-testid="caption-queue-total" data-total=page.total.to_string()>
+                                {format!("{} caption(s) wait for review", page.total)}{more}
+                                " " <button data-testid="caption-approve-all" disabled=move || busy.get() on:click=approve_all>"Approve all shown"</button>
+                            </p>
+                            <ul class="caption-queue" data-testid="caption-queue">
+                                {page.captions.into_iter().map(|c| view! {
+                                    <CaptionRow caption=c token=admin.token() busy=busy decide=decide/>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any()
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn CaptionRow(
+    caption: Caption,
+    token: String,
+    busy: RwSignal<bool>,
+    decide: impl Fn(Vec<CaptionDecision>) + Copy + 'static,
+) -> impl IntoView {
+    let approve = {
+        let d = caption_decision(&caption, CaptionAction::Approve);
+        move |_| decide(vec![d.clone()])
+    };
+    let reject = {
+        let d = caption_decision(&caption, CaptionAction::Reject);
+        move |_| decide(vec![d.clone()])
+    };
+    let alt = format!("the {} image this caption describes", caption.label);
+    let quoted = format!("\u{201c}{}\u{201d}", caption.caption);
+    view! {
+        <li class="caption-row" data-testid="caption-row" data-image=caption.image_id.clone() data-caption=caption.caption.clone()>
+            <div class="thumb-box"><Thumb image_id=caption.image_id.clone() token=token alt=alt/></div>
+            <div class="caption-body">
+                <q data-testid="caption-text">{caption.caption.clone()}</q>
+                <div class="meta">
+                    <span data-testid="caption-label">{caption.label.clone()}</span>
+                    {format!(" · by {} · {}", caption.uploader, when(caption.created_at))}
+                </div>
+            </div>
+            <div class="buttons">
+                <button data-testid="caption-approve" aria-label=format!("Approve caption {quoted}")
+                    disabled=move || busy.get() on:click=approve>"Approve"</button>
+                <button data-testid="caption-reject" aria-label=format!("Reject caption {quoted}")
+                    disabled=move || busy.get() on:click=reject>"Reject"</button>
+            </div>
+        </li>
+    }
+}
+
+/// "captions: 2 approved, 1 rejected" (None when no caption was decided).
+fn caption_summary(captions: &[Caption]) -> Option<String> {
+    let count = |s: ImageStatus| captions.iter().filter(|c| c.status == s).count();
+    let parts: Vec<String> = [ImageStatus::Approved, ImageStatus::Rejected]
+        .into_iter()
+        .map(|s| (count(s), s))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, s)| format!("{n} {s}"))
+        .collect();
+    (!parts.is_empty()).then(|| format!("caption(s): {}", parts.join(", ")))
+}
+
+/// The decision `action` on `caption` (named by its image and its exact text).
+fn caption_decision(caption: &Caption, action: CaptionAction) -> CaptionDecision {
+    CaptionDecision {
+        image_id: caption.image_id.clone(),
+        caption: caption.caption.clone(),
+        action,
     }
 }
 

@@ -17,7 +17,7 @@ pub(super) async fn list_datasets(State(st): State<Shared>) -> Result<Json<Vec<D
 }
 
 #[utoipa::path(post, path = "/api/datasets", tag = "images", request_body = NewDataset,
-    responses((status = 201, body = images::DatasetInfo), (status = 409, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = images::DatasetInfo), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody, description = "invalid name or label")), security(("bearer" = [])))]
 pub(super) async fn create_dataset(
     State(st): State<Shared>,
     _: Admin,
@@ -39,7 +39,7 @@ pub(super) async fn get_dataset(
 }
 
 #[utoipa::path(post, path = "/api/datasets/{id}/labels", tag = "images", params(("id" = String, Path)), request_body = NewLabel,
-    responses((status = 200, body = images::DatasetInfo)), security(("bearer" = [])))]
+    responses((status = 200, body = images::DatasetInfo), (status = 422, body = ErrorBody, description = "invalid label")), security(("bearer" = [])))]
 pub(super) async fn add_label(
     State(st): State<Shared>,
     _: Admin,

@@ -99,15 +99,22 @@ pub struct Form {
     pub files: Vec<UploadFile>,
 }
 
-/// Read a multipart body: at most `max_files` files (413 beyond), file names that cannot be
-/// mistaken for paths, text fields of at most 1 KiB.
-pub async fn read_form(mut mp: Multipart, max_files: usize) -> Result<Form> {
+/// Read a multipart body: only the `fields` the route documents (400 for any other), at most
+/// `max_files` files (413 beyond), file names that cannot be mistaken for paths, text fields
+/// of at most 1 KiB.
+pub async fn read_form(mut mp: Multipart, fields: &[&str], max_files: usize) -> Result<Form> {
     let mut form = Form {
         fields: HashMap::new(),
         files: Vec::new(),
     };
     while let Some(field) = mp.next_field().await? {
         let name = field.name().unwrap_or_default().to_string();
+        if !fields.contains(&name.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "unknown form field {name:?} (this route takes: {})",
+                fields.join(", ")
+            )));
+        }
         match field.file_name().map(str::to_string) {
             Some(filename) => {
                 if form.files.len() >= max_files {

@@ -19,15 +19,22 @@ use crate::{Error, Result};
 
 // The multipart body of an upload, for the OpenAPI document only (the handler reads it field
 // by field); a doc comment here would change the document.
-#[derive(utoipa::ToSchema)]
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by utoipa's derive, never built
 pub(super) struct UploadForm {
-    /// Label for every file in the request.
+    /// Label for every file in the request (one of the dataset's labels).
+    #[schema(value_type = contract::api::Name)]
     label: String,
-    /// Optional caption for every file in the request (for image-text ranking), ≤ 500 chars.
+    /// Optional caption for every file in the request (for image-text ranking): 1 to 500
+    /// characters, not only spaces, no control characters.
+    #[schema(
+        max_length = 500,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     caption: Option<String>,
-    /// One or more image files (PNG, JPEG, WebP, GIF, BMP).
-    #[schema(value_type = Vec<String>, format = Binary)]
+    /// One to `MAX_FILES` image files (PNG, JPEG, WebP, GIF, BMP; checked by content).
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1, max_items = 200)]
     files: Vec<Vec<u8>>,
 }
 
@@ -82,7 +89,9 @@ pub fn percent_decode(raw: &str) -> Result<String> {
 }
 
 #[utoipa::path(post, path = "/api/datasets/{id}/images", tag = "images",
-    params(("id" = String, Path, description = "dataset id"), ("X-Uploader" = Option<String>, Header, description = "uploader name")),
+    params(("id" = String, Path, description = "dataset id"),
+        ("X-Uploader" = Option<String>, Header, description = "uploader name: 1-64 letters, digits, spaces or _-.@, percent-encoded UTF-8 (`encodeURIComponent`); `admin`, `seed` and `anonymous` are reserved",
+            pattern = "^[A-Za-z0-9_.@-]{1,64}$")),
     request_body(content = inline(UploadForm), content_type = "multipart/form-data"),
     responses((status = 201, body = UploadResponse, description = "stored (pending unless the admin token was sent)"), (status = 200, body = UploadResponse, description = "every file was already in the dataset: nothing stored"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody, description = "wrong admin token"),
@@ -99,7 +108,7 @@ pub(super) async fn upload(
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
     let result = async {
         let who = uploader(&headers, admin, &client)?;
-        let form = read_form(mp?, st.cfg.max_files).await?;
+        let form = read_form(mp?, &["label", "caption", "files"], st.cfg.max_files).await?;
         if !admin {
             let n = u32::try_from(form.files.len()).unwrap_or(u32::MAX);
             take(
@@ -211,6 +220,7 @@ pub(super) async fn get_image(
 
 /// Query of the image status route.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
     /// Comma-separated image ids (at most 200), as uploads answered them.
     pub ids: String,

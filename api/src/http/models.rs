@@ -16,10 +16,13 @@ use crate::{Error, Result};
 
 /// Task query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskQuery {
     /// `classify` (default) or `rank`.
-    pub task: Option<String>,
-    /// Page size for lists.
+    #[param(inline)]
+    pub task: Option<contract::Task>,
+    /// Page size for lists (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -28,22 +31,32 @@ pub(super) async fn list_models(
     State(st): State<Shared>,
     Q(q): Q<TaskQuery>,
 ) -> Result<Json<Vec<ModelInfo>>> {
+    let limit = crate::util::in_range("limit", q.limit, 1, 1000)?.unwrap_or(100);
     Ok(Json(
-        registry::list(&st.db, q.task.as_deref(), q.limit.unwrap_or(100)).await?,
+        registry::list(&st.db, q.task.map(|t| t.as_str()), limit).await?,
     ))
 }
 
-#[utoipa::path(get, path = "/api/models/current", tag = "models", params(TaskQuery),
+/// Query of the current-model route.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CurrentQuery {
+    /// `classify` (default) or `rank`.
+    #[param(inline)]
+    pub task: Option<contract::Task>,
+}
+
+#[utoipa::path(get, path = "/api/models/current", tag = "models", params(CurrentQuery),
     responses((status = 200, description = "the champion's manifest; files at /api/models/{model_id}/…"), (status = 404, body = ErrorBody)))]
 pub(super) async fn current_model(
     State(st): State<Shared>,
-    Q(q): Q<TaskQuery>,
+    Q(q): Q<CurrentQuery>,
 ) -> Result<Response> {
-    let task = q.task.unwrap_or_else(|| "classify".into());
-    let m = registry::current(&st.db, &task)
+    let task = q.task.unwrap_or(contract::Task::Classify);
+    let m = registry::current(&st.db, task.as_str())
         .await?
         .ok_or_else(|| Error::NotFound(format!("no {task} model has been promoted yet")))?;
-    st.metrics.set_model(&task, &m.id);
+    st.metrics.set_model(task.as_str(), &m.id);
     let mut resp = Json(&m.manifest).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

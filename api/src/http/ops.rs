@@ -147,6 +147,71 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
+/// States the refusals every route can give (they come from layers, not from the handler): a
+/// malformed request (400), the deadline (408), the server at capacity (503); on admin routes a
+/// missing (401) or wrong (403) token; on routes with a path id an unknown one (404); on
+/// routes with a body one over the limit (413).
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |text: &str| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let ops = [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+                item.patch.as_mut(),
+            ];
+            for op in ops.into_iter().flatten() {
+                let admin = op.security.as_ref().is_some_and(|reqs| {
+                    reqs.iter()
+                        .any(|r| serde_json::to_string(r).is_ok_and(|j| j.contains("\"bearer\"")))
+                });
+                let mut add = vec![
+                    ("400", "malformed request (query, path, headers or body)"),
+                    ("408", "the request took longer than its deadline"),
+                    (
+                        "503",
+                        "the server is at a capacity limit (requests in flight, body or decode memory); see Retry-After",
+                    ),
+                ];
+                if admin {
+                    add.push(("401", "no admin token, or not a bearer token"));
+                    add.push(("403", "wrong admin token"));
+                }
+                if path.contains('{') {
+                    add.push(("404", "no such resource"));
+                }
+                if op.request_body.is_some() {
+                    add.push(("413", "body larger than the limit"));
+                }
+                for (code, text) in add {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(text).into());
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
@@ -165,7 +230,7 @@ impl utoipa::Modify for SecurityAddon {
         crate::predict::PredictResponse, Health, Check,
         crate::images::DatasetInfo, crate::images::LabelCount, crate::images::ImageStatus, crate::images::ImageRow,
         crate::images::ImagePage)),
-    modifiers(&SecurityAddon),
+    modifiers(&SecurityAddon, &CommonResponses),
     tags((name = "images", description = "datasets, labels and uploads"), (name = "review", description = "admin label review"),
         (name = "training", description = "retrain jobs and live progress"), (name = "models", description = "registry, promotion, downloads"),
         (name = "predict", description = "server-side fallback prediction"), (name = "operations", description = "health, readiness, metrics and limits"))

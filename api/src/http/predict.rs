@@ -11,7 +11,8 @@ use crate::predict::{self, PredictResponse};
 use crate::{Error, Result};
 
 // The multipart body of a prediction, for the OpenAPI document only.
-#[derive(utoipa::ToSchema)]
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by utoipa's derive, never built
 pub(super) struct PredictForm {
     /// The image.
@@ -21,6 +22,7 @@ pub(super) struct PredictForm {
 
 /// Prediction query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PredictQuery {
     /// How many labels (default 5, at most 100).
     #[param(minimum = 1, maximum = 100)]
@@ -38,7 +40,7 @@ pub(super) async fn predict_handler(
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<PredictResponse>> {
     let result = async {
-        let form = read_form(mp?, 1).await?;
+        let form = read_form(mp?, &["file"], 1).await?;
         let f = form
             .files
             .into_iter()

@@ -21,19 +21,30 @@ use crate::images;
 use crate::jobs::{self, RunInfo};
 use crate::{Error, Result};
 
-#[utoipa::path(post, path = "/api/train", tag = "training", request_body = TrainRequest,
-    responses((status = 202, body = RunInfo), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/train", tag = "training", request_body(content = Option<TrainRequest>, description = "optional: an empty body queues a classification run of the first dataset with default parameters"),
+    responses((status = 202, body = RunInfo), (status = 404, body = ErrorBody, description = "no such dataset"), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn start_training(
     State(st): State<Shared>,
     _: Admin,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<RunInfo>)> {
-    // An empty body is a request with every default.
-    let req: TrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        TrainRequest::default()
+    // An empty body (or `null`) is a request with every default; anything else must be a JSON
+    // object (serde would also take an array as the struct's fields in order).
+    let value: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Null
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| Error::BadRequest(format!("train request is not valid JSON: {e}")))?
+    };
+    let req: TrainRequest = match value {
+        serde_json::Value::Null => TrainRequest::default(),
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+            .map_err(|e| Error::BadRequest(format!("train request: {e}")))?,
+        other => {
+            return Err(Error::BadRequest(format!(
+                "a train request is a JSON object, not {other}"
+            )));
+        }
     };
     let task = req.task.as_deref().unwrap_or("classify");
     let params = match task {
@@ -61,8 +72,10 @@ pub(super) async fn start_training(
 
 /// History query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
-    /// Page size (default 50).
+    /// Page size (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -71,7 +84,8 @@ pub(super) async fn list_runs(
     State(st): State<Shared>,
     Q(q): Q<LimitQuery>,
 ) -> Result<Json<Vec<RunInfo>>> {
-    Ok(Json(jobs::list_runs(&st.db, q.limit.unwrap_or(50)).await?))
+    let limit = crate::util::in_range("limit", q.limit, 1, 1000)?.unwrap_or(50);
+    Ok(Json(jobs::list_runs(&st.db, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/train/{id}", tag = "training", params(("id" = String, Path)),

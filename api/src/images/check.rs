@@ -101,7 +101,7 @@ pub struct Header {
 pub fn inspect(filename: &str, bytes: &[u8], limits: Limits) -> Result<Header> {
     validate_filename(filename)?;
     if bytes.is_empty() {
-        return Err(Error::BadRequest(format!("{filename:?} is empty")));
+        return Err(Error::InvalidImage(format!("{filename:?} is empty")));
     }
     let format = image::guess_format(bytes).map_err(|_| {
         Error::UnsupportedFormat(format!(

@@ -13,6 +13,7 @@ pub use contract::api::{Caption, CaptionPage, ImagePage, ImageReview as ImageSta
 
 /// Filter for [`list_images`].
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ImageQuery {
     /// Dataset id.
     pub dataset: Option<String>,
@@ -25,14 +26,20 @@ pub struct ImageQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Rows to skip.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1000000)]
     pub offset: Option<i64>,
+}
+
+/// A page's limit and offset within the documented bounds (400 outside them).
+fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
+    let limit = crate::util::in_range("limit", limit, 1, 500)?.unwrap_or(50);
+    let offset = crate::util::in_range("offset", offset, 0, 1_000_000)?.unwrap_or(0);
+    Ok((limit, offset))
 }
 
 /// Images matching a filter, newest first.
 pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let offset = q.offset.unwrap_or(0).max(0);
+    let (limit, offset) = page(q.limit, q.offset)?;
     let filter = "($1 IS NULL OR dataset_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR label = $3)";
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM images WHERE {filter}"
@@ -101,6 +108,7 @@ pub async fn caption(db: &Db, image_id: &str, text: &str) -> Result<Option<Capti
 
 /// Filter for [`list_captions`].
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CaptionQuery {
     /// `pending` (default), `approved` or `rejected`.
     #[param(inline)]
@@ -109,7 +117,7 @@ pub struct CaptionQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Rows to skip.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1000000)]
     pub offset: Option<i64>,
 }
 
@@ -117,8 +125,7 @@ pub struct CaptionQuery {
 /// caption review queue (captions of pending images are decided with their image).
 pub async fn list_captions(db: &Db, q: &CaptionQuery) -> Result<CaptionPage> {
     let status = q.status.unwrap_or(Review::Pending);
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let offset = q.offset.unwrap_or(0).max(0);
+    let (limit, offset) = page(q.limit, q.offset)?;
     let filter = "c.status = $1 AND i.status = $2";
     let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM captions c JOIN images i ON i.id = c.image_id WHERE {filter}"

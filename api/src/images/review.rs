@@ -25,7 +25,7 @@ pub struct Reviewed {
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// Apply review decisions in one transaction (any unknown image, caption or label: nothing
-/// applied).
+/// applied; no decision at all: nothing to do).
 pub async fn review(
     db: &Db,
     decisions: &[Decision],
@@ -33,7 +33,7 @@ pub async fn review(
     reviewer: &str,
 ) -> Result<Reviewed> {
     if decisions.is_empty() && captions.is_empty() {
-        return Err(Error::BadRequest("no decisions".into()));
+        return Ok(Reviewed::default());
     }
     let now = now_ms();
     let mut tx = db.begin_write().await?;

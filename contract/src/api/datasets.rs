@@ -35,21 +35,41 @@ pub struct LabelCount {
     pub rejected: i64,
 }
 
+/// What a label or dataset name may be: 1 to 64 ASCII letters, digits, spaces, `_`, `-` or
+/// `.`, not starting with `.` (labels are folder names and manifest entries). The server's
+/// check (`trainer::dataset::validate_label`) implements exactly this pattern.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_ -][A-Za-z0-9_. -]{0,63}$";
+
+/// A label or dataset name ([`NAME_PATTERN`]), for the OpenAPI document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(pattern = "^[A-Za-z0-9_ -][A-Za-z0-9_. -]{0,63}$")
+)]
+#[serde(transparent)]
+pub struct Name(pub String);
+
 /// Dataset creation request.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewDataset {
     /// Unique name.
+    #[cfg_attr(feature = "openapi", schema(value_type = Name))]
     pub name: String,
     /// Initial labels.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Name>, max_items = 1000))]
     pub labels: Vec<String>,
 }
 
 /// Label creation request.
 #[derive(Debug, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewLabel {
     /// Label.
+    #[cfg_attr(feature = "openapi", schema(value_type = Name))]
     pub name: String,
 }

@@ -20,6 +20,7 @@ pub enum Action {
 /// One review decision.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Image id.
     pub id: String,
@@ -27,6 +28,7 @@ pub struct Decision {
     pub action: Action,
     /// New label (required for `relabel`, optional for `approve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::api::Name>))]
     pub label: Option<String>,
 }
 
@@ -44,6 +46,7 @@ pub enum CaptionAction {
 /// One caption decision; a caption is named by its image and its text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct CaptionDecision {
     /// Image id.
     pub image_id: String,
@@ -57,6 +60,7 @@ pub struct CaptionDecision {
 /// one). Approving or rejecting a pending image decides its pending captions the same way.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     /// Image decisions.
     #[serde(default)]

@@ -125,12 +125,14 @@ pub struct RunStatusEvent {
 /// Retrain request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct TrainRequest {
     /// Dataset (default: the first one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_id: Option<String>,
     /// `classify` (default) or `rank` (image-text ranking on the images' captions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::Task>))]
     pub task: Option<String>,
     /// Hyper-parameters over the defaults (epochs, batch_size, lr, weight_decay, warmup_epochs,
     /// patience, dropout, views, min_crop_area, class_balanced, seed).
