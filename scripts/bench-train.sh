@@ -24,7 +24,7 @@ fi
 
 cargo build --release -p trainer
 echo "bench: candle trainer"
-./target/release/trainer train --data "$DATA" --out "$out/candle" | tail -n 25
+"${CARGO_TARGET_DIR:-target}"/release/trainer train --data "$DATA" --out "$out/candle" | tail -n 25
 echo "bench: PyTorch peer"
 "$VENV/bin/python" scripts/bench_train_torch.py --data "$DATA" --threads 2 --json "$out/torch.json" | tail -n 12
 

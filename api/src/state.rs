@@ -12,7 +12,7 @@ use crate::Result;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::guard::{Admission, QuotaConfig, Quotas, TrustedProxies};
-use crate::images::{DecodeBudget, Limits, PendingCaps};
+use crate::images::{DecodeBudget, Limits, PendingCaps, PendingGauge};
 use crate::jobs::{self, RunFeeds, Worker};
 use crate::metrics::Metrics;
 use crate::predict::Predictor;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Turns true when the server stops (workers, streams and the accept loop follow it).
     pub shutdown: watch::Sender<bool>,
+    /// Images waiting for review in total (counted at most once a second).
+    pub pending: Arc<PendingGauge>,
     /// The last storage probe of `/ready` (probes are cached briefly).
     pub storage_probe: Mutex<Option<(Instant, std::result::Result<f64, String>)>>,
 }
@@ -79,6 +81,7 @@ impl AppState {
             predictor: Predictor::default(),
             wake: Arc::new(Notify::new()),
             shutdown,
+            pending: Arc::default(),
             storage_probe: Mutex::new(None),
             admin_token,
             cfg,
@@ -109,6 +112,7 @@ impl AppState {
             per_client: self.cfg.max_pending_per_client,
             total: self.cfg.max_pending_total,
             captions_per_image: self.cfg.max_captions_per_image,
+            gauge: Arc::clone(&self.pending),
         }
     }
 

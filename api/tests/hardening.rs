@@ -2,8 +2,9 @@
 //! never a 5xx), approvals racing past the auto-retrain threshold (one queued run), captions
 //! reviewed like images (only approved ones reach training), duplicate uploads that do not
 //! reveal other people's pending images, uploader names in any script, the server's limits
-//! document, the decode budget, and progress streams (one poller per run, a cap, an end on
-//! shutdown). Each race runs on SQLite + local storage and on PostgreSQL + S3.
+//! document, the caps on images waiting for review (per client and in total), the decode
+//! budget, and progress streams (one poller per run, a cap, an end on shutdown). Each race
+//! runs on SQLite + local storage and on PostgreSQL + S3.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -262,6 +263,93 @@ async fn captions_are_reviewed(sql: Sql, blobs: Blobs) {
 }
 
 on_both_backends!(captions_are_reviewed: captions_are_reviewed_sqlite, captions_are_reviewed_postgres);
+
+/// Anonymous uploads of `n` photos (starting at `from`) as the client `ip` (the test's
+/// loopback peer is a trusted proxy, so `X-Forwarded-For` names the client).
+async fn upload_as(s: &TestServer, ip: &str, files: &[(String, Vec<u8>)]) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new().text("label", "food");
+    for (name, bytes) in files {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+        );
+    }
+    let r = s
+        .http
+        .post(s.url("/api/datasets/default/images"))
+        .header("x-forwarded-for", ip)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").is_some();
+    let body: Value = r.json().await.unwrap();
+    if status == 429 {
+        assert!(retry, "a 429 says when to come back: {body}");
+    }
+    (status, body)
+}
+
+async fn pending_caps(sql: Sql, blobs: Blobs) {
+    let s = TestServer::start(sql, blobs, |c| {
+        c.workers = 0;
+        c.max_pending_per_client = 3;
+        c.max_pending_total = 5;
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    s.add_labels(&["food"]).await;
+    let files = photos("food", 9);
+    let (a, b) = ("198.51.100.7", "203.0.113.9");
+    assert_eq!(upload_as(&s, a, &files[0..2]).await.0, 201);
+    // Two more would leave 4 of A's waiting: refused whole, nothing stored.
+    let (status, body) = upload_as(&s, a, &files[2..4]).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 images waiting"),
+        "{body}"
+    );
+    assert_eq!(s.counts().await, (2, 2));
+    assert_eq!(upload_as(&s, a, &files[2..3]).await.0, 201);
+    // Another client is not held to A's cap, but to the total (5 waiting at most).
+    assert_eq!(upload_as(&s, b, &files[3..5]).await.0, 201);
+    let (status, body) = upload_as(&s, b, &files[5..6]).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("queue is full"),
+        "{body}"
+    );
+    // The admin is never capped, and a resent duplicate adds nothing to wait.
+    assert_eq!(s.upload("food", &files[6..7], true).await.status(), 201);
+    assert_eq!(upload_as(&s, b, &files[3..4]).await.0, 200);
+    assert_eq!(s.counts().await, (6, 6));
+    // Reviewing makes room: once the total is recounted, B's upload goes through.
+    let a_id: String = sqlx::query_scalar(
+        "SELECT id FROM images WHERE status = 'pending' ORDER BY created_at LIMIT 1",
+    )
+    .fetch_one(s.db().pool())
+    .await
+    .unwrap();
+    let r = s
+        .admin_post("/api/review")
+        .json(&json!({"decisions": [{"id": a_id, "action": "reject"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(api::images::PENDING_RECOUNT + Duration::from_millis(200)).await;
+    assert_eq!(upload_as(&s, b, &files[5..6]).await.0, 201);
+    // Full again (A 2, B 3): a third client is turned away by the total.
+    assert_eq!(upload_as(&s, "192.0.2.44", &files[7..8]).await.0, 503);
+    s.stop().await;
+}
+
+on_both_backends!(pending_caps: pending_caps_sqlite, pending_caps_postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploader_names_in_any_script_and_no_impersonation() {

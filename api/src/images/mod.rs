@@ -25,4 +25,6 @@ pub use query::{
 };
 pub use review::{Action, CaptionAction, CaptionDecision, Decision, Reviewed, review};
 pub use sweep::{SweepReport, sweep_orphans};
-pub use upload::{PendingCaps, UploadFile, Uploaded, Uploader, ingest};
+pub use upload::{
+    PENDING_RECOUNT, PendingCaps, PendingGauge, UploadFile, Uploaded, Uploader, ingest,
+};
