@@ -20,7 +20,8 @@
 # Honesty checks printed with the table: CPU used by the server, by wrk and by anything else
 # during each run (a warning when other processes used the CPU), and rows stored per server.
 # Knobs: BENCH_API_DURATION (default 20 s, throughput runs), BENCH_API_LAT_DURATION (10 s),
-# BENCH_API_WARMUP (5 s), BENCH_API_CONNS (8), BENCH_API_PEER_THREADS (2, onnxruntime).
+# BENCH_API_WARMUP (5 s), BENCH_API_CONNS (8), BENCH_API_PEER_THREADS (2, onnxruntime),
+# BENCH_API_CLIENTS (128 client addresses the load comes from).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${BENCH_API_VENV:-${HOME:-/root}/.cache/edgeml-tools/bench-api-venv}
@@ -75,15 +76,18 @@ API_PORT=$(free_port)
 API=http://127.0.0.1:$API_PORT
 mkdir -p "$work/api-data" "$work/peer-data"
 # --auto-retrain-after 0: with the default (10) the upload runs would queue retraining runs
-# that take both cores in the middle of the timing. The load comes from one ordinary
-# (non-admin) client, so every guard runs: the per-client quotas are raised out of the way
-# (one client sends ~20,000 uploads a minute here) but still checked on every request, and the
-# in-flight cap, deadlines, body and decode budgets keep their defaults.
+# that take both cores in the middle of the timing. The load comes from ordinary (non-admin)
+# clients behind a trusted proxy (wrk sends X-Forwarded-For, cycling over $CLIENTS client
+# addresses), so every guard runs as in production: the rate quotas are raised out of the way
+# (these clients send ~30,000 uploads a minute) but checked on every request; the caps on
+# images waiting for review (1,000 per client, 100,000 in total), the in-flight cap, deadlines,
+# body and decode budgets keep their defaults.
+CLIENTS=${BENCH_API_CLIENTS:-128}
 "$API_BIN" --data-dir "$work/api-data" --listen "127.0.0.1:$API_PORT" \
-  --admin-token "$TOKEN" --upload-rate-per-min 100000000 --upload-burst 1000000 \
+  --admin-token "$TOKEN" --trusted-proxies 127.0.0.1 \
+  --upload-rate-per-min 100000000 --upload-burst 1000000 \
   --upload-mb-per-hour 100000000 --upload-files-per-hour 100000000 \
   --predict-rate-per-min 100000000 --predict-burst 1000000 \
-  --max-pending-per-client 100000000 --max-pending-total 100000000 \
   --auto-retrain-after 0 >"$work/api.log" 2>&1 &
 API_PID=$!
 pids+=($API_PID)
@@ -163,7 +167,8 @@ open(os.path.join(work, "parity"), "w").write(f"{agree} {worst:.1e}")
 PY
 
 cat >"$work/bench.lua" <<'LUA'
--- args: mode (static|unique) pool_dir count run_tag boundary [authorization]
+-- args: mode (static|unique) pool_dir count run_tag boundary clients [authorization]
+-- clients: X-Forwarded-For cycles over that many addresses (10.77.x.y), one per request
 local bit = require("bit")
 local crc_table = {}
 for i = 0, 255 do
@@ -195,16 +200,16 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local mode, heads, tails, reqs, n, tag, next_i = nil, {}, {}, {}, 0, "", 0
+local mode, heads, tails, n, tag, next_i, clients = nil, {}, {}, 0, "", 0, 1
 function init(args)
   mode, n, tag = args[1], tonumber(args[3]), args[4]
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. args[5]
-  if args[6] then wrk.headers["Authorization"] = args[6] end
+  clients = tonumber(args[6])
+  if args[7] then wrk.headers["Authorization"] = args[7] end
   for i = 0, n - 1 do
     heads[i] = slurp(args[2] .. "/" .. i .. ".head")
     tails[i] = slurp(args[2] .. "/" .. i .. ".tail")
-    if mode == "static" then reqs[i] = wrk.format(nil, nil, nil, heads[i] .. tails[i]) end
   end
   next_i = (id * 7) % n
   dups, bad = 0, 0
@@ -213,8 +218,10 @@ end
 function request()
   local i = next_i
   next_i = (next_i + 1) % n
-  if mode == "static" then return reqs[i] end
   counter = counter + 1
+  local k = (id * 7919 + counter) % clients
+  wrk.headers["X-Forwarded-For"] = "10.77." .. math.floor(k / 256) .. "." .. (k % 256)
+  if mode == "static" then return wrk.format(nil, nil, nil, heads[i] .. tails[i]) end
   local text = chunk("tEXt", "bench\0" .. tag .. "-" .. id .. "-" .. counter)
   return wrk.format(nil, nil, nil, heads[i] .. text .. tails[i])
 end
@@ -274,7 +281,7 @@ bench() { # endpoint server pid url mode pool n threads conns seconds record [au
   local out m0 p0 m1 p1 w0 w1 tf=$work/time.$run
   m0=$(machine_ticks); p0=$(proc_ticks "$pid"); w0=$(date +%s%N)
   out=$( { TIMEFORMAT='%U %S'; time wrk -t"$t" -c"$c" -d"${secs}s" --timeout 60s -s "$work/bench.lua" "$url" -- \
-    "$mode" "$work/$pool" "$n" "r$run" "$BOUNDARY" ${auth:+"$auth"}; } 2>"$tf")
+    "$mode" "$work/$pool" "$n" "r$run" "$BOUNDARY" "$CLIENTS" ${auth:+"$auth"}; } 2>"$tf")
   m1=$(machine_ticks); p1=$(proc_ticks "$pid"); w1=$(date +%s%N)
   local line
   line=$(grep '^RESULT ' <<<"$out" | sed 's/^RESULT //')
