@@ -254,6 +254,11 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         .send()
         .await
         .unwrap();
+    // Refused unread: the connection closes, and says so (the next request must not reuse it).
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     expect(r, 403, "forbidden").await;
 
     // Bad JSON and bad parameters.

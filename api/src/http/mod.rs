@@ -3,9 +3,11 @@
 //! [`predict`], [`ops`] (health, metrics, OpenAPI, docs page); [`extract`] holds what handlers
 //! take from requests (JSON-error extractors, admin auth, multipart forms); [`guard`] what
 //! bounds them (client identity, per-client quotas, requests in flight, body memory,
-//! deadlines). This module builds the router: routes, body limits and timeouts, quotas,
+//! deadlines); `close` marks answers given before their request body was read
+//! (`Connection: close`). This module builds the router: routes, body limits and timeouts, quotas,
 //! security headers, compression, metrics, CORS and the static web app.
 
+mod close;
 pub mod datasets;
 pub mod extract;
 pub mod guard;
@@ -237,7 +239,9 @@ fn with_layers(app: Router<Shared>, st: &Shared) -> Router<Shared> {
             HeaderValue::from_static(value),
         ));
     }
-    let app = app.layer(TraceLayer::new_for_http());
+    let app = app
+        .layer(axum::middleware::from_fn(close::close_if_unread))
+        .layer(TraceLayer::new_for_http());
     if st.cfg.cors_origins.is_empty() {
         return app;
     }
