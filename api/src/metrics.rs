@@ -1,5 +1,8 @@
 //! Prometheus metrics: HTTP requests and latency per route, uploads, predictions, training
-//! runs, the serving model version. One registry per server (tests run several side by side).
+//! runs and their durations per task, the training queue (queued and running runs, the oldest
+//! queued run's age, read from the database at scrape time), the serving model version, and
+//! the process (memory, CPU, open files; Linux). One registry per server (tests run several
+//! side by side).
 
 use std::time::Instant;
 
@@ -7,7 +10,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::{Error, Result};
@@ -26,8 +30,26 @@ pub struct Metrics {
     pub predictions: IntCounterVec,
     /// `training_runs_total{outcome}` finished by workers of this process.
     pub training_runs: IntCounterVec,
+    /// `training_run_duration_seconds{task, outcome}`: claim to end, runs of this process.
+    pub training_duration: HistogramVec,
+    /// `training_queue_runs{status}`: queued and running runs (all workers), at scrape time.
+    pub queue_runs: IntGaugeVec,
+    /// `training_queue_oldest_queued_seconds`: how long the oldest queued run has waited
+    /// (0 when none waits), at scrape time.
+    pub queue_oldest: Gauge,
     /// `model_info{task, model_id}` = 1 for the champion this process last served.
     pub model: IntGaugeVec,
+}
+
+/// The training queue as the database has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Runs waiting for a worker.
+    pub queued: i64,
+    /// Runs a worker holds.
+    pub running: i64,
+    /// When the oldest queued run was created (ms since the epoch).
+    pub oldest_queued_ms: Option<i64>,
 }
 
 fn err(e: prometheus::Error) -> Error {
@@ -75,11 +97,49 @@ impl Metrics {
             &["task", "model_id"],
         )
         .map_err(err)?;
+        let training_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "training_run_duration_seconds",
+                "Training runs finished by this process, from claim to end",
+            )
+            .buckets(vec![
+                1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+            &["task", "outcome"],
+        )
+        .map_err(err)?;
+        let queue_runs = IntGaugeVec::new(
+            Opts::new(
+                "training_queue_runs",
+                "Training runs queued or running (all workers)",
+            ),
+            &["status"],
+        )
+        .map_err(err)?;
+        let queue_oldest = Gauge::new(
+            "training_queue_oldest_queued_seconds",
+            "Age of the oldest queued training run (0 when none waits)",
+        )
+        .map_err(err)?;
         for c in [&requests, &uploads, &predictions, &training_runs] {
             registry.register(Box::new(c.clone())).map_err(err)?;
         }
-        registry.register(Box::new(latency.clone())).map_err(err)?;
+        for h in [&latency, &training_duration] {
+            registry.register(Box::new(h.clone())).map_err(err)?;
+        }
+        registry
+            .register(Box::new(queue_runs.clone()))
+            .map_err(err)?;
+        registry
+            .register(Box::new(queue_oldest.clone()))
+            .map_err(err)?;
         registry.register(Box::new(model.clone())).map_err(err)?;
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .map_err(err)?;
         Ok(Metrics {
             registry,
             requests,
@@ -87,8 +147,21 @@ impl Metrics {
             uploads,
             predictions,
             training_runs,
+            training_duration,
+            queue_runs,
+            queue_oldest,
             model,
         })
+    }
+
+    /// Record the training queue as read from the database at `now_ms`.
+    pub fn set_queue(&self, q: QueueStats, now_ms: i64) {
+        self.queue_runs.with_label_values(&["queued"]).set(q.queued);
+        self.queue_runs
+            .with_label_values(&["running"])
+            .set(q.running);
+        let age = q.oldest_queued_ms.map_or(0, |t| (now_ms - t).max(0));
+        self.queue_oldest.set(age as f64 / 1000.0);
     }
 
     /// Record the champion being served.

@@ -172,6 +172,18 @@ async fn killed_worker_postgres() {
     kill_worker_mid_run(Sql::Postgres).await;
 }
 
+/// The value of the sample `name` with exactly these labels.
+fn metric(m: &[common::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    m.iter()
+        .find(|(n, l, _)| n == name && *l == want)
+        .map(|(_, _, v)| *v)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_running_and_queued_runs() {
     let s = TestServer::start(Sql::Sqlite, Blobs::Local, |c| c.workers = 1).await;
@@ -197,6 +209,21 @@ async fn cancel_running_and_queued_runs() {
         r["status"] == "running"
     })
     .await;
+    // The queue as the metrics show it: one running, one waiting (for a while now).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "edgeml_training_queue_runs", &[("status", "queued")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "edgeml_training_queue_runs", &[("status", "running")]),
+        Some(1.0)
+    );
+    let age = metric(&m, "edgeml_training_queue_oldest_queued_seconds", &[]).unwrap();
+    assert!(age >= 1.0, "oldest queued run waited {age} s");
+    assert!(metric(&m, "edgeml_process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(metric(&m, "edgeml_process_open_fds", &[]).unwrap() > 0.0);
 
     let r = s
         .admin_post(&format!("/api/train/{qid}/cancel"))
@@ -217,6 +244,26 @@ async fn cancel_running_and_queued_runs() {
     .await;
     assert_eq!(r["model_id"], Value::Null);
     assert_eq!(champion(&s).await, None);
+    // Both gone from the queue; the cancelled run's duration is recorded for its task.
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "edgeml_training_queue_runs", &[("status", "queued")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "edgeml_training_queue_runs", &[("status", "running")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "edgeml_training_queue_oldest_queued_seconds", &[]),
+        Some(0.0)
+    );
+    let done = [("outcome", "cancelled"), ("task", "classify")];
+    assert_eq!(
+        metric(&m, "edgeml_training_run_duration_seconds_count", &done),
+        Some(1.0)
+    );
+    assert!(metric(&m, "edgeml_training_run_duration_seconds_sum", &done).unwrap() > 0.0);
     let r = s
         .admin_post(&format!("/api/train/{id}/cancel"))
         .send()

@@ -379,6 +379,26 @@ async fn flow(sql: Sql, blobs: Blobs) {
     );
     let info = format!("edgeml_model_info{{model_id=\"{first}\",task=\"classify\"}} 1");
     assert!(metrics.contains(&info), "{metrics}");
+    // Every family parses; both runs' durations are recorded for their task; none waits.
+    let m = s.metrics().await;
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.iter()
+            .find(|(n, l, _)| n == name && *l == want)
+            .map(|(_, _, v)| *v)
+    };
+    let ok = [("outcome", "succeeded"), ("task", "classify")];
+    assert_eq!(
+        value("edgeml_training_run_duration_seconds_count", &ok),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("edgeml_training_queue_runs", &[("status", "queued")]),
+        Some(0.0)
+    );
     let health: Value = s.json("/ready").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());

@@ -121,6 +121,8 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response> {
     if let Some(m) = registry::current(&st.db, "classify").await? {
         st.metrics.set_model("classify", &m.id);
     }
+    let queue = crate::jobs::queue::stats(&st.db).await?;
+    st.metrics.set_queue(queue, crate::util::now_ms());
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render()?,

@@ -127,6 +127,23 @@ async fn insert_run(
     Ok(id)
 }
 
+/// Queued and running runs, and the oldest queued run's creation time (for the metrics).
+pub async fn stats(db: &Db) -> Result<crate::metrics::QueueStats> {
+    let (queued, running, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT \
+           (SELECT COUNT(*) FROM runs WHERE status = 'queued'), \
+           (SELECT COUNT(*) FROM runs WHERE status = 'running'), \
+           (SELECT MIN(created_at) FROM runs WHERE status = 'queued')",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    Ok(crate::metrics::QueueStats {
+        queued,
+        running,
+        oldest_queued_ms: oldest,
+    })
+}
+
 /// One run; `NotFound` when absent.
 pub async fn get_run(db: &Db, id: &str) -> Result<RunInfo> {
     let row: RunRow = sqlx::query_as("SELECT * FROM runs WHERE id = $1")

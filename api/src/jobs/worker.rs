@@ -129,6 +129,7 @@ impl Worker {
     }
 
     async fn execute(&self, run: RunRow, mut shutdown: watch::Receiver<bool>) -> Outcome {
+        let started = std::time::Instant::now();
         // Resolves once, when the server stops (or can no longer tell us to).
         let stopping = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -179,6 +180,10 @@ impl Worker {
             Outcome::Lost => "lost",
         };
         self.metrics.training_runs.with_label_values(&[label]).inc();
+        self.metrics
+            .training_duration
+            .with_label_values(&[run.task.as_str(), label])
+            .observe(started.elapsed().as_secs_f64());
         outcome
     }
 
