@@ -116,6 +116,11 @@ impl Error {
     }
 }
 
+/// The stable code of an error response, left in the response's extensions for the metrics
+/// (`refusals_total{route, reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// The JSON body of every error response.
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -154,6 +159,7 @@ impl IntoResponse for Error {
             request_id,
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(code));
         match &self {
             Error::RateLimited(secs, _) | Error::Busy(secs, _) => {
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -1,9 +1,11 @@
 //! Prometheus metrics: HTTP requests and latency per route, uploads, predictions, training
-//! runs and their durations per task, the training queue (queued and running runs, the oldest
+//! runs and their durations per task, refusals by route and reason, object-storage call
+//! latencies, the training queue (queued and running runs, the oldest
 //! queued run's age, read from the database at scrape time), the serving model version, and
 //! the process (memory, CPU, open files; Linux). One registry per server (tests run several
 //! side by side).
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -39,6 +41,42 @@ pub struct Metrics {
     pub queue_oldest: Gauge,
     /// `model_info{task, model_id}` = 1 for the champion this process last served.
     pub model: IntGaugeVec,
+    /// `refusals_total{route, reason}`: error answers by route and error code.
+    pub refusals: IntCounterVec,
+}
+
+/// `storage_operation_duration_seconds{op, outcome}`: object-storage calls of this process
+/// (shared by every server in it; each server's registry exposes it).
+pub static STORAGE_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)] // constant, valid options: cannot fail
+    HistogramVec::new(
+        HistogramOpts::new(
+            "storage_operation_duration_seconds",
+            "Object storage calls by operation and outcome",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+        &["op", "outcome"],
+    )
+    .expect("valid histogram options")
+});
+
+/// Time one object-storage call (`outcome` is `ok` or `error`; a missing object is `ok`).
+pub async fn time_storage<T>(
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let t0 = Instant::now();
+    let r = call.await;
+    let outcome = match &r {
+        Ok(_) | Err(Error::NotFound(_)) => "ok",
+        Err(_) => "error",
+    };
+    STORAGE_LATENCY
+        .with_label_values(&[op, outcome])
+        .observe(t0.elapsed().as_secs_f64());
+    r
 }
 
 /// The training queue as the database has it.
@@ -121,10 +159,15 @@ impl Metrics {
             "Age of the oldest queued training run (0 when none waits)",
         )
         .map_err(err)?;
-        for c in [&requests, &uploads, &predictions, &training_runs] {
+        let refusals = IntCounterVec::new(
+            Opts::new("refusals_total", "Error answers by route and error code"),
+            &["route", "reason"],
+        )
+        .map_err(err)?;
+        for c in [&requests, &uploads, &predictions, &training_runs, &refusals] {
             registry.register(Box::new(c.clone())).map_err(err)?;
         }
-        for h in [&latency, &training_duration] {
+        for h in [&latency, &training_duration, &STORAGE_LATENCY] {
             registry.register(Box::new(h.clone())).map_err(err)?;
         }
         registry
@@ -151,6 +194,7 @@ impl Metrics {
             queue_runs,
             queue_oldest,
             model,
+            refusals,
         })
     }
 
@@ -225,5 +269,11 @@ pub async fn track(
         .requests
         .with_label_values(&[&method, &route, resp.status().as_str()])
         .inc();
+    if let Some(crate::error::ErrorCode(code)) = resp.extensions().get() {
+        metrics
+            .refusals
+            .with_label_values(&[route.as_str(), code])
+            .inc();
+    }
     resp
 }

@@ -12,6 +12,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::config::Config;
+use crate::metrics::time_storage;
 use crate::{Error, Result};
 
 /// A blob store.
@@ -121,21 +122,27 @@ impl Storage {
 
     /// Write a whole object (atomic for readers).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.store
-            .put(&ObjPath::from(key), PutPayload::from_bytes(bytes))
-            .await?;
-        Ok(())
+        time_storage("put", async {
+            self.store
+                .put(&ObjPath::from(key), PutPayload::from_bytes(bytes))
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Read a whole object; `NotFound` when absent.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        match self.store.get(&ObjPath::from(key)).await {
-            Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::NotFound(format!("no object {key}")))
+        time_storage("get", async {
+            match self.store.get(&ObjPath::from(key)).await {
+                Ok(r) => Ok(r.bytes().await?),
+                Err(object_store::Error::NotFound { .. }) => {
+                    Err(Error::NotFound(format!("no object {key}")))
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        }
+        })
+        .await
     }
 
     /// Stream an object (or a byte range of it) without holding it in memory: its size and a
@@ -145,41 +152,57 @@ impl Storage {
             range: range.map(object_store::GetRange::Bounded),
             ..Default::default()
         };
-        match self.store.get_opts(&ObjPath::from(key), opts).await {
-            Ok(r) => Ok(axum::body::Body::from_stream(r.into_stream())),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::NotFound(format!("no object {key}")))
+        // Timed until the object opens (the body then streams at the client's pace).
+        time_storage("open", async {
+            match self.store.get_opts(&ObjPath::from(key), opts).await {
+                Ok(r) => Ok(axum::body::Body::from_stream(r.into_stream())),
+                Err(object_store::Error::NotFound { .. }) => {
+                    Err(Error::NotFound(format!("no object {key}")))
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        }
+        })
+        .await
     }
 
     /// Read a byte range of an object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        Ok(self.store.get_range(&ObjPath::from(key), range).await?)
+        time_storage("get_range", async {
+            Ok(self.store.get_range(&ObjPath::from(key), range).await?)
+        })
+        .await
     }
 
     /// Size of an object, or `None` when absent.
     pub async fn size(&self, key: &str) -> Result<Option<u64>> {
-        match self.store.head(&ObjPath::from(key)).await {
-            Ok(m) => Ok(Some(m.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        time_storage("head", async {
+            match self.store.head(&ObjPath::from(key)).await {
+                Ok(m) => Ok(Some(m.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
     }
 
     /// Delete an object (absent is fine).
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match self.store.delete(&ObjPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        time_storage("delete", async {
+            match self.store.delete(&ObjPath::from(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
     }
 
     /// All objects under `prefix` (e.g. `images`).
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let p = ObjPath::from(prefix);
-        let metas: Vec<_> = self.store.list(Some(&p)).try_collect().await?;
+        let metas: Vec<_> = time_storage("list", async {
+            Ok(self.store.list(Some(&p)).try_collect().await?)
+        })
+        .await?;
         Ok(metas
             .into_iter()
             .map(|m| Listed {

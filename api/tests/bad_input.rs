@@ -372,6 +372,20 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
     let spec: Value = s.json("/api/openapi.json").await;
     assert!(spec["paths"]["/api/datasets/{id}/images"]["post"].is_object());
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    // The refusals above, counted by route and reason.
+    let m = s.metrics().await;
+    let refused = |route: &str, reason: &str| {
+        let want = vec![
+            ("reason".to_string(), reason.to_string()),
+            ("route".to_string(), route.to_string()),
+        ];
+        m.iter()
+            .find(|(n, l, _)| n == "edgeml_refusals_total" && *l == want)
+            .map(|(_, _, v)| *v)
+    };
+    assert_eq!(refused("/api/datasets/{id}/images", "forbidden"), Some(1.0));
+    assert!(refused("/api/train", "bad_request").unwrap() >= 1.0);
+    assert!(refused("/api/train", "invalid_parameter").unwrap() >= 1.0);
     s.stop().await;
 }
 

@@ -399,6 +399,14 @@ async fn flow(sql: Sql, blobs: Blobs) {
         value("edgeml_training_queue_runs", &[("status", "queued")]),
         Some(0.0)
     );
+    // Object storage calls are timed (blobs and model files were written and read).
+    for op in ["put", "get"] {
+        let n = value(
+            "edgeml_storage_operation_duration_seconds_count",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert!(n.unwrap_or(0.0) > 0.0, "{op}: {n:?}");
+    }
     let health: Value = s.json("/ready").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());
