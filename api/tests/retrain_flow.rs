@@ -399,6 +399,39 @@ async fn flow(sql: Sql, blobs: Blobs) {
         value("edgeml_training_queue_runs", &[("status", "queued")]),
         Some(0.0)
     );
+    // The Grafana dashboard (deploy/) only charts series this server exposes, through the
+    // data source the provisioning file declares.
+    let names: std::collections::HashSet<&str> = m.iter().map(|(n, _, _)| n.as_str()).collect();
+    let root = common::root();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/dashboards/edgeml.json")).unwrap(),
+    )
+    .unwrap();
+    let provisioned = std::fs::read_to_string(
+        root.join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    )
+    .unwrap();
+    let mut charted = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let uid = target["datasource"]["uid"].as_str().unwrap();
+            assert!(provisioned.contains(&format!("uid: {uid}")), "{uid}");
+            let expr = target["expr"].as_str().unwrap();
+            let used: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("edgeml_"))
+                .collect();
+            assert!(!used.is_empty(), "{expr}");
+            for name in used {
+                assert!(
+                    names.contains(name),
+                    "the dashboard charts {name}, which /metrics lacks"
+                );
+                charted += 1;
+            }
+        }
+    }
+    assert!(charted >= 15, "{charted}");
     // Object storage calls are timed (blobs and model files were written and read).
     for op in ["put", "get"] {
         let n = value(
