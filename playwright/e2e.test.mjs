@@ -481,24 +481,11 @@ test('classifies a camera frame (synthetic camera) in the browser', async () => 
 });
 
 test('searches the gallery by text in the browser, offline, live as you type', async () => {
-  // A ranking model, trained through the api on the seed photos' captions.
-  const r = await fetch(`${base}/api/train`, {
-    method: 'POST', headers: admin, body: JSON.stringify({ task: 'rank', params: { epochs: 30 } }),
-  });
-  assert.equal(r.status, 202);
-  const run = await r.json();
-  const done = await waitFor('the ranking run', async () => {
-    const d = await (await fetch(`${base}/api/train/${run.id}`)).json();
-    return ['succeeded', 'failed', 'cancelled'].includes(d.status) ? d : null;
-  }, 600_000);
-  assert.equal(done.status, 'succeeded', done.error);
-  const info = await (await fetch(`${base}/api/models/${done.model_id}`)).json();
-  if (info.stage !== 'champion') {
-    assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
-  }
+  // A ranking model, trained through the api on the seed photos' captions, made champion.
+  const modelId = await trainRankChampion();
   // A damaged download of the text encoder is refused: Search says why, and nothing of that
   // version is cached (the gallery files, fine, are kept only with a whole checked version).
-  const textUrl = `${base}/api/models/${done.model_id}/text.onnx`;
+  const textUrl = `${base}/api/models/${modelId}/text.onnx`;
   await context.route(textUrl, async (route) => {
     const response = await route.fetch();
     const body = Buffer.from(await response.body());
@@ -516,7 +503,7 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   await page.locator('[data-testid=nav-predict]').click();
   await page.locator('[data-testid=nav-search]').click();
   await page.locator('[data-testid=search-status][data-ready=true]').waitFor({ timeout: 120_000 });
-  assert.match(await page.locator('[data-testid=search-status]').innerText(), new RegExp(`ranking model ${done.model_id}`));
+  assert.match(await page.locator('[data-testid=search-status]').innerText(), new RegExp(`ranking model ${modelId}`));
   // Online once: the thumbnails of the answer are kept by the service worker.
   const query = page.locator('[data-testid=query]');
   await query.fill('koala');
@@ -591,8 +578,8 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   }
   // The model page shows its retrieval figures next to the baselines.
   await page.locator('[data-testid=nav-admin]').click();
-  await page.locator(`[data-testid=model-row][data-id="${done.model_id}"] a`).click();
-  const rows = page.locator(`[data-testid=model-detail][data-id="${done.model_id}"] [data-testid=rank-metrics] tr`);
+  await page.locator(`[data-testid=model-row][data-id="${modelId}"] a`).click();
+  const rows = page.locator(`[data-testid=model-detail][data-id="${modelId}"] [data-testid=rank-metrics] tr`);
   await rows.first().waitFor();
   assert.equal(await rows.count(), 5);
   await page.screenshot({ path: join(shots, 'admin-rank-model.png'), fullPage: true });

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Blobs, Sql, TestServer, photos};
+use common::{Blobs, Sql, TestServer, metric, photos};
 use serde_json::{Value, json};
 
 /// A PNG whose header claims `w`×`h` (valid signature, IHDR and CRCs; tiny IDAT).
@@ -375,13 +375,11 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
     // The refusals above, counted by route and reason.
     let m = s.metrics().await;
     let refused = |route: &str, reason: &str| {
-        let want = vec![
-            ("reason".to_string(), reason.to_string()),
-            ("route".to_string(), route.to_string()),
-        ];
-        m.iter()
-            .find(|(n, l, _)| n == "edgeml_refusals_total" && *l == want)
-            .map(|(_, _, v)| *v)
+        metric(
+            &m,
+            "edgeml_refusals_total",
+            &[("route", route), ("reason", reason)],
+        )
     };
     assert_eq!(refused("/api/datasets/{id}/images", "forbidden"), Some(1.0));
     assert!(refused("/api/train", "bad_request").unwrap() >= 1.0);

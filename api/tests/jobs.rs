@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use api::jobs;
-use common::{Blobs, Sql, TestServer, photos};
+use common::{Blobs, Sql, TestServer, metric, photos};
 use serde_json::{Value, json};
 use trainer::train::TrainConfig;
 
@@ -170,18 +170,6 @@ async fn killed_worker_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_postgres() {
     kill_worker_mid_run(Sql::Postgres).await;
-}
-
-/// The value of the sample `name` with exactly these labels.
-fn metric(m: &[common::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut want: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    want.sort();
-    m.iter()
-        .find(|(n, l, _)| n == name && *l == want)
-        .map(|(_, _, v)| *v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

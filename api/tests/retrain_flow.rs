@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Blobs, Sql, TestServer, photos, sha256};
+use common::{Blobs, Sql, TestServer, metric, photos, sha256};
 use serde_json::{Value, json};
 
 const LABELS: [&str; 3] = ["animals", "food", "plants"];
@@ -381,22 +381,13 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert!(metrics.contains(&info), "{metrics}");
     // Every family parses; both runs' durations are recorded for their task; none waits.
     let m = s.metrics().await;
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        let want: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        m.iter()
-            .find(|(n, l, _)| n == name && *l == want)
-            .map(|(_, _, v)| *v)
-    };
     let ok = [("outcome", "succeeded"), ("task", "classify")];
     assert_eq!(
-        value("edgeml_training_run_duration_seconds_count", &ok),
+        metric(&m, "edgeml_training_run_duration_seconds_count", &ok),
         Some(2.0)
     );
     assert_eq!(
-        value("edgeml_training_queue_runs", &[("status", "queued")]),
+        metric(&m, "edgeml_training_queue_runs", &[("status", "queued")]),
         Some(0.0)
     );
     // The Grafana dashboard (deploy/) only charts series this server exposes, through the
@@ -434,7 +425,8 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert!(charted >= 15, "{charted}");
     // Object storage calls are timed (blobs and model files were written and read).
     for op in ["put", "get"] {
-        let n = value(
+        let n = metric(
+            &m,
             "edgeml_storage_operation_duration_seconds_count",
             &[("op", op), ("outcome", "ok")],
         );

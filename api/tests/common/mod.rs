@@ -321,6 +321,18 @@ impl TestServer {
 /// One scraped sample: name, labels (sorted), value.
 pub type Sample = (String, Vec<(String, String)>, f64);
 
+/// The value of the scraped sample `name` with exactly these labels (any order).
+pub fn metric(m: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    m.iter()
+        .find(|(n, l, _)| n == name && *l == want)
+        .map(|(_, _, v)| *v)
+}
+
 /// Workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
