@@ -65,6 +65,10 @@ pub struct Config {
     /// champion's (and above the majority baseline).
     #[arg(long, env = "GATE_MARGIN", default_value_t = 0.02)]
     pub gate_margin: f64,
+    /// Keep the frozen backbone's features in storage (`features/`), so a retrain computes the
+    /// backbone only for images it has not seen (`false`: recompute everything every run).
+    #[arg(long, env = "FEATURE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub feature_cache: bool,
     /// In-process training workers (0: only separate `api worker` processes train).
     #[arg(long, env = "WORKERS", default_value_t = 1)]
     pub workers: usize,

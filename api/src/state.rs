@@ -156,6 +156,7 @@ impl AppState {
             backbone_path: self.cfg.backbone_path(),
             backbone,
             gate_margin: self.cfg.gate_margin,
+            feature_cache: self.cfg.feature_cache,
             id: Worker::make_id(),
             heartbeat: Duration::from_millis(500),
             wake: self.wake.clone(),

@@ -445,11 +445,25 @@ async fn storage_failure_writes_no_rows() {
 async fn orphan_blobs_are_swept_and_used_ones_kept() {
     let s = TestServer::start(Sql::Sqlite, Blobs::Local, |_| {}).await;
     s.add_labels(&["food"]).await;
-    assert_eq!(
-        s.upload("food", &photos("food", 1), true).await.status(),
-        201
-    );
+    let kept = photos("food", 1);
+    assert_eq!(s.upload("food", &kept, true).await.status(), 201);
     let orphan = format!("images/{}", "ab".repeat(32));
+    // Feature-cache entries go with their image: the orphan's two views, not the kept one's.
+    let entry = |sha: &str, view: &str| {
+        format!("features/v1/{}/{}/{sha}/{view}", "bb".repeat(32), &sha[..2])
+    };
+    let kept_sha = common::sha256(&kept[0].1);
+    let orphan_sha = "ab".repeat(32);
+    for key in [
+        entry(&kept_sha, "clean"),
+        entry(&orphan_sha, "clean"),
+        entry(&orphan_sha, "aug0-a0.35"),
+    ] {
+        s.storage()
+            .put(&key, bytes::Bytes::from_static(b"features"))
+            .await
+            .unwrap();
+    }
     s.storage()
         .put(
             &orphan,
@@ -472,9 +486,18 @@ async fn orphan_blobs_are_swept_and_used_ones_kept() {
     let r = api::images::sweep_orphans(s.db(), s.storage(), -1)
         .await
         .unwrap();
-    assert_eq!((r.images, r.model_files), (1, 1));
+    assert_eq!((r.images, r.model_files, r.feature_entries), (1, 1, 2));
     assert_eq!(s.counts().await, (1, 1));
     assert_eq!(s.storage().size(&orphan).await.unwrap(), None);
+    let left: Vec<String> = s
+        .storage()
+        .list("features")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, [entry(&kept_sha, "clean")]);
     s.stop().await;
 }
 

@@ -46,6 +46,11 @@ async fn train(s: &TestServer, seed: u64) -> Value {
     done.clone()
 }
 
+/// Where a model's backbone features came from (its metrics.json).
+async fn feature_cache(s: &TestServer, model: &str) -> Value {
+    s.json(&format!("/api/models/{model}/metrics.json")).await["timing"]["feature_cache"].clone()
+}
+
 async fn flow(sql: Sql, blobs: Blobs) {
     let s = TestServer::start(sql, blobs, |c| c.workers = 1).await;
     s.add_labels(&LABELS).await;
@@ -190,6 +195,13 @@ async fn flow(sql: Sql, blobs: Blobs) {
     );
     assert_eq!(model["stage"], "champion");
     assert_eq!(model["manifest"]["labels"], json!(LABELS));
+    // Every view went through the backbone once and into the feature cache (one view per
+    // image: `views` 1 for the training images, the clean view for the others).
+    assert_eq!(
+        feature_cache(&s, &first).await,
+        json!({"hits": 0, "computed": 60, "corrupt": 0, "store_errors": 0})
+    );
+    assert_eq!(s.storage().list("features").await.unwrap().len(), 60);
 
     // The current model and its ONNX, integrity-checked and cache-friendly.
     let r = s
@@ -284,6 +296,11 @@ async fn flow(sql: Sql, blobs: Blobs) {
     let run2 = train(&s, 2).await;
     let second = run2["model_id"].as_str().unwrap().to_string();
     let m2 = s.json(&format!("/api/models/{second}")).await;
+    // Same images, another seed: the views are fixed per image, so no backbone pass at all.
+    assert_eq!(
+        feature_cache(&s, &second).await,
+        json!({"hits": 60, "computed": 0, "corrupt": 0, "store_errors": 0})
+    );
     assert_eq!(m2["gate"]["champion_id"], first.as_str());
     assert_eq!(
         m2["gate"]["champion_same_split"], true,

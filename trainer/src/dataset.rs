@@ -68,8 +68,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Decode the pixels (RGBA8). The bytes already decoded once at import, so this only fails
-    /// if memory runs out.
+    /// Decode the pixels (RGBA8). The bytes already decoded once at import (or at upload, for
+    /// the api's snapshots), so this only fails if memory runs out.
     pub fn decode(&self) -> Result<RgbaImage> {
         decode_image(&self.bytes).map_err(|e| Error::Dataset(format!("{}: {e}", self.source)))
     }
@@ -359,47 +359,100 @@ impl Builder {
         bytes: &[u8],
         captions: Vec<String>,
     ) -> Result<()> {
-        let label_idx = *self
-            .index
-            .get(label)
-            .ok_or_else(|| Error::Dataset(format!("unknown label {label:?} for {source}")))?;
+        let label_idx = self.label_index(label, source)?;
         let (sha256, raw) = digest(bytes);
-        if let Some(&first) = self.seen.get(&sha256) {
-            let other = &self.samples[first];
-            let reason = if other.label == label_idx {
-                format!("duplicate of {}", other.source)
-            } else {
-                format!(
-                    "same image as {} but labelled {:?} there",
-                    other.source, self.labels[other.label]
-                )
-            };
-            self.skipped.push(Skipped {
-                path: source.to_string(),
-                reason,
-            });
+        if self.is_duplicate(&sha256, label_idx, source) {
             return Ok(());
         }
         match decode_image(bytes) {
-            Ok(image) => {
-                self.seen.insert(sha256.clone(), self.samples.len());
-                self.samples.push(Sample {
-                    source: source.to_string(),
-                    label: label_idx,
-                    split: Split::of_digest(&raw),
-                    sha256,
-                    width: image.width(),
-                    height: image.height(),
-                    captions,
-                    bytes: Arc::from(bytes),
-                });
-            }
+            Ok(image) => self.push(Sample {
+                source: source.to_string(),
+                label: label_idx,
+                split: Split::of_digest(&raw),
+                sha256,
+                width: image.width(),
+                height: image.height(),
+                captions,
+                bytes: Arc::from(bytes),
+            }),
             Err(reason) => self.skipped.push(Skipped {
                 path: source.to_string(),
                 reason,
             }),
         }
         Ok(())
+    }
+
+    /// Add a file that was decoded and measured when it was stored (the api's uploads): it is
+    /// hashed, and must hash to `sha256` (else the stored bytes changed: an error), but not
+    /// decoded again, so a snapshot of thousands of images costs their hashing only.
+    pub fn add_checked(
+        &mut self,
+        label: &str,
+        source: &str,
+        bytes: &[u8],
+        (sha256, width, height): (&str, u32, u32),
+        captions: Vec<String>,
+    ) -> Result<()> {
+        let label_idx = self.label_index(label, source)?;
+        let (actual, raw) = digest(bytes);
+        if actual != sha256 {
+            return Err(Error::Dataset(format!(
+                "{source}: the stored bytes hash to {actual}, not to the recorded {sha256}"
+            )));
+        }
+        if width == 0 || height == 0 {
+            return Err(Error::Dataset(format!(
+                "{source}: recorded size {width}×{height}"
+            )));
+        }
+        if self.is_duplicate(&actual, label_idx, source) {
+            return Ok(());
+        }
+        self.push(Sample {
+            source: source.to_string(),
+            label: label_idx,
+            split: Split::of_digest(&raw),
+            sha256: actual,
+            width,
+            height,
+            captions,
+            bytes: Arc::from(bytes),
+        });
+        Ok(())
+    }
+
+    fn label_index(&self, label: &str, source: &str) -> Result<usize> {
+        self.index
+            .get(label)
+            .copied()
+            .ok_or_else(|| Error::Dataset(format!("unknown label {label:?} for {source}")))
+    }
+
+    /// Whether an image with this hash is already in (recorded in `skipped` if so).
+    fn is_duplicate(&mut self, sha256: &str, label_idx: usize, source: &str) -> bool {
+        let Some(&first) = self.seen.get(sha256) else {
+            return false;
+        };
+        let other = &self.samples[first];
+        let reason = if other.label == label_idx {
+            format!("duplicate of {}", other.source)
+        } else {
+            format!(
+                "same image as {} but labelled {:?} there",
+                other.source, self.labels[other.label]
+            )
+        };
+        self.skipped.push(Skipped {
+            path: source.to_string(),
+            reason,
+        });
+        true
+    }
+
+    fn push(&mut self, sample: Sample) {
+        self.seen.insert(sample.sha256.clone(), self.samples.len());
+        self.samples.push(sample);
     }
 
     /// Check every class has images and return the dataset.

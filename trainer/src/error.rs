@@ -37,6 +37,9 @@ pub enum Error {
     /// Training parameters are invalid.
     #[error("invalid parameter: {0}")]
     Param(String),
+    /// The feature cache's store failed (the run goes on without it).
+    #[error("feature cache: {0}")]
+    Cache(String),
     /// The run was cancelled through its progress callback.
     #[error("training cancelled")]
     Cancelled,

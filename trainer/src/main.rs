@@ -15,7 +15,7 @@ use trainer::backbone::{Backbone, default_weights_path};
 use trainer::dataset::{Dataset, Split};
 use trainer::pipeline::{self, RunReport};
 use trainer::rank::RankConfig;
-use trainer::run::{Progress, RunMeta, pixels};
+use trainer::run::{DirStore, FeatureStore, Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Session};
 
@@ -48,6 +48,10 @@ enum Command {
         /// Model this one retrains.
         #[arg(long)]
         parent: Option<String>,
+        /// Keep backbone features in this folder, keyed by (backbone, image, view), so a rerun
+        /// or retrain computes the backbone only for images it has not seen.
+        #[arg(long, env = "EDGEML_FEATURE_CACHE")]
+        feature_cache: Option<PathBuf>,
         #[command(flatten)]
         params: Params,
     },
@@ -67,6 +71,10 @@ enum Command {
         /// ImageNet class names (default: assets/backbone/imagenet_classes.txt).
         #[arg(long)]
         classes: Option<PathBuf>,
+        /// Keep backbone features in this folder, keyed by (backbone, image, view), so a rerun
+        /// or retrain computes the backbone only for images it has not seen.
+        #[arg(long, env = "EDGEML_FEATURE_CACHE")]
+        feature_cache: Option<PathBuf>,
         /// Maximum epochs.
         #[arg(long)]
         epochs: Option<usize>,
@@ -157,14 +165,17 @@ fn main() -> Result<()> {
             weights,
             model_id,
             parent,
+            feature_cache,
             params,
         } => {
             let dataset = import(&data)?;
             let backbone = load_backbone(weights)?;
             let config = params.config();
+            let cache = feature_cache.map(DirStore::new);
             let report = train(
                 &dataset,
                 &backbone,
+                cache.as_ref().map(|c| c as &dyn FeatureStore),
                 &config,
                 RunMeta {
                     model_id,
@@ -179,6 +190,7 @@ fn main() -> Result<()> {
             out,
             weights,
             classes,
+            feature_cache,
             epochs,
             dim,
             seed,
@@ -202,7 +214,9 @@ fn main() -> Result<()> {
                 seed: seed.unwrap_or(d.seed),
                 ..d
             };
-            rank_cli(&dataset, &backbone, &names, &config, &out)?;
+            let cache = feature_cache.map(DirStore::new);
+            let cache = cache.as_ref().map(|c| c as &dyn FeatureStore);
+            rank_cli(&dataset, &backbone, cache, &names, &config, &out)?;
         }
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
@@ -264,6 +278,7 @@ fn show_features(bar: &ProgressBar, done: usize, total: usize, images_per_sec: f
 fn rank_cli(
     dataset: &Dataset,
     backbone: &Backbone,
+    cache: Option<&dyn FeatureStore>,
     names: &[String],
     config: &RankConfig,
     out: &Path,
@@ -298,6 +313,7 @@ fn rank_cli(
     let report = trainer::rank::run(
         dataset,
         backbone,
+        cache,
         names,
         config,
         &RunMeta::default(),
@@ -353,6 +369,7 @@ fn load_backbone(weights: Option<PathBuf>) -> Result<Backbone> {
 fn train(
     dataset: &Dataset,
     backbone: &Backbone,
+    cache: Option<&dyn FeatureStore>,
     config: &TrainConfig,
     meta: RunMeta,
     out: &Path,
@@ -392,7 +409,16 @@ fn train(
         }
         true
     };
-    let report = pipeline::run(dataset, backbone, config, &meta, out, &mut on_progress)?.report;
+    let report = pipeline::run(
+        dataset,
+        backbone,
+        cache,
+        config,
+        &meta,
+        out,
+        &mut on_progress,
+    )?
+    .report;
     bar.finish_and_clear();
     Ok(report)
 }
@@ -410,10 +436,12 @@ fn print_report(r: &RunReport, out: &Path) {
         r.history.len()
     );
     println!(
-        "  time: {:.1}s total, backbone {:.1}s for {} images, head {:.1}s; training throughput {:.1} img/s",
+        "  time: {:.1}s total, features {:.1}s for {} views ({} computed, {} cached), head {:.1}s; training throughput {:.1} img/s",
         r.timing.total_secs,
         r.timing.features_secs,
         r.timing.feature_images,
+        r.timing.feature_cache.computed,
+        r.timing.feature_cache.hits,
         r.timing.fit_secs,
         r.timing.train_images_per_sec
     );

@@ -8,20 +8,17 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use contract::{ModelFiles, Task};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use wasm_infer::preprocess::image_to_tensor_with;
-use wasm_infer::{CropBox, EvalMetrics, ModelManifest, Preprocess, Session};
+use wasm_infer::{EvalMetrics, ModelManifest, Preprocess, Session};
 
-use crate::backbone::{Backbone, INPUT_SIZE};
+use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
 use crate::export::{OUTPUT_NAME, export_onnx};
 use crate::run::{
-    FEATURE_BATCH, FeatureCounter, ModelFolder, Parity, Trained, batched, features_of,
-    image_manifest, inference_tensor, onnx_file,
+    CacheStats, FEATURE_BATCH, FeaturePass, FeatureStore, ModelFolder, Parity, Trained, View,
+    batched, image_manifest, inference_tensor, onnx_file,
 };
 use crate::train::{EpochMetrics, FitData, Head, TrainConfig, fit};
 use crate::{Error, Result};
@@ -76,43 +73,19 @@ pub struct ParityReport {
 /// Where the time went.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Timing {
-    /// Seconds in the backbone (all views).
+    /// Seconds getting the backbone features (all views, cached or computed).
     pub features_secs: f64,
-    /// Backbone images processed.
+    /// Views the run used (training images × views + validation + test images).
     pub feature_images: usize,
+    /// How many of them the feature cache had, and how many the backbone computed.
+    #[serde(default)]
+    pub feature_cache: CacheStats,
     /// Seconds fitting the head.
     pub fit_secs: f64,
     /// Whole run, seconds.
     pub total_secs: f64,
     /// Training throughput: augmented training images through backbone and head per second.
     pub train_images_per_sec: f64,
-}
-
-/// A random resized crop (area fraction in `[min_area, 1]`, aspect 3/4–4/3) plus a coin flip.
-fn random_view(rng: &mut StdRng, w: u32, h: u32, min_area: f32) -> (CropBox, bool) {
-    let (wf, hf) = (w as f32, h as f32);
-    for _ in 0..10 {
-        let area = wf * hf * rng.random_range(min_area..=1.0);
-        let log_ratio = rng.random_range((3f32 / 4.0).ln()..=(4f32 / 3.0).ln());
-        let ratio = log_ratio.exp();
-        let bw = (area * ratio).sqrt();
-        let bh = (area / ratio).sqrt();
-        if bw <= wf && bh <= hf {
-            let x = rng.random_range(0.0..=wf - bw);
-            let y = rng.random_range(0.0..=hf - bh);
-            return (CropBox { x, y, w: bw, h: bh }, rng.random_bool(0.5));
-        }
-    }
-    let side = wf.min(hf);
-    (
-        CropBox {
-            x: (wf - side) / 2.0,
-            y: (hf - side) / 2.0,
-            w: side,
-            h: side,
-        },
-        rng.random_bool(0.5),
-    )
 }
 
 /// Backbone features of a run: `views` augmented views of the training images, clean views
@@ -125,48 +98,42 @@ struct Features {
     train_secs: f64,
     /// Seconds spent on all views.
     secs: f64,
-    /// Backbone images processed.
+    /// Views in all (cached or computed).
     images: usize,
+    /// Where they came from.
+    cache: CacheStats,
 }
 
-/// The feature pass of a classification run.
+/// The feature pass of a classification run (through the feature cache when there is one).
 fn embed_splits(
     backbone: &Backbone,
+    cache: Option<&dyn FeatureStore>,
     config: &TrainConfig,
     prep: &Preprocess,
     (train, val, test): (&[&Sample], &[&Sample], &[&Sample]),
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Features> {
     let images = train.len() * config.views + val.len() + test.len();
-    let mut counter = FeatureCounter::new(images);
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_f00d);
+    let mut pass = FeaturePass::new(backbone, cache, prep, images);
     let mut train_views = Vec::with_capacity(config.views);
-    for _ in 0..config.views {
-        let boxes: Vec<(CropBox, bool)> = train
-            .iter()
-            .map(|s| random_view(&mut rng, s.width, s.height, config.min_crop_area))
-            .collect();
-        let inputs = train.iter().zip(boxes).map(|(s, (crop, flip))| {
-            Ok(image_to_tensor_with(
-                &pixels(&s.decode()?)?,
-                prep,
-                crop,
-                flip,
-            )?)
-        });
-        let mut tick = |n: usize| counter.tick(n, progress);
-        train_views.push(features_of(backbone, inputs, train.len(), &mut tick)?);
+    for index in 0..config.views {
+        let view = View::Augmented {
+            index: index as u32,
+            min_area: config.min_crop_area,
+        };
+        train_views.push(pass.features(train, view, progress)?);
     }
-    let train_secs = counter.elapsed_secs();
-    let val = counter.clean(backbone, val, prep, progress)?;
-    let test = counter.clean(backbone, test, prep, progress)?;
+    let train_secs = pass.elapsed_secs();
+    let val = pass.features(val, View::Clean, progress)?;
+    let test = pass.features(test, View::Clean, progress)?;
     Ok(Features {
         train_views,
         val,
         test,
         train_secs,
-        secs: counter.elapsed_secs(),
+        secs: pass.elapsed_secs(),
         images,
+        cache: pass.stats(),
     })
 }
 
@@ -212,10 +179,12 @@ fn splits(dataset: &Dataset) -> Result<(Vec<&Sample>, Vec<&Sample>, Vec<&Sample>
     Ok((train, val, test, sizes))
 }
 
-/// Train, evaluate, export and verify a classifier; write it to `out_dir`.
+/// Train, evaluate, export and verify a classifier; write it to `out_dir`. Backbone features
+/// come from `cache` where it has them (and are written to it where not).
 pub fn run(
     dataset: &Dataset,
     backbone: &Backbone,
+    cache: Option<&dyn FeatureStore>,
     config: &TrainConfig,
     meta: &RunMeta,
     out_dir: &Path,
@@ -227,7 +196,14 @@ pub fn run(
     let (train, val, test, sizes) = splits(dataset)?;
 
     // 1. Backbone features: clean views of val/test, `views` augmented views of train.
-    let features = embed_splits(backbone, config, &prep, (&train, &val, &test), progress)?;
+    let features = embed_splits(
+        backbone,
+        cache,
+        config,
+        &prep,
+        (&train, &val, &test),
+        progress,
+    )?;
 
     // 2. Head.
     let t1 = Instant::now();
@@ -280,7 +256,12 @@ pub fn run(
     };
 
     // 5. Parity: candle (features + head) vs tract on the exported bytes.
-    let parity = check_parity(dataset, backbone, &fitted.head, &onnx, &manifest)?;
+    //    The candle side reuses the run's own features of the test (then validation) images,
+    //    so the check costs no backbone pass.
+    let take = PARITY_IMAGES.min(test.len() + val.len());
+    let chosen: Vec<&Sample> = test.iter().chain(&val).take(take).copied().collect();
+    let candle_x = Tensor::cat(&[&features.test, &features.val], 0)?.narrow(0, 0, take)?;
+    let parity = parity_on(&chosen, &candle_x, &fitted.head, &onnx, &manifest)?;
 
     let report = RunReport {
         manifest,
@@ -292,6 +273,7 @@ pub fn run(
         timing: Timing {
             features_secs: features.secs,
             feature_images: features.images,
+            feature_cache: features.cache,
             fit_secs,
             total_secs: started.elapsed().as_secs_f64(),
             train_images_per_sec: (train.len() * config.views) as f64
@@ -316,21 +298,31 @@ pub fn check_parity(
     for split in [Split::Test, Split::Val, Split::Train] {
         chosen.extend(dataset.split(split).take(PARITY_IMAGES - chosen.len()));
     }
+    let mut pass = FeaturePass::new(backbone, None, &manifest.preprocess, chosen.len());
+    let features = pass.features(&chosen, View::Clean, &mut |_| true)?;
+    parity_on(&chosen, &features, head, onnx, manifest)
+}
+
+/// [`check_parity`] on images whose candle backbone features (inference view) are known:
+/// candle's head on them against tract on the exported bytes from the pixels.
+fn parity_on(
+    chosen: &[&Sample],
+    features: &Tensor,
+    head: &Head,
+    onnx: &[u8],
+    manifest: &ModelManifest,
+) -> Result<ParityReport> {
     let session = Session::new(onnx, manifest.clone())?;
     let mut parity = Parity::default();
-    for group in chosen.chunks(FEATURE_BATCH) {
+    let candle = head.probabilities(features)?.to_vec2::<f32>()?;
+    for (group, candle) in chosen
+        .chunks(FEATURE_BATCH)
+        .zip(candle.chunks(FEATURE_BATCH))
+    {
         let mut batch = Vec::new();
         for s in group {
             batch.extend(inference_tensor(s, &manifest.preprocess)?);
         }
-        let input = Tensor::from_slice(
-            &batch,
-            (group.len(), 3, INPUT_SIZE, INPUT_SIZE),
-            &Device::Cpu,
-        )?;
-        let candle = head
-            .probabilities(&backbone.features(&input)?)?
-            .to_vec2::<f32>()?;
         let tract = session.run(&batch)?;
         for ((c, t), s) in candle.iter().zip(&tract).zip(group) {
             let (ac, at) = (argmax(c), argmax(t));

@@ -3,7 +3,8 @@
 //!
 //! Augmentation (random resized crop + horizontal flip) happens in pixel space before the
 //! backbone: each training image is seen through `views` augmented crops, one per epoch in
-//! turn, so retraining costs `views` backbone passes per image instead of one per epoch.
+//! turn, so a first training costs `views` backbone passes per image instead of one per epoch,
+//! and a retrain none for the images the feature cache already has ([`crate::run::cache`]).
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -41,7 +42,9 @@ pub struct TrainConfig {
     /// Weight each class's loss by the inverse of its training frequency (the bundled and most
     /// user datasets are unbalanced; this trades a little accuracy for much better macro F1).
     pub class_balanced: bool,
-    /// Seed for augmentation, initialisation, dropout and shuffling.
+    /// Seed for initialisation, dropout and shuffling. (The augmented views do not depend on
+    /// it: view `k` of an image is a fixed crop, so its features can be cached; see
+    /// [`crate::run::cache`].)
     pub seed: u64,
 }
 

@@ -59,6 +59,7 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
     let trained = pipeline::run(
         dataset,
         backbone,
+        None,
         &quick_config(),
         &meta,
         out,
@@ -414,6 +415,7 @@ fn a_failed_run_leaves_no_model_folder() {
     let err = pipeline::run(
         &small,
         &backbone,
+        None,
         &quick_config(),
         &RunMeta::default(),
         &out,

@@ -43,6 +43,7 @@ fn dual_encoder_on_captioned_photos() {
     let trained = rank::run(
         &dataset,
         &backbone,
+        None,
         &classes,
         &RankConfig::default(),
         &RunMeta {

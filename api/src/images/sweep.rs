@@ -1,4 +1,7 @@
-//! Orphan sweeping: blobs no row points to (failed uploads, deleted models, health probes).
+//! Orphan sweeping: blobs no row points to (failed uploads, deleted models, health probes),
+//! and the feature-cache entries of images no row points to any more.
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,9 @@ pub struct SweepReport {
     pub images: usize,
     /// Model files without a model row.
     pub model_files: usize,
+    /// Feature-cache entries of images without a row.
+    #[serde(default)]
+    pub feature_entries: usize,
 }
 
 /// Delete blobs no row points to, if older than `grace_ms` (uploads in flight write the blob
@@ -49,6 +55,29 @@ pub async fn sweep_orphans(db: &Db, storage: &Storage, grace_ms: i64) -> Result<
         if used == 0 {
             storage.delete(&obj.key).await?;
             report.model_files += 1;
+        }
+    }
+    // Feature-cache entries go with their image: one lookup per image, whatever its views.
+    let mut by_image: HashMap<String, Vec<String>> = HashMap::new();
+    for obj in storage.list(crate::jobs::features::PREFIX).await? {
+        if obj.modified_ms > cutoff {
+            continue;
+        }
+        let key = obj.key.trim_start_matches("features/");
+        if let Some(sha) = trainer::run::cache::image_of_key(key) {
+            by_image.entry(sha.to_string()).or_default().push(obj.key);
+        }
+    }
+    for (sha, keys) in by_image {
+        let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE sha256 = $1")
+            .bind(&sha)
+            .fetch_one(db.pool())
+            .await?;
+        if used == 0 {
+            for key in keys {
+                storage.delete(&key).await?;
+                report.feature_entries += 1;
+            }
         }
     }
     for obj in storage.list("health").await? {

@@ -1,8 +1,9 @@
 //! Training jobs: a queue of runs in the database ([`queue`]), one [`TrainTask`] per task
 //! that says how a run of it trains ([`task`]), and the worker that claims runs and drives
-//! them through their task ([`worker`]), and the shared live state progress streams follow
-//! ([`feed`]).
+//! them through their task ([`worker`]), the shared live state progress streams follow
+//! ([`feed`]), and the backbone feature cache runs read and write ([`features`]).
 
+pub mod features;
 pub mod feed;
 pub mod queue;
 pub mod task;

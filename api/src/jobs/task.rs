@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use trainer::backbone::Backbone;
 use trainer::dataset::Dataset;
 use trainer::rank::RankConfig;
-use trainer::run::{ModelFolder, Progress, RunMeta};
+use trainer::run::{FeatureStore, ModelFolder, Progress, RunMeta};
 use trainer::train::TrainConfig;
 use wasm_infer::session::Session;
 
@@ -48,6 +48,8 @@ pub struct Job<C> {
     pub backbone: Arc<Backbone>,
     /// The backbone's weights file; its folder also holds `imagenet_classes.txt`.
     pub backbone_path: PathBuf,
+    /// The backbone feature cache (`None`: every feature is computed).
+    pub features: Option<Arc<dyn FeatureStore>>,
     /// The champion the model retrains, as its parent.
     pub meta: RunMeta,
     /// The model folder to write (a temporary folder, uploaded by the registry).
@@ -165,11 +167,20 @@ impl TrainTask for Classify {
             config,
             dataset,
             backbone,
+            features,
             meta,
             dir,
             ..
         } = job;
-        let trained = trainer::pipeline::run(&dataset, &backbone, &config, &meta, &dir, progress)?;
+        let trained = trainer::pipeline::run(
+            &dataset,
+            &backbone,
+            features.as_deref(),
+            &config,
+            &meta,
+            &dir,
+            progress,
+        )?;
         // The champion on the very same test images, for a fair gate.
         let rescored = champion.and_then(|(id, session)| {
             match registry::score_on_test_split(&session, &dataset) {
@@ -219,6 +230,7 @@ impl TrainTask for Rank {
         let mut files = trainer::rank::run(
             &job.dataset,
             &job.backbone,
+            job.features.as_deref(),
             &classes,
             &job.config,
             &job.meta,

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::{ImageStatus, Task};
+use futures::StreamExt;
 use tokio::sync::{Notify, OnceCell, watch};
 use trainer::backbone::Backbone;
-use trainer::run::{Progress, RunMeta};
+use trainer::run::{FeatureStore, Progress, RunMeta};
 use trainer::train::EpochMetrics;
 
+use super::features::StorageFeatures;
 use super::queue::{RunRow, claim_next};
 use super::task::{Classify, Job, Rank, TrainTask};
 use crate::db::Db;
@@ -20,6 +22,9 @@ use crate::registry;
 use crate::storage::{Storage, image_key};
 use crate::util::now_ms;
 use crate::{Error, Result};
+
+/// Image blobs a snapshot fetches at once.
+const SNAPSHOT_FETCHES: usize = 16;
 
 /// What the training thread reports, written to the run at each heartbeat.
 #[derive(Default)]
@@ -41,6 +46,8 @@ pub struct Worker {
     pub backbone: Arc<OnceCell<Arc<Backbone>>>,
     /// Regression the gate allows against the champion.
     pub gate_margin: f64,
+    /// Keep backbone features in storage between runs ([`super::features`]).
+    pub feature_cache: bool,
     /// Identity written into claimed runs.
     pub id: String,
     /// Heartbeat and progress write interval.
@@ -258,8 +265,9 @@ impl Worker {
         captions: bool,
         cancel: &AtomicBool,
     ) -> Result<trainer::dataset::Dataset> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT id, sha256, label FROM images WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, sha256, label, width, height FROM images \
+             WHERE dataset_id = $1 AND status = $2 ORDER BY sha256",
         )
         .bind(&run.dataset_id)
         .bind(ImageStatus::Approved)
@@ -277,15 +285,37 @@ impl Worker {
         labels.sort();
         labels.dedup();
         let mut builder = trainer::dataset::Builder::new(labels);
-        for (id, sha, label) in &rows {
+        // Blobs are fetched a few at a time (S3 round trips overlap), added in order; the
+        // images were decoded and measured at upload, so they are only hashed here.
+        let wanted: Vec<(String, String)> = rows
+            .iter()
+            .map(|(id, sha, ..)| (id.clone(), sha.clone()))
+            .collect();
+        let storage = self.storage.clone();
+        let mut blobs = futures::stream::iter(wanted)
+            .map(move |(id, sha)| {
+                let storage = storage.clone();
+                async move {
+                    storage.get(&image_key(&sha)).await.map_err(|e| {
+                        Error::Internal(format!("image {id} ({sha}) is missing from storage: {e}"))
+                    })
+                }
+            })
+            .buffered(SNAPSHOT_FETCHES);
+        for (id, sha, label, width, height) in &rows {
             if cancel.load(Ordering::Relaxed) {
                 return Err(trainer::Error::Cancelled.into());
             }
-            let bytes = self.storage.get(&image_key(sha)).await.map_err(|e| {
-                Error::Internal(format!("image {id} ({sha}) is missing from storage: {e}"))
-            })?;
+            let Some(bytes) = blobs.next().await else {
+                break;
+            };
             let caps = captions.remove(id).unwrap_or_default();
-            builder.add_with_captions(label, id, &bytes, caps)?;
+            let size = (
+                sha.as_str(),
+                u32::try_from(*width).unwrap_or(0),
+                u32::try_from(*height).unwrap_or(0),
+            );
+            builder.add_checked(label, id, &bytes?, size, caps)?;
         }
         let dataset = builder.finish()?;
         if let Some(s) = dataset.skipped.first() {
@@ -334,6 +364,9 @@ impl Worker {
             dataset,
             backbone,
             backbone_path: self.backbone_path.clone(),
+            features: self.feature_cache.then(|| {
+                Arc::new(StorageFeatures::new(self.storage.clone())) as Arc<dyn FeatureStore>
+            }),
             meta: RunMeta {
                 model_id: None,
                 parent_model_id: parent,

@@ -22,8 +22,8 @@ use super::model::{DualEncoder, Init, Pair};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
 use crate::run::{
-    FeatureCounter, ModelFolder, Parity, Progress, RunMeta, Trained, batched, image_manifest,
-    inference_tensor, onnx_file,
+    CacheStats, FeaturePass, FeatureStore, ModelFolder, Parity, Progress, RunMeta, Trained, View,
+    batched, image_manifest, inference_tensor, onnx_file,
 };
 use crate::{Error, Result};
 
@@ -68,6 +68,9 @@ pub struct RankReport {
     pub parity: RankParity,
     /// Caption → image on the test split before training (ImageNet class names only).
     pub zero_shot_text_to_image: Recall,
+    /// How many image features the feature cache had, and how many the backbone computed.
+    #[serde(default)]
+    pub feature_cache: CacheStats,
     /// Whole run, seconds.
     pub total_secs: f64,
 }
@@ -144,10 +147,12 @@ fn pairs(samples: &[&Sample], tok: &Tokenizer) -> Vec<Pair> {
 
 /// Train, evaluate, export and verify an image-text ranking model; write it to `out_dir`
 /// (`image.onnx`, `text.onnx`, `manifest.json`, `metrics.json`). Only images with captions
-/// take part.
+/// take part. Backbone features come from `cache` where it has them.
+#[allow(clippy::too_many_arguments)] // the classifier's run's inputs plus the class names
 pub fn run(
     dataset: &Dataset,
     backbone: &Backbone,
+    cache: Option<&dyn FeatureStore>,
     class_names: &[String],
     cfg: &RankConfig,
     meta: &RunMeta,
@@ -162,10 +167,11 @@ pub fn run(
     let tok = Tokenizer::new(spec.clone())?;
 
     // 1. Frozen backbone features (clean view) of every captioned image.
-    let mut counter = FeatureCounter::new(train.len() + val.len() + test.len());
-    let train_x = counter.clean(backbone, &train, &prep, progress)?;
-    let val_x = counter.clean(backbone, &val, &prep, progress)?;
-    let test_x = counter.clean(backbone, &test, &prep, progress)?;
+    //    (The classifier's validation and test views are the same entries of the cache.)
+    let mut pass = FeaturePass::new(backbone, cache, &prep, train.len() + val.len() + test.len());
+    let train_x = pass.features(&train, View::Clean, progress)?;
+    let val_x = pass.features(&val, View::Clean, progress)?;
+    let test_x = pass.features(&test, View::Clean, progress)?;
     let (train_p, val_p, test_p) = (pairs(&train, &tok), pairs(&val, &tok), pairs(&test, &tok));
 
     // 2. Towers.
@@ -235,6 +241,7 @@ pub fn run(
         splits,
         parity,
         zero_shot_text_to_image: zero_shot,
+        feature_cache: pass.stats(),
         total_secs: started.elapsed().as_secs_f64(),
     };
     let files = write_dir(out_dir, image_onnx, text_onnx, &report)?;

@@ -1,15 +1,19 @@
 //! The frozen backbone's feature pass: decoded images → the shared preprocessing →
-//! EfficientNet-Lite0 features, in batches, with progress and cancellation.
+//! EfficientNet-Lite0 features, in batches, with progress and cancellation; through the
+//! feature cache ([`super::cache`]) when the run has one ([`FeaturePass`]).
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use image::RgbaImage;
-use wasm_infer::preprocess::image_to_tensor;
-use wasm_infer::{PixelFormat, Pixels, Preprocess};
+use rand::Rng;
+use rand::rngs::StdRng;
+use wasm_infer::preprocess::{image_to_tensor, image_to_tensor_with};
+use wasm_infer::{CropBox, PixelFormat, Pixels, Preprocess};
 
+use super::cache::{self, CacheStats, FeatureStore, View};
 use super::meta::Progress;
-use crate::backbone::{Backbone, INPUT_SIZE};
+use crate::backbone::{Backbone, FEATURE_DIM, INPUT_SIZE};
 use crate::dataset::Sample;
 use crate::{Error, Result};
 
@@ -29,6 +33,47 @@ pub fn pixels(img: &RgbaImage) -> Result<Pixels<'_>> {
 /// Decode a sample and preprocess it for inference (centre crop), as the browser does.
 pub fn inference_tensor(sample: &Sample, prep: &Preprocess) -> Result<Vec<f32>> {
     Ok(image_to_tensor(&pixels(&sample.decode()?)?, prep)?)
+}
+
+/// A random resized crop (area fraction in `[min_area, 1]`, aspect 3/4–4/3) plus a coin flip.
+pub(crate) fn random_view(rng: &mut StdRng, w: u32, h: u32, min_area: f32) -> (CropBox, bool) {
+    let (wf, hf) = (w as f32, h as f32);
+    for _ in 0..10 {
+        let area = wf * hf * rng.random_range(min_area..=1.0);
+        let log_ratio = rng.random_range((3f32 / 4.0).ln()..=(4f32 / 3.0).ln());
+        let ratio = log_ratio.exp();
+        let bw = (area * ratio).sqrt();
+        let bh = (area / ratio).sqrt();
+        if bw <= wf && bh <= hf {
+            let x = rng.random_range(0.0..=wf - bw);
+            let y = rng.random_range(0.0..=hf - bh);
+            return (CropBox { x, y, w: bw, h: bh }, rng.random_bool(0.5));
+        }
+    }
+    let side = wf.min(hf);
+    (
+        CropBox {
+            x: (wf - side) / 2.0,
+            y: (hf - side) / 2.0,
+            w: side,
+            h: side,
+        },
+        rng.random_bool(0.5),
+    )
+}
+
+/// Decode a sample and preprocess it through `view` (its fixed crop and flip, or the
+/// inference view).
+pub fn view_tensor(sample: &Sample, view: &View, prep: &Preprocess) -> Result<Vec<f32>> {
+    match view.crop(&sample.sha256, sample.width, sample.height) {
+        None => inference_tensor(sample, prep),
+        Some((crop, flip)) => Ok(image_to_tensor_with(
+            &pixels(&sample.decode()?)?,
+            prep,
+            crop,
+            flip,
+        )?),
+    }
 }
 
 /// Run the backbone over prepared input tensors, [`FEATURE_BATCH`] at a time; `tick` gets the
@@ -102,18 +147,117 @@ impl FeatureCounter {
             images_per_sec: self.done as f64 / self.elapsed_secs().max(1e-9),
         })
     }
+}
 
-    /// Clean (centre-crop) features of `samples`, counted.
-    pub fn clean(
-        &mut self,
-        backbone: &Backbone,
-        samples: &[&Sample],
+/// Cache entries read or written per store call (bounds a call's memory and latency).
+const CACHE_BATCH: usize = 256;
+
+/// A run's feature pass: the backbone's features of images through a view, read from the
+/// feature cache where it has them, computed (and written back) where it does not; every view
+/// counted towards [`Progress::Features`].
+pub struct FeaturePass<'a> {
+    backbone: &'a Backbone,
+    store: Option<&'a dyn FeatureStore>,
+    prep: Preprocess,
+    counter: FeatureCounter,
+    stats: CacheStats,
+}
+
+impl<'a> FeaturePass<'a> {
+    /// A pass over `total` views in all, through `store` when there is one.
+    pub fn new(
+        backbone: &'a Backbone,
+        store: Option<&'a dyn FeatureStore>,
         prep: &Preprocess,
+        total: usize,
+    ) -> Self {
+        Self {
+            backbone,
+            store,
+            prep: prep.clone(),
+            counter: FeatureCounter::new(total),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Seconds since the pass started.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.counter.elapsed_secs()
+    }
+
+    /// Where the views came from so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// `[samples.len(), FEATURE_DIM]` features of `samples` through `view`, in order.
+    pub fn features(
+        &mut self,
+        samples: &[&Sample],
+        view: View,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Tensor> {
-        let inputs = samples.iter().map(|s| inference_tensor(s, prep));
-        features_of(backbone, inputs, samples.len(), &mut |n| {
-            self.tick(n, progress)
-        })
+        if samples.is_empty() {
+            return Err(Error::Dataset("no images to embed".into()));
+        }
+        let sha = &self.backbone.weights_sha256;
+        let keys: Vec<String> = samples
+            .iter()
+            .map(|s| cache::key(sha, &s.sha256, &view))
+            .collect();
+        let mut rows: Vec<Option<Vec<f32>>> = vec![None; samples.len()];
+        if let Some(store) = self.store {
+            for (c, chunk) in keys.chunks(CACHE_BATCH).enumerate() {
+                let Ok(found) = store.load(chunk) else {
+                    self.stats.store_errors += 1;
+                    continue;
+                };
+                for (j, entry) in found.into_iter().enumerate().take(chunk.len()) {
+                    let i = c * CACHE_BATCH + j;
+                    let Some(bytes) = entry else { continue };
+                    match cache::decode(&keys[i], &bytes, FEATURE_DIM) {
+                        Some(v) => rows[i] = Some(v),
+                        None => self.stats.corrupt += 1,
+                    }
+                }
+            }
+            let hits = rows.iter().filter(|r| r.is_some()).count();
+            self.stats.hits += hits;
+            if hits > 0 && !self.counter.tick(hits, progress) {
+                return Err(Error::Cancelled);
+            }
+        }
+        let missing: Vec<usize> = (0..samples.len()).filter(|&i| rows[i].is_none()).collect();
+        // Computed a cache batch at a time and written back at once, so a run stopped halfway
+        // keeps what it computed.
+        for part in missing.chunks(CACHE_BATCH) {
+            let inputs = part
+                .iter()
+                .map(|&i| view_tensor(samples[i], &view, &self.prep));
+            let counter = &mut self.counter;
+            let computed = features_of(self.backbone, inputs, part.len(), &mut |n| {
+                counter.tick(n, progress)
+            })?
+            .to_vec2::<f32>()?;
+            self.stats.computed += part.len();
+            let mut entries = Vec::new();
+            for (&i, v) in part.iter().zip(computed) {
+                if self.store.is_some() {
+                    entries.push((keys[i].clone(), cache::encode(&keys[i], &v)));
+                }
+                rows[i] = Some(v);
+            }
+            if let Some(store) = self.store
+                && store.save(&entries).is_err()
+            {
+                self.stats.store_errors += 1;
+            }
+        }
+        let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (samples.len(), FEATURE_DIM),
+            &Device::Cpu,
+        )?)
     }
 }
