@@ -17,6 +17,8 @@
 # ("bench" = run-thread-counter, with its CRC), so no request is a duplicate on either server
 # (counted: the run fails on any duplicate or non-2xx answer). Both servers decode the whole
 # image, hash, write the blob and insert a row per request.
+# Then the retrain turnaround (scripts/bench_retrain.py, a separate api): 2,000 approved images,
+# 10 new approvals, time to the new champion with and without the backbone feature cache.
 # Honesty checks printed with the table: CPU used by the server, by wrk and by anything else
 # during each run (a warning when other processes used the CPU), and rows stored per server.
 # Knobs: BENCH_API_DURATION (default 20 s, throughput runs), BENCH_API_LAT_DURATION (10 s),
@@ -365,3 +367,33 @@ print(f"\ntotal wall time {secs} s")
 if bad:
     sys.exit(f"bench-api: errors or duplicates in runs: {bad}")
 PY
+
+# --- retrain turnaround ------------------------------------------------------------------------
+# A separate api (its own data): N approved images and a first champion, then 10 approvals →
+# auto-retrain → new champion, with the backbone feature cache and without it (FEATURE_CACHE=
+# false). scripts/bench_retrain.py says how. BENCH_API_RETRAIN=0 skips it (about 10 minutes at
+# the default 2,000 images, BENCH_API_RETRAIN_IMAGES).
+if [ "${BENCH_API_RETRAIN:-1}" = 1 ]; then
+  kill "$API_PID" "$PEER_PID" 2>/dev/null || true
+  wait "$API_PID" "$PEER_PID" 2>/dev/null || true
+  python3 scripts/bench_retrain.py --api-bin "$API_BIN" --images "${BENCH_API_RETRAIN_IMAGES:-2000}" \
+    | tee "$work/retrain.log"
+  python3 - "$work/retrain.log" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+def secs(x):
+    return f"{x:.1f}" if x is not None else "not promoted"
+def cache(x):
+    c = x["feature_cache"]
+    return f"{c['computed']} computed, {c['hits']} cached; backbone {x['features_secs']:.1f} s"
+print(f"\n| retrain, {r['images']:,} approved images | time | feature views | ")
+print("|---|---|---|")
+print(f"| first training (cold, fills the cache) | {r['cold']['seconds']:.1f} s | {cache(r['cold'])} |")
+for name, what in (("uncached", "without the cache"), ("cached", "with the cache")):
+    x = r[name]
+    print(f"| {r['new']} approvals → new champion, {what} | {secs(x['to_champion_secs'])} s "
+          f"(candidate registered {x['to_candidate_secs']:.1f} s) | {cache(x)} |")
+u, c = r["uncached"]["to_candidate_secs"], r["cached"]["to_candidate_secs"]
+print(f"\nthe cache makes the retrain {u / c:.1f}x faster ({u:.1f} → {c:.1f} s to the registered candidate)")
+PY
+fi

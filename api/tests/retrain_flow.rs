@@ -307,6 +307,9 @@ async fn flow(sql: Sql, blobs: Blobs) {
         "champion re-scored on the same test images"
     );
     println!("second model gate: {}", m2["gate"]["reason"]);
+    // Same snapshot, same test split: the champion re-scored (its head on the cached
+    // features) scores exactly its own recorded test accuracy.
+    assert_eq!(m2["gate"]["champion"].as_f64(), Some(acc));
     assert_eq!(m2["manifest"]["parent_model_id"], first.as_str());
     let promoted = m2["gate"]["promote"].as_bool().unwrap();
     let c = m2["gate"]["candidate"].as_f64().unwrap();

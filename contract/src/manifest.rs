@@ -240,6 +240,11 @@ pub struct ModelManifest {
     pub created_at: String,
     /// Version of the trainer that produced it.
     pub trainer_version: String,
+    /// sha256 of the frozen backbone's weights file the model was trained on: features from
+    /// another backbone do not fit its head (absent in manifests written before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_sha256: Option<String>,
     /// Ranking models: the text encoder (`onnx`/`input`/`output` are then the image encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextTower>,

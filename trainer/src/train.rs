@@ -140,15 +140,28 @@ impl Head {
 
     /// Load what [`Head::save`] wrote.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let mut t = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
+        Self::from_safetensors(&bytes, &path.display().to_string())
+    }
+
+    /// A head from the bytes [`Head::save`] wrote (`source` names them in errors).
+    pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<Self> {
+        let mut t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         let mut take = |name: &str| {
             t.remove(name)
-                .ok_or_else(|| Error::Weights(format!("{}: no {name}", path.display())))
+                .ok_or_else(|| Error::Weights(format!("{source}: no {name}")))
         };
-        Ok(Head {
-            weight: take("head.weight")?,
-            bias: take("head.bias")?,
-        })
+        let (weight, bias) = (take("head.weight")?, take("head.bias")?);
+        let (classes, dim) = weight.dims2()?;
+        if bias.dims() != [classes] || dim != crate::backbone::FEATURE_DIM {
+            return Err(Error::Weights(format!(
+                "{source}: head of shape {:?} + {:?} does not fit {} backbone features",
+                weight.dims(),
+                bias.dims(),
+                crate::backbone::FEATURE_DIM
+            )));
+        }
+        Ok(Head { weight, bias })
     }
 }
 

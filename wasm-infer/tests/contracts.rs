@@ -58,6 +58,7 @@ fn manifest() -> ModelManifest {
         text: None,
         rank_metrics: None,
         gallery: None,
+        backbone_sha256: None,
     }
 }
 

@@ -7,14 +7,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use contract::Task;
+use contract::{ModelFiles, Task};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trainer::backbone::Backbone;
 use trainer::dataset::Dataset;
 use trainer::rank::RankConfig;
 use trainer::run::{FeatureStore, ModelFolder, Progress, RunMeta};
-use trainer::train::TrainConfig;
+use trainer::train::{Head, TrainConfig};
 use wasm_infer::session::Session;
 
 use crate::registry::{self, ChampionScore};
@@ -135,13 +135,23 @@ pub fn parse_rank_params(params: Option<&serde_json::Value>) -> Result<RankConfi
 /// candidate's test images when their labels agree.
 pub struct Classify;
 
+/// A classification champion, loaded to be re-scored on a candidate's test split.
+pub struct Champion {
+    /// Its model id.
+    pub id: String,
+    /// Its whole graph, as served.
+    pub session: Session,
+    /// Its head (`head.safetensors`), when stored and readable.
+    pub head: Option<Head>,
+}
+
 impl TrainTask for Classify {
     const TASK: Task = Task::Classify;
     const PARAMS: &'static str = "training";
     const CAPTIONS: bool = false;
     type Config = TrainConfig;
-    /// The champion's id and session, to re-score it.
-    type Prepared = Option<(String, Session)>;
+    /// The champion, to re-score it.
+    type Prepared = Option<Champion>;
 
     fn validate(config: &TrainConfig) -> Result<()> {
         Ok(config.validate()?)
@@ -149,13 +159,26 @@ impl TrainTask for Classify {
 
     async fn prepare(storage: &Storage, champion: Option<&str>) -> Self::Prepared {
         let id = champion?;
-        match registry::load_session(storage, id).await {
-            Ok(s) => Some((id.to_string(), s)),
+        let session = match registry::load_session(storage, id).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(champion = %id, error = %e, "could not load the champion to re-score it");
-                None
+                return None;
             }
-        }
+        };
+        // Its head, when it has one (re-scored on the backbone's cached features).
+        let key = crate::storage::model_key(id, ModelFiles::HEAD);
+        let head = match storage.get(&key).await {
+            Ok(bytes) => Head::from_safetensors(&bytes, &key)
+                .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "unusable head"))
+                .ok(),
+            Err(_) => None,
+        };
+        Some(Champion {
+            id: id.to_string(),
+            session,
+            head,
+        })
     }
 
     fn train(
@@ -181,9 +204,25 @@ impl TrainTask for Classify {
             &dir,
             progress,
         )?;
-        // The champion on the very same test images, for a fair gate.
-        let rescored = champion.and_then(|(id, session)| {
-            match registry::score_on_test_split(&session, &dataset) {
+        // The champion on the very same test images, for a fair gate: its head on the
+        // backbone features this run just cached when it can, else its whole ONNX graph.
+        let rescored = champion.and_then(|Champion { id, session, head }| {
+            let by_head = head.as_ref().and_then(|h| {
+                trainer::pipeline::head_accuracy_on_test_split(
+                    &dataset,
+                    &backbone,
+                    features.as_deref(),
+                    (h, session.manifest()),
+                )
+                .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "re-scoring by head"))
+                .ok()
+                .flatten()
+            });
+            let score = match by_head {
+                Some(a) => Ok(Some(a)),
+                None => registry::score_on_test_split(&session, &dataset),
+            };
+            match score {
                 Ok(Some(accuracy)) => Some(ChampionScore {
                     id,
                     score: accuracy,

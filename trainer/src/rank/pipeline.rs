@@ -214,6 +214,7 @@ pub fn run(
         rank_metrics: Some(metrics),
         ..image_manifest(
             id,
+            &backbone.weights_sha256,
             Task::Rank,
             image,
             &prep,

@@ -30,11 +30,12 @@ pub fn batched(name: &str, dims: &[usize]) -> TensorSpec {
     }
 }
 
-/// The manifest of a model of `task` whose ONNX file `onnx` takes preprocessed images and
-/// gives `output`; task-specific fields (`metrics`, `text`, `rank_metrics`, `gallery`) are left
-/// empty.
+/// The manifest of a model of `task` on the backbone whose weights hash to `backbone_sha256`,
+/// whose ONNX file `onnx` takes preprocessed images and gives `output`; task-specific fields
+/// (`metrics`, `text`, `rank_metrics`, `gallery`) are left empty.
 pub fn image_manifest(
     id: Identity,
+    backbone_sha256: &str,
     task: Task,
     onnx: OnnxFile,
     prep: &Preprocess,
@@ -59,5 +60,6 @@ pub fn image_manifest(
         text: None,
         rank_metrics: None,
         gallery: None,
+        backbone_sha256: Some(backbone_sha256.to_string()),
     }
 }
