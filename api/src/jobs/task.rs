@@ -266,7 +266,7 @@ impl TrainTask for Rank {
     ) -> Result<Outputs> {
         let classes_path = job.backbone_path.with_file_name("imagenet_classes.txt");
         let classes = trainer::backbone::imagenet_classes(&classes_path)?;
-        let mut files = trainer::rank::run(
+        let files = trainer::rank::run(
             &job.dataset,
             &job.backbone,
             job.features.as_deref(),
@@ -277,7 +277,6 @@ impl TrainTask for Rank {
             progress,
         )?
         .files;
-        trainer::rank::write_gallery(&job.dir, &mut files, &job.dataset)?;
         Ok(Outputs {
             files,
             rescored: None,

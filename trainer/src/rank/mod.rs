@@ -34,7 +34,7 @@ pub use contract::gallery::{Gallery, GalleryItem};
 pub use eval::{bow_baseline, evaluate, random_recall, rank_of, recall_from_ranks};
 pub use export::{EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_encoder, export_text_encoder};
 pub use fit::{RankConfig, RankEpoch, RankFit, fit};
-pub use gallery::{GALLERY_BIN, GALLERY_JSON, write_gallery};
+pub use gallery::{GALLERY_BIN, GALLERY_JSON};
 pub use model::{
     DualEncoder, Init, NORM_EPS_SQUARED, Pair, l2_normalize, text_batch, word_class_init,
 };

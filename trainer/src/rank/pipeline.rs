@@ -1,10 +1,11 @@
 //! The whole ranking run: captioned splits → vocabulary → frozen features → towers → test
 //! metrics next to the baselines → the two ONNX encoders → parity → model folder.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use contract::ModelFiles;
 use serde::{Deserialize, Serialize};
 use wasm_infer::tokenizer::TokenizerSpec;
@@ -168,7 +169,8 @@ pub fn run(
 
     // 1. Frozen backbone features (clean view) of every captioned image.
     //    (The classifier's validation and test views are the same entries of the cache.)
-    let mut pass = FeaturePass::new(backbone, cache, &prep, train.len() + val.len() + test.len());
+    //    The gallery adds the images without captions (step 6): every image once in all.
+    let mut pass = FeaturePass::new(backbone, cache, &prep, dataset.samples.len());
     let train_x = pass.features(&train, View::Clean, progress)?;
     let val_x = pass.features(&val, View::Clean, progress)?;
     let test_x = pass.features(&test, View::Clean, progress)?;
@@ -209,7 +211,7 @@ pub fn run(
     let dim = fitted.model.dim()?;
     let image = onnx_file(ModelFiles::IMAGE_ONNX, &image_onnx);
     let embedding = batched(EMBEDDING_NAME, &[dim]);
-    let manifest = ModelManifest {
+    let mut manifest = ModelManifest {
         text: Some(text_tower(&text_onnx, spec, dim)),
         rank_metrics: Some(metrics),
         ..image_manifest(
@@ -234,6 +236,39 @@ pub fn run(
         &test_x,
         &test_p,
     )?;
+
+    // 6. The gallery: every image of the dataset through the image tower, from its backbone
+    //    features: in hand for the captioned images, computed (or cached) for the others.
+    let uncaptioned: Vec<&Sample> = dataset
+        .samples
+        .iter()
+        .filter(|s| s.captions.is_empty())
+        .collect();
+    let mut parts = vec![&train_x, &val_x, &test_x];
+    let rest_x;
+    if !uncaptioned.is_empty() {
+        rest_x = pass.features(&uncaptioned, View::Clean, progress)?;
+        parts.push(&rest_x);
+    }
+    let row: HashMap<&str, u32> = train
+        .iter()
+        .chain(&val)
+        .chain(&test)
+        .chain(&uncaptioned)
+        .enumerate()
+        .map(|(i, s)| (s.sha256.as_str(), i as u32))
+        .collect();
+    let order: Vec<u32> = dataset
+        .samples
+        .iter()
+        .map(|s| row[s.sha256.as_str()])
+        .collect();
+    let all_x = Tensor::cat(&parts, 0)?.index_select(&Tensor::new(order, &Device::Cpu)?, 0)?;
+    let embeddings = fitted.model.embed_features(&all_x)?.to_vec2::<f32>()?;
+    let (gallery, vectors, listed) =
+        super::gallery::build(&manifest.model_id, dataset, &embeddings)?;
+    manifest.gallery = Some(listed);
+    manifest.validate()?;
     let report = RankReport {
         manifest,
         history: fitted.history,
@@ -245,7 +280,8 @@ pub fn run(
         feature_cache: pass.stats(),
         total_secs: started.elapsed().as_secs_f64(),
     };
-    let files = write_dir(out_dir, image_onnx, text_onnx, &report)?;
+    let gallery = (serde_json::to_vec(&gallery)?, vectors);
+    let files = write_dir(out_dir, image_onnx, text_onnx, gallery, &report)?;
     Ok(Trained { report, files })
 }
 
@@ -329,16 +365,19 @@ pub fn check_parity(
 }
 
 /// Write the model folder atomically ([`crate::run::replace_dir`]): both encoders, the
-/// manifest and the report as `metrics.json`.
+/// gallery (index, vectors), the manifest and the report as `metrics.json`.
 pub fn write_dir(
     out_dir: &Path,
     image_onnx: Vec<u8>,
     text_onnx: Vec<u8>,
+    (gallery_index, gallery_vectors): (Vec<u8>, Vec<u8>),
     report: &RankReport,
 ) -> Result<ModelFolder> {
     ModelFolder::new()
         .with(ModelFiles::IMAGE_ONNX, image_onnx)
         .with(ModelFiles::TEXT_ONNX, text_onnx)
+        .with(ModelFiles::GALLERY_JSON, gallery_index)
+        .with(ModelFiles::GALLERY_BIN, gallery_vectors)
         .with(ModelFiles::MANIFEST, report.manifest.to_json()?)
         .with(ModelFiles::METRICS, serde_json::to_string_pretty(report)?)
         .write(out_dir, |_| Ok(vec![]))
