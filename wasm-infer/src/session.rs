@@ -64,6 +64,11 @@ impl Session {
         &self.manifest
     }
 
+    /// The optimised tract plan (one image per run), for profiling it node by node.
+    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
+        &self.plan
+    }
+
     /// Run a batch of preprocessed images (`n × 3 × size × size` values, as produced by
     /// [`crate::preprocess::image_to_tensor`]); returns one output row per image.
     pub fn run(&self, batch: &[f32]) -> Result<Vec<Vec<f32>>> {

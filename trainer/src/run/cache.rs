@@ -198,7 +198,10 @@ impl FeatureStore for DirStore {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
             }
-            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            // Beside the entry, named after it (view names may hold a dot), then renamed.
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(format!(".tmp-{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
             std::fs::write(&tmp, bytes).map_err(crate::error::io(&tmp))?;
             std::fs::rename(&tmp, &path).map_err(crate::error::io(&path))?;
         }

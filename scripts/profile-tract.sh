@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Profile (not a test): where native tract spends its time on the exported classifier, per
+# operator and per node (wasm-infer/examples/profile_tract.rs), on one bundled photo.
+#
+#   scripts/profile-tract.sh [MODEL_DIR] [RUNS]
+#
+# MODEL_DIR holds model.onnx + manifest.json (e.g. a trainer output folder); without it a
+# quick model is trained first (1 view, 3 epochs: the graph is the same whatever the head
+# learnt). Honours CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-assets.sh
+TARGET=${CARGO_TARGET_DIR:-target}
+RUNS=${2:-50}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+model=${1:-}
+if [ -z "$model" ]; then
+  cargo build --release -p trainer
+  "$TARGET/release/trainer" train --data assets/datasets/tuxpaint-photos --out "$work/model" \
+    --views 1 --epochs 3 >/dev/null
+  model=$work/model
+fi
+photo=$(find assets/datasets/tuxpaint-photos -name '*.png' | sort | sed -n 1p)
+cargo run --release -q -p wasm-infer --example profile_tract -- \
+  "$model/model.onnx" "$model/manifest.json" "$photo" "$RUNS"

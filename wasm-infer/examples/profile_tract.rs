@@ -1,0 +1,86 @@
+//! Where tract spends its time on an exported model (a profile, not a test): every node of the
+//! optimised plan timed over many runs of one real image, summed by operator and printed as a
+//! markdown table, with the ten slowest nodes. Run by `scripts/profile-tract.sh`.
+//!
+//! ```text
+//! cargo run --release -p wasm-infer --example profile_tract -- MODEL.onnx MANIFEST.json IMAGE [RUNS]
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::{SimpleState, eval};
+use wasm_infer::preprocess::image_to_tensor;
+use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, manifest, image, rest @ ..] = args.as_slice() else {
+        return Err("usage: profile_tract MODEL.onnx MANIFEST.json IMAGE [RUNS]".into());
+    };
+    let runs: usize = rest.first().map_or(Ok(50), |r| r.parse())?;
+    let manifest = ModelManifest::from_json(&std::fs::read_to_string(manifest)?)?;
+    let session = Session::new(&std::fs::read(model)?, manifest.clone())?;
+    let img = image::open(image)?.to_rgba8();
+    let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())?;
+    let input = image_to_tensor(&pixels, &manifest.preprocess)?;
+    let size = manifest.preprocess.size as usize;
+    let input: TValue = Tensor::from_shape(&[1, 3, size, size], &input)?.into();
+
+    let plan = session.plan();
+    let mut state = SimpleState::new(plan)?;
+    let mut per_node: BTreeMap<usize, (String, String, Duration)> = BTreeMap::new();
+    let mut whole = Duration::ZERO;
+    for i in 0..runs + 3 {
+        let t0 = Instant::now();
+        let mut times: Vec<(usize, String, String, Duration)> = Vec::new();
+        state.run_plan_with_eval(tvec!(input.clone()), |ctx, st, node, inputs| {
+            let t = Instant::now();
+            let out = eval(ctx, st, node, inputs);
+            times.push((
+                node.id,
+                node.op().name().to_string(),
+                node.to_string(),
+                t.elapsed(),
+            ));
+            out
+        })?;
+        if i < 3 {
+            continue; // warm-up
+        }
+        whole += t0.elapsed();
+        for (id, op, name, d) in times {
+            per_node.entry(id).or_insert((op, name, Duration::ZERO)).2 += d;
+        }
+    }
+    let mut per_op: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    for (op, _, d) in per_node.values() {
+        let e = per_op.entry(op.clone()).or_default();
+        e.0 += 1;
+        e.1 += *d;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / runs as f64;
+    let total: Duration = per_node.values().map(|v| v.2).sum();
+    println!(
+        "{} nodes, {runs} runs of one {size}×{size} image: {:.2} ms per run ({:.2} ms in nodes)\n",
+        per_node.len(),
+        ms(whole),
+        ms(total)
+    );
+    println!("| operator | nodes | ms per run | share |");
+    println!("|---|---|---|---|");
+    let mut ops: Vec<_> = per_op.into_iter().collect();
+    ops.sort_by_key(|o| std::cmp::Reverse(o.1.1));
+    for (op, (n, d)) in &ops {
+        let share = 100.0 * d.as_secs_f64() / total.as_secs_f64();
+        println!("| {op} | {n} | {:.2} | {share:.1} % |", ms(*d));
+    }
+    println!("\nslowest nodes:\n");
+    let mut nodes: Vec<_> = per_node.values().collect();
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.2));
+    for (_, name, d) in nodes.iter().take(10) {
+        println!("- {:.2} ms  {name}", ms(*d));
+    }
+    Ok(())
+}
