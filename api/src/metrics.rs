@@ -43,6 +43,10 @@ pub struct Metrics {
     pub model: IntGaugeVec,
     /// `refusals_total{route, reason}`: error answers by route and error code.
     pub refusals: IntCounterVec,
+    /// `feature_cache_views_total{task, outcome}`: backbone feature views of the training runs
+    /// this process finished, by where they came from (`hit`, `computed`, `corrupt`,
+    /// `store_error`).
+    pub feature_cache: IntCounterVec,
 }
 
 /// `storage_operation_duration_seconds{op, outcome}`: object-storage calls of this process
@@ -164,7 +168,22 @@ impl Metrics {
             &["route", "reason"],
         )
         .map_err(err)?;
-        for c in [&requests, &uploads, &predictions, &training_runs, &refusals] {
+        let feature_cache = IntCounterVec::new(
+            Opts::new(
+                "feature_cache_views_total",
+                "Backbone feature views of finished training runs: cache hits, computed, corrupt entries, store errors",
+            ),
+            &["task", "outcome"],
+        )
+        .map_err(err)?;
+        for c in [
+            &requests,
+            &uploads,
+            &predictions,
+            &training_runs,
+            &refusals,
+            &feature_cache,
+        ] {
             registry.register(Box::new(c.clone())).map_err(err)?;
         }
         for h in [&latency, &training_duration, &STORAGE_LATENCY] {
@@ -195,7 +214,22 @@ impl Metrics {
             queue_oldest,
             model,
             refusals,
+            feature_cache,
         })
+    }
+
+    /// Count where a finished run's backbone features came from.
+    pub fn record_feature_cache(&self, task: &str, stats: &trainer::run::CacheStats) {
+        for (outcome, n) in [
+            ("hit", stats.hits),
+            ("computed", stats.computed),
+            ("corrupt", stats.corrupt),
+            ("store_error", stats.store_errors),
+        ] {
+            self.feature_cache
+                .with_label_values(&[task, outcome])
+                .inc_by(n as u64);
+        }
     }
 
     /// Record the training queue as read from the database at `now_ms`.

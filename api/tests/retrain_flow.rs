@@ -301,6 +301,19 @@ async fn flow(sql: Sql, blobs: Blobs) {
         feature_cache(&s, &second).await,
         json!({"hits": 60, "computed": 0, "corrupt": 0, "store_errors": 0})
     );
+    // … and /metrics counts both runs' views by where they came from.
+    let samples = s.metrics().await;
+    let views = |outcome: &str| {
+        metric(
+            &samples,
+            "edgeml_feature_cache_views_total",
+            &[("task", "classify"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        ["hit", "computed", "corrupt", "store_error"].map(views),
+        [Some(60.0), Some(60.0), Some(0.0), Some(0.0)]
+    );
     assert_eq!(m2["gate"]["champion_id"], first.as_str());
     assert_eq!(
         m2["gate"]["champion_same_split"], true,

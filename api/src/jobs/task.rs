@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use trainer::backbone::Backbone;
 use trainer::dataset::Dataset;
 use trainer::rank::RankConfig;
-use trainer::run::{FeatureStore, ModelFolder, Progress, RunMeta};
+use trainer::run::{CacheStats, FeatureStore, ModelFolder, Progress, RunMeta};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::session::Session;
 
@@ -62,6 +62,8 @@ pub struct Outputs {
     pub files: ModelFolder,
     /// The champion re-scored on the candidate's test images, for a fair gate.
     pub rescored: Option<ChampionScore>,
+    /// Where the run's backbone features came from.
+    pub feature_cache: CacheStats,
 }
 
 /// One kind of training run.
@@ -236,6 +238,7 @@ impl TrainTask for Classify {
             }
         });
         Ok(Outputs {
+            feature_cache: trained.report.timing.feature_cache,
             files: trained.files,
             rescored,
         })
@@ -266,7 +269,7 @@ impl TrainTask for Rank {
     ) -> Result<Outputs> {
         let classes_path = job.backbone_path.with_file_name("imagenet_classes.txt");
         let classes = trainer::backbone::imagenet_classes(&classes_path)?;
-        let files = trainer::rank::run(
+        let trained = trainer::rank::run(
             &job.dataset,
             &job.backbone,
             job.features.as_deref(),
@@ -275,10 +278,10 @@ impl TrainTask for Rank {
             &job.meta,
             &job.dir,
             progress,
-        )?
-        .files;
+        )?;
         Ok(Outputs {
-            files,
+            feature_cache: trained.report.feature_cache,
+            files: trained.files,
             rescored: None,
         })
     }

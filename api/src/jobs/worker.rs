@@ -389,6 +389,8 @@ impl Worker {
         })
         .await
         .map_err(|e| Error::Internal(format!("training thread: {e}")))??;
+        self.metrics
+            .record_feature_cache(T::TASK.as_str(), &outputs.feature_cache);
         let model = registry::register(
             &self.db,
             &self.storage,
