@@ -121,14 +121,19 @@ pub fn gate_rank(
     )
 }
 
+/// A registered model's manifest, read from storage and validated.
+pub async fn load_manifest(storage: &Storage, id: &str) -> Result<ModelManifest> {
+    let manifest = storage.get(&model_key(id, ModelFiles::MANIFEST)).await?;
+    Ok(ModelManifest::from_json(
+        std::str::from_utf8(&manifest)
+            .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?,
+    )?)
+}
+
 /// Load a registered model's ONNX + manifest from storage into a verified session.
 pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
     let onnx = storage.get(&model_key(id, ModelFiles::MODEL_ONNX)).await?;
-    let manifest = storage.get(&model_key(id, ModelFiles::MANIFEST)).await?;
-    let manifest = ModelManifest::from_json(
-        std::str::from_utf8(&manifest)
-            .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?,
-    )?;
+    let manifest = load_manifest(storage, id).await?;
     tokio::task::spawn_blocking(move || Session::new(&onnx, manifest))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?

@@ -468,6 +468,18 @@ async fn flow(sql: Sql, blobs: Blobs) {
     let health: Value = s.json("/ready").await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());
+
+    // The gate re-scores a champion by its head on the run's backbone features; without a
+    // usable head (or on another backbone) it loads the whole graph instead.
+    use api::jobs::task::{ChampionScorer, Classify, TrainTask};
+    let backbone =
+        trainer::backbone::Backbone::load(&trainer::backbone::default_weights_path()).unwrap();
+    let prepared = Classify::prepare(s.storage(), Some(&first), &backbone).await;
+    assert!(matches!(prepared.unwrap().scorer, ChampionScorer::Head(..)));
+    let head = format!("models/{first}/head.safetensors");
+    s.storage().delete(&head).await.unwrap();
+    let prepared = Classify::prepare(s.storage(), Some(&first), &backbone).await;
+    assert!(matches!(prepared.unwrap().scorer, ChampionScorer::Graph(_)));
     s.stop().await;
 }
 

@@ -15,6 +15,7 @@ use trainer::dataset::Dataset;
 use trainer::rank::RankConfig;
 use trainer::run::{CacheStats, FeatureStore, ModelFolder, Progress, RunMeta};
 use trainer::train::{Head, TrainConfig};
+use wasm_infer::manifest::ModelManifest;
 use wasm_infer::session::Session;
 
 use crate::registry::{self, ChampionScore};
@@ -83,10 +84,12 @@ pub trait TrainTask {
     /// Reject settings that cannot train.
     fn validate(config: &Self::Config) -> Result<()>;
 
-    /// Load what the blocking part needs, given the current champion's id.
+    /// Load what the blocking part needs, given the current champion's id and the backbone
+    /// the run trains on.
     fn prepare(
         storage: &Storage,
         champion: Option<&str>,
+        backbone: &Backbone,
     ) -> impl Future<Output = Self::Prepared> + Send;
 
     /// Train and write the model folder (in a blocking thread); `progress` returns false when
@@ -141,10 +144,17 @@ pub struct Classify;
 pub struct Champion {
     /// Its model id.
     pub id: String,
-    /// Its whole graph, as served.
-    pub session: Session,
-    /// Its head (`head.safetensors`), when stored and readable.
-    pub head: Option<Head>,
+    /// How it is scored.
+    pub scorer: ChampionScorer,
+}
+
+/// How a champion is re-scored.
+pub enum ChampionScorer {
+    /// Its head (`head.safetensors`) on the run's backbone features: the champion was trained
+    /// on the same backbone, so its head on the (cached) test features is the model it served.
+    Head(Head, Box<ModelManifest>),
+    /// Its whole graph through tract (no usable head, or another backbone).
+    Graph(Box<Session>),
 }
 
 impl TrainTask for Classify {
@@ -159,27 +169,41 @@ impl TrainTask for Classify {
         Ok(config.validate()?)
     }
 
-    async fn prepare(storage: &Storage, champion: Option<&str>) -> Self::Prepared {
+    async fn prepare(
+        storage: &Storage,
+        champion: Option<&str>,
+        backbone: &Backbone,
+    ) -> Self::Prepared {
         let id = champion?;
-        let session = match registry::load_session(storage, id).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(champion = %id, error = %e, "could not load the champion to re-score it");
-                return None;
+        let manifest = registry::load_manifest(storage, id)
+            .await
+            .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "champion manifest"))
+            .ok()?;
+        // Its head, when it has one and it sits on this backbone; else its whole graph.
+        let head = if manifest.backbone_sha256.as_deref() == Some(backbone.weights_sha256.as_str())
+        {
+            let key = crate::storage::model_key(id, ModelFiles::HEAD);
+            match storage.get(&key).await {
+                Ok(bytes) => Head::from_safetensors(&bytes, &key)
+                    .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "unusable head"))
+                    .ok(),
+                Err(_) => None,
             }
+        } else {
+            None
         };
-        // Its head, when it has one (re-scored on the backbone's cached features).
-        let key = crate::storage::model_key(id, ModelFiles::HEAD);
-        let head = match storage.get(&key).await {
-            Ok(bytes) => Head::from_safetensors(&bytes, &key)
-                .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "unusable head"))
-                .ok(),
-            Err(_) => None,
+        let scorer = match head {
+            Some(head) => ChampionScorer::Head(head, Box::new(manifest)),
+            None => ChampionScorer::Graph(Box::new(
+                registry::load_session(storage, id)
+                    .await
+                    .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "could not load the champion to re-score it"))
+                    .ok()?,
+            )),
         };
         Some(Champion {
             id: id.to_string(),
-            session,
-            head,
+            scorer,
         })
     }
 
@@ -208,21 +232,18 @@ impl TrainTask for Classify {
         )?;
         // The champion on the very same test images, for a fair gate: its head on the
         // backbone features this run just cached when it can, else its whole ONNX graph.
-        let rescored = champion.and_then(|Champion { id, session, head }| {
-            let by_head = head.as_ref().and_then(|h| {
-                trainer::pipeline::head_accuracy_on_test_split(
-                    &dataset,
-                    &backbone,
-                    features.as_deref(),
-                    (h, session.manifest()),
-                )
-                .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "re-scoring by head"))
-                .ok()
-                .flatten()
-            });
-            let score = match by_head {
-                Some(a) => Ok(Some(a)),
-                None => registry::score_on_test_split(&session, &dataset),
+        let rescored = champion.and_then(|Champion { id, scorer }| {
+            let score = match &scorer {
+                ChampionScorer::Head(head, manifest) => {
+                    trainer::pipeline::head_accuracy_on_test_split(
+                        &dataset,
+                        &backbone,
+                        features.as_deref(),
+                        (head, manifest),
+                    )
+                    .map_err(Error::from)
+                }
+                ChampionScorer::Graph(session) => registry::score_on_test_split(session, &dataset),
             };
             match score {
                 Ok(Some(accuracy)) => Some(ChampionScore {
@@ -260,7 +281,7 @@ impl TrainTask for Rank {
         Ok(config.validate()?)
     }
 
-    async fn prepare(_: &Storage, _: Option<&str>) {}
+    async fn prepare(_: &Storage, _: Option<&str>, _: &Backbone) {}
 
     fn train(
         job: Job<RankConfig>,

@@ -357,7 +357,7 @@ impl Worker {
             .await?
             .map(|m| m.id);
         let backbone = self.backbone().await?;
-        let prepared = T::prepare(&self.storage, parent.as_deref()).await;
+        let prepared = T::prepare(&self.storage, parent.as_deref(), &backbone).await;
         let tmp = tempfile::tempdir()?;
         let job = Job {
             config,
