@@ -27,6 +27,8 @@ const admin = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/j
 
 let api; let base; let dataDir; let profile; let context; let page;
 const apiRequests = [];
+// Model bytes over the wire: { path, bytes } of every model head and backbone response.
+const modelResponses = [];
 
 const freePort = () => new Promise((ok) => {
   const s = createServer();
@@ -85,6 +87,15 @@ async function pendingOnServer() {
   return (await r.json()).images;
 }
 
+// A route handler that serves the real response with one byte flipped (same size, another
+// sha256).
+async function damaged(route) {
+  const response = await route.fetch();
+  const body = Buffer.from(await response.body());
+  body[body.length >> 1] ^= 0xff;
+  await route.fulfill({ response, body });
+}
+
 async function waitFor(what, f, ms = 60_000) {
   for (const t0 = Date.now(); ; await sleep(500)) {
     const v = await f();
@@ -140,6 +151,13 @@ before(async () => {
   context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: chromiumArgs });
   page = context.pages()[0] || await context.newPage();
   page.on('request', (req) => { const u = new URL(req.url()); if (u.pathname.startsWith('/api/')) apiRequests.push(`${req.method()} ${u.pathname}`); });
+  page.on('response', async (res) => {
+    const path = new URL(res.url()).pathname;
+    if (/^\/api\/(backbones\/|models\/[^/]+\/[a-z_]+\.onnx$)/.test(path)) {
+      const sizes = await res.request().sizes().catch(() => null);
+      modelResponses.push({ path, status: res.status(), bytes: sizes ? sizes.responseBodySize : -1 });
+    }
+  });
 });
 
 after(async () => {
@@ -304,13 +322,25 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   await notice.waitFor({ timeout: 60_000 });
   assert.match(await notice.innerText(), new RegExp(fresh));
   await page.screenshot({ path: join(shots, 'update-offered.png'), fullPage: true });
+  const sentBefore = modelResponses.length;
   await page.locator('[data-testid=switch]').click();
   await page.locator('[data-testid=model]').filter({ hasText: fresh }).waitFor({ timeout: 120_000 });
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
   assert.equal(await notice.count(), 0, 'the notice is gone after switching');
+  // The update is the new head only: the backbone is the one the browser already runs.
+  await waitFor('head response sizes', async () => modelResponses.length > sentBefore && modelResponses.slice(sentBefore).every((r) => r.bytes >= 0));
+  const update = modelResponses.slice(sentBefore);
+  assert.deepEqual(update.map((r) => [r.path, r.status]), [[`/api/models/${fresh}/head.onnx`, 200]]);
+  assert.ok(update[0].bytes > 1000 && update[0].bytes < 100_000, `update of ${update[0].bytes} bytes`);
+  console.log(`update after a retrain: ${update[0].bytes} bytes over the wire`);
   const cached = await page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => k.url));
   assert.equal(cached.length, 1, `one model version cached: ${cached}`);
-  assert.match(cached[0], new RegExp(`/api/models/${fresh}/model.onnx$`));
+  assert.match(cached[0], new RegExp(`/api/models/${fresh}/head.onnx$`));
+  // The 8-bit backbone (what the app runs), kept across versions.
+  const shipped = info.manifest.backbone.int8;
+  assert.ok(shipped.bytes < 4_000_000, `backbone of ${shipped.bytes} bytes`);
+  const backbonesCached = await page.evaluate(async () => (await (await caches.open('edgeml-backbones')).keys()).map((k) => new URL(k.url).pathname));
+  assert.deepEqual(backbonesCached, [`/api/backbones/${shipped.sha256}.q8`], 'one backbone, kept across versions');
   await page.locator('[data-testid=nav-predict]').click();
   const got = await classifyInPage(testSplitPhotos()[0].path);
   assert.equal(got.length, 5);
@@ -330,15 +360,10 @@ test('a model download that does not match its manifest is refused: not cached, 
   const loaded = (await page.locator('[data-testid=model]').innerText()).replace(/^model /, '');
   assert.notEqual(loaded, champion);
   const cachedModels = () => page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => new URL(k.url).pathname));
-  assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
-  // The champion's file arrives damaged: one byte flipped (same size, another sha256).
-  const url = `${base}/api/models/${champion}/model.onnx`;
-  await context.route(url, async (route) => {
-    const response = await route.fetch();
-    const body = Buffer.from(await response.body());
-    body[body.length >> 1] ^= 0xff;
-    await route.fulfill({ response, body });
-  });
+  assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
+  // The champion's head arrives damaged: one byte flipped (same size, another sha256).
+  const url = `${base}/api/models/${champion}/head.onnx`;
+  await context.route(url, damaged);
   try {
     await page.locator('[data-testid=update]').waitFor({ timeout: 60_000 });
     await page.locator('[data-testid=switch]').click();
@@ -349,7 +374,7 @@ test('a model download that does not match its manifest is refused: not cached, 
     assert.match(words, new RegExp(`still using model ${loaded}`));
     await page.screenshot({ path: join(shots, 'model-refused.png'), fullPage: true });
     // Nothing of the refused version was cached; the old one is still there and still answers.
-    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
     assert.match(await page.locator('[data-testid=model]').innerText(), new RegExp(loaded));
     const got = await classifyInPage(testSplitPhotos()[0].path);
     assert.equal(got.length, 5);
@@ -358,7 +383,7 @@ test('a model download that does not match its manifest is refused: not cached, 
     await page.reload();
     await page.locator('[data-testid=model]').filter({ hasText: loaded }).waitFor({ timeout: 60_000 });
     await status.filter({ hasText: new RegExp(`does not match the model's manifest.*still using model ${loaded}`) }).waitFor({ timeout: 60_000 });
-    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/model.onnx`]);
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
   } finally {
     await context.unroute(url);
   }
@@ -366,7 +391,27 @@ test('a model download that does not match its manifest is refused: not cached, 
   await page.locator('[data-testid=switch]').click();
   await page.locator('[data-testid=model]').filter({ hasText: champion }).waitFor({ timeout: 120_000 });
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
-  assert.deepEqual(await cachedModels(), [`/api/models/${champion}/model.onnx`]);
+  assert.deepEqual(await cachedModels(), [`/api/models/${champion}/head.onnx`]);
+
+  // A damaged backbone is refused too: with this browser's copy gone, a fresh start gets a
+  // flipped byte, says so, and keeps nothing; served intact, the next start works again.
+  const manifest = await (await fetch(`${base}/api/models/current`)).json();
+  const backboneUrl = `${base}/api/backbones/${manifest.backbone.int8.sha256}.q8`;
+  const cachedBackbones = () => page.evaluate(async () => (await (await caches.open('edgeml-backbones')).keys()).map((k) => new URL(k.url).pathname));
+  await page.evaluate(() => caches.delete('edgeml-backbones'));
+  await context.route(backboneUrl, damaged);
+  try {
+    await page.reload();
+    await page.locator('[data-testid=status]').filter({ hasText: /backbones.*does not match the model's manifest/ }).waitFor({ timeout: 60_000 });
+    assert.deepEqual(await cachedBackbones(), []);
+  } finally {
+    await context.unroute(backboneUrl);
+  }
+  await page.reload();
+  await page.locator('[data-testid=model]').filter({ hasText: champion }).waitFor({ timeout: 120_000 });
+  await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
+  assert.deepEqual(await cachedBackbones(), [new URL(backboneUrl).pathname]);
+  assert.equal((await classifyInPage(testSplitPhotos()[0].path)).length, 5);
 });
 
 // Put files in the Contribute page's file input (made in the page: no transfer of big buffers).
@@ -486,12 +531,7 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   // A damaged download of the text encoder is refused: Search says why, and nothing of that
   // version is cached (the gallery files, fine, are kept only with a whole checked version).
   const textUrl = `${base}/api/models/${modelId}/text.onnx`;
-  await context.route(textUrl, async (route) => {
-    const response = await route.fetch();
-    const body = Buffer.from(await response.body());
-    body[body.length >> 1] ^= 0xff;
-    await route.fulfill({ response, body });
-  });
+  await context.route(textUrl, damaged);
   try {
     await page.goto(`${base}/#/search`);
     await page.locator('[data-testid=search-status]').filter({ hasText: /not available: .*text\.onnx does not match the model's manifest/ }).waitFor({ timeout: 120_000 });
@@ -510,11 +550,18 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   await page.locator('[data-testid=hits][data-query="koala"] li img').first().waitFor();
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
   // Image → text: the koala photo finds its caption among the gallery's captions.
+  const sentBefore = modelResponses.length;
   await page.locator('[data-testid=caption-image]').setInputFiles(join(photos, 'animals', 'koala.png'));
   const caps = page.locator('[data-testid=captions] li');
   await caps.first().waitFor({ timeout: 120_000 });
   const top5 = await caps.evaluateAll((lis) => lis.slice(0, 5).map((li) => li.dataset.caption));
   assert.ok(top5.some((c) => /koala/i.test(c)), `image → caption: ${JSON.stringify(top5)}`);
+  // The image tower is a head on the backbone the classifier already runs: only the head is
+  // downloaded, and one backbone is kept for both tasks.
+  await waitFor('image head response size', async () => modelResponses.length > sentBefore && modelResponses.slice(sentBefore).every((r) => r.bytes >= 0));
+  assert.deepEqual(modelResponses.slice(sentBefore).map((r) => r.path), [`/api/models/${modelId}/image_head.onnx`]);
+  const backbonesKept = await page.evaluate(async () => (await (await caches.open('edgeml-backbones')).keys()).length);
+  assert.equal(backbonesKept, 1, 'one backbone for classification and search');
   // A new photo contributed from this browser joins its search index at once (embedded here),
   // long before a retrain: the koala, mirrored by a canvas.
   await page.locator('[data-testid=nav-contribute]').click();

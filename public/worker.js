@@ -6,12 +6,16 @@
 // content-addressed model files in Cache Storage (fetched once, older versions evicted only
 // once the new one is checked and loaded), keep images contributed from this browser in
 // IndexedDB, and post what the Rust side answers.
-import init, { Session, TextSession, SearchIndex } from '/pkg/wasm_infer.js';
+// A model is the shared frozen backbone (one content-addressed file, downloaded once, kept
+// for good, one session for classification and search) and the version's small head: after a
+// retrain only the head is downloaded.
+import init, { Backbone, Session, TextSession, SearchIndex } from '/pkg/wasm_infer.js';
 import { withStore } from '/idb.js';
 
 const MODELS = 'edgeml-models';
 const META = 'edgeml-meta';
 const RANK = 'edgeml-rank';
+const BACKBONES = 'edgeml-backbones';
 const CURRENT = '/api/models/current?task=classify';
 const CURRENT_RANK = '/api/models/current?task=rank';
 const LOCAL = { db: 'edgeml-local', store: 'vectors', keyOptions: { keyPath: 'id' } };
@@ -25,6 +29,9 @@ let rank = null;
 const refusedRank = new Set();
 // Why the newest ranking version was refused, told once, after the next answer.
 let rankNotice = null;
+// Backbones of this worker's life by sha256: a promise of `{ backbone, cached }`, shared by
+// every session on it (one download, one compile, one forward pass per image for both tasks).
+const backbones = new Map();
 
 // A downloaded file that is not the one its manifest describes.
 class IntegrityError extends Error {}
@@ -77,7 +84,12 @@ async function mismatch(bytes, spec) {
 // and checked against the manifest before anything else sees it. Nothing is cached here:
 // `keep` stores downloaded files once the whole model is checked and loaded.
 async function modelFile(cacheName, base, spec, progress) {
-  const url = base + spec.file;
+  return checkedFile(cacheName, base + spec.file, spec, progress);
+}
+
+// `url` as `modelFile` fetches a file: cached copy if it still matches `spec`, else downloaded
+// and checked.
+async function checkedFile(cacheName, url, spec, progress) {
   const cache = await caches.open(cacheName);
   const hit = await cache.match(url);
   if (hit) {
@@ -124,17 +136,86 @@ async function keep(cacheName, base, files) {
   for (const req of await cache.keys()) if (!new URL(req.url).pathname.startsWith(base)) await cache.delete(req);
 }
 
+// The backbone a manifest (`text`) names: the one already loaded, else its cached copy or a
+// download (checked against the manifest, kept for good once its session is built). A refused
+// backbone is forgotten, so the next attempt downloads it again.
+function backboneFor(text, progress) {
+  const spec = shippedBackbone(JSON.parse(text));
+  const sha = spec.sha256.toLowerCase();
+  if (!backbones.has(sha)) {
+    const loading = (async () => {
+      const url = backboneUrl(spec);
+      const file = await checkedFile(BACKBONES, url, spec, progress);
+      const backbone = new Backbone(file.bytes, text); // checks shapes (and sha256 again)
+      if (!file.cached) {
+        const cache = await caches.open(BACKBONES);
+        await cache.put(url, new Response(file.bytes, { headers: { 'content-type': 'application/octet-stream' } }))
+          .catch((err) => console.warn(`backbone not kept for offline use: ${err}`));
+      }
+      return { backbone, cached: file.cached };
+    })();
+    backbones.set(sha, loading);
+    loading.catch(() => backbones.delete(sha));
+    return loading;
+  }
+  return backbones.get(sha).then(({ backbone }) => ({ backbone, cached: true }));
+}
+
+// The backbone file a manifest's model runs on: the 8-bit one when it has one (what the
+// server runs too), else the f32 graph. (contract::BackboneRef::shipped)
+function shippedBackbone(manifest) {
+  const b = manifest.backbone;
+  return b.int8 || b.onnx;
+}
+
+// Where a backbone file is served: its sha256 and its kind's extension (ModelFiles::backbone_url).
+function backboneUrl(spec) {
+  return `/api/backbones/${spec.sha256.toLowerCase()}.${spec.file.split('.').pop()}`;
+}
+
+// Drop cached backbones that neither kept manifest (classification, ranking) runs on.
+async function pruneBackbones() {
+  const used = new Set();
+  for (const url of [CURRENT, CURRENT_RANK]) {
+    const text = await keptManifest(url);
+    const m = text && JSON.parse(text);
+    if (m && m.backbone) used.add(backboneUrl(shippedBackbone(m)));
+  }
+  const cache = await caches.open(BACKBONES);
+  for (const req of await cache.keys()) if (!used.has(new URL(req.url).pathname)) await cache.delete(req);
+}
+
+// A session for the model a manifest (`text`) describes: its head (from `cacheName`, under
+// `base`) on the shared backbone, or the whole graph of versions written before heads were
+// split. Returns `{ session, files (to keep), cached }`.
+async function sessionFor(text, cacheName, base, progress) {
+  const manifest = JSON.parse(text);
+  if (!manifest.backbone) {
+    const onnx = await modelFile(cacheName, base, manifest.onnx, progress);
+    return { session: new Session(onnx.bytes, text), files: [onnx], cached: onnx.cached };
+  }
+  const seen = [0, 0];
+  const tell = (i) => (n) => { seen[i] = n; if (progress) progress(seen[0] + seen[1]); };
+  const [bb, head] = await Promise.all([
+    backboneFor(text, tell(0)),
+    modelFile(cacheName, base, manifest.onnx, tell(1)),
+  ]);
+  // Checks the backbone is the manifest's, the head's bytes and shapes.
+  const session = Session.composed(bb.backbone, head.bytes, text);
+  return { session, files: [head], cached: head.cached && bb.cached };
+}
+
 // Load the classifier a manifest (`text`) describes, replacing the one in use only once its
-// file is checked and its session built; posts `ready`.
+// files are checked and its session built; posts `ready`.
 async function loadClassifier(text) {
   const manifest = JSON.parse(text);
   const base = `/api/models/${manifest.model_id}/`;
-  const total = manifest.onnx.bytes;
-  const onnx = await modelFile(MODELS, base, manifest.onnx, (loaded) => postMessage({ type: 'progress', loaded, total }));
-  session = new Session(onnx.bytes, text); // checks shapes (and sha256 again) against the manifest
+  const total = manifest.onnx.bytes + (manifest.backbone ? shippedBackbone(manifest).bytes : 0);
+  const loaded = await sessionFor(text, MODELS, base, (n) => postMessage({ type: 'progress', loaded: n, total }));
+  session = loaded.session;
   loadedId = manifest.model_id;
-  await keep(MODELS, base, [onnx]);
-  postMessage({ type: 'ready', model_id: manifest.model_id, cached: onnx.cached });
+  await keep(MODELS, base, loaded.files);
+  postMessage({ type: 'ready', model_id: manifest.model_id, cached: loaded.cached });
 }
 
 // Load the classification champion. When its files are refused, the model in use stays; a page
@@ -152,6 +233,7 @@ async function load() {
     throw err;
   }
   if (fresh) await keepManifest(CURRENT, text);
+  await pruneBackbones();
 }
 
 // The ranking champion, loaded once per version. When a newer version's files are refused,
@@ -193,13 +275,14 @@ async function rankVersion(text, fresh) {
   return { id, manifest: text, base, encoder, index: search, images: null };
 }
 
-// The ranking image encoder, downloaded on first use (image → text, local embedding).
+// The ranking image tower, downloaded on first use (image → text, local embedding): its head
+// on the backbone the classifier already loaded.
 async function imageSession(r) {
   if (!r.images) {
-    const manifest = JSON.parse(r.manifest);
-    const onnx = await modelFile(RANK, r.base, manifest.onnx);
-    r.images = new Session(onnx.bytes, r.manifest); // checks shapes (and sha256 again)
-    await keep(RANK, r.base, [onnx]);
+    const loaded = await sessionFor(r.manifest, RANK, r.base);
+    r.images = loaded.session;
+    await keep(RANK, r.base, loaded.files);
+    await pruneBackbones();
   }
   return r.images;
 }

@@ -8,7 +8,7 @@
 # Steps: venv for the peer ($BENCH_API_VENV, from scripts/requirements-bench-api.txt), wrk from
 # apt if missing, `cargo build --release -p api` (skip with BENCH_API_NO_BUILD=1), the api on a
 # free port with a fresh data dir (it imports the bundled photos and trains its first model),
-# the champion's model.onnx + manifest downloaded and served by the peer, a parity check (same
+# the champion's backbone + head + manifest downloaded and served by the peer, a parity check (same
 # top-1 and scores within 1e-3 on 10 photos), then per endpoint and server: a warm-up, a
 # throughput run (-t2 -c8) and a latency run (-t1 -c1).
 #
@@ -99,12 +99,15 @@ wait_http "$API/api/models/current" 600 || { tail -n 30 "$work/api.log"; exit 1;
 echo "bench-api: first model ready after $(($(date +%s) - t0)) s"
 curl -sf "$API/api/models/current" >"$work/manifest.json"
 MODEL_ID=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["model_id"])' "$work/manifest.json")
-curl -sf -o "$work/model.onnx" "$API/api/models/$MODEL_ID/model.onnx"
+HEAD_FILE=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["onnx"]["file"])' "$work/manifest.json")
+BACKBONE_SHA=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["backbone"]["onnx"]["sha256"])' "$work/manifest.json")
+curl -sf -o "$work/head.onnx" "$API/api/models/$MODEL_ID/$HEAD_FILE"
+curl -sf -o "$work/backbone.onnx" "$API/api/backbones/$BACKBONE_SHA.onnx"
 
 # --- the peer ----------------------------------------------------------------------------------
 PEER_PORT=$(free_port)
 PEER=http://127.0.0.1:$PEER_PORT
-"$PY" scripts/bench_api_peer.py --manifest "$work/manifest.json" --model "$work/model.onnx" \
+"$PY" scripts/bench_api_peer.py --manifest "$work/manifest.json" --model "$work/head.onnx" --backbone "$work/backbone.onnx" \
   --data-dir "$work/peer-data" --port "$PEER_PORT" --threads "$PEER_THREADS" \
   --admin-token "$TOKEN" >"$work/peer.log" 2>&1 &
 PEER_PID=$!

@@ -17,10 +17,11 @@ MODEL=${BENCH_MODEL:-$TARGET_DIR/bench-model}
 scripts/fetch-assets.sh
 photos=(assets/datasets/tuxpaint-photos/animals/*.png)
 PHOTO=${photos[0]}
+export BENCH_PHOTO2=${photos[1]}
 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -f "$MODEL/model.onnx" ]; then
+if [ ! -f "$MODEL/backbone.q8" ]; then
   cargo run --release -p trainer -- train --data assets/datasets/tuxpaint-photos --out "$MODEL"
 fi
 input=$(mktemp --suffix .bin)

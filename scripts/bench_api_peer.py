@@ -18,7 +18,7 @@ machine and storage kind as the api's default deployment (local folder + SQLite)
   fsync, like the api's local object store), then insert all rows in one SQLite transaction
   (WAL, synchronous=FULL: the api's SQLite settings). Answers 201 with per-file results.
 
-Run: ``python scripts/bench_api_peer.py --manifest manifest.json --model model.onnx
+Run: ``python scripts/bench_api_peer.py --manifest manifest.json --model head.onnx --backbone backbone.onnx
 --data-dir DIR --port 8001 [--threads 2]``. One uvicorn worker (see ``--workers``' help).
 """
 
@@ -87,7 +87,7 @@ def sniff(data: bytes) -> tuple[Image.Image, str]:
     return img, fmt
 
 
-def make_app(manifest: dict, model_path: str, data_dir: str, threads: int, token: str | None) -> FastAPI:
+def make_app(manifest: dict, model_path: str, backbone_path: str | None, data_dir: str, threads: int, token: str | None) -> FastAPI:
     app = FastAPI()
     prep = manifest["preprocess"]
     labels = manifest["labels"]
@@ -98,6 +98,13 @@ def make_app(manifest: dict, model_path: str, data_dir: str, threads: int, token
     sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
     out_name = sess.get_outputs()[0].name
+    # The same composition as edgeml: the shared backbone, then the version's head.
+    backbone = ort.InferenceSession(backbone_path, so, providers=["CPUExecutionProvider"]) if backbone_path else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if backbone is not None:
+            x = backbone.run(None, {backbone.get_inputs()[0].name: x})[0]
+        return sess.run([out_name], {in_name: x})[0]
 
     objects = os.path.join(data_dir, "objects", "images")
     os.makedirs(objects, exist_ok=True)
@@ -138,7 +145,7 @@ def make_app(manifest: dict, model_path: str, data_dir: str, threads: int, token
             raise HTTPException(422, f"does not decode: {e}")
         t0 = time.perf_counter()
         x = preprocess(img, prep)[None]
-        probs = sess.run([out_name], {in_name: x})[0][0]
+        probs = run(x)[0]
         k = max(1, min(k, 100, len(labels)))
         top = np.argsort(-probs, kind="stable")[:k]
         return {
@@ -213,7 +220,8 @@ def make_app(manifest: dict, model_path: str, data_dir: str, threads: int, token
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help="the head (with --backbone) or a whole graph")
+    ap.add_argument("--backbone", help="the shared backbone the head runs on")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
@@ -230,7 +238,7 @@ def main() -> None:
     manifest = json.load(open(args.manifest))
     if args.workers != 1:
         raise SystemExit("only --workers 1 is supported (one onnxruntime session, one SQLite writer)")
-    app = make_app(manifest, args.model, args.data_dir, args.threads, args.admin_token)
+    app = make_app(manifest, args.model, args.backbone, args.data_dir, args.threads, args.admin_token)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -4,7 +4,7 @@
 #
 #   scripts/profile-tract.sh [MODEL_DIR] [RUNS]
 #
-# MODEL_DIR holds model.onnx + manifest.json (e.g. a trainer output folder); without it a
+# MODEL_DIR is a trainer output folder (manifest.json, backbone.onnx, the head); without it a
 # quick model is trained first (1 view, 3 epochs: the graph is the same whatever the head
 # learnt). Honours CARGO_TARGET_DIR.
 set -euo pipefail
@@ -23,4 +23,4 @@ if [ -z "$model" ]; then
 fi
 photo=$(find assets/datasets/tuxpaint-photos -name '*.png' | sort | sed -n 1p)
 cargo run --release -q -p wasm-infer --example profile_tract -- \
-  "$model/model.onnx" "$model/manifest.json" "$photo" "$RUNS"
+  "$model" "$photo" "$RUNS"

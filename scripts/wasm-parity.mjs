@@ -1,7 +1,9 @@
 // Runs the wasm32 build of wasm-infer (node flavour) on cases prepared by the Rust parity test
 // and prints what it computed as JSON: the preprocessed tensor's sha256 and the probabilities
-// for each image, the top labels of the encoded file decoded in wasm, and the error a tampered
-// model raises.
+// for each image (the model's head composed on the shipped 8-bit backbone, as in the browser,
+// and on the f32 backbone, the reference candle is checked against), the
+// top labels of the encoded file decoded in wasm, the error a tampered head and a tampered
+// backbone raise, and whether the backbone remembered an image classified twice.
 //
 //   node scripts/wasm-parity.mjs PKG_DIR MODEL_DIR CASES_DIR
 import { createRequire } from 'node:module';
@@ -14,8 +16,11 @@ const require = createRequire(import.meta.url);
 const wasm = require(resolve(pkgDir, 'wasm_infer.js'));
 
 const manifest = readFileSync(join(modelDir, 'manifest.json'), 'utf8');
-const onnx = readFileSync(join(modelDir, 'model.onnx'));
-const session = new wasm.Session(onnx, manifest);
+const onnx = readFileSync(join(modelDir, JSON.parse(manifest).onnx.file));
+const backboneBytes = readFileSync(join(modelDir, 'backbone.q8'));
+const backbone = new wasm.Backbone(backboneBytes, manifest);
+const session = wasm.Session.composed(backbone, onnx, manifest);
+const full = wasm.Session.composed(wasm.Backbone.full(readFileSync(join(modelDir, 'backbone.onnx')), manifest), onnx, manifest);
 const cases = JSON.parse(readFileSync(join(casesDir, 'cases.json'), 'utf8'));
 
 const results = cases.map((c) => {
@@ -25,6 +30,7 @@ const results = cases.map((c) => {
     .update(Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength))
     .digest('hex');
   const probs = Array.from(session.run(tensor));
+  const probsF32 = Array.from(full.run(tensor));
   const classified = JSON.parse(session.classify(rgba, c.width, c.height, 3));
   // The encoded file, decoded inside wasm by the server's decoder.
   const fromFile = JSON.parse(session.classifyImage(readFileSync(join(casesDir, c.encoded)), 3));
@@ -32,6 +38,7 @@ const results = cases.map((c) => {
     file: c.file,
     tensor_sha256: sha256,
     probs,
+    probs_f32: probsF32,
     top: classified.predictions,
     ms: classified.ms,
     encoded_top: fromFile.predictions,
@@ -39,12 +46,28 @@ const results = cases.map((c) => {
   };
 });
 
-const tampered = Buffer.from(onnx);
-tampered[tampered.length >> 1] ^= 0x40;
-let tamperError = null;
-try {
-  new wasm.Session(tampered, manifest);
-} catch (e) {
-  tamperError = String(e.message ?? e);
-}
-process.stdout.write(JSON.stringify({ results, tamper_error: tamperError }));
+// A flipped byte in either file is refused when the session or backbone is built.
+const refusal = (build) => {
+  try {
+    build();
+    return null;
+  } catch (e) {
+    return String(e.message ?? e);
+  }
+};
+const flip = (bytes) => {
+  const t = Buffer.from(bytes);
+  t[t.length >> 1] ^= 0x40;
+  return t;
+};
+const tamperError = refusal(() => wasm.Session.composed(backbone, flip(onnx), manifest));
+const backboneTamperError = refusal(() => new wasm.Backbone(flip(backboneBytes), manifest));
+// The whole-graph constructor refuses a head-on-backbone manifest.
+const wholeError = refusal(() => new wasm.Session(onnx, manifest));
+process.stdout.write(JSON.stringify({
+  results,
+  tamper_error: tamperError,
+  backbone_tamper_error: backboneTamperError,
+  whole_error: wholeError,
+  backbone_sha256: backbone.sha256,
+}));

@@ -1,6 +1,6 @@
 // Runs the wasm32 build of wasm-infer (node flavour) on a ranking model and prints what it
 // computed as JSON: token ids of each text, text embeddings, and image embeddings of encoded
-// files decoded in wasm. The Rust test (trainer/tests/rank.rs) compares them with native tract.
+// files decoded in wasm (the image head on the shared backbone). The Rust test (trainer/tests/rank.rs) compares them with native tract.
 //
 //   node scripts/wasm-rank-parity.mjs PKG_DIR MODEL_DIR CASES_JSON
 import { createRequire } from 'node:module';
@@ -12,13 +12,15 @@ const require = createRequire(import.meta.url);
 const wasm = require(resolve(pkgDir, 'wasm_infer.js'));
 
 const manifest = readFileSync(join(modelDir, 'manifest.json'), 'utf8');
-const images = new wasm.Session(readFileSync(join(modelDir, 'image.onnx')), manifest);
+const backbone = new wasm.Backbone(readFileSync(join(modelDir, 'backbone.q8')), manifest);
+const head = readFileSync(join(modelDir, JSON.parse(manifest).onnx.file));
+const images = wasm.Session.composed(backbone, head, manifest);
 const texts = new wasm.TextSession(readFileSync(join(modelDir, 'text.onnx')), manifest);
 const cases = JSON.parse(readFileSync(casesFile, 'utf8'));
 
 let wrongFile = null;
 try {
-  new wasm.TextSession(readFileSync(join(modelDir, 'image.onnx')), manifest);
+  new wasm.TextSession(head, manifest);
 } catch (e) {
   wrongFile = String(e.message ?? e);
 }

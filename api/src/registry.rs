@@ -5,10 +5,11 @@
 use bytes::Bytes;
 pub use contract::api::{GateDecision, ModelInfo};
 use contract::{ModelFiles, Stage, Task};
+use std::sync::Arc;
 use trainer::dataset::{Dataset, Split};
 use trainer::run::ModelFolder;
 use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics};
-use wasm_infer::session::Session;
+use wasm_infer::session::{Backbone, Session};
 
 use crate::db::Db;
 use crate::storage::{Storage, model_key};
@@ -130,14 +131,66 @@ pub async fn load_manifest(storage: &Storage, id: &str) -> Result<ModelManifest>
     )?)
 }
 
-/// Load a registered model's ONNX + manifest from storage into a verified session.
-pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
-    let onnx = storage.get(&model_key(id, ModelFiles::MODEL_ONNX)).await?;
-    let manifest = load_manifest(storage, id).await?;
-    tokio::task::spawn_blocking(move || Session::new(&onnx, manifest))
+/// Backbones loaded in this process, by the sha256 of the file they were loaded from (the
+/// shipped one: 8-bit when there is one, as browsers run it): every session on one shares it
+/// (one parse, one optimised plan, one copy of the weights in memory); dropped with the last.
+static BACKBONES: std::sync::Mutex<Vec<(String, std::sync::Weak<Backbone>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The backbone `manifest` names, shared with the sessions already on it, or loaded from
+/// storage (checked against the manifest) and shared from now on.
+async fn backbone_for(storage: &Storage, manifest: &ModelManifest) -> Result<Arc<Backbone>> {
+    let shipped = manifest
+        .backbone
+        .as_ref()
+        .map(|b| b.shipped())
+        .ok_or_else(|| Error::Internal("the model has no separate backbone".into()))?;
+    let sha = shipped.sha256.to_ascii_lowercase();
+    let loaded = |sha: &str| {
+        let mut all = BACKBONES.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(_, w)| w.strong_count() > 0);
+        all.iter()
+            .find(|(s, _)| s == sha)
+            .and_then(|(_, w)| w.upgrade())
+    };
+    if let Some(b) = loaded(&sha) {
+        return Ok(b);
+    }
+    let onnx = storage
+        .get(&ModelFiles::backbone_key(&shipped.file, &sha))
+        .await?;
+    let m = manifest.clone();
+    let backbone = tokio::task::spawn_blocking(move || Backbone::new(&onnx, &m))
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(Error::from)
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let backbone = Arc::new(backbone);
+    // Two loads that raced keep the first one registered; both work.
+    if let Some(b) = loaded(&sha) {
+        return Ok(b);
+    }
+    BACKBONES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((sha, Arc::downgrade(&backbone)));
+    Ok(backbone)
+}
+
+/// Load a registered model's graphs + manifest from storage into a verified session: its head
+/// on the shared backbone, or the whole graph of versions written before heads were split.
+pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
+    let manifest = load_manifest(storage, id).await?;
+    let onnx = storage.get(&model_key(id, &manifest.onnx.file)).await?;
+    let backbone = match manifest.backbone {
+        Some(_) => Some(backbone_for(storage, &manifest).await?),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || match backbone {
+        Some(b) => Session::composed(b, &onnx, manifest),
+        None => Session::new(&onnx, manifest),
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(Error::from)
 }
 
 /// Accuracy of `session` on the test split of `dataset`, or `None` when its labels differ
@@ -283,6 +336,27 @@ pub async fn register(
     let id = manifest.model_id.clone();
     let mut written = Vec::new();
     let upload = async {
+        // The shared backbone's files under their addresses (rewritten, not skipped when
+        // present: a fresh time keeps the orphan sweep off them until this row exists).
+        // Never deleted with a failed registration: other models may run on them.
+        if let Some(b) = &manifest.backbone {
+            let int8 = b
+                .int8
+                .iter()
+                .map(|q| (q.file.as_str(), q.sha256.as_str(), q.bytes));
+            let onnx =
+                std::iter::once((b.onnx.file.as_str(), b.onnx.sha256.as_str(), b.onnx.bytes));
+            for (name, sha, size) in onnx.chain(int8) {
+                let bytes = file(name)?;
+                wasm_infer::session::verify_digest(bytes, name, sha, size)?;
+                storage
+                    .put(
+                        &ModelFiles::backbone_key(name, sha),
+                        Bytes::copy_from_slice(bytes),
+                    )
+                    .await?;
+            }
+        }
         for name in model_files(manifest.task) {
             let key = model_key(&id, name);
             storage

@@ -307,6 +307,9 @@ async fn bad_inputs(sql: Sql, blobs: Blobs) {
         ("/api/models/..%2F..%2Fetc/model.onnx", 404, "not_found"),
         ("/api/models/cls-nope/head.safetensors", 404, "not_found"),
         ("/api/models/cls-nope/model.onnx", 404, "not_found"),
+        ("/api/models/cls-nope/head.onnx", 404, "not_found"),
+        ("/api/backbones/nope.onnx", 404, "not_found"),
+        ("/api/backbones/..%2Fbackbones%2Fx.onnx", 404, "not_found"),
         ("/api/train/run-nope", 404, "not_found"),
         ("/api/nothing-here", 404, "not_found"),
     ] {
@@ -478,6 +481,12 @@ async fn orphan_blobs_are_swept_and_used_ones_kept() {
         )
         .await
         .unwrap();
+    // A backbone no model runs on (e.g. left by a failed first registration).
+    let unused_backbone = contract::ModelFiles::backbone_key("backbone.q8", &"7".repeat(64));
+    s.storage()
+        .put(&unused_backbone, bytes::Bytes::from_static(b"backbone"))
+        .await
+        .unwrap();
     // Young orphans are left alone (an upload may be between blob and row).
     let r = api::images::sweep_orphans(s.db(), s.storage(), 3_600_000)
         .await
@@ -486,7 +495,11 @@ async fn orphan_blobs_are_swept_and_used_ones_kept() {
     let r = api::images::sweep_orphans(s.db(), s.storage(), -1)
         .await
         .unwrap();
-    assert_eq!((r.images, r.model_files, r.feature_entries), (1, 1, 2));
+    assert_eq!(
+        (r.images, r.model_files, r.feature_entries, r.backbones),
+        (1, 1, 2, 1)
+    );
+    assert_eq!(s.storage().size(&unused_backbone).await.unwrap(), None);
     assert_eq!(s.counts().await, (1, 1));
     assert_eq!(s.storage().size(&orphan).await.unwrap(), None);
     let left: Vec<String> = s

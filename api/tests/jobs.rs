@@ -429,6 +429,17 @@ async fn copy_of(s: &TestServer, model: &str, new_id: &str) -> trainer::run::Mod
         };
         folder = folder.with(name, bytes);
     }
+    // The shared backbone's files, stored once under their sha256, travel with the folder.
+    let manifest = api::registry::load_manifest(s.storage(), model)
+        .await
+        .unwrap();
+    let b = manifest.backbone.unwrap();
+    let q = b.int8.unwrap();
+    for (name, sha) in [(b.onnx.file, b.onnx.sha256), (q.file, q.sha256)] {
+        let key = contract::ModelFiles::backbone_key(&name, &sha);
+        let bytes = s.storage().get(&key).await.unwrap();
+        folder = folder.with(&name, bytes.to_vec());
+    }
     folder
 }
 

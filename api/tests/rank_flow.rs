@@ -12,7 +12,9 @@ mod common;
 
 use common::{Blobs, Sql, TOKEN, TestServer, root, sha256};
 use serde_json::{Value, json};
-use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session, TextEncoder};
+use std::sync::Arc;
+
+use wasm_infer::{Backbone, ModelManifest, PixelFormat, Pixels, Session, TextEncoder};
 
 const LABELS: [&str; 7] = [
     "animals",
@@ -194,7 +196,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
             (etag, r.bytes().await.unwrap().to_vec())
         }
     };
-    let (etag, image_onnx) = get("image.onnx").await;
+    let (etag, image_onnx) = get("image_head.onnx").await;
     assert_eq!(sha256(&image_onnx), manifest.onnx.sha256);
     assert_eq!(etag, format!("\"{}\"", manifest.onnx.sha256));
     let (etag, text_onnx) = get("text.onnx").await;
@@ -222,7 +224,29 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert_eq!(r.status(), 404, "a ranking model has no model.onnx");
 
     // The gallery vector of the uploaded photo is its image embedding (quantised to 1/127).
-    let session = Session::new(&image_onnx, manifest.clone()).unwrap();
+    // The image head on the backbone the classifier runs on: stored once, f32 (what the
+    // gallery is computed from) and 8-bit (what clients run).
+    let spec = manifest.backbone.clone().unwrap();
+    let fetch = |file: String| {
+        let r = s.get(&format!("/api/backbones/{file}"));
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{file}");
+            r.bytes().await.unwrap()
+        }
+    };
+    let full = Backbone::full(
+        &fetch(format!("{}.onnx", spec.onnx.sha256)).await,
+        &manifest,
+    )
+    .unwrap();
+    let shipped = Backbone::new(
+        &fetch(format!("{}.q8", spec.shipped().sha256)).await,
+        &manifest,
+    )
+    .unwrap();
+    let session = Session::composed(Arc::new(full), &image_onnx, manifest.clone()).unwrap();
+    let session_int8 = Session::composed(Arc::new(shipped), &image_onnx, manifest.clone()).unwrap();
     let encoder = TextEncoder::new(&text_onnx, &manifest).unwrap();
     let items = gallery["items"].as_array().unwrap();
     let row = items.iter().position(|i| i["id"] == id.as_str()).unwrap();
@@ -242,6 +266,13 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert!(
         diff <= 0.5 / 127.0 + 1e-6,
         "quantised gallery vector off by {diff}"
+    );
+    // The browser's embedding (8-bit backbone) points the same way.
+    let e8 = session_int8.embed(&px).unwrap();
+    let cos: f32 = e.iter().zip(&e8).map(|(a, b)| a * b).sum();
+    assert!(
+        cos > 0.99,
+        "8-bit backbone embedding: cosine {cos} with the f32 one"
     );
 
     // Search the gallery by each image's own caption: its image ranks in the top 10 far more

@@ -212,7 +212,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-model-id"], first.as_str());
     let manifest: Value = r.json().await.unwrap();
-    let onnx_url = format!("/api/models/{first}/model.onnx");
+    let onnx_url = format!("/api/models/{first}/head.onnx");
     let r = s.get(&onnx_url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
@@ -278,12 +278,62 @@ async fn flow(sql: Sql, blobs: Blobs) {
         (total - 1.0).abs() < 1e-3,
         "3 classes, top-3 probabilities sum to 1: {total}"
     );
-    let local = {
-        let session = wasm_infer::session::Session::new(
-            &onnx,
-            wasm_infer::manifest::ModelManifest::from_json(&manifest.to_string()).unwrap(),
-        )
+    // The head is kilobytes; the backbone is one content-addressed file shared by versions.
+    assert!(onnx.len() < 100_000, "head of {} bytes", onnx.len());
+    // What the server and browsers run: the 8-bit backbone (the f32 one is kept for checks).
+    let backbone_sha = manifest["backbone"]["int8"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f32_sha = manifest["backbone"]["onnx"]["sha256"].as_str().unwrap();
+    let r = s
+        .get(&format!("/api/backbones/{f32_sha}.onnx"))
+        .send()
+        .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), f32_sha);
+    let backbone_url = format!("/api/backbones/{backbone_sha}.q8");
+    let r = s.get(&backbone_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(r.headers()["etag"], format!("\"{backbone_sha}\"").as_str());
+    let backbone_bytes = r.bytes().await.unwrap();
+    assert_eq!(sha256(&backbone_bytes), backbone_sha);
+    assert!(
+        backbone_bytes.len() < 4_000_000,
+        "{} bytes",
+        backbone_bytes.len()
+    );
+    let r = s
+        .get(&backbone_url)
+        .header("if-none-match", format!("\"{backbone_sha}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    for bad in [
+        format!("/api/backbones/{}.onnx", "0".repeat(64)),
+        format!("/api/backbones/{}.q8", backbone_sha.to_uppercase()),
+        format!("/api/backbones/{backbone_sha}.onnx"),
+        format!("/api/backbones/{backbone_sha}"),
+        "/api/backbones/..%2Fimages.onnx".to_string(),
+    ] {
+        let r = s.get(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "not_found", "{bad}");
+    }
+    let local = {
+        let manifest =
+            wasm_infer::manifest::ModelManifest::from_json(&manifest.to_string()).unwrap();
+        let backbone = wasm_infer::Backbone::new(&backbone_bytes, &manifest).unwrap();
+        let session =
+            wasm_infer::session::Session::composed(std::sync::Arc::new(backbone), &onnx, manifest)
+                .unwrap();
         let img = image::load_from_memory(&probe.1).unwrap().to_rgba8();
         session
             .classify(&trainer::pipeline::pixels(&img).unwrap(), 3)
@@ -324,6 +374,27 @@ async fn flow(sql: Sql, blobs: Blobs) {
     // features) scores exactly its own recorded test accuracy.
     assert_eq!(m2["gate"]["champion"].as_f64(), Some(acc));
     assert_eq!(m2["manifest"]["parent_model_id"], first.as_str());
+    // Both versions run on the one stored backbone, loaded once in the server.
+    assert_eq!(m2["manifest"]["backbone"], manifest["backbone"]);
+    assert_eq!(s.storage().list("backbones").await.unwrap().len(), 2);
+    let (a, b) = (
+        api::registry::load_session(s.storage(), &first)
+            .await
+            .unwrap(),
+        api::registry::load_session(s.storage(), &second)
+            .await
+            .unwrap(),
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        a.backbone().unwrap(),
+        b.backbone().unwrap()
+    ));
+    // The sweep leaves a backbone that models run on.
+    let swept = api::images::sweep_orphans(s.db(), s.storage(), -1)
+        .await
+        .unwrap();
+    assert_eq!(swept.backbones, 0);
+    assert_eq!(s.storage().list("backbones").await.unwrap().len(), 2);
     let promoted = m2["gate"]["promote"].as_bool().unwrap();
     let c = m2["gate"]["candidate"].as_f64().unwrap();
     let ch = m2["gate"]["champion"].as_f64().unwrap();

@@ -1,6 +1,10 @@
 //! The model-folder contract: which files a model version consists of, per task, and where
 //! clients fetch them. The trainer writes these names, the registry copies exactly these to
 //! storage, the file route serves only these, and the browser builds its URLs from them.
+//!
+//! A model version is small: its head graphs, manifest and reports. The frozen backbone the
+//! heads run on is one content-addressed file shared by every version and task
+//! ([`ModelFiles::backbone_url`]), stored once and cached for good by browsers.
 
 use crate::Task;
 
@@ -9,17 +13,29 @@ use crate::Task;
 pub struct ModelFiles;
 
 impl ModelFiles {
-    /// The classifier graph (backbone + head), checked against the manifest's sha256.
+    /// The whole classifier graph (backbone + head) of versions written before heads were
+    /// split from the backbone; still served for them.
     pub const MODEL_ONNX: &'static str = "model.onnx";
+    /// The classifier head (backbone features → probabilities), the manifest's `onnx`.
+    pub const HEAD_ONNX: &'static str = "head.onnx";
+    /// The frozen backbone (image → features) in a trainer's output folder; the registry
+    /// stores it once under its sha256, not per version.
+    pub const BACKBONE_ONNX: &'static str = "backbone.onnx";
+    /// The same backbone with its weights in 8 bits (`wasm_infer::quant`): what clients
+    /// download and run; stored once under its own sha256.
+    pub const BACKBONE_INT8: &'static str = "backbone.q8";
+    /// Ranking: the image tower's head (backbone features → embedding), the manifest's `onnx`.
+    pub const IMAGE_HEAD_ONNX: &'static str = "image_head.onnx";
     /// The [`ModelManifest`](crate::ModelManifest) as JSON.
     pub const MANIFEST: &'static str = "manifest.json";
     /// Per-epoch curves and test figures of the run that made the model.
     pub const METRICS: &'static str = "metrics.json";
     /// Training curves and confusion matrix as one SVG.
     pub const REPORT: &'static str = "report.svg";
-    /// The trained head's weights (rebuilds `model.onnx` without retraining).
+    /// The trained head's weights (rebuilds `head.onnx` without retraining).
     pub const HEAD: &'static str = "head.safetensors";
-    /// Ranking: the image encoder (backbone + projection).
+    /// Ranking: the whole image encoder (backbone + projection) of versions written before
+    /// heads were split from the backbone; still served for them.
     pub const IMAGE_ONNX: &'static str = "image.onnx";
     /// Ranking: the text encoder (tokenizer ids → embedding).
     pub const TEXT_ONNX: &'static str = "text.onnx";
@@ -28,18 +44,18 @@ impl ModelFiles {
     /// Ranking: the gallery's int8 vectors, row-major, `count × dim`.
     pub const GALLERY_BIN: &'static str = "gallery.bin";
 
-    /// Every file a model of `task` stores (and nothing else is served for it).
+    /// Every file a model of `task` stores under its id (the backbone is stored apart).
     pub fn of(task: Task) -> &'static [&'static str] {
         match task {
             Task::Classify => &[
-                Self::MODEL_ONNX,
+                Self::HEAD_ONNX,
                 Self::MANIFEST,
                 Self::METRICS,
                 Self::REPORT,
                 Self::HEAD,
             ],
             Task::Rank => &[
-                Self::IMAGE_ONNX,
+                Self::IMAGE_HEAD_ONNX,
                 Self::TEXT_ONNX,
                 Self::MANIFEST,
                 Self::METRICS,
@@ -49,17 +65,39 @@ impl ModelFiles {
         }
     }
 
-    /// The graph the image input of a `task` model runs through (the manifest's `onnx`).
+    /// The graph the image features of a `task` model run through (the manifest's `onnx`).
     pub fn image_graph(task: Task) -> &'static str {
         match task {
-            Task::Classify => Self::MODEL_ONNX,
-            Task::Rank => Self::IMAGE_ONNX,
+            Task::Classify => Self::HEAD_ONNX,
+            Task::Rank => Self::IMAGE_HEAD_ONNX,
         }
     }
 
-    /// Whether `name` is one of the files of a `task` model.
+    /// Whether `name` is one of the files of a `task` model (of this layout or the earlier
+    /// whole-graph one).
     pub fn is_model_file(task: Task, name: &str) -> bool {
-        Self::of(task).contains(&name)
+        let legacy = match task {
+            Task::Classify => Self::MODEL_ONNX,
+            Task::Rank => Self::IMAGE_ONNX,
+        };
+        Self::of(task).contains(&name) || name == legacy
+    }
+
+    /// The name a backbone file is stored and served under: its lower-case sha256 and the
+    /// extension of its kind (`backbone.onnx` → `.onnx`, `backbone.q8` → `.q8`).
+    pub fn backbone_name(file: &str, sha256: &str) -> String {
+        let ext = file.rsplit_once('.').map_or("onnx", |(_, e)| e);
+        format!("{}.{ext}", sha256.to_ascii_lowercase())
+    }
+
+    /// Where clients download a backbone file (immutable: the address is the content).
+    pub fn backbone_url(file: &str, sha256: &str) -> String {
+        format!("/api/backbones/{}", Self::backbone_name(file, sha256))
+    }
+
+    /// The storage key of a backbone file.
+    pub fn backbone_key(file: &str, sha256: &str) -> String {
+        format!("backbones/{}", Self::backbone_name(file, sha256))
     }
 
     /// Where clients download `file` of model `model_id` (immutable: the id names the version).
@@ -87,6 +125,20 @@ mod tests {
             ));
         }
         assert!(!ModelFiles::is_model_file(Task::Classify, "gallery.bin"));
+        assert!(!ModelFiles::is_model_file(
+            Task::Classify,
+            ModelFiles::BACKBONE_ONNX
+        ));
+        assert!(ModelFiles::is_model_file(Task::Classify, "model.onnx"));
+        assert!(ModelFiles::is_model_file(Task::Rank, "image.onnx"));
+        assert_eq!(
+            ModelFiles::backbone_url(ModelFiles::BACKBONE_ONNX, &"AB".repeat(32)),
+            format!("/api/backbones/{}.onnx", "ab".repeat(32))
+        );
+        assert_eq!(
+            ModelFiles::backbone_key(ModelFiles::BACKBONE_INT8, &"ab".repeat(32)),
+            format!("backbones/{}.q8", "ab".repeat(32))
+        );
         assert_eq!(
             ModelFiles::url("m1", ModelFiles::GALLERY_BIN),
             "/api/models/m1/gallery.bin"

@@ -13,7 +13,8 @@ pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use kinds::{ImageStatus, RunStatus, Stage, Task};
 pub use manifest::{
-    ClassMetrics, Dim, EvalMetrics, FileDigest, GalleryFiles, Layout, MANIFEST_SCHEMA_VERSION,
-    ModelManifest, OnnxFile, Preprocess, RankMetrics, Recall, TensorSpec, TextTower,
+    BackboneRef, ClassMetrics, Dim, EvalMetrics, FileDigest, GalleryFiles, Layout,
+    MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile, Preprocess, RankMetrics, Recall, TensorSpec,
+    TextTower,
 };
 pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

@@ -84,6 +84,36 @@ pub struct GalleryFiles {
     pub vectors: FileDigest,
 }
 
+/// The frozen backbone a model's head runs on: one content-addressed graph shared by every
+/// model version and task trained on it, downloaded once and cached for good
+/// ([`ModelFiles::backbone_url`]). It takes the manifest's `input` (preprocessed images) and
+/// gives `output`; the model's own graph (the manifest's `onnx`, the *head*) has exactly one
+/// input, named and shaped as that output, and gives the manifest's `output`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackboneRef {
+    /// The backbone graph with `f32` weights (`backbone.onnx` in a model folder); its sha256
+    /// is its address. The reference the 8-bit file is checked against.
+    pub onnx: OnnxFile,
+    /// The features it gives, `[batch, dim]`: the head's input.
+    pub output: TensorSpec,
+    /// The same graph with 8-bit weights (`backbone.q8`): when present, what the api and
+    /// browsers download and run (absent in manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<FileDigest>,
+}
+
+impl BackboneRef {
+    /// The backbone file clients run: the 8-bit one when there is one, else the `f32` graph
+    /// (name, sha256, size).
+    pub fn shipped(&self) -> FileDigest {
+        self.int8.clone().unwrap_or_else(|| FileDigest {
+            file: self.onnx.file.clone(),
+            sha256: self.onnx.sha256.clone(),
+            bytes: self.onnx.bytes,
+        })
+    }
+}
+
 /// Memory layout of the image tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Layout {
@@ -220,7 +250,9 @@ pub struct ModelManifest {
     pub model_id: String,
     /// What the model does.
     pub task: Task,
-    /// The ONNX file and its integrity data.
+    /// The model's own graph and its integrity data: the head on [`Self::backbone`]'s
+    /// features, or (manifests without a backbone, written before heads were split from it)
+    /// the whole graph from the image.
     pub onnx: OnnxFile,
     /// The image input.
     pub input: TensorSpec,
@@ -245,6 +277,10 @@ pub struct ModelManifest {
     /// recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone_sha256: Option<String>,
+    /// The shared backbone the head (`onnx`) runs on; absent in manifests whose `onnx` is the
+    /// whole graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneRef>,
     /// Ranking models: the text encoder (`onnx`/`input`/`output` are then the image encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextTower>,
@@ -323,6 +359,38 @@ impl ModelManifest {
                 self.input.shape_string(),
                 s = p.size
             ));
+        }
+        if let Some(b) = &self.backbone {
+            check_sha256("backbone.onnx.sha256", &b.onnx.sha256)?;
+            if b.onnx.file != ModelFiles::BACKBONE_ONNX {
+                return bad(format!(
+                    "backbone.onnx.file {:?} must be {:?}",
+                    b.onnx.file,
+                    ModelFiles::BACKBONE_ONNX
+                ));
+            }
+            if b.output.name.is_empty()
+                || !matches!(b.output.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n > 0)
+            {
+                return bad(format!(
+                    "backbone output {:?} {} must be named and [batch, dim]",
+                    b.output.name,
+                    b.output.shape_string()
+                ));
+            }
+            if self.onnx.file == b.onnx.file {
+                return bad("the head and the backbone are the same file".into());
+            }
+            if let Some(q) = &b.int8 {
+                check_sha256("backbone.int8.sha256", &q.sha256)?;
+                if q.file != ModelFiles::BACKBONE_INT8 {
+                    return bad(format!(
+                        "backbone.int8.file {:?} must be {:?}",
+                        q.file,
+                        ModelFiles::BACKBONE_INT8
+                    ));
+                }
+            }
         }
         match self.task {
             Task::Classify => self.validate_classifier(),

@@ -1,12 +1,18 @@
-//! ONNX export: the graph builder every exporter shares (the frozen backbone as Conv/Clip
-//! nodes, initializers, the model wrapper) and the classifier's full inference graph, written
-//! with the prost types that tract-onnx itself parses (`tract_onnx::pb`), so there is a single
-//! ONNX schema in the build. The ranking encoders are exported next to their model
-//! ([`crate::rank::export`]); this module knows no task pipeline.
+//! ONNX export: the graph builder every exporter shares (initializers, the model wrapper), the
+//! frozen backbone's graph and the classifier's head, written with the prost types that
+//! tract-onnx itself parses (`tract_onnx::pb`), so there is a single ONNX schema in the build.
+//! The ranking encoders are exported next to their model ([`crate::rank::export`]); this
+//! module knows no task pipeline.
 //!
-//! Graph: `image [batch, 3, 224, 224]` → Conv (+ Clip 0..6) × 49 with residual Adds →
-//! GlobalAveragePool → Flatten → Gemm → Softmax → `probs [batch, classes]`. Opset 13,
-//! dynamic batch dimension. The weights are the folded ones the candle forward pass uses.
+//! A model is two graphs, composed at inference:
+//! - the **backbone** (one file per backbone weights, shared by every version and task, so its
+//!   bytes must not depend on any model): `image [batch, 3, 224, 224]` → Conv (+ Clip 0..6)
+//!   × 49 with residual Adds → GlobalAveragePool → Flatten → `features [batch, 1280]`;
+//! - the classifier's **head** (a few kilobytes per version): `features` → Gemm → Softmax →
+//!   `probs [batch, classes]`.
+//!
+//! Opset 13, dynamic batch dimension. The weights are the folded ones the candle forward pass
+//! uses.
 
 use prost::Message;
 use tract_onnx::pb;
@@ -19,6 +25,8 @@ use crate::{Error, Result};
 pub const OPSET: i64 = 13;
 /// Name of the image input.
 pub const INPUT_NAME: &str = "image";
+/// Name of the backbone's output, the heads' input.
+pub const FEATURES_NAME: &str = "features";
 /// Name of the probabilities output.
 pub const OUTPUT_NAME: &str = "probs";
 /// Name of the batch dimension symbol.
@@ -227,8 +235,33 @@ impl GraphBuilder {
     }
 }
 
-/// Serialise the model as ONNX bytes.
-pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<Vec<u8>> {
+/// The frozen backbone as ONNX bytes: `image` → `features`. The bytes depend only on the
+/// backbone's weights (and this exporter), so every model on it shares one file.
+pub fn export_backbone(backbone: &Backbone) -> Vec<u8> {
+    let mut g = GraphBuilder::default();
+    let x = g.backbone(backbone);
+    g.output_node("Identity", vec![x], vec![], FEATURES_NAME);
+    let graph = g.finish(
+        "edgeml-backbone",
+        vec![image_input()],
+        vec![features_info()],
+    );
+    encode_model(
+        graph,
+        format!(
+            "EfficientNet-Lite0 (frozen, weights sha256 {}): image → pooled features",
+            backbone.weights_sha256
+        ),
+    )
+}
+
+/// The `features [batch, FEATURE_DIM]` value: the backbone's output and the heads' input.
+pub(crate) fn features_info() -> pb::ValueInfoProto {
+    value_info(FEATURES_NAME, &[None, Some(FEATURE_DIM as i64)])
+}
+
+/// The classifier's head as ONNX bytes: `features` → Gemm → Softmax → `probs`.
+pub fn export_head(head: &Head, model_id: &str) -> Result<Vec<u8>> {
     let (classes, dim) = head.weight.dims2()?;
     if dim != FEATURE_DIM {
         return Err(Error::Export(format!(
@@ -236,36 +269,27 @@ pub fn export_onnx(backbone: &Backbone, head: &Head, model_id: &str) -> Result<V
         )));
     }
     let mut g = GraphBuilder::default();
-    let mut x = g.backbone(backbone);
     let w = g.initializer(
         "head.weight",
         &[classes, dim],
         &head.weight.flatten_all()?.to_vec1()?,
     );
     let b = g.initializer("head.bias", &[classes], &head.bias.to_vec1()?);
-    x = g.node("Gemm", "head", vec![x, w, b], vec![attr_int("transB", 1)]);
-    // Named `softmax` (not after its output, as `output_node` would): the node names are part
-    // of the exported bytes, whose hashes must not change.
-    g.nodes.push(pb::NodeProto {
-        op_type: "Softmax".into(),
-        name: "softmax".into(),
-        input: vec![x],
-        output: vec![OUTPUT_NAME.into()],
-        attribute: vec![attr_int("axis", 1)],
-        ..Default::default()
-    });
-
+    let x = g.node(
+        "Gemm",
+        "head",
+        vec![FEATURES_NAME.into(), w, b],
+        vec![attr_int("transB", 1)],
+    );
+    g.output_node("Softmax", vec![x], vec![attr_int("axis", 1)], OUTPUT_NAME);
     let graph = g.finish(
-        "edgeml-classifier",
-        vec![image_input()],
+        "edgeml-classifier-head",
+        vec![features_info()],
         vec![value_info(OUTPUT_NAME, &[None, Some(classes as i64)])],
     );
     Ok(encode_model(
         graph,
-        format!(
-            "EfficientNet-Lite0 (frozen, weights sha256 {}) + linear head, model {model_id}",
-            backbone.weights_sha256
-        ),
+        format!("linear classifier head of model {model_id}, on backbone features"),
     ))
 }
 

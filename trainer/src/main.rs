@@ -17,7 +17,7 @@ use trainer::pipeline::{self, RunReport};
 use trainer::rank::RankConfig;
 use trainer::run::{DirStore, FeatureStore, Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
-use wasm_infer::{ModelManifest, Session};
+use wasm_infer::{ModelManifest, Task};
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a classifier on an ImageFolder tree and write model.onnx + manifest.json + metrics.json.
+    /// Train a classifier on an ImageFolder tree and write head.onnx + backbone.onnx + manifest.json + metrics.json.
     Train {
         /// Dataset root: one folder per label, images inside.
         #[arg(long)]
@@ -57,7 +57,7 @@ enum Command {
     },
     /// Train an image-text ranking model (dual encoder) on captioned images: an ImageFolder
     /// tree (`NAME.txt` next to each image, or `captions.tsv` at the root), or any folder with a
-    /// `captions.jsonl` / `captions.tsv` list; write image.onnx + text.onnx + manifest.json.
+    /// `captions.jsonl` / `captions.tsv` list; write image_head.onnx + text.onnx + backbone.onnx + manifest.json.
     Rank {
         /// Dataset root: one folder per label, images and their captions inside.
         #[arg(long)]
@@ -87,7 +87,7 @@ enum Command {
     },
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
-        /// Model folder with model.onnx and manifest.json.
+        /// Model folder written by `train`.
         #[arg(long)]
         model: PathBuf,
         /// Dataset root.
@@ -96,7 +96,7 @@ enum Command {
     },
     /// Classify image files with an exported model (tract, as deployed); prints the top-k labels.
     Predict {
-        /// Model folder with model.onnx and manifest.json.
+        /// Model folder written by `train`.
         #[arg(long)]
         model: PathBuf,
         /// How many labels to print per image.
@@ -106,7 +106,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Rebuild model.onnx from the folder's head.safetensors and re-run the parity check.
+    /// Rebuild head.onnx and backbone.onnx from the folder's head.safetensors and the backbone
+    /// weights, and re-run the parity check.
     Export {
         /// Model folder written by `train`.
         #[arg(long)]
@@ -446,29 +447,22 @@ fn print_report(r: &RunReport, out: &Path) {
         r.timing.train_images_per_sec
     );
     println!(
-        "  parity candle vs tract: {} images, max |Δp| {:.2e}, same argmax\n",
-        r.parity.images, r.parity.max_abs_diff
+        "  parity candle vs tract: {} images, max |Δp| {:.2e}, same argmax; shipped 8-bit backbone: same top-1 on {} of {}, max |Δp| {:.2e}\n",
+        r.parity.images,
+        r.parity.max_abs_diff,
+        r.parity.int8_same_top1,
+        r.parity.images,
+        r.parity.int8_max_abs_diff
     );
     if let Some(metrics) = &m.metrics {
         println!("{}", trainer::eval::render(metrics));
     }
 }
 
-fn read_manifest(model: &Path) -> Result<(ModelManifest, Vec<u8>)> {
-    let path = model.join(ModelFiles::MANIFEST);
-    let json =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let manifest =
-        ModelManifest::from_json(&json).with_context(|| format!("{}", path.display()))?;
-    let onnx_path = model.join(&manifest.onnx.file);
-    let onnx =
-        std::fs::read(&onnx_path).with_context(|| format!("reading {}", onnx_path.display()))?;
-    Ok((manifest, onnx))
-}
-
 fn eval(model: &Path, data: &Path) -> Result<()> {
-    let (manifest, onnx) = read_manifest(model)?;
-    let session = Session::new(&onnx, manifest.clone())?;
+    let session = trainer::run::load_session(model)
+        .with_context(|| format!("loading the model in {}", model.display()))?;
+    let manifest = session.manifest().clone();
     let dataset = import(data)?;
     let mut truth = Vec::new();
     let mut predicted = Vec::new();
@@ -516,8 +510,8 @@ fn eval(model: &Path, data: &Path) -> Result<()> {
 }
 
 fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
-    let (manifest, onnx) = read_manifest(model)?;
-    let session = Session::new(&onnx, manifest)?;
+    let session = trainer::run::load_session(model)
+        .with_context(|| format!("loading the model in {}", model.display()))?;
     for path in images {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let img = trainer::dataset::decode_image(&bytes)
@@ -535,12 +529,26 @@ fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
 }
 
 fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
-    let (mut manifest, _) = read_manifest(model)?;
+    let path = model.join(ModelFiles::MANIFEST);
+    let json =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut manifest =
+        ModelManifest::from_json(&json).with_context(|| format!("{}", path.display()))?;
+    if manifest.task != Task::Classify {
+        bail!(
+            "export rebuilds classifiers; {} is a {} model",
+            model.display(),
+            manifest.task
+        );
+    }
     let head = Head::load(&model.join(ModelFiles::HEAD))?;
     let backbone = load_backbone(weights)?;
-    let onnx = trainer::export::export_onnx(&backbone, &head, &manifest.model_id)?;
-    manifest.onnx.sha256 = wasm_infer::session::sha256_hex(&onnx);
-    manifest.onnx.bytes = onnx.len() as u64;
+    let shipped = trainer::run::ShippedBackbone::of(&backbone)?;
+    let onnx = trainer::export::export_head(&head, &manifest.model_id)?;
+    // Folders written before heads were split hold the whole graph: they become head + backbone.
+    manifest.onnx = trainer::run::onnx_file(ModelFiles::HEAD_ONNX, &onnx);
+    manifest.backbone = Some(shipped.spec.clone());
+    manifest.backbone_sha256 = Some(shipped.weights_sha256.clone());
     let dataset = import(data)?;
     if dataset.labels != manifest.labels {
         bail!(
@@ -550,18 +558,35 @@ fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
         );
     }
     let parity = pipeline::check_parity(&dataset, &backbone, &head, &onnx, &manifest)?;
-    let onnx_path = model.join(&manifest.onnx.file);
-    let tmp = model.join(".model.onnx.tmp");
-    std::fs::write(&tmp, &onnx)?;
-    std::fs::rename(&tmp, &onnx_path)?;
-    std::fs::write(model.join(ModelFiles::MANIFEST), manifest.to_json()?)?;
+    for (name, bytes) in [
+        (ModelFiles::BACKBONE_ONNX, &shipped.bytes),
+        (ModelFiles::BACKBONE_INT8, &shipped.int8),
+        (ModelFiles::HEAD_ONNX, &onnx),
+    ] {
+        let tmp = model.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, model.join(name))?;
+    }
+    let tmp = model.join(".manifest.json.tmp");
+    std::fs::write(&tmp, manifest.to_json()?)?;
+    std::fs::rename(&tmp, &path)?;
+    let whole = model.join(ModelFiles::MODEL_ONNX);
+    if whole.exists() {
+        std::fs::remove_file(&whole)?;
+    }
     println!(
-        "exported {} ({} bytes, sha256 {}); parity on {} images: max |Δp| {:.2e}",
-        onnx_path.display(),
+        "exported {} ({} bytes, sha256 {}) on backbone {} ({} bytes; {} bytes in 8 bits); parity on {} images: max |Δp| {:.2e}; 8-bit backbone: same top-1 on {} of {}, max |Δp| {:.2e}",
+        model.join(ModelFiles::HEAD_ONNX).display(),
         manifest.onnx.bytes,
         manifest.onnx.sha256,
+        shipped.spec.onnx.sha256,
+        shipped.spec.onnx.bytes,
+        shipped.int8.len(),
         parity.images,
-        parity.max_abs_diff
+        parity.max_abs_diff,
+        parity.int8_same_top1,
+        parity.images,
+        parity.int8_max_abs_diff
     );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The classification run: features → head → evaluation → ONNX export → tract parity →
-//! model folder (`model.onnx`, `manifest.json`, `metrics.json`, `report.svg`,
-//! `head.safetensors`). Used by the `trainer` CLI and by the api's retrain worker.
+//! model folder (`head.onnx` on `backbone.onnx`, `manifest.json`, `metrics.json`,
+//! `report.svg`, `head.safetensors`). Used by the `trainer` CLI and by the api's retrain worker.
 //!
 //! The output folder appears only when every step succeeded ([`crate::run::folder`]), so a
 //! failed or cancelled run never leaves a half-written model.
@@ -11,14 +11,14 @@ use std::time::Instant;
 use candle_core::Tensor;
 use contract::{ModelFiles, Task};
 use serde::{Deserialize, Serialize};
-use wasm_infer::{EvalMetrics, ModelManifest, Preprocess, Session};
+use wasm_infer::{EvalMetrics, ModelManifest, Preprocess};
 
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
-use crate::export::{OUTPUT_NAME, export_onnx};
+use crate::export::{OUTPUT_NAME, export_head};
 use crate::run::{
-    CacheStats, FEATURE_BATCH, FeaturePass, FeatureStore, ModelFolder, Parity, Trained, View,
-    batched, image_manifest, inference_tensor, onnx_file,
+    CacheStats, FEATURE_BATCH, FeaturePass, FeatureStore, ModelFolder, Parity, ShippedBackbone,
+    Trained, View, batched, image_manifest, inference_tensor, onnx_file,
 };
 use crate::train::{EpochMetrics, FitData, Head, TrainConfig, fit};
 use crate::{Error, Result};
@@ -42,7 +42,7 @@ pub struct RunReport {
     pub config: TrainConfig,
     /// Images per split.
     pub split_sizes: SplitSizes,
-    /// candle vs tract on the exported `model.onnx`.
+    /// candle vs tract on the exported `backbone.onnx` + `head.onnx`.
     pub parity: ParityReport,
     /// Where the time went.
     pub timing: Timing,
@@ -68,6 +68,13 @@ pub struct ParityReport {
     pub max_abs_diff: f32,
     /// Whether every image had the same argmax.
     pub same_argmax: bool,
+    /// The shipped 8-bit backbone against the `f32` one, both through tract with the head:
+    /// images whose top-1 label is the same (of `images`).
+    #[serde(default)]
+    pub int8_same_top1: usize,
+    /// … and the largest absolute difference on any probability.
+    #[serde(default)]
+    pub int8_max_abs_diff: f32,
 }
 
 /// Where the time went.
@@ -240,14 +247,15 @@ pub fn run(
         return Err(Error::Cancelled);
     }
     let id = meta.identify("cls", dataset, config);
-    let onnx = export_onnx(backbone, &fitted.head, &id.model_id)?;
+    let shipped = ShippedBackbone::of(backbone)?;
+    let onnx = export_head(&fitted.head, &id.model_id)?;
     let output = batched(OUTPUT_NAME, &[dataset.labels.len()]);
-    let file = onnx_file(ModelFiles::MODEL_ONNX, &onnx);
+    let file = onnx_file(ModelFiles::HEAD_ONNX, &onnx);
     let manifest = ModelManifest {
         metrics: Some(metrics),
         ..image_manifest(
             id,
-            &backbone.weights_sha256,
+            &shipped,
             Task::Classify,
             file,
             &prep,
@@ -256,13 +264,19 @@ pub fn run(
         )
     };
 
-    // 5. Parity: candle (features + head) vs tract on the exported bytes.
+    // 5. Parity: candle (features + head) vs tract on the exported backbone + head.
     //    The candle side reuses the run's own features of the test (then validation) images,
     //    so the check costs no backbone pass.
     let take = PARITY_IMAGES.min(test.len() + val.len());
     let chosen: Vec<&Sample> = test.iter().chain(&val).take(take).copied().collect();
     let candle_x = Tensor::cat(&[&features.test, &features.val], 0)?.narrow(0, 0, take)?;
-    let parity = parity_on(&chosen, &candle_x, &fitted.head, &onnx, &manifest)?;
+    let parity = parity_on(
+        &chosen,
+        &candle_x,
+        &fitted.head,
+        (&shipped, &onnx),
+        &manifest,
+    )?;
 
     let report = RunReport {
         manifest,
@@ -281,7 +295,7 @@ pub fn run(
                 / (features.train_secs + fit_secs),
         },
     };
-    let files = write_model_dir(out_dir, onnx, &fitted.head, &report)?;
+    let files = write_model_dir(out_dir, &shipped, onnx, &fitted.head, &report)?;
     Ok(Trained { report, files })
 }
 
@@ -315,8 +329,8 @@ pub fn head_accuracy_on_test_split(
 }
 
 /// Run up to [`PARITY_IMAGES`] images (test first, then val, then train) through candle and
-/// through tract on the exported bytes; fail if any probability differs by more than
-/// [`PARITY_TOLERANCE`] or any argmax differs.
+/// through tract on the exported backbone + head (`onnx`); fail if any probability differs
+/// by more than [`PARITY_TOLERANCE`] or any argmax differs.
 pub fn check_parity(
     dataset: &Dataset,
     backbone: &Backbone,
@@ -324,25 +338,28 @@ pub fn check_parity(
     onnx: &[u8],
     manifest: &ModelManifest,
 ) -> Result<ParityReport> {
+    let shipped = ShippedBackbone::of(backbone)?;
     let mut chosen: Vec<&Sample> = Vec::new();
     for split in [Split::Test, Split::Val, Split::Train] {
         chosen.extend(dataset.split(split).take(PARITY_IMAGES - chosen.len()));
     }
     let mut pass = FeaturePass::new(backbone, None, &manifest.preprocess, chosen.len());
     let features = pass.features(&chosen, View::Clean, &mut |_| true)?;
-    parity_on(&chosen, &features, head, onnx, manifest)
+    parity_on(&chosen, &features, head, (&shipped, onnx), manifest)
 }
 
 /// [`check_parity`] on images whose candle backbone features (inference view) are known:
-/// candle's head on them against tract on the exported bytes from the pixels.
+/// candle's head on them against tract on the exported backbone + head from the pixels.
 fn parity_on(
     chosen: &[&Sample],
     features: &Tensor,
     head: &Head,
-    onnx: &[u8],
+    (backbone, onnx): (&ShippedBackbone, &[u8]),
     manifest: &ModelManifest,
 ) -> Result<ParityReport> {
-    let session = Session::new(onnx, manifest.clone())?;
+    let session = backbone.session(onnx, manifest)?;
+    let shipped = backbone.shipped_session(onnx, manifest)?;
+    let (mut int8_same_top1, mut int8) = (0, Parity::default());
     let mut parity = Parity::default();
     let candle = head.probabilities(features)?.to_vec2::<f32>()?;
     for (group, candle) in chosen
@@ -354,6 +371,10 @@ fn parity_on(
             batch.extend(inference_tensor(s, &manifest.preprocess)?);
         }
         let tract = session.run(&batch)?;
+        for (t, q) in tract.iter().zip(shipped.run(&batch)?) {
+            int8_same_top1 += usize::from(argmax(t) == argmax(&q));
+            int8.max_abs_diff = int8.max_abs_diff.max(crate::run::max_abs_diff(t, &q));
+        }
         for ((c, t), s) in candle.iter().zip(&tract).zip(group) {
             let (ac, at) = (argmax(c), argmax(t));
             if ac != at {
@@ -369,6 +390,8 @@ fn parity_on(
         images: chosen.len(),
         max_abs_diff: parity.max_abs_diff,
         same_argmax: true,
+        int8_same_top1,
+        int8_max_abs_diff: int8.max_abs_diff,
     })
 }
 
@@ -378,17 +401,20 @@ fn argmax(v: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-/// Write `model.onnx`, `manifest.json`, `metrics.json`, `report.svg`, `head.safetensors` to
-/// `out_dir` atomically; returns them as written.
+/// Write `backbone.onnx`, `backbone.q8`, `head.onnx`, `manifest.json`, `metrics.json`,
+/// `report.svg`, `head.safetensors` to `out_dir` atomically; returns them as written.
 pub fn write_model_dir(
     out_dir: &Path,
+    backbone: &ShippedBackbone,
     onnx: Vec<u8>,
     head: &Head,
     report: &RunReport,
 ) -> Result<ModelFolder> {
     let svg = crate::report::svg(&report.manifest, &report.history, report.best_epoch);
     ModelFolder::new()
-        .with(ModelFiles::MODEL_ONNX, onnx)
+        .with(ModelFiles::BACKBONE_ONNX, backbone.bytes.clone())
+        .with(ModelFiles::BACKBONE_INT8, backbone.int8.clone())
+        .with(ModelFiles::HEAD_ONNX, onnx)
         .with(ModelFiles::MANIFEST, report.manifest.to_json()?)
         .with(ModelFiles::METRICS, serde_json::to_string_pretty(report)?)
         .with(ModelFiles::REPORT, svg)

@@ -12,12 +12,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use std::sync::Arc;
 use trainer::backbone::{Backbone, default_weights_path};
 use trainer::dataset::{Dataset, Split};
 use trainer::pipeline::{self, RunMeta, RunReport};
 use trainer::train::TrainConfig;
 use wasm_infer::session::sha256_hex;
-use wasm_infer::{Error as InferError, ModelManifest, PixelFormat, Pixels, Session};
+use wasm_infer::{
+    Backbone as Backbone_, Error as InferError, ModelManifest, PixelFormat, Pixels, Session,
+};
 
 fn assets() -> (Dataset, Backbone) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets");
@@ -76,7 +79,9 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
     assert_eq!(
         names,
         [
-            "model.onnx",
+            "backbone.onnx",
+            "backbone.q8",
+            "head.onnx",
             "manifest.json",
             "metrics.json",
             "report.svg",
@@ -117,9 +122,21 @@ fn train_export_and_verify_on_real_photos() {
     let manifest_json = std::fs::read_to_string(out.join("manifest.json")).unwrap();
     let manifest = ModelManifest::from_json(&manifest_json).unwrap();
     assert_eq!(manifest, report.manifest);
-    let onnx = std::fs::read(out.join("model.onnx")).unwrap();
+    let onnx = std::fs::read(out.join("head.onnx")).unwrap();
     assert_eq!(sha256_hex(&onnx), manifest.onnx.sha256);
     assert_eq!(onnx.len() as u64, manifest.onnx.bytes);
+    // A version is its head: kilobytes; the backbone is one shared file of its own.
+    assert!(onnx.len() < 100_000, "head of {} bytes", onnx.len());
+    let shipped = manifest.backbone.clone().unwrap();
+    let backbone_bytes = std::fs::read(out.join("backbone.onnx")).unwrap();
+    assert_eq!(sha256_hex(&backbone_bytes), shipped.onnx.sha256);
+    assert_eq!(backbone_bytes.len() as u64, shipped.onnx.bytes);
+    assert!(backbone_bytes.len() > 10_000_000, "the whole f32 backbone");
+    assert_eq!(
+        backbone_bytes,
+        trainer::export::export_backbone(&backbone),
+        "the backbone's bytes depend on its weights only, not on the model"
+    );
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(
@@ -142,8 +159,21 @@ fn train_export_and_verify_on_real_photos() {
 
     // The deployed artefact (tract, as the api and browser load it) classifies a test photo the
     // way the evaluation said.
-    let session = Session::new(&onnx, manifest.clone()).unwrap();
-    let mut agree = 0;
+    // The shipped model runs the 8-bit backbone: a quarter of the bytes.
+    let int8 = std::fs::read(out.join("backbone.q8")).unwrap();
+    let q = shipped.int8.clone().unwrap();
+    assert_eq!((sha256_hex(&int8), int8.len() as u64), (q.sha256, q.bytes));
+    assert!(
+        int8.len() < 4_000_000,
+        "8-bit backbone of {} bytes",
+        int8.len()
+    );
+    let session = trainer::run::load_session(&out).unwrap();
+    let full = trainer::run::ShippedBackbone::of(&backbone)
+        .unwrap()
+        .session(&onnx, &manifest)
+        .unwrap();
+    let (mut right, mut right_int8, mut same_top1) = (0, 0, 0);
     let test: Vec<_> = dataset.split(Split::Test).collect();
     for s in &test {
         let img = s.decode().unwrap();
@@ -151,38 +181,87 @@ fn train_export_and_verify_on_real_photos() {
         let top = session.classify(&px, 3).unwrap();
         assert_eq!(top.len(), 3);
         assert!(top[0].score >= top[1].score && top[1].score >= top[2].score);
-        agree += usize::from(top[0].label == dataset.labels[s.label]);
+        let f32_top = full.classify(&px, 1).unwrap();
+        right += usize::from(f32_top[0].label == dataset.labels[s.label]);
+        right_int8 += usize::from(top[0].label == dataset.labels[s.label]);
+        same_top1 += usize::from(top[0].label == f32_top[0].label);
     }
-    let tract_accuracy = agree as f64 / test.len() as f64;
+    let accuracy = |n: usize| n as f64 / test.len() as f64;
     assert!(
-        (tract_accuracy - m.accuracy).abs() < 1e-9,
-        "{tract_accuracy} vs {}",
+        (accuracy(right) - m.accuracy).abs() < 1e-9,
+        "{} vs {}",
+        accuracy(right),
         m.accuracy
     );
+    println!(
+        "8-bit backbone on the test split: top-1 as the f32 one on {same_top1} of {}, accuracy {:.3} (f32 {:.3})",
+        test.len(),
+        accuracy(right_int8),
+        accuracy(right)
+    );
+    assert!(
+        same_top1 + 1 >= test.len(),
+        "8-bit top-1 agreement {same_top1}/{}",
+        test.len()
+    );
+    assert!(
+        report.parity.int8_same_top1 + 1 >= report.parity.images,
+        "{:?}",
+        report.parity
+    );
 
-    refuses_tampered_models(&onnx, &manifest);
+    refuses_tampered_models(&onnx, (&backbone_bytes, &int8), &manifest);
+    heads_share_one_backbone_and_its_last_pass(&session, &onnx, &dataset);
     wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
-    cli_eval_and_export_reproduce_the_model(&dataset, &session, &out, &manifest);
+    cli_eval_and_export_reproduce_the_model(
+        &dataset,
+        &session,
+        &out,
+        (&manifest, accuracy(right_int8)),
+    );
     parity_fails_loudly_when_candle_and_onnx_disagree(&dataset, &backbone, &out, &onnx, &manifest);
     same_seed_same_metrics(&dataset, &backbone, &report, dir.path().join("again"));
 }
 
-fn refuses_tampered_models(onnx: &[u8], manifest: &ModelManifest) {
-    // 1. One flipped byte: the sha256 no longer matches.
+fn refuses_tampered_models(
+    onnx: &[u8],
+    (backbone_bytes, int8): (&[u8], &[u8]),
+    manifest: &ModelManifest,
+) {
+    let backbone = Arc::new(Backbone_::new(int8, manifest).unwrap());
+    let composed = |head: &[u8], m: ModelManifest| Session::composed(backbone.clone(), head, m);
+    // 1. One flipped byte in the head or in the backbone: the sha256 no longer matches.
     let mut flipped = onnx.to_vec();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x40;
-    let err = Session::new(&flipped, manifest.clone()).unwrap_err();
+    let err = composed(&flipped, manifest.clone()).unwrap_err();
     assert!(matches!(err, InferError::Integrity(_)), "{err}");
     assert!(err.to_string().contains("sha256 is"), "{err}");
+    for (bytes, load) in [
+        (int8, Backbone_::new as fn(&[u8], &ModelManifest) -> _),
+        (backbone_bytes, Backbone_::full),
+    ] {
+        let mut flipped = bytes.to_vec();
+        flipped[bytes.len() / 2] ^= 0x40;
+        let err = load(&flipped, manifest).unwrap_err();
+        assert!(err.to_string().contains("sha256 is"), "{err}");
+    }
+    // An 8-bit file cut short, its manifest re-hashed to match: refused by the decoder.
+    let mut lying = manifest.clone();
+    let cut = &int8[..int8.len() - 100];
+    let q = lying.backbone.as_mut().unwrap().int8.as_mut().unwrap();
+    q.sha256 = sha256_hex(cut);
+    q.bytes = cut.len() as u64;
+    let err = Backbone_::new(cut, &lying).unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
 
     // 2. Truncated file: the size no longer matches.
-    let err = Session::new(&onnx[..onnx.len() - 10], manifest.clone()).unwrap_err();
+    let err = composed(&onnx[..onnx.len() - 10], manifest.clone()).unwrap_err();
     assert!(err.to_string().contains("bytes, manifest says"), "{err}");
 
-    // 3. A graph re-declared for 192×192 input whose manifest was re-hashed to match: the
+    // 3. A backbone re-declared for 192×192 input whose manifest was re-hashed to match: the
     //    integrity check passes, the shape check must not.
-    let mut model = tract_onnx::pb::ModelProto::decode(onnx).unwrap();
+    let mut model = tract_onnx::pb::ModelProto::decode(backbone_bytes).unwrap();
     let graph = model.graph.as_mut().unwrap();
     let ty = graph.input[0].r#type.as_mut().unwrap();
     let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = ty.value.as_mut() else {
@@ -193,9 +272,10 @@ fn refuses_tampered_models(onnx: &[u8], manifest: &ModelManifest) {
     }
     let reshaped = model.encode_to_vec();
     let mut lying = manifest.clone();
-    lying.onnx.sha256 = sha256_hex(&reshaped);
-    lying.onnx.bytes = reshaped.len() as u64;
-    let err = Session::new(&reshaped, lying).unwrap_err();
+    let spec = lying.backbone.as_mut().unwrap();
+    spec.onnx.sha256 = sha256_hex(&reshaped);
+    spec.onnx.bytes = reshaped.len() as u64;
+    let err = Backbone_::full(&reshaped, &lying).unwrap_err();
     assert!(matches!(err, InferError::Graph(_)), "{err}");
     assert!(
         err.to_string().contains(
@@ -204,12 +284,55 @@ fn refuses_tampered_models(onnx: &[u8], manifest: &ModelManifest) {
         "{err}"
     );
 
-    // 4. A manifest whose label map does not fit the graph's output.
+    // 4. A manifest whose label map does not fit the head's output.
     let mut wrong_labels = manifest.clone();
     wrong_labels.labels.push("extra".into());
     wrong_labels.output.shape[1] = wasm_infer::Dim::Fixed(wrong_labels.labels.len());
-    let err = Session::new(onnx, wrong_labels).unwrap_err();
+    let err = composed(onnx, wrong_labels).unwrap_err();
     assert!(err.to_string().contains("in the graph"), "{err}");
+
+    // 5. A head whose manifest names another backbone than the one loaded.
+    let mut other = manifest.clone();
+    other.backbone.as_mut().unwrap().onnx.sha256 = "0".repeat(64);
+    let err = composed(onnx, other).unwrap_err();
+    assert!(err.to_string().contains("runs on backbone 0000"), "{err}");
+
+    // 6. A head is not a whole graph.
+    let err = Session::new(onnx, manifest.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("load it with its backbone"),
+        "{err}"
+    );
+}
+
+/// Two heads on one loaded backbone share it; the backbone remembers its last image, so a
+/// second head asking about the same image costs no second pass, and the answers are those
+/// of a fresh pass.
+fn heads_share_one_backbone_and_its_last_pass(session: &Session, onnx: &[u8], dataset: &Dataset) {
+    let backbone = session.backbone().unwrap().clone();
+    let second = Session::composed(backbone.clone(), onnx, session.manifest().clone()).unwrap();
+    assert!(Arc::ptr_eq(second.backbone().unwrap(), &backbone));
+    let prep = &session.manifest().preprocess;
+    let tensor = |i: usize| {
+        let img = dataset.samples[i].decode().unwrap();
+        let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).unwrap();
+        wasm_infer::preprocess::image_to_tensor(&px, prep).unwrap()
+    };
+    let (a, b) = (tensor(0), tensor(1));
+    let fa = backbone.features(&a).unwrap();
+    let fb = backbone.features(&b).unwrap();
+    assert_ne!(fa, fb);
+    let started = std::time::Instant::now();
+    let again = backbone.features(&b).unwrap();
+    let remembered = started.elapsed();
+    assert_eq!(again, fb, "the remembered features are the pass's");
+    assert_eq!(
+        backbone.features(&a).unwrap(),
+        fa,
+        "then a new pass for another image"
+    );
+    assert_eq!(session.run(&a).unwrap(), second.run(&a).unwrap());
+    println!("remembered features answered in {remembered:?}");
 }
 
 /// The same images through candle, native tract and the wasm32 build (run by node): bit-identical
@@ -267,12 +390,15 @@ fn wasm_agrees_with_candle_and_native_tract(
             sha,
             "wasm preprocessing differs from native"
         );
-        let wasm: Vec<f32> = r["probs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let floats = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        // The shipped (8-bit backbone) model, and the f32 one candle is checked against.
+        let (wasm, wasm_f32) = (floats(&r["probs"]), floats(&r["probs_f32"]));
         assert_eq!(wasm.len(), candle.len());
         let diff = |a: &[f32], b: &[f32]| {
             a.iter()
@@ -281,10 +407,10 @@ fn wasm_agrees_with_candle_and_native_tract(
                 .fold(0f32, f32::max)
         };
         worst = (
-            worst.0.max(diff(&wasm, candle)),
+            worst.0.max(diff(&wasm_f32, candle)),
             worst.1.max(diff(&wasm, tract)),
         );
-        assert_eq!(argmax(&wasm), argmax(candle));
+        assert_eq!(argmax(&wasm_f32), argmax(candle));
         assert_eq!(
             r["top"][0]["label"].as_str().unwrap(),
             native.manifest().labels[argmax(tract)]
@@ -299,14 +425,26 @@ fn wasm_agrees_with_candle_and_native_tract(
         }
     }
     println!(
-        "wasm vs candle max |Δp| {:.2e}, wasm vs native tract {:.2e}",
+        "wasm (f32 backbone) vs candle max |Δp| {:.2e}, wasm vs native tract (8-bit backbone) {:.2e}",
         worst.0, worst.1
     );
     assert!(worst.0 <= 1e-4 && worst.1 <= 1e-4, "{worst:?}");
-    let tamper = got["tamper_error"]
-        .as_str()
-        .expect("a tampered model must be refused in wasm too");
-    assert!(tamper.contains("sha256 is"), "{tamper}");
+    for field in ["tamper_error", "backbone_tamper_error"] {
+        let tamper = got[field]
+            .as_str()
+            .expect("a tampered head or backbone must be refused in wasm too");
+        assert!(tamper.contains("sha256 is"), "{field}: {tamper}");
+    }
+    let whole = got["whole_error"].as_str().unwrap_or_default();
+    assert!(whole.contains("load it with its backbone"), "{whole}");
+    assert_eq!(
+        got["backbone_sha256"].as_str(),
+        native
+            .manifest()
+            .backbone
+            .as_ref()
+            .map(|b| b.onnx.sha256.as_str())
+    );
 }
 
 /// `trainer eval` re-scores the exported file with tract and reports the pipeline's accuracy;
@@ -315,7 +453,7 @@ fn cli_eval_and_export_reproduce_the_model(
     dataset: &Dataset,
     session: &Session,
     model_dir: &Path,
-    manifest: &ModelManifest,
+    (manifest, shipped_accuracy): (&ModelManifest, f64),
 ) {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/datasets/tuxpaint-photos");
     let trainer = |args: &[&str]| {
@@ -333,9 +471,9 @@ fn cli_eval_and_export_reproduce_the_model(
     };
     let model = model_dir.to_str().unwrap();
     let data = data.to_str().unwrap();
-    let m = manifest.metrics.as_ref().unwrap();
+    // As deployed: the 8-bit backbone's accuracy.
     let eval = trainer(&["eval", "--model", model, "--data", data]);
-    let headline = format!("accuracy: {:.3}   macro-F1: {:.3}", m.accuracy, m.macro_f1);
+    let headline = format!("accuracy: {shipped_accuracy:.3}");
     assert!(eval.contains(&headline), "{eval}");
 
     // `predict` on a test photo prints its top label first, as the library does.
@@ -359,15 +497,13 @@ fn cli_eval_and_export_reproduce_the_model(
     assert_eq!(fields[1].split(", ").count(), 2, "{line}");
     assert!(fields[1].starts_with(&format!("{} ", sample.1)), "{line}");
 
-    let before = std::fs::read(model_dir.join("model.onnx")).unwrap();
+    let read = |name: &str| sha256_hex(&std::fs::read(model_dir.join(name)).unwrap());
+    let files = ["head.onnx", "backbone.onnx", "backbone.q8"];
+    let before = files.map(read);
     let export = trainer(&["export", "--model", model, "--data", data]);
     assert!(export.contains("parity on 64 images"), "{export}");
-    let after = std::fs::read(model_dir.join("model.onnx")).unwrap();
-    assert_eq!(
-        sha256_hex(&before),
-        sha256_hex(&after),
-        "export is deterministic"
-    );
+    let after = files.map(read);
+    assert_eq!(before, after, "export is deterministic");
     let json = std::fs::read_to_string(model_dir.join("manifest.json")).unwrap();
     assert_eq!(&ModelManifest::from_json(&json).unwrap(), manifest);
 }
@@ -396,6 +532,10 @@ fn parity_fails_loudly_when_candle_and_onnx_disagree(
 
 fn same_seed_same_metrics(dataset: &Dataset, backbone: &Backbone, first: &RunReport, out: PathBuf) {
     let second = train(dataset, backbone, &out);
+    assert_eq!(
+        second.manifest.backbone, first.manifest.backbone,
+        "one shared backbone file"
+    );
     assert_eq!(second.manifest.metrics, first.manifest.metrics);
     assert_eq!(second.history, first.history);
     assert_eq!(second.best_epoch, first.best_epoch);

@@ -103,7 +103,14 @@ fn dual_encoder_on_captioned_photos() {
     assert_eq!(manifest.task, Task::Rank);
     let image = std::fs::read(dir.join(rank::IMAGE_FILE)).unwrap();
     let text = std::fs::read(dir.join(rank::TEXT_FILE)).unwrap();
-    let session = Session::new(&image, manifest.clone()).unwrap();
+    let session = trainer::run::load_session(&dir).unwrap();
+    // The image tower runs on the same shared backbone file as the classifier.
+    assert_eq!(
+        manifest.backbone.as_ref().map(|b| b.onnx.sha256.clone()),
+        Some(wasm_infer::session::sha256_hex(
+            &trainer::export::export_backbone(&backbone)
+        ))
+    );
     let encoder = TextEncoder::new(&text, &manifest).unwrap();
     assert!(
         TextEncoder::new(&image, &manifest).is_err(),
@@ -154,8 +161,13 @@ fn dual_encoder_on_captioned_photos() {
         assert_eq!(digest.bytes, bytes.len() as u64);
         assert_eq!(digest.sha256, sha256_hex(&bytes), "{name}");
     }
-    // Each vector is the exported encoder's embedding of its image (tract, as the browser
-    // computes it), to the quantisation step: checked on images with and without captions.
+    // Each vector is the exported encoder's embedding of its image (tract, on the f32
+    // backbone), to the quantisation step, and points where the browser's embedding (8-bit
+    // backbone) points: checked on images with and without captions.
+    let full = trainer::run::ShippedBackbone::of(&backbone)
+        .unwrap()
+        .session(&image, &manifest)
+        .unwrap();
     let uncaptioned = dataset.samples.iter().position(|s| s.captions.is_empty());
     for row in [0, dataset.samples.len() / 2, dataset.samples.len() - 1]
         .into_iter()
@@ -164,7 +176,10 @@ fn dual_encoder_on_captioned_photos() {
         let s = &dataset.samples[row];
         let img = s.decode().unwrap();
         let px = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).unwrap();
-        let want = session.embed(&px).unwrap();
+        let want = full.embed(&px).unwrap();
+        let shipped = session.embed(&px).unwrap();
+        let cos: f32 = want.iter().zip(&shipped).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.99, "{}: 8-bit backbone cosine {cos}", s.source);
         let got = &vectors[row * gallery.dim..(row + 1) * gallery.dim];
         for (q, w) in got.iter().zip(&want) {
             let v = f32::from(*q as i8) / gallery.scale;

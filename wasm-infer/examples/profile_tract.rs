@@ -1,9 +1,11 @@
 //! Where tract spends its time on an exported model (a profile, not a test): every node of the
-//! optimised plan timed over many runs of one real image, summed by operator and printed as a
-//! markdown table, with the ten slowest nodes. Run by `scripts/profile-tract.sh`.
+//! optimised backbone plan (where all but a few microseconds go; the whole graph for folders
+//! written before heads were split) timed over many runs of one real image, summed by operator
+//! and printed as a markdown table, with the ten slowest nodes. Run by
+//! `scripts/profile-tract.sh`.
 //!
 //! ```text
-//! cargo run --release -p wasm-infer --example profile_tract -- MODEL.onnx MANIFEST.json IMAGE [RUNS]
+//! cargo run --release -p wasm-infer --example profile_tract -- MODEL_DIR IMAGE [RUNS]
 //! ```
 
 use std::collections::BTreeMap;
@@ -12,24 +14,34 @@ use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 use wasm_infer::preprocess::image_to_tensor;
-use wasm_infer::{ModelManifest, PixelFormat, Pixels, Session};
+use wasm_infer::{Backbone, ModelManifest, PixelFormat, Pixels, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, manifest, image, rest @ ..] = args.as_slice() else {
-        return Err("usage: profile_tract MODEL.onnx MANIFEST.json IMAGE [RUNS]".into());
+    let [dir, image, rest @ ..] = args.as_slice() else {
+        return Err("usage: profile_tract MODEL_DIR IMAGE [RUNS]".into());
     };
+    let dir = std::path::Path::new(dir);
     let runs: usize = rest.first().map_or(Ok(50), |r| r.parse())?;
-    let manifest = ModelManifest::from_json(&std::fs::read_to_string(manifest)?)?;
-    let session = Session::new(&std::fs::read(model)?, manifest.clone())?;
+    let manifest = ModelManifest::from_json(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
+    let plan = match &manifest.backbone {
+        Some(_) => Backbone::new(&std::fs::read(dir.join("backbone.onnx"))?, &manifest)?
+            .plan()
+            .clone(),
+        None => Session::new(
+            &std::fs::read(dir.join(&manifest.onnx.file))?,
+            manifest.clone(),
+        )?
+        .plans()[0]
+            .clone(),
+    };
     let img = image::open(image)?.to_rgba8();
     let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())?;
     let input = image_to_tensor(&pixels, &manifest.preprocess)?;
     let size = manifest.preprocess.size as usize;
     let input: TValue = Tensor::from_shape(&[1, 3, size, size], &input)?.into();
 
-    let plan = session.plan();
-    let mut state = SimpleState::new(plan)?;
+    let mut state = SimpleState::new(&plan)?;
     let mut per_node: BTreeMap<usize, (String, String, Duration)> = BTreeMap::new();
     let mut whole = Duration::ZERO;
     for i in 0..runs + 3 {

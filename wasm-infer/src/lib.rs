@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod error;
 pub mod preprocess;
+pub mod quant;
 pub mod search;
 pub mod session;
 
@@ -12,9 +13,9 @@ pub mod bindings;
 pub use contract::{manifest, tokenizer};
 pub use error::{Error, Result};
 pub use manifest::{
-    ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile,
-    Preprocess, RankMetrics, Recall, Task, TensorSpec, TextTower,
+    BackboneRef, ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest,
+    OnnxFile, Preprocess, RankMetrics, Recall, Task, TensorSpec, TextTower,
 };
 pub use preprocess::{CropBox, PixelFormat, Pixels};
-pub use session::{Prediction, Session, TextEncoder};
+pub use session::{Backbone, Prediction, Session, TextEncoder};
 pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

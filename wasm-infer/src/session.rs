@@ -1,10 +1,16 @@
 //! The tract inference session: the exact ONNX the trainer exported, run natively (api,
 //! trainer parity checks) or in the browser (wasm32).
+//!
+//! A model is the shared frozen [`Backbone`] (image → features, one file per backbone,
+//! loaded once and shared by every session on it) composed with the version's small head
+//! (features → output). Manifests written before heads were split describe one whole graph;
+//! those still load with [`Session::new`].
 
 use sha2::{Digest, Sha256};
+use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use crate::manifest::{Dim, ModelManifest, Task};
+use crate::manifest::{BackboneRef, Dim, ModelManifest, Task, TensorSpec};
 use crate::preprocess::{Pixels, image_to_tensor};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::{Error, Result};
@@ -13,10 +19,117 @@ type Runnable = Arc<TypedRunnableModel>;
 
 pub use contract::api::Prediction;
 
+/// The frozen backbone, planned for one image at a time: shared (behind an `Arc`) by the
+/// sessions of every model and task on it, so it is downloaded, parsed and optimised once.
+/// It remembers the features of the last image it ran, so two heads asking about the same
+/// image (classification and search) cost one forward pass.
+pub struct Backbone {
+    spec: BackboneRef,
+    size: usize,
+    plan: Runnable,
+    last: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl std::fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backbone")
+            .field("sha256", &self.spec.onnx.sha256)
+            .finish()
+    }
+}
+
+impl Backbone {
+    /// Load the backbone file a manifest ships (`manifest.backbone.shipped()`: the 8-bit file
+    /// when it has one, expanded to `f32`), checking the bytes' size and sha256 and the
+    /// graph's input (the manifest's image input) and output against it.
+    pub fn new(bytes: &[u8], manifest: &ModelManifest) -> Result<Self> {
+        let spec = Self::spec_of(manifest)?;
+        let shipped = spec.shipped();
+        verify_digest(bytes, &shipped.file, &shipped.sha256, shipped.bytes)?;
+        let proto = if spec.int8.is_some() {
+            crate::quant::decode(bytes)?
+        } else {
+            decode_onnx(bytes)?
+        };
+        Self::build(&proto, spec, manifest)
+    }
+
+    /// Load the backbone's `f32` graph (`manifest.backbone.onnx`): the reference the 8-bit
+    /// file is measured against, and what candle's parity is checked on.
+    pub fn full(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
+        let spec = Self::spec_of(manifest)?;
+        verify_file(onnx, &spec.onnx)?;
+        Self::build(&decode_onnx(onnx)?, spec, manifest)
+    }
+
+    fn spec_of(manifest: &ModelManifest) -> Result<BackboneRef> {
+        manifest.validate()?;
+        manifest.backbone.clone().ok_or_else(|| {
+            Error::manifest(format!(
+                "model {} has no separate backbone: its graph is whole",
+                manifest.model_id
+            ))
+        })
+    }
+
+    fn build(proto: &pb::ModelProto, spec: BackboneRef, manifest: &ModelManifest) -> Result<Self> {
+        let size = manifest.preprocess.size as usize;
+        let plan = plan_proto(
+            proto,
+            (&manifest.input, &spec.output),
+            f32::fact([1, 3, size, size]),
+        )?;
+        Ok(Backbone {
+            spec,
+            size,
+            plan,
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The sha256 of the backbone's file: its address.
+    pub fn sha256(&self) -> &str {
+        &self.spec.onnx.sha256
+    }
+
+    /// The optimised tract plan (one image per run).
+    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
+        &self.plan
+    }
+
+    /// Features of one preprocessed image (`3 × size × size` values).
+    pub fn features(&self, image: &[f32]) -> Result<Vec<f32>> {
+        if let Ok(last) = self.last.lock()
+            && let Some((input, features)) = last.as_ref()
+            && input.as_slice() == image
+        {
+            return Ok(features.clone());
+        }
+        let size = self.size;
+        let input = Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
+        let features = run_one(&self.plan, tvec!(input.into()))?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((image.to_vec(), features.clone()));
+        }
+        Ok(features)
+    }
+}
+
+/// Where a session's output comes from.
+enum Graph {
+    /// One graph from the image (manifests without a backbone).
+    Whole(Runnable),
+    /// The shared backbone, then this version's head.
+    Composed {
+        backbone: Arc<Backbone>,
+        head: Runnable,
+    },
+}
+
 /// A loaded, validated, optimised model ready to run batches.
 pub struct Session {
     manifest: ModelManifest,
-    plan: Runnable,
+    graph: Graph,
 }
 
 impl std::fmt::Debug for Session {
@@ -33,30 +146,69 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Session {
-    /// Load `onnx` described by `manifest`.
+    /// Load a whole graph `onnx` (image → output) described by a manifest without a
+    /// backbone.
     ///
     /// Refuses bytes whose size or sha256 differ from the manifest, and graphs whose input or
     /// output names and shapes differ from it: a browser must never run a model with the wrong
     /// preprocessing or label map.
     pub fn new(onnx: &[u8], manifest: ModelManifest) -> Result<Self> {
         manifest.validate()?;
+        if manifest.backbone.is_some() {
+            return Err(Error::manifest(format!(
+                "model {} is a head on backbone {}: load it with its backbone",
+                manifest.model_id,
+                manifest
+                    .backbone
+                    .as_ref()
+                    .map_or("", |b| b.onnx.sha256.as_str())
+            )));
+        }
         verify_file(onnx, &manifest.onnx)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(onnx))
-            .map_err(Error::engine)?;
-        let typed = model.clone().into_typed().map_err(Error::engine)?;
-        check_io(&typed, &manifest)?;
-        drop(typed);
         // Plan for one image at a time: with the batch dimension fixed, tract picks packed
         // convolution kernels it cannot use for a symbolic batch (5x faster here, 134 → 26 ms
         // per image natively). Batches run image by image.
         let size = manifest.preprocess.size as usize;
-        let plan = model
-            .with_input_fact(0, f32::fact([1, 3, size, size]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(Error::engine)?;
-        Ok(Session { manifest, plan })
+        let plan = plan_for(
+            onnx,
+            (&manifest.input, &manifest.output),
+            f32::fact([1, 3, size, size]),
+        )?;
+        Ok(Session {
+            manifest,
+            graph: Graph::Whole(plan),
+        })
+    }
+
+    /// Load the head `head` of a manifest with a backbone, on `backbone` (loaded once, shared):
+    /// the backbone must be the one the manifest names, the head's bytes must match the
+    /// manifest, and its one input must be the backbone's output.
+    pub fn composed(backbone: Arc<Backbone>, head: &[u8], manifest: ModelManifest) -> Result<Self> {
+        manifest.validate()?;
+        let spec = manifest.backbone.as_ref().ok_or_else(|| {
+            Error::manifest(format!(
+                "model {} has no separate backbone: load its whole graph",
+                manifest.model_id
+            ))
+        })?;
+        if !spec.onnx.sha256.eq_ignore_ascii_case(backbone.sha256()) || spec != &backbone.spec {
+            return Err(Error::Integrity(format!(
+                "model {} runs on backbone {}, not {}",
+                manifest.model_id,
+                spec.onnx.sha256,
+                backbone.sha256()
+            )));
+        }
+        verify_file(head, &manifest.onnx)?;
+        let dim = match spec.output.shape.as_slice() {
+            [_, Dim::Fixed(d)] => *d,
+            _ => unreachable!("validated: [batch, dim]"),
+        };
+        let head = plan_for(head, (&spec.output, &manifest.output), f32::fact([1, dim]))?;
+        Ok(Session {
+            manifest,
+            graph: Graph::Composed { backbone, head },
+        })
     }
 
     /// The manifest this session was created with.
@@ -64,9 +216,39 @@ impl Session {
         &self.manifest
     }
 
-    /// The optimised tract plan (one image per run), for profiling it node by node.
-    pub fn plan(&self) -> &Arc<TypedRunnableModel> {
-        &self.plan
+    /// The optimised tract plans (one image per run), for profiling them node by node: the
+    /// backbone's then the head's, or the whole graph's.
+    pub fn plans(&self) -> Vec<&Arc<TypedRunnableModel>> {
+        match &self.graph {
+            Graph::Whole(plan) => vec![plan],
+            Graph::Composed { backbone, head } => vec![&backbone.plan, head],
+        }
+    }
+
+    /// The shared backbone, for sessions composed on one.
+    pub fn backbone(&self) -> Option<&Arc<Backbone>> {
+        match &self.graph {
+            Graph::Whole(_) => None,
+            Graph::Composed { backbone, .. } => Some(backbone),
+        }
+    }
+
+    /// The output of one preprocessed image.
+    fn run_image(&self, image: &[f32]) -> Result<Vec<f32>> {
+        match &self.graph {
+            Graph::Whole(plan) => {
+                let size = self.manifest.preprocess.size as usize;
+                let input =
+                    Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
+                run_one(plan, tvec!(input.into()))
+            }
+            Graph::Composed { backbone, head } => {
+                let features = backbone.features(image)?;
+                let input =
+                    Tensor::from_shape(&[1, features.len()], &features).map_err(Error::engine)?;
+                run_one(head, tvec!(input.into()))
+            }
+        }
     }
 
     /// Run a batch of preprocessed images (`n × 3 × size × size` values, as produced by
@@ -79,25 +261,9 @@ impl Session {
                 batch.len()
             )));
         }
-        let size = self.manifest.preprocess.size as usize;
         batch
             .chunks(per_image)
-            .map(|image| {
-                let input =
-                    Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
-                let outputs = self.plan.run(tvec!(input.into())).map_err(Error::engine)?;
-                let out = outputs
-                    .first()
-                    .ok_or_else(|| Error::Engine("model produced no output".into()))?;
-                let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
-                if view.shape().len() != 2 || view.shape()[0] != 1 {
-                    return Err(Error::Graph(format!(
-                        "output shape {:?} for one image",
-                        view.shape()
-                    )));
-                }
-                Ok(view.iter().copied().collect())
-            })
+            .map(|image| self.run_image(image))
             .collect()
     }
 
@@ -131,19 +297,21 @@ impl Session {
 
 /// Check a model file against its manifest entry (size, then sha256).
 pub fn verify_file(onnx: &[u8], file: &crate::OnnxFile) -> Result<()> {
-    if onnx.len() as u64 != file.bytes {
+    verify_digest(onnx, &file.file, &file.sha256, file.bytes)
+}
+
+/// Check `bytes` of the file `name` against its recorded sha256 and size.
+pub fn verify_digest(bytes: &[u8], name: &str, sha256: &str, size: u64) -> Result<()> {
+    if bytes.len() as u64 != size {
         return Err(Error::Integrity(format!(
-            "{} is {} bytes, manifest says {}",
-            file.file,
-            onnx.len(),
-            file.bytes
+            "{name} is {} bytes, manifest says {size}",
+            bytes.len()
         )));
     }
-    let digest = sha256_hex(onnx);
-    if !digest.eq_ignore_ascii_case(&file.sha256) {
+    let digest = sha256_hex(bytes);
+    if !digest.eq_ignore_ascii_case(sha256) {
         return Err(Error::Integrity(format!(
-            "{}: sha256 is {digest}, manifest says {}",
-            file.file, file.sha256
+            "{name}: sha256 is {digest}, manifest says {sha256}"
         )));
     }
     Ok(())
@@ -245,8 +413,55 @@ pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
         .collect()
 }
 
-/// Compare the graph's declared input/output names and shapes with the manifest.
-fn check_io(model: &TypedModel, manifest: &ModelManifest) -> Result<()> {
+/// Parse `onnx`, check its input and output against `io`, and plan it for one input of
+/// `fact` (the batch dimension fixed: see [`Session::new`]).
+fn plan_for(onnx: &[u8], io: (&TensorSpec, &TensorSpec), fact: TypedFact) -> Result<Runnable> {
+    plan_proto(&decode_onnx(onnx)?, io, fact)
+}
+
+fn decode_onnx(onnx: &[u8]) -> Result<pb::ModelProto> {
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut std::io::Cursor::new(onnx))
+        .map_err(Error::engine)
+}
+
+/// [`plan_for`] on a decoded graph.
+fn plan_proto(
+    proto: &pb::ModelProto,
+    io: (&TensorSpec, &TensorSpec),
+    fact: TypedFact,
+) -> Result<Runnable> {
+    let model = tract_onnx::onnx()
+        .model_for_proto_model(proto)
+        .map_err(Error::engine)?;
+    let typed = model.clone().into_typed().map_err(Error::engine)?;
+    check_io(&typed, io)?;
+    drop(typed);
+    model
+        .with_input_fact(0, fact.into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(Error::engine)
+}
+
+/// Run a plan on one input; its first output as one row (`[1, n]`).
+fn run_one(plan: &Runnable, inputs: TVec<TValue>) -> Result<Vec<f32>> {
+    let outputs = plan.run(inputs).map_err(Error::engine)?;
+    let out = outputs
+        .first()
+        .ok_or_else(|| Error::Engine("model produced no output".into()))?;
+    let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
+    if view.shape().len() != 2 || view.shape()[0] != 1 {
+        return Err(Error::Graph(format!(
+            "output shape {:?} for one image",
+            view.shape()
+        )));
+    }
+    Ok(view.iter().copied().collect())
+}
+
+/// Compare the graph's declared input/output names and shapes with the manifest's specs.
+fn check_io(model: &TypedModel, (input, output): (&TensorSpec, &TensorSpec)) -> Result<()> {
     if model.inputs.len() != 1 || model.outputs.len() != 1 {
         return Err(Error::Graph(format!(
             "expected 1 input and 1 output, graph has {} and {}",
@@ -255,8 +470,8 @@ fn check_io(model: &TypedModel, manifest: &ModelManifest) -> Result<()> {
         )));
     }
     let pairs = [
-        ("input", model.inputs[0], &manifest.input),
-        ("output", model.outputs[0], &manifest.output),
+        ("input", model.inputs[0], input),
+        ("output", model.outputs[0], output),
     ];
     for (what, outlet, spec) in pairs {
         // Inputs are source nodes named after the input; outputs carry the ONNX value name

@@ -23,11 +23,28 @@ fn manifest() -> ModelManifest {
         model_id: "cls-test".into(),
         task: Task::Classify,
         onnx: OnnxFile {
-            file: "model.onnx".into(),
+            file: "head.onnx".into(),
             sha256: "ab".repeat(32),
             bytes: 10,
             opset: 13,
         },
+        backbone: Some(BackboneRef {
+            onnx: OnnxFile {
+                file: "backbone.onnx".into(),
+                sha256: "ef".repeat(32),
+                bytes: 13_000_000,
+                opset: 13,
+            },
+            output: TensorSpec {
+                name: "features".into(),
+                shape: vec![Dim::Symbol("batch".into()), Dim::Fixed(1280)],
+            },
+            int8: Some(FileDigest {
+                file: "backbone.q8".into(),
+                sha256: "e1".repeat(32),
+                bytes: 3_400_000,
+            }),
+        }),
         input: TensorSpec {
             name: "image".into(),
             shape: vec![
@@ -174,6 +191,14 @@ fn manifest_round_trips_through_json() {
     );
     let back = ModelManifest::from_json(&json).unwrap();
     assert_eq!(back, m);
+    // Manifests written before heads were split have no `backbone`: their `onnx` is whole.
+    let whole = ModelManifest {
+        backbone: None,
+        ..m
+    };
+    let json = whole.to_json().unwrap();
+    assert!(!json.contains("backbone"), "{json}");
+    assert_eq!(ModelManifest::from_json(&json).unwrap(), whole);
 }
 
 #[test]
@@ -200,6 +225,39 @@ fn inconsistent_manifests_are_refused_with_a_reason() {
         (
             "std must be positive",
             Box::new(|m| m.preprocess.std[1] = 0.0),
+        ),
+        (
+            "backbone.onnx.sha256",
+            Box::new(|m| m.backbone.as_mut().unwrap().onnx.sha256 = "12".into()),
+        ),
+        (
+            r#"backbone.onnx.file "../x.onnx" must be "backbone.onnx""#,
+            Box::new(|m| m.backbone.as_mut().unwrap().onnx.file = "../x.onnx".into()),
+        ),
+        (
+            "must be named and [batch, dim]",
+            Box::new(|m| {
+                m.backbone
+                    .as_mut()
+                    .unwrap()
+                    .output
+                    .shape
+                    .push(Dim::Fixed(7))
+            }),
+        ),
+        (
+            "the head and the backbone are the same file",
+            Box::new(|m| m.onnx.file = "backbone.onnx".into()),
+        ),
+        (
+            r#"backbone.int8.file "backbone.onnx" must be "backbone.q8""#,
+            Box::new(|m| {
+                m.backbone.as_mut().unwrap().int8.as_mut().unwrap().file = "backbone.onnx".into()
+            }),
+        ),
+        (
+            "backbone.int8.sha256",
+            Box::new(|m| m.backbone.as_mut().unwrap().int8.as_mut().unwrap().sha256 = "x".into()),
         ),
     ];
     for (expected, mutate) in cases {

@@ -174,6 +174,7 @@ fn api_routes(st: &Shared) -> Router<Shared> {
         .route("/models/{id}/promote", post(models::promote))
         .route("/models/{id}/rollback", post(models::rollback))
         .route("/models/{id}/{file}", get(models::model_file))
+        .route("/backbones/{file}", get(models::backbone_file))
         .route("/limits", get(ops::limits))
         .route("/openapi.json", get(ops::openapi_json))
         .layer(DefaultBodyLimit::max(1024 * 1024))

@@ -146,7 +146,8 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
 /// The content type of a model file, or `None` for a name no model folder holds.
 fn content_type(file: &str) -> Option<&'static str> {
     Some(match file {
-        "model.onnx" | "image.onnx" | "text.onnx" | "gallery.bin" => "application/octet-stream",
+        "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" | "text.onnx"
+        | "gallery.bin" => "application/octet-stream",
         "manifest.json" | "metrics.json" | "gallery.json" => "application/json",
         "report.svg" => "image/svg+xml",
         _ => return None,
@@ -158,7 +159,7 @@ fn content_type(file: &str) -> Option<&'static str> {
 fn etag_of(model: &ModelInfo, file: &str) -> String {
     let m = &model.manifest;
     let hashed = match file {
-        "model.onnx" | "image.onnx" => Some(&model.sha256),
+        "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" => Some(&model.sha256),
         "text.onnx" => m.text.as_ref().map(|t| &t.onnx.sha256),
         "gallery.json" => m.gallery.as_ref().map(|g| &g.index.sha256),
         "gallery.bin" => m.gallery.as_ref().map(|g| &g.vectors.sha256),
@@ -188,7 +189,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/{file}", tag = "models",
-    params(("id" = String, Path), ("file" = String, Path, description = "classify: model.onnx, manifest.json, metrics.json, report.svg; rank: image.onnx, text.onnx, manifest.json, metrics.json, gallery.json, gallery.bin")),
+    params(("id" = String, Path), ("file" = String, Path, description = "classify: head.onnx, manifest.json, metrics.json, report.svg; rank: image_head.onnx, text.onnx, manifest.json, metrics.json, gallery.json, gallery.bin (versions written before heads were split: model.onnx, image.onnx). The heads run on the backbone the manifest names: /api/backbones/{sha256}.onnx")),
     responses((status = 200, description = "the file; immutable, strong ETag"), (status = 206, description = "a byte range"),
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 pub(super) async fn model_file(
@@ -203,21 +204,68 @@ pub(super) async fn model_file(
     }
     let model = registry::get(&st.db, &id).await?;
     let etag = etag_of(&model, &file);
+    serve_immutable(&st, &model_key(&id, &file), &etag, ctype, &headers).await
+}
+
+#[utoipa::path(get, path = "/api/backbones/{file}", tag = "models",
+    params(("file" = String, Path, description = "`{sha256}.q8` (8-bit weights, what clients run: `backbone.int8.sha256`) or `{sha256}.onnx` (`f32`: `backbone.onnx.sha256`): the frozen backbone a model's manifest names, shared by every version and task on it")),
+    responses((status = 200, description = "the file; immutable (its address is its sha256), strong ETag"), (status = 206, description = "a byte range"),
+        (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
+pub(super) async fn backbone_file(
+    State(st): State<Shared>,
+    P(file): P<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    use contract::ModelFiles;
+    let (sha, kind) = [ModelFiles::BACKBONE_ONNX, ModelFiles::BACKBONE_INT8]
+        .into_iter()
+        .find_map(|kind| {
+            let ext = kind.rsplit_once('.').map_or(kind, |(_, e)| e);
+            file.strip_suffix(ext)
+                .and_then(|f| f.strip_suffix('.'))
+                .map(|sha| (sha, kind))
+        })
+        .filter(|(h, _)| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no backbone {file:?} (expected a lower-case hex sha256 and .onnx or .q8)"
+            ))
+        })?;
+    let key = ModelFiles::backbone_key(kind, sha);
+    serve_immutable(
+        &st,
+        &key,
+        &format!("\"{sha}\""),
+        "application/octet-stream",
+        &headers,
+    )
+    .await
+}
+
+/// Serve an object that never changes under `key` with its strong `etag`: 304 on a matching
+/// `If-None-Match`, a single `Range` (honoured when `If-Range` is absent or matches) as 206,
+/// an unsatisfiable one as 416.
+async fn serve_immutable(
+    st: &Shared,
+    key: &str,
+    etag: &str,
+    ctype: &'static str,
+    headers: &HeaderMap,
+) -> Result<Response> {
     let mut base = HeaderMap::new();
-    base.insert(header::ETAG, header_value(&etag)?);
+    base.insert(header::ETAG, header_value(etag)?);
     base.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     base.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     base.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    if not_modified(&headers, &etag) {
+    if not_modified(headers, etag) {
         return Ok((StatusCode::NOT_MODIFIED, base).into_response());
     }
-    let key = model_key(&id, &file);
     let size = st
         .storage
-        .size(&key)
+        .size(key)
         .await?
         .ok_or_else(|| Error::NotFound(format!("{key} is missing")))?;
     let if_range_ok = headers
@@ -234,12 +282,12 @@ pub(super) async fn model_file(
     };
     match range {
         ByteRange::Full => {
-            let body = st.storage.stream(&key, None).await?;
+            let body = st.storage.stream(key, None).await?;
             base.insert(header::CONTENT_LENGTH, header_value(&size.to_string())?);
             Ok((StatusCode::OK, base, body).into_response())
         }
         ByteRange::Part(s, e) => {
-            let body = st.storage.stream(&key, Some(s..e)).await?;
+            let body = st.storage.stream(key, Some(s..e)).await?;
             let cr = format!("bytes {s}-{}/{size}", e - 1);
             base.insert(header::CONTENT_RANGE, header_value(&cr)?);
             base.insert(header::CONTENT_LENGTH, header_value(&(e - s).to_string())?);

@@ -218,12 +218,13 @@ impl utoipa::Modify for CommonResponses {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "edgeml api", description = "Labeled uploads, review, retraining, model registry and predictions. \
-        Browsers download the champion ONNX from /api/models/{id}/model.onnx and classify locally."),
+        Browsers download the shared backbone once from /api/backbones/{sha256}.onnx and the champion's small head from \
+        /api/models/{id}/head.onnx, and classify locally."),
     paths(images::upload, datasets::list_datasets, datasets::create_dataset, datasets::get_dataset, datasets::add_label,
         images::list_images, images::image_statuses, images::get_image, images::image_blob,
         images::review_queue, images::caption_queue, images::review, training::start_training, training::list_runs, training::get_run,
         training::cancel_run, training::run_events,
-        models::list_models, models::current_model, models::get_model, models::promote, models::rollback, models::model_file,
+        models::list_models, models::current_model, models::get_model, models::promote, models::rollback, models::model_file, models::backbone_file,
         predict::predict_handler, health, ready, metrics, limits),
     components(schemas(ErrorBody, images::UploadResponse, crate::images::Uploaded, datasets::NewDataset, datasets::NewLabel,
         images::ReviewRequest, images::ReviewResponse, crate::images::Decision,

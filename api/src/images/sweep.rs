@@ -1,5 +1,6 @@
 //! Orphan sweeping: blobs no row points to (failed uploads, deleted models, health probes),
-//! and the feature-cache entries of images no row points to any more.
+//! the feature-cache entries of images no row points to any more, and backbones no model
+//! runs on.
 
 use std::collections::HashMap;
 
@@ -20,6 +21,9 @@ pub struct SweepReport {
     /// Feature-cache entries of images without a row.
     #[serde(default)]
     pub feature_entries: usize,
+    /// Backbone files no model's manifest names.
+    #[serde(default)]
+    pub backbones: usize,
 }
 
 /// Delete blobs no row points to, if older than `grace_ms` (uploads in flight write the blob
@@ -78,6 +82,30 @@ pub async fn sweep_orphans(db: &Db, storage: &Storage, grace_ms: i64) -> Result<
                 storage.delete(&key).await?;
                 report.feature_entries += 1;
             }
+        }
+    }
+    // A backbone stays while any model's manifest names it (its sha256 appears nowhere else
+    // in a manifest); registrations rewrite it before their row, so the grace covers them.
+    for obj in storage.list("backbones").await? {
+        if obj.modified_ms > cutoff {
+            continue;
+        }
+        let Some(sha) = obj
+            .key
+            .strip_prefix("backbones/")
+            .and_then(|f| f.split_once('.'))
+            .map(|(h, _)| h)
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models WHERE manifest LIKE $1")
+            .bind(format!("%{sha}%"))
+            .fetch_one(db.pool())
+            .await?;
+        if used == 0 {
+            storage.delete(&obj.key).await?;
+            report.backbones += 1;
         }
     }
     for obj in storage.list("health").await? {

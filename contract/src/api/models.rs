@@ -43,9 +43,10 @@ pub struct ModelInfo {
     pub run_id: Option<String>,
     /// Where it stands in the registry.
     pub stage: Stage,
-    /// sha256 of `model.onnx`.
+    /// sha256 of the model's own graph (the manifest's `onnx`: its head, or the whole graph
+    /// of versions written before heads were split).
     pub sha256: String,
-    /// Size of `model.onnx`.
+    /// Its size: what a browser downloads for this version on top of the shared backbone.
     pub bytes: i64,
     /// The manifest (labels, preprocessing, metrics, …).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

@@ -1,13 +1,15 @@
-//! ONNX export of the ranking model's two encoders, on the shared graph builder
-//! ([`crate::export`]): the image encoder (backbone → ImageNet classifier → softmax →
-//! projection → L2 norm) and the text encoder (folded word table → masked mean → L2 norm).
+//! ONNX export of the ranking model's two towers, on the shared graph builder
+//! ([`crate::export`]): the image tower's head on the shared backbone's features (ImageNet
+//! classifier → softmax → projection → L2 norm) and the text encoder (folded word table →
+//! masked mean → L2 norm).
 
 use tract_onnx::pb;
 
 use super::model::{DualEncoder, NORM_EPS_SQUARED};
 use crate::backbone::{Backbone, FEATURE_DIM};
 use crate::export::{
-    GraphBuilder, attr_int, attr_ints, encode_model, image_input, typed_value_info, value_info,
+    FEATURES_NAME, GraphBuilder, attr_int, attr_ints, encode_model, features_info,
+    typed_value_info, value_info,
 };
 use crate::{Error, Result};
 
@@ -18,10 +20,11 @@ pub const IDS_NAME: &str = "ids";
 /// Name of the mask input of the text encoder.
 pub const MASK_NAME: &str = "mask";
 
-/// The ranking model's image encoder: `image [batch, 3, 224, 224]` → backbone → ImageNet
+/// The ranking model's image head: the backbone's `features [batch, 1280]` → ImageNet
 /// classifier (Gemm) → Softmax → projection (MatMul) → L2 normalisation →
-/// `embedding [batch, dim]`.
-pub fn export_image_encoder(
+/// `embedding [batch, dim]`. (The ImageNet classifier is frozen too, but only ranking uses
+/// it: in the head, the shared backbone file stays as small as the classifier needs.)
+pub fn export_image_head(
     backbone: &Backbone,
     model: &DualEncoder,
     model_id: &str,
@@ -34,7 +37,7 @@ pub fn export_image_encoder(
         )));
     }
     let mut g = GraphBuilder::default();
-    let x = g.backbone(backbone);
+    let x = FEATURES_NAME.to_string();
     let w = g.initializer(
         "imagenet.weight",
         &[classes, features],
@@ -70,14 +73,14 @@ pub fn export_image_encoder(
     let y = g.node("MatMul", "image.proj", vec![probs, p], vec![]);
     l2_normalize(&mut g, y, EMBEDDING_NAME);
     let graph = g.finish(
-        "edgeml-image-encoder",
-        vec![image_input()],
+        "edgeml-image-head",
+        vec![features_info()],
         vec![value_info(EMBEDDING_NAME, &[None, Some(dim as i64)])],
     );
     Ok(encode_model(
         graph,
         format!(
-            "EfficientNet-Lite0 (frozen, weights sha256 {}) + ImageNet classifier + projection, image encoder of model {model_id}",
+            "ImageNet classifier of EfficientNet-Lite0 (frozen, weights sha256 {}) + projection, image head of model {model_id}",
             backbone.weights_sha256
         ),
     ))

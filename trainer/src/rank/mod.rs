@@ -32,7 +32,7 @@ pub mod pipeline;
 pub use crate::run::PARITY_TOLERANCE;
 pub use contract::gallery::{Gallery, GalleryItem};
 pub use eval::{bow_baseline, evaluate, random_recall, rank_of, recall_from_ranks};
-pub use export::{EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_encoder, export_text_encoder};
+pub use export::{EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_head, export_text_encoder};
 pub use fit::{RankConfig, RankEpoch, RankFit, fit};
 pub use gallery::{GALLERY_BIN, GALLERY_JSON};
 pub use model::{

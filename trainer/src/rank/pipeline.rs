@@ -10,21 +10,19 @@ use contract::ModelFiles;
 use serde::{Deserialize, Serialize};
 use wasm_infer::tokenizer::TokenizerSpec;
 use wasm_infer::{
-    Encoded, ModelManifest, Preprocess, RankMetrics, Recall, Session, Task, TextEncoder, TextTower,
+    Encoded, ModelManifest, Preprocess, RankMetrics, Recall, Task, TextEncoder, TextTower,
     Tokenizer,
 };
 
 use super::eval::{bow_baseline, evaluate, random_recall};
-use super::export::{
-    EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_encoder, export_text_encoder,
-};
+use super::export::{EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_head, export_text_encoder};
 use super::fit::{RankConfig, RankEpoch, RankFit, fit};
 use super::model::{DualEncoder, Init, Pair};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
 use crate::run::{
-    CacheStats, FeaturePass, FeatureStore, ModelFolder, Parity, Progress, RunMeta, Trained, View,
-    batched, image_manifest, inference_tensor, onnx_file,
+    CacheStats, FeaturePass, FeatureStore, ModelFolder, Parity, Progress, RunMeta, ShippedBackbone,
+    Trained, View, batched, image_manifest, inference_tensor, onnx_file,
 };
 use crate::{Error, Result};
 
@@ -76,8 +74,8 @@ pub struct RankReport {
     pub total_secs: f64,
 }
 
-/// The image encoder's file ([`ModelFiles::IMAGE_ONNX`]).
-pub const IMAGE_FILE: &str = ModelFiles::IMAGE_ONNX;
+/// The image tower's head file ([`ModelFiles::IMAGE_HEAD_ONNX`]).
+pub const IMAGE_FILE: &str = ModelFiles::IMAGE_HEAD_ONNX;
 /// The text encoder's file ([`ModelFiles::TEXT_ONNX`]).
 pub const TEXT_FILE: &str = ModelFiles::TEXT_ONNX;
 
@@ -147,7 +145,7 @@ fn pairs(samples: &[&Sample], tok: &Tokenizer) -> Vec<Pair> {
 }
 
 /// Train, evaluate, export and verify an image-text ranking model; write it to `out_dir`
-/// (`image.onnx`, `text.onnx`, `manifest.json`, `metrics.json`). Only images with captions
+/// (`backbone.onnx`, `image_head.onnx`, `text.onnx`, `manifest.json`, `metrics.json`, the gallery). Only images with captions
 /// take part. Backbone features come from `cache` where it has them.
 #[allow(clippy::too_many_arguments)] // the classifier's run's inputs plus the class names
 pub fn run(
@@ -206,17 +204,18 @@ pub fn run(
         return Err(Error::Cancelled);
     }
     let id = meta.identify("rank", dataset, cfg);
-    let image_onnx = export_image_encoder(backbone, &fitted.model, &id.model_id)?;
+    let shipped = ShippedBackbone::of(backbone)?;
+    let image_onnx = export_image_head(backbone, &fitted.model, &id.model_id)?;
     let text_onnx = export_text_encoder(&fitted.model, cfg.max_len, &id.model_id)?;
     let dim = fitted.model.dim()?;
-    let image = onnx_file(ModelFiles::IMAGE_ONNX, &image_onnx);
+    let image = onnx_file(ModelFiles::IMAGE_HEAD_ONNX, &image_onnx);
     let embedding = batched(EMBEDDING_NAME, &[dim]);
     let mut manifest = ModelManifest {
         text: Some(text_tower(&text_onnx, spec, dim)),
         rank_metrics: Some(metrics),
         ..image_manifest(
             id,
-            &backbone.weights_sha256,
+            &shipped,
             Task::Rank,
             image,
             &prep,
@@ -230,7 +229,7 @@ pub fn run(
     let parity = check_parity(
         &fitted.model,
         &manifest,
-        &image_onnx,
+        (&shipped, &image_onnx),
         &text_onnx,
         &test,
         &test_x,
@@ -281,7 +280,7 @@ pub fn run(
         total_secs: started.elapsed().as_secs_f64(),
     };
     let gallery = (serde_json::to_vec(&gallery)?, vectors);
-    let files = write_dir(out_dir, image_onnx, text_onnx, gallery, &report)?;
+    let files = write_dir(out_dir, &shipped, (image_onnx, text_onnx), gallery, &report)?;
     Ok(Trained { report, files })
 }
 
@@ -326,11 +325,12 @@ fn test_metrics(
 }
 
 /// Embeddings of the test images (up to 32) and captions (up to 64) by candle and by tract
-/// on the exported bytes; fails beyond [`crate::run::PARITY_TOLERANCE`].
+/// on the exported bytes (backbone + image head, text encoder); fails beyond
+/// [`crate::run::PARITY_TOLERANCE`].
 pub fn check_parity(
     model: &DualEncoder,
     manifest: &ModelManifest,
-    image_onnx: &[u8],
+    (backbone, image_onnx): (&ShippedBackbone, &[u8]),
     text_onnx: &[u8],
     images: &[&Sample],
     features: &Tensor,
@@ -340,7 +340,7 @@ pub fn check_parity(
     let candle_img = model
         .embed_features(&features.narrow(0, 0, take)?)?
         .to_vec2::<f32>()?;
-    let session = Session::new(image_onnx, manifest.clone())?;
+    let session = backbone.session(image_onnx, manifest)?;
     let mut image = Parity::default();
     for (s, c) in images.iter().zip(&candle_img) {
         let t = session
@@ -364,17 +364,20 @@ pub fn check_parity(
     })
 }
 
-/// Write the model folder atomically ([`crate::run::replace_dir`]): both encoders, the
-/// gallery (index, vectors), the manifest and the report as `metrics.json`.
+/// Write the model folder atomically ([`crate::run::replace_dir`]): the backbone (both forms), the image
+/// head, the text encoder, the gallery (index, vectors), the manifest and the report as
+/// `metrics.json`.
 pub fn write_dir(
     out_dir: &Path,
-    image_onnx: Vec<u8>,
-    text_onnx: Vec<u8>,
+    backbone: &ShippedBackbone,
+    (image_onnx, text_onnx): (Vec<u8>, Vec<u8>),
     (gallery_index, gallery_vectors): (Vec<u8>, Vec<u8>),
     report: &RankReport,
 ) -> Result<ModelFolder> {
     ModelFolder::new()
-        .with(ModelFiles::IMAGE_ONNX, image_onnx)
+        .with(ModelFiles::BACKBONE_ONNX, backbone.bytes.clone())
+        .with(ModelFiles::BACKBONE_INT8, backbone.int8.clone())
+        .with(ModelFiles::IMAGE_HEAD_ONNX, image_onnx)
         .with(ModelFiles::TEXT_ONNX, text_onnx)
         .with(ModelFiles::GALLERY_JSON, gallery_index)
         .with(ModelFiles::GALLERY_BIN, gallery_vectors)

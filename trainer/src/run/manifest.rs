@@ -1,14 +1,84 @@
-//! The manifest of an image model, built the same way for every task: identity, the ONNX
-//! file's hash and size, `image [batch, 3, size, size]` in, one `[batch, n]` output. Task
-//! pipelines fill in their own fields (metrics, the text tower) on top.
+//! The manifest of an image model, built the same way for every task: identity, the shared
+//! backbone's file (`image [batch, 3, size, size]` in, `features [batch, 1280]` out), the
+//! head's hash and size, one `[batch, n]` output. Task pipelines fill in their own fields
+//! (metrics, the text tower) on top.
 
+use std::sync::Arc;
 use wasm_infer::session::sha256_hex;
+
+use contract::FileDigest;
+use contract::ModelFiles;
 use wasm_infer::{
-    Dim, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile, Preprocess, Task, TensorSpec,
+    BackboneRef, Dim, MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile, Preprocess, Session, Task,
+    TensorSpec,
 };
 
 use super::meta::Identity;
-use crate::export::{BATCH_SYMBOL, INPUT_NAME, OPSET};
+use crate::backbone::{Backbone, FEATURE_DIM};
+use crate::export::{BATCH_SYMBOL, FEATURES_NAME, INPUT_NAME, OPSET, export_backbone};
+
+/// The frozen backbone as shipped: its ONNX bytes (the same for every model on these
+/// weights), the same graph with 8-bit weights (what clients run), the manifest entry that
+/// names both, and the weights' sha256.
+#[derive(Debug, Clone)]
+pub struct ShippedBackbone {
+    /// `backbone.onnx` (`f32` weights).
+    pub bytes: Vec<u8>,
+    /// `backbone.q8` ([`wasm_infer::quant`]).
+    pub int8: Vec<u8>,
+    /// The manifest's `backbone`.
+    pub spec: BackboneRef,
+    /// sha256 of the weights file (the manifest's `backbone_sha256`, the feature cache's key).
+    pub weights_sha256: String,
+}
+
+impl ShippedBackbone {
+    /// Export `backbone` in both forms and describe the files.
+    pub fn of(backbone: &Backbone) -> crate::Result<Self> {
+        let bytes = export_backbone(backbone);
+        let int8 = wasm_infer::quant::encode(&bytes)?;
+        let spec = BackboneRef {
+            onnx: onnx_file(ModelFiles::BACKBONE_ONNX, &bytes),
+            output: batched(FEATURES_NAME, &[FEATURE_DIM]),
+            int8: Some(FileDigest {
+                file: ModelFiles::BACKBONE_INT8.into(),
+                sha256: sha256_hex(&int8),
+                bytes: int8.len() as u64,
+            }),
+        };
+        Ok(ShippedBackbone {
+            bytes,
+            int8,
+            spec,
+            weights_sha256: backbone.weights_sha256.clone(),
+        })
+    }
+
+    /// The tract session of a model on the `f32` backbone: what candle's parity is checked
+    /// against (the backbone's bytes, then `head`, the manifest's `onnx`, both checked).
+    pub fn session(&self, head: &[u8], manifest: &ModelManifest) -> crate::Result<Session> {
+        let backbone = wasm_infer::Backbone::full(&self.bytes, manifest)?;
+        compose(backbone, head, manifest)
+    }
+
+    /// The tract session as the api and browsers compose it: the 8-bit backbone, then `head`.
+    pub fn shipped_session(&self, head: &[u8], manifest: &ModelManifest) -> crate::Result<Session> {
+        let backbone = wasm_infer::Backbone::new(&self.int8, manifest)?;
+        compose(backbone, head, manifest)
+    }
+}
+
+fn compose(
+    backbone: wasm_infer::Backbone,
+    head: &[u8],
+    manifest: &ModelManifest,
+) -> crate::Result<Session> {
+    Ok(Session::composed(
+        Arc::new(backbone),
+        head,
+        manifest.clone(),
+    )?)
+}
 
 /// The manifest entry of an exported ONNX file: name, sha256, size and opset.
 pub fn onnx_file(file: &str, bytes: &[u8]) -> OnnxFile {
@@ -30,12 +100,12 @@ pub fn batched(name: &str, dims: &[usize]) -> TensorSpec {
     }
 }
 
-/// The manifest of a model of `task` on the backbone whose weights hash to `backbone_sha256`,
-/// whose ONNX file `onnx` takes preprocessed images and gives `output`; task-specific fields
-/// (`metrics`, `text`, `rank_metrics`, `gallery`) are left empty.
+/// The manifest of a model of `task` whose head `onnx` runs on `backbone`'s features and gives
+/// `output`; task-specific fields (`metrics`, `text`, `rank_metrics`, `gallery`) are left
+/// empty.
 pub fn image_manifest(
     id: Identity,
-    backbone_sha256: &str,
+    backbone: &ShippedBackbone,
     task: Task,
     onnx: OnnxFile,
     prep: &Preprocess,
@@ -60,6 +130,27 @@ pub fn image_manifest(
         text: None,
         rank_metrics: None,
         gallery: None,
-        backbone_sha256: Some(backbone_sha256.to_string()),
+        backbone_sha256: Some(backbone.weights_sha256.clone()),
+        backbone: Some(backbone.spec.clone()),
     }
+}
+
+/// The tract session of a model folder as a run wrote it and clients run it (`manifest.json`,
+/// the head and the shipped backbone, `backbone.q8`; or the one whole graph of folders
+/// written before heads were split).
+pub fn load_session(dir: &std::path::Path) -> crate::Result<Session> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(crate::error::io(path))
+    };
+    let json = read(ModelFiles::MANIFEST)?;
+    let manifest = ModelManifest::from_json(&String::from_utf8_lossy(&json))?;
+    let graph = read(&manifest.onnx.file)?;
+    Ok(match &manifest.backbone {
+        Some(b) => {
+            let backbone = wasm_infer::Backbone::new(&read(&b.shipped().file)?, &manifest)?;
+            Session::composed(Arc::new(backbone), &graph, manifest)?
+        }
+        None => Session::new(&graph, manifest)?,
+    })
 }

@@ -8,7 +8,9 @@ mod search;
 
 use crate::decode::decode_image;
 use crate::preprocess::{PixelFormat, Pixels, image_to_tensor};
-use crate::{ModelManifest, Prediction, Session, TextEncoder, Tokenizer};
+use std::sync::Arc;
+
+use crate::{Backbone, ModelManifest, Prediction, Session, TextEncoder, Tokenizer};
 
 pub(crate) fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
@@ -39,6 +41,40 @@ fn classified(top: &[Prediction], ms: f64, width: u32, height: u32) -> Result<St
     serde_json::to_string(&out).map_err(|e| JsError::new(&e.to_string()))
 }
 
+/// The shared frozen backbone, loaded once and given to the sessions of every model on it.
+#[wasm_bindgen(js_name = Backbone)]
+pub struct WasmBackbone {
+    inner: Arc<Backbone>,
+}
+
+#[wasm_bindgen(js_class = Backbone)]
+impl WasmBackbone {
+    /// Load the backbone file a manifest (JSON text) ships (the 8-bit `backbone.int8` when
+    /// it has one, else `backbone.onnx`); throws if the bytes do not match its sha256/size or
+    /// the graph does not match its shapes.
+    #[wasm_bindgen(constructor)]
+    pub fn new(bytes: &[u8], manifest_json: &str) -> Result<WasmBackbone, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmBackbone {
+            inner: Arc::new(Backbone::new(bytes, &manifest).map_err(js_err)?),
+        })
+    }
+
+    /// Load the manifest's `f32` backbone graph (`backbone.onnx`), for checks against it.
+    pub fn full(onnx: &[u8], manifest_json: &str) -> Result<WasmBackbone, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmBackbone {
+            inner: Arc::new(Backbone::full(onnx, &manifest).map_err(js_err)?),
+        })
+    }
+
+    /// The sha256 of the backbone's file (its address).
+    #[wasm_bindgen(getter)]
+    pub fn sha256(&self) -> String {
+        self.inner.sha256().to_string()
+    }
+}
+
 /// A model loaded in the browser.
 #[wasm_bindgen(js_name = Session)]
 pub struct WasmSession {
@@ -54,6 +90,19 @@ impl WasmSession {
         let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
         Ok(WasmSession {
             inner: Session::new(onnx, manifest).map_err(js_err)?,
+        })
+    }
+
+    /// Load a model's head (its manifest's `onnx`) on a loaded backbone; throws if the
+    /// backbone is not the one the manifest names, or the head does not match the manifest.
+    pub fn composed(
+        backbone: &WasmBackbone,
+        head: &[u8],
+        manifest_json: &str,
+    ) -> Result<WasmSession, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmSession {
+            inner: Session::composed(backbone.inner.clone(), head, manifest).map_err(js_err)?,
         })
     }
 
