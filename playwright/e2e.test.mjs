@@ -291,7 +291,9 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   const run = page.locator('[data-testid=run]');
   await run.waitFor();
   const runId = await run.getAttribute('data-run-id');
-  await page.locator('[data-testid=run-progress]').filter({ hasText: /epoch|features/ }).waitFor({ timeout: 300_000 });
+  // With cached features a retrain is seconds long, most of them the export's checks: any
+  // live stage counts.
+  await page.locator('[data-testid=run-progress]').filter({ hasText: /epoch|features|exporting/ }).waitFor({ timeout: 300_000 });
   await page.locator('[data-testid=loss-chart]:not([data-points="0"])').waitFor({ timeout: 300_000 });
   await page.screenshot({ path: join(shots, 'admin-training.png'), fullPage: true });
   await page.locator('[data-testid=run][data-status=succeeded]').waitFor({ timeout: 600_000 });
