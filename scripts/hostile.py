@@ -12,7 +12,8 @@ and bucket, attacks it over loopback TCP and checks what a production server mus
   c  100 concurrent 40-megapixel decode bombs (6300x6300 PNGs, 16-bit RGBA and 8-bit RGB, all
      zeros, ~0.1-0.3 MB each), half uploaded, half sent to /api/predict: every answer is 2xx,
      413, 422, 429 or 503 (no other 5xx, no dropped connection) and the api's peak RSS stays
-     under 2 GB.
+     under 2 GB. Then 20 concurrent downloads of the champion's backbone: all whole and
+     matching its manifest's sha256.
   d  20 concurrent identical uploads of a new image (3 rounds): one row for the sha256, one
      201, the other answers 200 with duplicate=true and the same image id, no 5xx.
   e  50 concurrent approvals past the auto-retrain threshold (WORKERS=0): exactly one
@@ -865,6 +866,15 @@ def scenario_c(server, out, count):
     out.check(not bad, f"{len(bad)} answers neither 2xx/413/422/429/503 (other 5xx or dropped)")
     out.check(peak * 1024 * 1024 < BOMB_RSS_LIMIT_BYTES, f"peak RSS {peak} MB >= 2048 MB")
     out.check(alive, "the api died")
+    if not alive:
+        return
+    # The shared backbone, 20 clients at once right after the bombs: every one gets the whole
+    # file, byte for byte the one the champion's manifest names.
+    q = server.get_json("/api/models/current?task=classify")["backbone"]["int8"]
+    got = fire_together(server.port, [("GET", f"/api/backbones/{q['sha256']}.q8", None, None)] * 20)
+    whole = [r for r in got if r.status == 200 and sha256(r.body) == q["sha256"]]
+    out.num(f"backbone_burst={histogram(got)} intact={len(whole)}/20")
+    out.check(len(whole) == 20, f"{20 - len(whole)} of 20 concurrent backbone downloads not intact")
 
 
 # ---------------------------------------------------------------------------------------------

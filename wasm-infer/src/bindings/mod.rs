@@ -68,7 +68,8 @@ impl WasmBackbone {
         })
     }
 
-    /// The sha256 of the backbone's file (its address).
+    /// The sha256 of the backbone's f32 graph (its identity, whichever file it was loaded
+    /// from).
     #[wasm_bindgen(getter)]
     pub fn sha256(&self) -> String {
         self.inner.sha256().to_string()
