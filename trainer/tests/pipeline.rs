@@ -310,6 +310,17 @@ fn refuses_tampered_models(
 /// of a fresh pass.
 fn heads_share_one_backbone_and_its_last_pass(session: &Session, onnx: &[u8], dataset: &Dataset) {
     let backbone = session.backbone().unwrap().clone();
+    // Every depthwise layer of the deployed plan runs wasm-infer's kernel, not tract's.
+    let ops: Vec<String> = backbone
+        .plan()
+        .model()
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    let ours = ops.iter().filter(|o| *o == "EdgeDepthwiseConv").count();
+    assert_eq!(ours, 16, "EfficientNet-Lite0 has 16 depthwise layers");
+    assert!(!ops.iter().any(|o| o == "DepthWiseConv"), "{ops:?}");
     let second = Session::composed(backbone.clone(), onnx, session.manifest().clone()).unwrap();
     assert!(Arc::ptr_eq(second.backbone().unwrap(), &backbone));
     let prep = &session.manifest().preprocess;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod decode;
+pub mod depthwise;
 pub mod error;
 pub mod preprocess;
 pub mod quant;

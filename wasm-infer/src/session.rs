@@ -438,9 +438,14 @@ fn plan_proto(
     let typed = model.clone().into_typed().map_err(Error::engine)?;
     check_io(&typed, io)?;
     drop(typed);
-    model
+    let mut typed = model
         .with_input_fact(0, fact.into())
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
+        .map_err(Error::engine)?;
+    crate::depthwise::install(&mut typed).map_err(Error::engine)?;
+    typed
+        .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(Error::engine)
 }

@@ -1,0 +1,119 @@
+//! Every depthwise layer of EfficientNet-Lite0 (224×224 input, one image), run by tract's own
+//! `DepthWiseConv` and by wasm-infer's `EdgeDepthwiseConv` in the same process, alternating;
+//! prints a markdown table of median times, GMAC/s and the ratio (a benchmark, not a test).
+//!
+//! ```text
+//! cargo run --release -p wasm-infer --example bench_depthwise -- [RUNS]
+//! ```
+
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use wasm_infer::depthwise::install;
+
+/// (channels, input side, kernel, stride) of blocks 0–15.
+const LAYERS: [(usize, usize, usize, usize); 16] = [
+    (32, 112, 3, 1),
+    (96, 112, 3, 2),
+    (144, 56, 3, 1),
+    (144, 56, 5, 2),
+    (240, 28, 5, 1),
+    (240, 28, 3, 2),
+    (480, 14, 3, 1),
+    (480, 14, 3, 1),
+    (480, 14, 5, 1),
+    (672, 14, 5, 1),
+    (672, 14, 5, 1),
+    (672, 14, 5, 2),
+    (1152, 7, 5, 1),
+    (1152, 7, 5, 1),
+    (1152, 7, 5, 1),
+    (1152, 7, 3, 1),
+];
+
+fn plan(
+    c: usize,
+    side: usize,
+    k: usize,
+    s: usize,
+    ours: bool,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([c, side, side]))?;
+    let values: Vec<f32> = (0..c * k * k)
+        .map(|i| ((i % 17) as f32 - 8.0) / 9.0)
+        .collect();
+    let kernel = model.add_const("k", tensor1(&values).into_shape(&[c, 1, k, k])?)?;
+    let bias = model.add_const("b", tensor1(&vec![0.1f32; c]))?;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::CHW,
+            kernel_shape: tvec!(k, k),
+            padding: PaddingSpec::Explicit(tvec!(k / 2, k / 2), tvec!(k / 2, k / 2)),
+            dilations: None,
+            strides: Some(tvec!(s, s)),
+            input_channels: c,
+            output_channels: c,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: c,
+        q_params: None,
+    };
+    let y = model.wire_node("dw", conv, &[x, kernel, bias])?;
+    model.select_output_outlets(&y)?;
+    let mut model = model.into_decluttered()?;
+    if ours {
+        install(&mut model)?;
+    }
+    model.into_optimized()?.into_runnable()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> TractResult<()> {
+    let runs: usize = std::env::args().nth(1).map_or(Ok(50), |r| r.parse())?;
+    println!(
+        "| block | channels | input | kernel | stride | MMAC | tract ms | GMAC/s | wasm-infer ms | GMAC/s | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let (mut total_t, mut total_o) = (0.0, 0.0);
+    for (block, &(c, side, k, s)) in LAYERS.iter().enumerate() {
+        let input: TValue = tensor1(
+            &(0..c * side * side)
+                .map(|i| ((i % 23) as f32 - 11.0) / 7.0)
+                .collect::<Vec<_>>(),
+        )
+        .into_shape(&[c, side, side])?
+        .into();
+        let plans = [plan(c, side, k, s, false)?, plan(c, side, k, s, true)?];
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..runs + 3 {
+            for (plan, times) in plans.iter().zip(&mut times) {
+                let t = Instant::now();
+                plan.run(tvec!(input.clone()))?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let [t, o] = times.map(|mut v| median(v.split_off(3)));
+        let out = side.div_ceil(s);
+        let mmac = (c * out * out * k * k) as f64 / 1e6;
+        total_t += t;
+        total_o += o;
+        println!(
+            "| {block} | {c} | {side}×{side} | {k}×{k} | {s} | {mmac:.1} | {t:.3} | {:.1} | {o:.3} | {:.1} | {:.2} |",
+            mmac / t,
+            mmac / o,
+            o / t
+        );
+    }
+    println!(
+        "| all | | | | | | {total_t:.2} | | {total_o:.2} | | {:.2} |",
+        total_o / total_t
+    );
+    Ok(())
+}

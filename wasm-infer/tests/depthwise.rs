@@ -1,0 +1,246 @@
+//! The vectorised depthwise convolution against tract's own, on the geometries EfficientNet
+//! uses and on the awkward ones around them: strides 1 and 2, 3×3 and 5×5 kernels, symmetric,
+//! asymmetric and "same" padding, widths that fill no block or several, a batch of two, and a
+//! bias shared by all channels. Both plans are optimised by tract; only the op differs.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use wasm_infer::depthwise::{DepthwiseConv, install};
+
+/// Deterministic values in [-1, 1).
+fn noise(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Case {
+    n: usize,
+    c: usize,
+    hw: (usize, usize),
+    k: (usize, usize),
+    stride: (usize, usize),
+    padding: PaddingSpec,
+    shared_bias: bool,
+    /// NCHW, or CHW for one image (as tract's declutter leaves a batch of one).
+    batch_axis: bool,
+}
+
+fn model(case: &Case, seed: u64) -> TractResult<TypedModel> {
+    let Case { n, c, hw, k, .. } = *case;
+    let mut model = TypedModel::default();
+    let x = if case.batch_axis {
+        model.add_source("x", f32::fact([n, c, hw.0, hw.1]))?
+    } else {
+        model.add_source("x", f32::fact([c, hw.0, hw.1]))?
+    };
+    let kernel = tensor1(&noise(c * k.0 * k.1, seed)).into_shape(&[c, 1, k.0, k.1])?;
+    let bias = if case.shared_bias {
+        tensor0(0.25f32)
+    } else {
+        tensor1(&noise(c, seed + 1))
+    };
+    let kernel = model.add_const("kernel", kernel)?;
+    let bias = model.add_const("bias", bias)?;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: if case.batch_axis {
+                DataFormat::NCHW
+            } else {
+                DataFormat::CHW
+            },
+            kernel_shape: tvec!(k.0, k.1),
+            padding: case.padding.clone(),
+            dilations: None,
+            strides: Some(tvec!(case.stride.0, case.stride.1)),
+            input_channels: c,
+            output_channels: c,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: c,
+        q_params: None,
+    };
+    let y = model.wire_node("dw", conv, &[x, kernel, bias])?;
+    model.select_output_outlets(&y)?;
+    Ok(model)
+}
+
+fn run(model: TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
+    let out = model
+        .into_optimized()?
+        .into_runnable()?
+        .run(tvec!(input.clone().into()))?;
+    Ok(out[0]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect())
+}
+
+fn check(case: Case) -> TractResult<()> {
+    let Case { n, c, hw, .. } = case;
+    let shape: &[usize] = if case.batch_axis {
+        &[n, c, hw.0, hw.1]
+    } else {
+        &[c, hw.0, hw.1]
+    };
+    let input = tensor1(&noise(n * c * hw.0 * hw.1, 7)).into_shape(shape)?;
+    let reference = model(&case, 3)?.into_decluttered()?;
+    let mut ours = reference.clone();
+    assert_eq!(install(&mut ours)?, 1, "the convolution is replaced");
+    let ours_plan = ours.clone().into_optimized()?;
+    assert!(
+        ours_plan
+            .nodes()
+            .iter()
+            .any(|n| n.op_as::<DepthwiseConv>().is_some()),
+        "tract's optimiser keeps the replacement"
+    );
+    let shape = ours_plan
+        .output_fact(0)?
+        .shape
+        .as_concrete()
+        .map(<[_]>::to_vec);
+    let expected_shape = reference
+        .clone()
+        .into_optimized()?
+        .output_fact(0)?
+        .shape
+        .as_concrete()
+        .map(<[_]>::to_vec);
+    assert_eq!(shape, expected_shape, "same output shape");
+    let want = run(reference, &input)?;
+    let got = run(ours, &input)?;
+    assert_eq!(want.len(), got.len());
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "max |Δ| {worst} against tract's depthwise");
+    Ok(())
+}
+
+fn explicit(before: (usize, usize), after: (usize, usize)) -> PaddingSpec {
+    PaddingSpec::Explicit(tvec!(before.0, before.1), tvec!(after.0, after.1))
+}
+
+#[test]
+fn agrees_with_tract_on_efficientnet_geometries_one_image_chw() -> TractResult<()> {
+    for (hw, k, stride, pad) in [
+        ((112, 112), 3, 1, 1),
+        ((112, 112), 3, 2, 1),
+        ((56, 56), 5, 2, 2),
+        ((28, 28), 5, 1, 2),
+        ((14, 14), 3, 1, 1),
+        ((14, 14), 5, 2, 2),
+        ((7, 7), 5, 1, 2),
+    ] {
+        check(Case {
+            n: 1,
+            c: 6,
+            hw,
+            k: (k, k),
+            stride: (stride, stride),
+            padding: explicit((pad, pad), (pad, pad)),
+            shared_bias: false,
+            batch_axis: false,
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn agrees_with_tract_on_awkward_geometries_batched_nchw() -> TractResult<()> {
+    // TensorFlow-style stride-2 padding (nothing before, one after), "same" padding, a
+    // non-square kernel and stride, widths of 1, 33 (one wide block + a tail) and 41.
+    let cases = [
+        ((16, 33), (3, 3), (2, 2), explicit((0, 0), (1, 1))),
+        ((17, 41), (3, 3), (1, 1), PaddingSpec::SameUpper),
+        ((9, 40), (5, 5), (2, 2), PaddingSpec::SameLower),
+        ((12, 1), (3, 1), (1, 1), explicit((1, 0), (1, 0))),
+        ((10, 70), (1, 5), (2, 1), explicit((0, 2), (0, 2))),
+        ((5, 5), (3, 3), (1, 1), PaddingSpec::Valid),
+    ];
+    for (hw, k, stride, padding) in cases {
+        check(Case {
+            n: 2,
+            c: 3,
+            hw,
+            k,
+            stride,
+            padding,
+            shared_bias: true,
+            batch_axis: true,
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn leaves_other_convolutions_to_tract() -> TractResult<()> {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([1, 4, 8, 8]))?;
+    let kernel = model.add_const(
+        "kernel",
+        tensor1(&noise(4 * 2 * 9, 1)).into_shape(&[4, 2, 3, 3])?,
+    )?;
+    let bias = model.add_const("bias", tensor1(&[0f32; 4]))?;
+    let grouped = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(3, 3),
+            padding: explicit((1, 1), (1, 1)),
+            dilations: None,
+            strides: None,
+            input_channels: 4,
+            output_channels: 4,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 2,
+        q_params: None,
+    };
+    let y = model.wire_node("grouped", grouped, &[x, kernel, bias])?;
+    model.select_output_outlets(&y)?;
+    let mut model = model.into_decluttered()?;
+    assert_eq!(
+        install(&mut model)?,
+        0,
+        "two groups of two channels is not depthwise"
+    );
+    Ok(())
+}
+
+#[test]
+fn refuses_inconsistent_weights() {
+    let geo = wasm_infer::depthwise::Geometry {
+        n: 1,
+        c: 2,
+        h: 4,
+        w: 4,
+        oh: 4,
+        ow: 4,
+        kh: 3,
+        kw: 3,
+        sh: 1,
+        sw: 1,
+        pad_top: 1,
+        pad_left: 1,
+    };
+    assert!(DepthwiseConv::new(geo.clone(), &[0.0; 17], &[0.0; 2]).is_err());
+    assert!(DepthwiseConv::new(geo.clone(), &[0.0; 18], &[0.0; 3]).is_err());
+    let op = DepthwiseConv::new(geo, &[0.0; 18], &[1.0, 2.0]).expect("consistent");
+    let mut out = vec![0.0; 2 * 16];
+    assert!(op.run(&[0.0; 31], &mut out).is_err(), "short input refused");
+    op.run(&[0.5; 32], &mut out).expect("runs");
+    assert!(out[..16].iter().all(|&v| v == 1.0) && out[16..].iter().all(|&v| v == 2.0));
+}
