@@ -2,6 +2,7 @@
 //! same `wasm-infer` session and preprocessing the browser uses, natively.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +27,17 @@ pub struct Predictor {
     /// Held while a session loads: concurrent requests after a promotion wait for one load
     /// instead of each building its own copy of the model.
     loading: tokio::sync::Mutex<()>,
+    /// Predictions running now (see `Predictor::start`).
+    running: AtomicUsize,
+}
+
+/// A running prediction, counted in [`Predictor::running`] until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Predictor {
@@ -38,6 +50,19 @@ impl Predictor {
         let id = registry::current(db, task).await?.map(|m| m.id);
         *self.champion.write().await = Some((Instant::now(), id.clone()));
         Ok(id)
+    }
+
+    /// Count a prediction as running, and say how many intra-op threads it gets: every core
+    /// (up to 4) when it is the only one, so a lone client gets its answer sooner; one when
+    /// others run, so concurrent requests share the cores by request, not by splitting each.
+    fn start(&self) -> (Running<'_>, usize) {
+        let others = self.running.fetch_add(1, Ordering::SeqCst);
+        let threads = if others == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            1
+        };
+        (Running(&self.running), threads)
     }
 
     /// Forget the cached champion id (after a promotion or rollback in this process).
@@ -101,11 +126,13 @@ pub async fn predict(
     }
     // Preprocessing and inference run inside the decode budget: the full-size pixels are
     // freed before another decode may take their place.
+    let (_running, threads) = ctx.predictor.start();
     ctx.decode
         .with_decoded(filename, bytes, limits, move |_, img| {
             let t0 = Instant::now();
             let pixels = trainer::pipeline::pixels(&img)?;
-            let predictions = session.classify(&pixels, k)?;
+            let predictions =
+                wasm_infer::session::with_threads(threads, || session.classify(&pixels, k))?;
             Ok(PredictResponse {
                 model_id: session.manifest().model_id.clone(),
                 predictions,

@@ -5,7 +5,7 @@
 //! `scripts/profile-tract.sh`.
 //!
 //! ```text
-//! cargo run --release -p wasm-infer --example profile_tract -- MODEL_DIR IMAGE [RUNS]
+//! cargo run --release -p wasm-infer --example profile_tract -- MODEL_DIR IMAGE [RUNS] [THREADS]
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,20 +20,21 @@ use wasm_infer::{ModelManifest, PixelFormat, Pixels};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, image, rest @ ..] = args.as_slice() else {
-        return Err("usage: profile_tract MODEL_DIR IMAGE [RUNS]".into());
+        return Err("usage: profile_tract MODEL_DIR IMAGE [RUNS] [THREADS]".into());
     };
     let dir = std::path::Path::new(dir);
     let runs: usize = rest.first().map_or(Ok(50), |r| r.parse())?;
+    let threads: usize = rest.get(1).map_or(Ok(2), |r| r.parse())?;
     let manifest = ModelManifest::from_json(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
     let file = match &manifest.backbone {
         Some(b) => b.onnx.file.clone(),
         None => manifest.onnx.file.clone(),
     };
     let size = manifest.preprocess.size as usize;
-    let plan = |ours: bool| -> TractResult<Arc<TypedRunnableModel>> {
+    let plan_n = |ours: bool, n: usize| -> TractResult<Arc<TypedRunnableModel>> {
         let mut model = tract_onnx::onnx()
             .model_for_path(dir.join(&file))?
-            .with_input_fact(0, f32::fact([1, 3, size, size]).into())?
+            .with_input_fact(0, f32::fact([n, 3, size, size]).into())?
             .into_typed()?
             .into_decluttered()?;
         if ours {
@@ -41,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         model.into_optimized()?.into_runnable()
     };
+    let plan = |ours: bool| plan_n(ours, 1);
     let img = image::open(image)?.to_rgba8();
     let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())?;
     let input = image_to_tensor(&pixels, &manifest.preprocess)?;
@@ -59,6 +61,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nwhole run: {a:.2} ms with tract's depthwise, {b:.2} ms with wasm-infer's ({:.2}x)",
         b / a
     );
+    // The deployed plan with intra-op threads (what the api gives a request running alone).
+    let mut times = Vec::new();
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        wasm_infer::session::with_threads(threads, || ours.run(tvec!(input.clone())))?;
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let t = times[times.len() / 2];
+    println!(
+        "with {threads} threads: median {t:.2} ms ({:.2}x one thread's mean)",
+        t / b
+    );
+    // Batches: time per image of one run on `n` images (one thread), against one image a run.
+    for n in [2, 4, 8] {
+        let batch = plan_n(true, n)?;
+        let one = input.clone().into_tensor();
+        let many = Tensor::stack_tensors(0, &vec![one; n])?;
+        let many: TValue = many.into();
+        let mut times = Vec::new();
+        for i in 0..runs.div_ceil(n) + 2 {
+            let t = Instant::now();
+            batch.run(tvec!(many.clone()))?;
+            if i >= 2 {
+                times.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        println!(
+            "batch of {n}: {t:.2} ms per image ({:.2}x one image a run)",
+            t / b
+        );
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::tract_linalg;
 
 /// The wide block: 16 outputs of a row, 2 AVX registers or 4 SSE / simd128 ones.
 const WIDE: usize = 16;
@@ -188,7 +189,6 @@ impl DepthwiseConv {
         let bias = self.bias.try_as_plain_ram()?.as_slice::<f32>()?;
         let offsets = g.tap_offsets();
         let copies = g.phase_copies();
-        let mut scratch = vec![0f32; g.scratch_len()];
         let job = Job {
             g,
             copies: &copies,
@@ -196,18 +196,19 @@ impl DepthwiseConv {
             kernel,
             bias,
         };
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            #[allow(unsafe_code)]
-            // SAFETY: the CPU was just checked for both features the function is compiled for.
-            unsafe {
-                job.planes_avx2_fma(input, output, &mut scratch)
-            };
-            return Ok(());
-        }
-        job.planes::<false>(input, output, &mut scratch);
-        Ok(())
+        // Planes are independent: spread over the executor of the current tract scope (inline
+        // with one thread, and always in wasm), each chunk with its own scratch.
+        tract_linalg::multithread::par_chunks_mut(
+            output,
+            plane_out,
+            input.len() + output.len(),
+            |first, out| {
+                let planes = out.len() / plane_out;
+                let input = &input[first * plane_in..(first + planes) * plane_in];
+                job.run(first, input, out);
+                Ok(())
+            },
+        )
     }
 }
 
@@ -221,22 +222,50 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Planes `first..` (as many as `output` holds) from `input`.
+    fn run(&self, first: usize, input: &[f32], output: &mut [f32]) {
+        let mut scratch = vec![0f32; self.g.scratch_len()];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU was just checked for both features the function is compiled for.
+            unsafe {
+                self.planes_avx2_fma(first, input, output, &mut scratch)
+            };
+            return;
+        }
+        self.planes::<false>(first, input, output, &mut scratch);
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn planes_avx2_fma(&self, input: &[f32], output: &mut [f32], scratch: &mut [f32]) {
-        self.planes::<true>(input, output, scratch);
+    fn planes_avx2_fma(
+        &self,
+        first: usize,
+        input: &[f32],
+        output: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        self.planes::<true>(first, input, output, scratch);
     }
 
     /// Every channel plane of every image: fill the scratch, then compute the output plane.
     #[inline(always)]
-    fn planes<const FMA: bool>(&self, input: &[f32], output: &mut [f32], scratch: &mut [f32]) {
+    fn planes<const FMA: bool>(
+        &self,
+        first: usize,
+        input: &[f32],
+        output: &mut [f32],
+        scratch: &mut [f32],
+    ) {
         let g = self.g;
         let taps = g.kh * g.kw;
         let planes = input
             .chunks_exact(g.h * g.w)
             .zip(output.chunks_exact_mut(g.oh * g.ow));
         for (p, (plane, out)) in planes.enumerate() {
-            let ch = p % g.c;
+            let ch = (first + p) % g.c;
             fill(g, self.copies, plane, scratch);
             let plane = Plane {
                 g,

@@ -400,6 +400,40 @@ impl TextEncoder {
     }
 }
 
+/// Run `f` with tract's intra-op threads: `threads` of them (one pool per count, built on first
+/// use and kept), or inline when `threads` is 0 or 1. The matrix products and depthwise
+/// convolutions of plans run inside split their work over the pool; a server gives a request
+/// several threads when it is the only one running, and one otherwise. Native only.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    use tract_onnx::tract_core::tract_linalg::multithread::{Executor, multithread_tract_scope};
+    static POOLS: std::sync::Mutex<Vec<(usize, Executor)>> = std::sync::Mutex::new(Vec::new());
+    if threads <= 1 {
+        return multithread_tract_scope(Executor::SingleThread, f);
+    }
+    let pool = {
+        let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+        match pools.iter().find(|(n, _)| *n == threads) {
+            Some((_, pool)) => pool.clone(),
+            None => {
+                // tract's defaults thread a matrix product from 64 panels on: most of this
+                // backbone's are smaller. From 16, two threads run it in 0.56-0.65x the time
+                // of one (`examples/profile_tract.rs`), against 0.65-0.77x at the defaults.
+                if pools.is_empty() {
+                    use tract_onnx::tract_core::tract_linalg::multithread as mt;
+                    mt::set_threading_panel_threshold(16);
+                    mt::set_threading_mac_threshold(1 << 18);
+                    mt::set_threading_element_threshold(1 << 13);
+                }
+                let pool = Executor::multithread_with_name(threads, "edgeml-infer");
+                pools.push((threads, pool.clone()));
+                pool
+            }
+        }
+    };
+    multithread_tract_scope(pool, f)
+}
+
 /// The `k` highest scores with their labels, best first (ties keep label order).
 pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
     let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();

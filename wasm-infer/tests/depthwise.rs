@@ -244,3 +244,34 @@ fn refuses_inconsistent_weights() {
     op.run(&[0.5; 32], &mut out).expect("runs");
     assert!(out[..16].iter().all(|&v| v == 1.0) && out[16..].iter().all(|&v| v == 2.0));
 }
+
+#[test]
+fn threads_split_the_planes_and_change_no_value() -> TractResult<()> {
+    let case = Case {
+        n: 2,
+        c: 40,
+        hw: (28, 28),
+        k: (5, 5),
+        stride: (2, 2),
+        padding: explicit((2, 2), (2, 2)),
+        shared_bias: false,
+        batch_axis: true,
+    };
+    let input = tensor1(&noise(2 * 40 * 28 * 28, 11)).into_shape(&[2, 40, 28, 28])?;
+    let mut ours = model(&case, 5)?.into_decluttered()?;
+    assert_eq!(install(&mut ours)?, 1);
+    let plan = ours.into_optimized()?.into_runnable()?;
+    let run = |threads: usize| -> TractResult<Vec<f32>> {
+        let out =
+            wasm_infer::session::with_threads(threads, || plan.run(tvec!(input.clone().into())))?;
+        Ok(out[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect())
+    };
+    let one = run(1)?;
+    assert_eq!(run(2)?, one, "two threads: the same floats");
+    assert_eq!(run(3)?, one, "three threads: the same floats");
+    Ok(())
+}

@@ -21,21 +21,23 @@ pub async fn load_manifest(storage: &Storage, id: &str) -> Result<ModelManifest>
     )?)
 }
 
-/// Backbones loaded in this process, by the sha256 of the file they were loaded from (the
-/// shipped one: 8-bit when there is one, as browsers run it): every session on one shares it
-/// (one parse, one optimised plan, one copy of the weights in memory); dropped with the last.
+/// Backbones loaded in this process, by the sha256 of their f32 file: every session on one
+/// shares it (one parse, one optimised plan, one copy of the weights in memory); dropped with
+/// the last. The server runs the f32 file, the reference the 8-bit one (what browsers download)
+/// is measured against: its size costs nothing here, and the server's answers are the model's
+/// own, as the gate scored it and as the gallery was embedded.
 static BACKBONES: std::sync::Mutex<Vec<(String, std::sync::Weak<Backbone>)>> =
     std::sync::Mutex::new(Vec::new());
 
 /// The backbone `manifest` names, shared with the sessions already on it, or loaded from
 /// storage (checked against the manifest) and shared from now on.
 async fn backbone_for(storage: &Storage, manifest: &ModelManifest) -> Result<Arc<Backbone>> {
-    let shipped = manifest
+    let full = manifest
         .backbone
         .as_ref()
-        .map(|b| b.shipped())
+        .map(|b| b.onnx.clone())
         .ok_or_else(|| Error::Internal("the model has no separate backbone".into()))?;
-    let sha = shipped.sha256.to_ascii_lowercase();
+    let sha = full.sha256.to_ascii_lowercase();
     let loaded = |sha: &str| {
         let mut all = BACKBONES.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|(_, w)| w.strong_count() > 0);
@@ -47,10 +49,10 @@ async fn backbone_for(storage: &Storage, manifest: &ModelManifest) -> Result<Arc
         return Ok(b);
     }
     let onnx = storage
-        .get(&ModelFiles::backbone_key(&shipped.file, &sha))
+        .get(&ModelFiles::backbone_key(&full.file, &sha))
         .await?;
     let m = manifest.clone();
-    let backbone = tokio::task::spawn_blocking(move || Backbone::new(&onnx, &m))
+    let backbone = tokio::task::spawn_blocking(move || Backbone::full(&onnx, &m))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let backbone = Arc::new(backbone);
