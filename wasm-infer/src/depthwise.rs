@@ -11,13 +11,14 @@
 //! The kernel works one channel plane at a time. The plane is copied once into a zero-padded
 //! scratch, split by column phase when the stride is above one, so every kernel tap reads a
 //! contiguous run of the scratch whatever the stride and whatever the border (the padding is
-//! zeroed once per run, not per plane). Outputs are computed in blocks of 16 columns × 4 rows
-//! (8 × up to 8 for row tails and the 7- and 14-wide planes of the last stages), held in
-//! accumulators across all the taps: independent multiply-add chains, one load and one
-//! multiply-add per output and tap, one store per output. The loops are plain Rust that the
-//! compiler vectorises: wasm simd128 in the browser, and on x86-64 an AVX2 + FMA copy of the
-//! same code chosen at run time (SSE2 otherwise). `examples/bench_depthwise.rs` times it
-//! against tract's op on every layer of the backbone.
+//! zeroed once per run, not per plane). Outputs are computed in blocks of several columns ×
+//! rows (sizes per target below), held in accumulators across all the taps: independent
+//! multiply-add chains, one load and one multiply-add per output and tap, one store per
+//! output. Natively the loops are plain Rust that the compiler vectorises, with an AVX2 + FMA
+//! copy chosen at run time on x86-64 (SSE2 otherwise); in wasm the multiply-adds are simd128
+//! intrinsics, which LLVM did not produce from the plain loop. `examples/bench_depthwise.rs`
+//! times it against tract's op on every layer of the backbone, natively or in wasm
+//! (`scripts/bench-depthwise.sh`).
 
 use std::sync::Arc;
 
@@ -27,15 +28,28 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx::tract_core::tract_linalg;
 
-/// The wide block: 16 outputs of a row, 2 AVX registers or 4 SSE / simd128 ones.
+/// The wide block: natively 16 outputs of a row (2 AVX registers); in wasm 32 (8 v128).
+#[cfg(not(target_arch = "wasm32"))]
 const WIDE: usize = 16;
+#[cfg(target_arch = "wasm32")]
+const WIDE: usize = 32;
 /// The narrow block, for row tails and the 7- and 14-wide planes of the last stages.
 const NARROW: usize = 8;
-/// Output rows computed together: 4 × 16 outputs are 8 AVX accumulators, enough independent
-/// multiply-add chains to hide their latency.
+/// Output rows computed together in wide blocks. Natively 4 × 16 outputs are 8 AVX
+/// accumulators, enough independent multiply-add chains to hide their latency. In wasm the
+/// engine maps v128 values onto 16 SSE registers and spills beyond: one row of 32 outputs is
+/// 8 of them (measured with `examples/bench_depthwise.rs` built for wasm32-wasip1 under node:
+/// 2 × 16 and 4 × 16 took 1.8-2.3x as long on a 112×112 plane).
+#[cfg(not(target_arch = "wasm32"))]
 const BAND: usize = 4;
-/// The same for narrow blocks: 8 rows of 8 outputs (a 7×7 plane is one band).
+#[cfg(target_arch = "wasm32")]
+const BAND: usize = 1;
+/// The same for narrow blocks: natively 8 rows of 8 outputs (a 7×7 plane is one band), in
+/// wasm 4 rows (8 rows took 1.1-1.9x as long).
+#[cfg(not(target_arch = "wasm32"))]
 const NARROW_BAND: usize = 8;
+#[cfg(target_arch = "wasm32")]
+const NARROW_BAND: usize = 4;
 
 /// Shapes and steps of one depthwise convolution, all concrete.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -361,17 +375,17 @@ impl Plane<'_> {
         let wide_end = self.g.ow / WIDE * WIDE;
         let mut oy = 0;
         while wide_end > 0 && oy < self.g.oh {
-            oy += match self.g.oh - oy {
-                BAND.. => self.band::<WIDE, BAND, FMA>(out, oy, 0..wide_end),
-                2..BAND => self.band::<WIDE, 2, FMA>(out, oy, 0..wide_end),
+            oy += match (self.g.oh - oy).min(BAND) {
+                4 => self.band::<WIDE, 4, FMA>(out, oy, 0..wide_end),
+                2 | 3 => self.band::<WIDE, 2, FMA>(out, oy, 0..wide_end),
                 _ => self.band::<WIDE, 1, FMA>(out, oy, 0..wide_end),
             };
         }
         let mut oy = 0;
         while wide_end < self.g.ow && oy < self.g.oh {
             let cols = wide_end..self.g.ow;
-            oy += match self.g.oh - oy {
-                NARROW_BAND.. => self.band::<NARROW, NARROW_BAND, FMA>(out, oy, cols),
+            oy += match (self.g.oh - oy).min(NARROW_BAND) {
+                8 => self.band::<NARROW, 8, FMA>(out, oy, cols),
                 7 => self.band::<NARROW, 7, FMA>(out, oy, cols),
                 6 => self.band::<NARROW, 6, FMA>(out, oy, cols),
                 5 => self.band::<NARROW, 5, FMA>(out, oy, cols),
@@ -420,12 +434,44 @@ impl Plane<'_> {
                 // In bounds by construction of the scratch (see `Geometry::phase_width`).
                 let start = at + offset + r * step;
                 let src = &self.scratch[start..start + B];
-                for (a, &s) in acc.iter_mut().zip(src) {
-                    *a = if FMA { s.mul_add(w, *a) } else { *a + s * w };
-                }
+                axpy::<B, FMA>(acc, src, w);
             }
         }
         acc
+    }
+}
+
+/// `acc += w * src`, lane by lane; the compiler vectorises it (AVX2 + FMA natively).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn axpy<const B: usize, const FMA: bool>(acc: &mut [f32; B], src: &[f32], w: f32) {
+    for (a, &s) in acc.iter_mut().zip(src) {
+        *a = if FMA { s.mul_add(w, *a) } else { *a + s * w };
+    }
+}
+
+/// `acc += w * src` with simd128, 4 lanes at a time: LLVM leaves the plain loop scalar in
+/// wasm (measured: 1.1 GMAC/s on a 112×112 plane), and the accumulator array stays in
+/// registers once the block is unrolled.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+#[allow(unsafe_code)]
+fn axpy<const B: usize, const FMA: bool>(acc: &mut [f32; B], src: &[f32], w: f32) {
+    use std::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128, v128_load, v128_store};
+    const { assert!(B.is_multiple_of(4), "blocks are whole vectors") };
+    assert!(src.len() >= B);
+    let w = f32x4_splat(w);
+    for j in (0..B).step_by(4) {
+        // SAFETY: `j + 4 <= B <= src.len()`, and `acc` holds `B` floats: both 16-byte reads
+        // and the write are in bounds; v128 loads and stores need no alignment.
+        unsafe {
+            let a = v128_load(acc.as_ptr().add(j).cast::<v128>());
+            let x = v128_load(src.as_ptr().add(j).cast::<v128>());
+            v128_store(
+                acc.as_mut_ptr().add(j).cast::<v128>(),
+                f32x4_add(a, f32x4_mul(x, w)),
+            );
+        }
     }
 }
 

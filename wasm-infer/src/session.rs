@@ -403,7 +403,8 @@ impl TextEncoder {
 /// Run `f` with tract's intra-op threads: `threads` of them (one pool per count, built on first
 /// use and kept), or inline when `threads` is 0 or 1. The matrix products and depthwise
 /// convolutions of plans run inside split their work over the pool; a server gives a request
-/// several threads when it is the only one running, and one otherwise. Native only.
+/// several threads when it is the only one running, and one otherwise. In wasm (no threads
+/// here) `f` just runs.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     use tract_onnx::tract_core::tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -432,6 +433,12 @@ pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
         }
     };
     multithread_tract_scope(pool, f)
+}
+
+/// [`with_threads`] in wasm: `f` runs on this thread.
+#[cfg(target_arch = "wasm32")]
+pub fn with_threads<R>(_threads: usize, f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// The `k` highest scores with their labels, best first (ties keep label order).
