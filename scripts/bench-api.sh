@@ -341,7 +341,7 @@ stored = {"edgeml": int(api_rows) - int(n_seed), "peer": int(peer_rows)}
 for s in sent:  # responses wrk counted; requests cut off at a run's end may add a few rows
     if not sent[s] <= stored[s] <= sent[s] + 64:
         bad.append(f"{s}: {stored[s]} new images stored for {sent[s]} upload responses")
-names = {"edgeml": "edgeml api (tract, 1 thread per request)",
+names = {"edgeml": "edgeml api (tract; a request running alone gets every core)",
          "peer": f"FastAPI peer (1 uvicorn worker, onnxruntime {threads} threads)"}
 paths = {"predict": "predict (k=5)", "upload": "upload (1 PNG, stored)"}
 print(f"\nmachine: {os.cpu_count()} cores ({platform.machine()}), servers and wrk share them, "
