@@ -381,157 +381,119 @@ impl CustomOp1 for DepthwiseConv<'_> {
             (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
             _ => candle_core::bail!("{}: needs contiguous f32 input", l.name),
         };
-        let [top, left, bottom, right] = l.pads;
-        let k = l.kernel;
-        let s = l.stride;
-        let oh = (h + top + bottom - k) / s + 1;
-        let ow = (w + left + right - k) / s + 1;
-        let mut out = vec![0f32; n * c * oh * ow];
-        let geometry = Geometry {
-            h,
-            w,
-            oh,
-            ow,
-            k,
-            s,
-            top,
-            left,
-        };
-        // Planes are independent: split them across the available cores.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(n * c);
-        let planes_per_thread = (n * c).div_ceil(threads.max(1));
-        std::thread::scope(|scope| {
-            for (t, dst) in out.chunks_mut(planes_per_thread * oh * ow).enumerate() {
-                let first = t * planes_per_thread;
-                let src = &src[first * h * w..];
-                let geometry = &geometry;
-                scope.spawn(move || {
-                    for (i, (dst, plane)) in
-                        dst.chunks_mut(oh * ow).zip(src.chunks(h * w)).enumerate()
-                    {
-                        let ch = (first + i) % c;
-                        let kern = &l.weight[ch * k * k..(ch + 1) * k * k];
-                        depthwise_plane(plane, dst, kern, l.bias[ch], l.relu6, geometry);
-                    }
-                });
-            }
-        });
+        let out = depthwise(l, src, n, c, h, w)?;
+        let (oh, ow) = out_size(l, h, w);
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
 
-/// Sizes of one depthwise plane convolution.
-struct Geometry {
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    k: usize,
-    s: usize,
-    top: usize,
-    left: usize,
+/// Output height and width of `l` on an `h × w` input.
+fn out_size(l: &ConvLayer, h: usize, w: usize) -> (usize, usize) {
+    let [top, left, bottom, right] = l.pads;
+    let (k, s) = (l.kernel, l.stride);
+    (
+        (h + top + bottom - k) / s + 1,
+        (w + left + right - k) / s + 1,
+    )
 }
 
-/// One channel: `dst = clamp(bias + Σ kern · shifted(src))`, accumulated one kernel tap at a
-/// time over whole output rows so the inner loop is a bounds-check-free, vectorisable axpy.
-fn depthwise_plane(
+/// `l` (depthwise, bias folded, then ReLU6 if it has one) on `n × c × h × w` floats, by the
+/// kernel the inference plans run (`wasm_infer::depthwise`: one implementation for training,
+/// server and browser), its planes spread over every core.
+fn depthwise(
+    l: &ConvLayer,
     src: &[f32],
-    dst: &mut [f32],
-    kern: &[f32],
-    bias: f32,
-    relu6: bool,
-    g: &Geometry,
-) {
-    dst.fill(bias);
-    for oy in 0..g.oh {
-        let out_row = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-        for ky in 0..g.k {
-            let iy = oy * g.s + ky;
-            if iy < g.top || iy - g.top >= g.h {
-                continue;
-            }
-            let row = &src[(iy - g.top) * g.w..(iy - g.top + 1) * g.w];
-            for kx in 0..g.k {
-                if kx >= g.w + g.left {
-                    break;
-                }
-                let wk = kern[ky * g.k + kx];
-                // Output columns whose input column ox·s + kx − left lies inside the row.
-                let lo = g.left.saturating_sub(kx).div_ceil(g.s);
-                let hi = ((g.w + g.left - kx - 1) / g.s + 1).min(g.ow);
-                if lo >= hi {
-                    continue;
-                }
-                let start = lo * g.s + kx - g.left;
-                if g.s == 1 {
-                    let input = &row[start..start + (hi - lo)];
-                    for (o, i) in out_row[lo..hi].iter_mut().zip(input) {
-                        *o += wk * i;
-                    }
-                } else {
-                    let input = row[start..].iter().step_by(g.s);
-                    for (o, i) in out_row[lo..hi].iter_mut().zip(input) {
-                        *o += wk * i;
-                    }
-                }
-            }
-        }
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+) -> candle_core::Result<Vec<f32>> {
+    let fail = |e: tract_onnx::prelude::TractError| {
+        candle_core::Error::Msg(format!("{}: depthwise kernel: {e:#}", l.name))
+    };
+    let (oh, ow) = out_size(l, h, w);
+    let geo = wasm_infer::depthwise::Geometry {
+        n,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        kh: l.kernel,
+        kw: l.kernel,
+        sh: l.stride,
+        sw: l.stride,
+        pad_top: l.pads[0],
+        pad_left: l.pads[1],
+    };
+    let op = wasm_infer::depthwise::DepthwiseConv::new(geo, &l.weight, &l.bias).map_err(fail)?;
+    let mut out = vec![0f32; n * c * oh * ow];
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    wasm_infer::session::with_threads(threads, || op.run(src, &mut out)).map_err(fail)?;
+    if l.relu6 {
+        out.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
     }
-    if relu6 {
-        dst.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The direct kernel against a per-pixel reference, on odd sizes, both strides, asymmetric
-    /// padding.
+    /// The shared kernel as the trainer maps its layers onto it (TensorFlow "same" padding,
+    /// asymmetric for stride 2, ReLU6), against a per-pixel reference, on odd sizes, both
+    /// strides, two images of three channels.
     #[test]
-    fn depthwise_plane_matches_reference() {
+    fn depthwise_matches_reference() {
         for (h, w, k, s) in [(7, 9, 3, 1), (8, 11, 5, 2), (5, 5, 3, 2), (12, 10, 5, 1)] {
             let (top, bottom) = (k / 2 - usize::from(s == 2 && k == 3), k / 2);
-            let left = top;
-            let oh = (h + top + bottom - k) / s + 1;
-            let ow = (w + left + bottom - k) / s + 1;
-            let src: Vec<f32> = (0..h * w)
-                .map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0)
-                .collect();
-            let kern: Vec<f32> = (0..k * k)
+            let (n, c) = (2, 3);
+            let weight: Vec<f32> = (0..c * k * k)
                 .map(|i| ((i * 11 % 7) as f32 - 3.0) / 5.0)
                 .collect();
-            let mut got = vec![0f32; oh * ow];
-            let g = Geometry {
-                h,
-                w,
-                oh,
-                ow,
-                k,
-                s,
-                top,
-                left,
+            let layer = ConvLayer {
+                name: "dw".into(),
+                out_ch: c,
+                in_per_group: 1,
+                kernel: k,
+                stride: s,
+                groups: c,
+                pads: [top, top, bottom, bottom],
+                weight: weight.clone(),
+                bias: vec![0.25, -0.5, 5.0],
+                relu6: true,
+                out_size: 0,
+                weight_t: Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
+                bias_t: Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
             };
-            depthwise_plane(&src, &mut got, &kern, 0.25, false, &g);
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.25f32;
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let iy = (oy * s + ky) as isize - top as isize;
-                            let ix = (ox * s + kx) as isize - left as isize;
-                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                acc += kern[ky * k + kx] * src[iy as usize * w + ix as usize];
+            let src: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0)
+                .collect();
+            let got = depthwise(&layer, &src, n, c, h, w).unwrap();
+            let (oh, ow) = out_size(&layer, h, w);
+            assert_eq!(got.len(), n * c * oh * ow);
+            for p in 0..n * c {
+                let ch = p % c;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = layer.bias[ch];
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * s + ky) as isize - top as isize;
+                                let ix = (ox * s + kx) as isize - top as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    acc += weight[ch * k * k + ky * k + kx]
+                                        * src[p * h * w + iy as usize * w + ix as usize];
+                                }
                             }
                         }
+                        let want = acc.clamp(0.0, 6.0);
+                        let v = got[(p * oh + oy) * ow + ox];
+                        assert!(
+                            (v - want).abs() < 1e-5,
+                            "{h}x{w} k{k} s{s} plane {p} at {oy},{ox}: {v} vs {want}"
+                        );
                     }
-                    let v = got[oy * ow + ox];
-                    assert!(
-                        (v - acc).abs() < 1e-5,
-                        "{h}x{w} k{k} s{s} at {oy},{ox}: {v} vs {acc}"
-                    );
                 }
             }
         }
