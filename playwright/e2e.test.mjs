@@ -167,7 +167,7 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-test('classifies a test-split photo in the browser, like native tract, without the server', async () => {
+test('classifies a test-split photo in the browser, like the server, without the server', async () => {
   await page.goto(base);
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 120_000 });
   const model = await (await fetch(`${base}/api/models/current`)).json();
@@ -184,9 +184,15 @@ test('classifies a test-split photo in the browser, like native tract, without t
   await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
   assert.equal(got[0].label, chosen.label, 'expected label in the browser');
   assert.equal(got.length, server.predictions.length);
-  for (const [b, s] of got.map((g, i) => [g, server.predictions[i]])) {
-    assert.equal(b.label, s.label);
-    assert.ok(Math.abs(b.score - s.score) <= 1e-4, `${b.label}: browser ${b.score} vs native ${s.score}`);
+  // The browser runs the 8-bit backbone, the server the f32 one it is measured against (same
+  // head, same composition): same top-1, and each label's probability within the 8-bit file's
+  // measured bound (max |Δp| 0.11 over the 299 bundled photos, BENCHMARKS.md). Bit-level
+  // parity of wasm and native tract on one file is the trainer's parity test.
+  const serverScore = new Map(server.predictions.map((p) => [p.label, p.score]));
+  for (const b of got) {
+    if (!serverScore.has(b.label)) continue; // a near-tie at the edge of the top 5
+    const s = serverScore.get(b.label);
+    assert.ok(Math.abs(b.score - s) <= 0.12, `${b.label}: browser ${b.score} vs server ${s}`);
   }
   const during = apiRequests.slice(before);
   assert.deepEqual(during.filter((r) => r.includes('/api/predict')), [], 'no server prediction');
