@@ -85,7 +85,8 @@ SCRUB_ENV = (
     "LISTEN DATA_DIR DATABASE_URL STORAGE_URL S3_ENDPOINT S3_REGION S3_ACCESS_KEY_ID "
     "S3_SECRET_ACCESS_KEY ADMIN_TOKEN EDGEML_PRODUCTION STATIC_DIR SEED_DIR NO_SEED "
     "TRAIN_ON_START AUTO_RETRAIN_AFTER GATE_MARGIN WORKERS WORKER_LEASE_SECS MAX_UPLOAD_BYTES "
-    "MAX_IMAGE_SIDE MAX_IMAGE_PIXELS MAX_FILES UPLOAD_RATE_PER_MIN UPLOAD_BURST CORS_ORIGINS"
+    "MAX_IMAGE_SIDE MAX_IMAGE_PIXELS MAX_FILES UPLOAD_RATE_PER_MIN UPLOAD_BURST CORS_ORIGINS "
+    "PREDICT_RATE_PER_MIN PREDICT_BURST"
 ).split()
 
 
@@ -875,6 +876,26 @@ def scenario_c(server, out, count):
     whole = [r for r in got if r.status == 200 and sha256(r.body) == q["sha256"]]
     out.num(f"backbone_burst={histogram(got)} intact={len(whole)}/20")
     out.check(len(whole) == 20, f"{20 - len(whole)} of 20 concurrent backbone downloads not intact")
+    # The same real photo predicted by 20 clients at once (side by side, one core each), then
+    # by one client alone, twice (a lone prediction gets every core): every answer 200 with the
+    # same labels and scores (to 1e-5): how many threads a prediction gets changes no answer.
+    src = os.path.join(ROOT, "assets/datasets/tuxpaint-photos")
+    label = sorted(d for d in os.listdir(src) if os.path.isdir(os.path.join(src, d)))[0]
+    name = sorted(p for p in os.listdir(os.path.join(src, label)) if p.endswith(".png"))[0]
+    with open(os.path.join(src, label, name), "rb") as f:
+        req = predict_request(f.read())
+    burst = fire_together(server.port, [req] * 20, timeout=240)
+    alone = [fire_together(server.port, [req], timeout=60)[0] for _ in range(2)]
+    answers = [r for r in burst + alone if r.status == 200]
+    preds = [[(p["label"], p["score"]) for p in r.json()["predictions"]] for r in answers]
+    same = all(
+        [l for l, _ in p] == [l for l, _ in preds[0]]
+        and all(abs(a - b) <= 1e-5 for (_, a), (_, b) in zip(p, preds[0]))
+        for p in preds
+    )
+    out.num(f"predict_burst={histogram(burst)} alone={histogram(alone)} same_answer={same}")
+    out.check(len(answers) == 22, f"{22 - len(answers)} of 22 real predictions not 200")
+    out.check(same, "concurrent and lone predictions of one photo disagree")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -953,7 +974,8 @@ class Suite:
 
     def bombs_scenario(self, backend):
         server = self.new_server(backend, "bombs", WORKERS=1, TRAIN_ON_START="false",
-                                 AUTO_RETRAIN_AFTER=0)
+                                 AUTO_RETRAIN_AFTER=0, PREDICT_RATE_PER_MIN=1000000,
+                                 PREDICT_BURST=1000000)
         if self.start_or_fail("c bombs", backend, server):
             self.run_scenario("c bombs", backend, server, scenario_c, self.bombs)
             server.stop()
