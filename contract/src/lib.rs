@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod error;
+pub mod evidence;
 pub mod files;
 pub mod gallery;
 pub mod kinds;
@@ -13,7 +14,7 @@ pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use kinds::{ImageStatus, RunStatus, Stage, Task};
 pub use manifest::{
-    BackboneRef, ClassMetrics, Dim, EvalMetrics, FileDigest, GalleryFiles, Layout,
+    BackboneRef, ClassMetrics, Dim, Estimate, EvalMetrics, FileDigest, GalleryFiles, Layout,
     MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile, Preprocess, RankMetrics, Recall, TensorSpec,
     TextTower,
 };

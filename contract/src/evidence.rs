@@ -1,0 +1,459 @@
+//! The statistics the registry's quality gate decides on, defined once for every task: a
+//! candidate and the models it is compared with (the champion, the baselines) are scored on
+//! the **same** examples, one number per example (1/0 for a right/wrong label, 1/0 for a
+//! caption whose image is in the top 10, …), and the gate looks at the per-example
+//! differences.
+//!
+//! - [`bootstrap_mean`]: a percentile interval for the mean of per-example values (or of
+//!   paired differences), from a seeded resampling, so the same inputs and seed give the same
+//!   interval on every machine.
+//! - [`mcnemar_exact`]: McNemar's exact test for two classifiers on the same examples (the
+//!   binomial test on the discordant pairs), reported next to the interval for accuracy.
+//! - [`non_inferior`] and [`beats`]: what an interval says against an allowed regression or a
+//!   baseline, as [`Check::Pass`], [`Check::Unsure`] or [`Check::Fail`]; [`Verdict::of`]
+//!   combines them into promote / inconclusive / reject.
+
+use serde::{Deserialize, Serialize};
+
+/// A mean and its two-sided interval at the gate's confidence level.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Interval {
+    /// The observed mean.
+    pub mean: f64,
+    /// Lower end of the interval.
+    pub lo: f64,
+    /// Upper end of the interval.
+    pub hi: f64,
+}
+
+/// splitmix64: a small, fully specified generator, so a seed gives the same resamples on
+/// every platform (native and wasm) and in every version of the dependencies.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator started at `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform index in `0..n` (`n > 0`; Lemire's multiply-shift, bias below 2⁻³² for the
+    /// sizes the gate sees).
+    pub fn below(&mut self, n: usize) -> usize {
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values, linearly interpolated.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    match sorted.get(i + 1) {
+        Some(next) => sorted[i] + frac * (next - sorted[i]),
+        None => sorted[i],
+    }
+}
+
+/// Percentile bootstrap of the mean of `values`: `resamples` resamples of `values.len()`
+/// examples drawn with replacement (from `seed`), and the central `confidence` share of their
+/// means. Paired comparisons pass the per-example differences, so each resample keeps an
+/// example's two scores together. An empty input gives a zero interval.
+pub fn bootstrap_mean(values: &[f64], resamples: u32, confidence: f64, seed: u64) -> Interval {
+    let n = values.len();
+    if n == 0 {
+        return Interval {
+            mean: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+        };
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let mut rng = SplitMix64::new(seed);
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence.clamp(0.0, 1.0)) / 2.0;
+    Interval {
+        mean,
+        lo: quantile(&means, tail).min(mean),
+        hi: quantile(&means, 1.0 - tail).max(mean),
+    }
+}
+
+/// Per-example differences `a[i] - b[i]` (equal lengths).
+pub fn differences(a: &[f64], b: &[f64]) -> Vec<f64> {
+    debug_assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
+/// McNemar's exact test for two classifiers scored on the same examples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct McNemar {
+    /// Examples only the candidate gets right.
+    pub candidate_only: u32,
+    /// Examples only the other model gets right.
+    pub other_only: u32,
+    /// Two-sided p-value of "both are right equally often" (exact binomial on the discordant
+    /// pairs).
+    pub p_value: f64,
+}
+
+impl McNemar {
+    /// The test on per-example right/wrong values (1.0 right, 0.0 wrong).
+    pub fn of(candidate: &[f64], other: &[f64]) -> Self {
+        let (mut b, mut c) = (0u32, 0u32);
+        for (x, y) in candidate.iter().zip(other) {
+            match (*x > 0.5, *y > 0.5) {
+                (true, false) => b += 1,
+                (false, true) => c += 1,
+                _ => {}
+            }
+        }
+        McNemar {
+            candidate_only: b,
+            other_only: c,
+            p_value: mcnemar_exact(b, c),
+        }
+    }
+}
+
+/// Two-sided p-value of McNemar's exact test with `b` and `c` discordant pairs:
+/// `min(1, 2·P[X ≤ min(b, c)])` for `X ~ Binomial(b + c, ½)` (what `scipy.stats.binomtest(b,
+/// b + c, 0.5)` gives). Summed in log space, so thousands of pairs neither underflow nor lose
+/// precision.
+pub fn mcnemar_exact(b: u32, c: u32) -> f64 {
+    let n = b + c;
+    if n == 0 || b == c {
+        return 1.0;
+    }
+    let k = b.min(c);
+    // log pmf(i) for i = 0..=k, by the ratio pmf(i+1)/pmf(i) = (n-i)/(i+1).
+    let mut log_pmf = -(n as f64) * std::f64::consts::LN_2;
+    let mut logs = Vec::with_capacity(k as usize + 1);
+    for i in 0..=k {
+        logs.push(log_pmf);
+        log_pmf += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+    }
+    let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let cdf = top.exp() * logs.iter().map(|l| (l - top).exp()).sum::<f64>();
+    (2.0 * cdf).min(1.0)
+}
+
+/// What one comparison says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// The interval clears the bar.
+    Pass,
+    /// The interval straddles the bar: the examples cannot tell.
+    Unsure,
+    /// The interval is entirely on the wrong side of the bar.
+    Fail,
+}
+
+/// Non-inferiority of a candidate on the interval of its paired difference (candidate −
+/// reference): pass when even the interval's low end is above `-margin`, fail when its high
+/// end is below it, unsure otherwise.
+pub fn non_inferior(difference: &Interval, margin: f64) -> Check {
+    if difference.lo > -margin {
+        Check::Pass
+    } else if difference.hi < -margin {
+        Check::Fail
+    } else {
+        Check::Unsure
+    }
+}
+
+/// Superiority over a baseline on the interval of the paired difference (candidate −
+/// baseline): pass when the interval's low end is above 0, fail when not even its high end is
+/// (no sign of beating the baseline at all), unsure otherwise.
+pub fn beats(difference: &Interval) -> Check {
+    if difference.lo > 0.0 {
+        Check::Pass
+    } else if difference.hi <= 0.0 {
+        Check::Fail
+    } else {
+        Check::Unsure
+    }
+}
+
+/// The gate's verdict on a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every comparison passed: it becomes the champion.
+    Promote,
+    /// No comparison failed but some could not tell: kept as a candidate, promotable by hand.
+    Inconclusive,
+    /// A comparison failed: kept as a candidate, not served.
+    #[default]
+    Reject,
+}
+
+impl Verdict {
+    /// All pass → promote; any fail → reject; otherwise inconclusive.
+    pub fn of(checks: impl IntoIterator<Item = Check>) -> Self {
+        let mut verdict = Verdict::Promote;
+        for c in checks {
+            match c {
+                Check::Fail => return Verdict::Reject,
+                Check::Unsure => verdict = Verdict::Inconclusive,
+                Check::Pass => {}
+            }
+        }
+        verdict
+    }
+}
+
+/// How the figures of a gate were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Method {
+    /// Every model predicted the held-out test split.
+    TestSplit,
+    /// `folds`-fold cross-validation over the training and test splits (the validation split
+    /// still picks each fold's epoch): every example is predicted by a head that did not train
+    /// on it. Used when the test split is smaller than the run's `cv_below`.
+    CrossValidation {
+        /// Number of folds.
+        folds: u32,
+    },
+}
+
+impl Method {
+    /// In words, for reasons and the Admin page.
+    pub fn describe(&self, n: usize) -> String {
+        match self {
+            Method::TestSplit => format!("the test split ({n} examples)"),
+            Method::CrossValidation { folds } => {
+                format!("{folds}-fold cross-validation over train + test ({n} examples)")
+            }
+        }
+    }
+}
+
+/// One model's outcome on each example of an [`Evidence`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Who: `candidate`, `champion`, `kNN (k=5)`, `majority class`, `bag of words`, …
+    pub name: String,
+    /// The metric's value on each example (1 right / 0 wrong; 1 when the match ranks in the
+    /// top 10 / 0).
+    pub values: Vec<f64>,
+    /// Classification: the label index predicted for each example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Vec<u32>>,
+    /// Ranking: the 1-based rank of each query's match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<Vec<f64>>,
+    /// A baseline that knows nothing of the images (majority class, chance): the candidate must
+    /// beat it outright. A baseline that learns from the same features (kNN, bag of words) is
+    /// a model in its own right: the candidate must be no worse than the strongest of those
+    /// beyond the gate's margin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trivial: bool,
+}
+
+impl Outcomes {
+    /// Per-example right/wrong from predicted labels against `truth`.
+    pub fn from_labels(name: impl Into<String>, predicted: Vec<u32>, truth: &[u32]) -> Self {
+        let values = predicted
+            .iter()
+            .zip(truth)
+            .map(|(p, t)| f64::from(u8::from(p == t)))
+            .collect();
+        Outcomes {
+            name: name.into(),
+            values,
+            predicted: Some(predicted),
+            ranks: None,
+            trivial: false,
+        }
+    }
+
+    /// Per-query hit (rank ≤ `k`) from the ranks of the matches.
+    pub fn from_ranks(name: impl Into<String>, ranks: Vec<f64>, k: f64) -> Self {
+        Outcomes {
+            name: name.into(),
+            values: ranks.iter().map(|r| f64::from(u8::from(*r <= k))).collect(),
+            predicted: None,
+            ranks: Some(ranks),
+            trivial: false,
+        }
+    }
+
+    /// The same, marked as a trivial baseline.
+    pub fn trivial(self) -> Self {
+        Outcomes {
+            trivial: true,
+            ..self
+        }
+    }
+
+    /// The metric: the mean of the values.
+    pub fn mean(&self) -> f64 {
+        if self.values.is_empty() {
+            0.0
+        } else {
+            self.values.iter().sum::<f64>() / self.values.len() as f64
+        }
+    }
+}
+
+/// What a run hands the gate, written to its `metrics.json`: the examples, and every model's
+/// outcome on each of them — enough to recompute the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The gate's metric (`accuracy`, `text_to_image_r10`).
+    pub metric: String,
+    /// How the examples were predicted.
+    pub method: Method,
+    /// Example ids (the image's sha256; `sha256#i` for the `i`-th caption of an image).
+    pub items: Vec<String>,
+    /// Classification: the true label index of each example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth: Option<Vec<u32>>,
+    /// The candidate.
+    pub candidate: Outcomes,
+    /// Baselines scored on the same examples.
+    pub baselines: Vec<Outcomes>,
+    /// The champion on the same examples, when it could be scored on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionOutcomes>,
+}
+
+/// The champion's outcomes in an [`Evidence`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChampionOutcomes {
+    /// Its model id.
+    pub id: String,
+    /// How it was scored, in words (its head on the same features; its recipe retrained on
+    /// the same folds; its whole graph).
+    pub how: String,
+    /// Its outcomes, on the evidence's items.
+    pub outcomes: Outcomes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn right(n: usize, wrong: &[usize]) -> Vec<f64> {
+        (0..n)
+            .map(|i| if wrong.contains(&i) { 0.0 } else { 1.0 })
+            .collect()
+    }
+
+    #[test]
+    fn mcnemar_hand_checked() {
+        // b = 0, c = 3: 2 · (1/2)³ = 0.25.
+        assert!((mcnemar_exact(0, 3) - 0.25).abs() < 1e-15);
+        // b = 1, c = 4: 2 · (1 + 5)/32 = 0.375.
+        assert!((mcnemar_exact(1, 4) - 0.375).abs() < 1e-15);
+        assert_eq!(mcnemar_exact(5, 5), 1.0);
+        assert_eq!(mcnemar_exact(0, 0), 1.0);
+        assert_eq!(mcnemar_exact(4, 1), mcnemar_exact(1, 4));
+        // Large counts stay finite and tiny.
+        let p = mcnemar_exact(100, 3000);
+        assert!((0.0..1e-300).contains(&p), "{p}");
+        let p = mcnemar_exact(1480, 1520);
+        assert!(p > 0.4 && p < 0.8, "{p}");
+        let m = McNemar::of(&[1.0, 1.0, 0.0, 0.0], &[1.0, 0.0, 1.0, 1.0]);
+        assert_eq!((m.candidate_only, m.other_only), (1, 2));
+    }
+
+    #[test]
+    fn bootstrap_is_reproducible_and_brackets_the_mean() {
+        let d = differences(&right(46, &[3, 9, 20]), &right(46, &[3, 30]));
+        let a = bootstrap_mean(&d, 2000, 0.95, 7);
+        assert_eq!(
+            a,
+            bootstrap_mean(&d, 2000, 0.95, 7),
+            "same seed, same interval"
+        );
+        assert_ne!(
+            a,
+            bootstrap_mean(&d, 2000, 0.95, 8),
+            "another seed resamples anew"
+        );
+        assert!((a.mean + 1.0 / 46.0).abs() < 1e-12);
+        assert!(a.lo < a.mean && a.mean < a.hi, "{a:?}");
+        // Identical models: a zero-width interval at 0.
+        let z = bootstrap_mean(
+            &differences(&right(10, &[1]), &right(10, &[1])),
+            500,
+            0.95,
+            1,
+        );
+        assert_eq!((z.lo, z.mean, z.hi), (0.0, 0.0, 0.0));
+        assert_eq!(bootstrap_mean(&[], 10, 0.95, 1).mean, 0.0);
+    }
+
+    #[test]
+    fn one_image_worse_on_46_is_not_rejected() {
+        // The champion is right on 37 of 46, the candidate on 36: one image apart.
+        let champion = right(46, &[1, 5, 8, 13, 21, 25, 33, 40, 44]);
+        let candidate = right(46, &[1, 5, 8, 13, 21, 25, 33, 40, 44, 12]);
+        let d = bootstrap_mean(&differences(&candidate, &champion), 2000, 0.95, 42);
+        assert_ne!(non_inferior(&d, 0.02), Check::Fail, "{d:?}");
+        let v = Verdict::of([non_inferior(&d, 0.02)]);
+        assert!(
+            matches!(v, Verdict::Inconclusive | Verdict::Promote),
+            "{v:?}"
+        );
+        assert!(McNemar::of(&candidate, &champion).p_value > 0.05);
+    }
+
+    #[test]
+    fn clearly_worse_on_500_is_rejected_and_clearly_better_promoted() {
+        // Champion right on 450 of 500; the candidate loses 60 of those and gains 5.
+        let champion = right(500, &(0..50).collect::<Vec<_>>());
+        let mut wrong: Vec<usize> = (5..50).collect();
+        wrong.extend(100..160);
+        let worse = right(500, &wrong);
+        let d = bootstrap_mean(&differences(&worse, &champion), 2000, 0.95, 42);
+        assert_eq!(non_inferior(&d, 0.02), Check::Fail, "{d:?}");
+        assert_eq!(Verdict::of([non_inferior(&d, 0.02)]), Verdict::Reject);
+        assert!(McNemar::of(&worse, &champion).p_value < 1e-6);
+        // The reverse: the candidate fixes 40 of the champion's 50 mistakes.
+        let better = right(500, &(40..50).collect::<Vec<_>>());
+        let d = bootstrap_mean(&differences(&better, &champion), 2000, 0.95, 42);
+        assert_eq!(non_inferior(&d, 0.02), Check::Pass, "{d:?}");
+        assert_eq!(beats(&d), Check::Pass);
+        assert_eq!(
+            Verdict::of([non_inferior(&d, 0.02), beats(&d)]),
+            Verdict::Promote
+        );
+    }
+
+    #[test]
+    fn verdicts_combine_checks() {
+        use Check::*;
+        assert_eq!(Verdict::of([Pass, Pass]), Verdict::Promote);
+        assert_eq!(Verdict::of([Pass, Unsure]), Verdict::Inconclusive);
+        assert_eq!(Verdict::of([Unsure, Fail]), Verdict::Reject);
+        assert_eq!(Verdict::of([]), Verdict::Promote);
+        // A candidate identical to a baseline does not beat it.
+        let same = Interval {
+            mean: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+        };
+        assert_eq!(beats(&same), Fail);
+    }
+}
