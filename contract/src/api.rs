@@ -18,7 +18,7 @@ pub use images::{
     Caption, CaptionPage, ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded,
 };
 pub use limits::Limits;
-pub use models::{GateDecision, ModelInfo};
+pub use models::{Comparison, GateDecision, ModelInfo};
 pub use predict::{PredictResponse, Prediction};
 pub use review::{Action, CaptionAction, CaptionDecision, Decision, ReviewRequest, ReviewResponse};
 pub use runs::{EpochMetrics, Progress, RunInfo, RunStatusEvent, TrainRequest};

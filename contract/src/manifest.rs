@@ -193,6 +193,24 @@ pub struct EvalMetrics {
     pub per_class: Vec<ClassMetrics>,
     /// `confusion[true][predicted]` counts, in label order.
     pub confusion: Vec<Vec<u32>>,
+    /// The figure the gate decided on, and how it was obtained (the test split, or
+    /// cross-validation when the test split is small), with its 95 % interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+}
+
+/// A metric's estimate: its mean over `n` examples and a 95 % paired-bootstrap interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// How the examples were predicted.
+    pub method: crate::evidence::Method,
+    /// Examples.
+    pub n: u32,
+    /// Mean and interval.
+    pub value: crate::evidence::Interval,
+    /// The kNN baseline on the same examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn: Option<crate::evidence::Interval>,
 }
 
 /// Recall@K and median rank of one retrieval direction.

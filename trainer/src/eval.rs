@@ -46,7 +46,48 @@ pub fn evaluate(
         majority_baseline: ratio(majority_hits as f64, n as f64),
         per_class,
         confusion,
+        estimate: None,
     }
+}
+
+/// The gate's evidence as text: how the examples were predicted, then the candidate and each
+/// baseline with its 95 % bootstrap interval, and the paired difference to the candidate with
+/// McNemar's exact p-value.
+pub fn render_evidence(e: &contract::evidence::Evidence, seed: u64) -> String {
+    use contract::evidence::{McNemar, bootstrap_mean, differences};
+    let n = e.items.len();
+    let ci = |v: &[f64]| bootstrap_mean(v, 2000, 0.95, seed);
+    let c = ci(&e.candidate.values);
+    let mut out = format!(
+        "gate evidence: {} on {}\n  {:<24} {:>6.1} %  [{:.1}, {:.1}]\n",
+        e.metric,
+        e.method.describe(n),
+        "candidate",
+        100.0 * c.mean,
+        100.0 * c.lo,
+        100.0 * c.hi
+    );
+    let champion = e
+        .champion
+        .iter()
+        .map(|c| (format!("champion {}", c.id), &c.outcomes));
+    let others = e.baselines.iter().map(|b| (b.name.clone(), b));
+    for (name, o) in champion.chain(others) {
+        let own = ci(&o.values);
+        let d = ci(&differences(&e.candidate.values, &o.values));
+        let m = McNemar::of(&e.candidate.values, &o.values);
+        out += &format!(
+            "  {name:<24} {:>6.1} %  [{:.1}, {:.1}]   candidate − it: {:+.1} points [{:+.1}, {:+.1}], McNemar p = {:.3}\n",
+            100.0 * own.mean,
+            100.0 * own.lo,
+            100.0 * own.hi,
+            100.0 * d.mean,
+            100.0 * d.lo,
+            100.0 * d.hi,
+            m.p_value
+        );
+    }
+    out
 }
 
 /// A plain-text report: headline figures, per-class table, confusion matrix.

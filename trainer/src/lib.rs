@@ -4,6 +4,7 @@ pub mod backbone;
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod evidence;
 pub mod export;
 pub mod pipeline;
 pub mod rank;

@@ -141,6 +141,13 @@ struct Params {
     /// Random seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Below this many test images, the gate's figures come from cross-validation over train +
+    /// test (0: always the test split).
+    #[arg(long)]
+    cv_below: Option<usize>,
+    /// Folds of that cross-validation.
+    #[arg(long)]
+    cv_folds: Option<usize>,
 }
 
 impl Params {
@@ -153,6 +160,8 @@ impl Params {
             views: self.views.unwrap_or(d.views),
             patience: self.patience.unwrap_or(d.patience),
             seed: self.seed.unwrap_or(d.seed),
+            cv_below: self.cv_below.unwrap_or(d.cv_below),
+            cv_folds: self.cv_folds.unwrap_or(d.cv_folds),
             ..d
         }
     }
@@ -181,6 +190,7 @@ fn main() -> Result<()> {
                 RunMeta {
                     model_id,
                     parent_model_id: parent,
+                    ..Default::default()
                 },
                 &out,
             )?;
@@ -304,6 +314,7 @@ fn rank_cli(
                 bar.set_message(format!("InfoNCE {loss:.4}"));
             }
             Progress::Epoch(_) => {}
+            Progress::Evaluate { .. } => {}
             Progress::Export => {
                 bar.set_prefix("export");
                 bar.set_message("two ONNX encoders + tract parity");
@@ -403,6 +414,12 @@ fn train(
                     m.epoch, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.lr
                 ));
             }
+            Progress::Evaluate { fold, folds } => {
+                bar.set_prefix("evaluate");
+                bar.set_length(folds as u64);
+                bar.set_position(fold as u64);
+                bar.set_message(format!("cross-validation fold {fold} of {folds}"));
+            }
             Progress::Export => {
                 bar.set_prefix("export");
                 bar.set_message("ONNX + tract parity");
@@ -456,6 +473,9 @@ fn print_report(r: &RunReport, out: &Path) {
     );
     if let Some(metrics) = &m.metrics {
         println!("{}", trainer::eval::render(metrics));
+    }
+    if let Some(e) = &r.evidence {
+        println!("{}", trainer::eval::render_evidence(e, r.config.seed));
     }
 }
 

@@ -46,6 +46,10 @@ pub struct RunReport {
     pub parity: ParityReport,
     /// Where the time went.
     pub timing: Timing,
+    /// The candidate, its baselines and the champion on the same examples: what the registry's
+    /// gate decides on, per example, so the verdict can be recomputed.
+    #[serde(default)]
+    pub evidence: Option<contract::evidence::Evidence>,
 }
 
 /// Images per split.
@@ -99,8 +103,12 @@ pub struct Timing {
 /// of the validation and test images.
 struct Features {
     train_views: Vec<Tensor>,
+    /// Clean view of the training images (the kNN baseline's reference).
+    train_clean: Tensor,
     val: Tensor,
     test: Tensor,
+    /// Augmented views of the test images, when the gate cross-validates.
+    test_views: Option<Vec<Tensor>>,
     /// Seconds spent on the training views.
     train_secs: f64,
     /// Seconds spent on all views.
@@ -120,23 +128,37 @@ fn embed_splits(
     (train, val, test): (&[&Sample], &[&Sample], &[&Sample]),
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Features> {
-    let images = train.len() * config.views + val.len() + test.len();
+    let cross_validate = test.len() < config.cv_below;
+    let test_augmented = if cross_validate { test.len() } else { 0 };
+    let images =
+        (train.len() + test_augmented) * config.views + val.len() + test.len() + train.len();
     let mut pass = FeaturePass::new(backbone, cache, prep, images);
+    let view = |index: usize| View::Augmented {
+        index: index as u32,
+        min_area: config.min_crop_area,
+    };
     let mut train_views = Vec::with_capacity(config.views);
     for index in 0..config.views {
-        let view = View::Augmented {
-            index: index as u32,
-            min_area: config.min_crop_area,
-        };
-        train_views.push(pass.features(train, view, progress)?);
+        train_views.push(pass.features(train, view(index), progress)?);
     }
     let train_secs = pass.elapsed_secs();
     let val = pass.features(val, View::Clean, progress)?;
-    let test = pass.features(test, View::Clean, progress)?;
+    let test_clean = pass.features(test, View::Clean, progress)?;
+    let train_clean = pass.features(train, View::Clean, progress)?;
+    let test_views = if cross_validate {
+        let views = (0..config.views)
+            .map(|index| pass.features(test, view(index), progress))
+            .collect::<Result<Vec<_>>>()?;
+        Some(views)
+    } else {
+        None
+    };
     Ok(Features {
         train_views,
+        train_clean,
         val,
-        test,
+        test: test_clean,
+        test_views,
         train_secs,
         secs: pass.elapsed_secs(),
         images,
@@ -239,8 +261,31 @@ pub fn run(
     let fitted = fit(&data, config, &mut on_batch)?;
     let fit_secs = t1.elapsed().as_secs_f64();
 
-    // 3. Test metrics.
-    let metrics = test_metrics(dataset, &fitted.head, &features.test, &train_y, &test_y)?;
+    // 3. Test metrics, and the gate's evidence: the candidate, its baselines and the champion
+    //    on the same examples.
+    let mut metrics = test_metrics(dataset, &fitted.head, &features.test, &train_y, &test_y)?;
+    let ids = |v: &[&Sample]| v.iter().map(|s| s.sha256.clone()).collect::<Vec<_>>();
+    let split_features = crate::evidence::Splits {
+        labels: &dataset.labels,
+        train_views: &features.train_views,
+        train_clean: &features.train_clean,
+        train_y: &train_y,
+        train_ids: ids(&train),
+        test_views: features.test_views.as_deref(),
+        test_clean: &features.test,
+        test_y: &test_y,
+        test_ids: ids(&test),
+        val: &features.val,
+        val_y: &val_y,
+    };
+    let evidence = crate::evidence::classification(
+        &split_features,
+        &fitted.head,
+        config,
+        meta.champion.as_ref(),
+        &mut |fold, folds| progress(Progress::Evaluate { fold, folds }),
+    )?;
+    metrics.estimate = Some(crate::evidence::estimate(&evidence, config.seed));
 
     // 4. Export + manifest.
     if !progress(Progress::Export) {
@@ -294,6 +339,7 @@ pub fn run(
             train_images_per_sec: (train.len() * config.views) as f64
                 / (features.train_secs + fit_secs),
         },
+        evidence: Some(evidence),
     };
     let files = write_model_dir(out_dir, &shipped, onnx, &fitted.head, &report)?;
     Ok(Trained { report, files })

@@ -46,6 +46,11 @@ pub struct TrainConfig {
     /// it: view `k` of an image is a fixed crop, so its features can be cached; see
     /// [`crate::run::cache`].)
     pub seed: u64,
+    /// Below this many test images, the gate's figures come from cross-validation over train +
+    /// test instead of the test split alone ([`crate::evidence`]); 0 never cross-validates.
+    pub cv_below: usize,
+    /// Folds of that cross-validation.
+    pub cv_folds: usize,
 }
 
 impl Default for TrainConfig {
@@ -62,6 +67,8 @@ impl Default for TrainConfig {
             min_crop_area: 0.35,
             class_balanced: true,
             seed: 42,
+            cv_below: 200,
+            cv_folds: 5,
         }
     }
 }
@@ -87,6 +94,12 @@ impl TrainConfig {
         }
         if self.views == 0 || self.views > 64 {
             return bad("views must be in 1..=64");
+        }
+        if !(2..=20).contains(&self.cv_folds) {
+            return bad("cv_folds must be in 2..=20");
+        }
+        if self.cv_below > 1_000_000 {
+            return bad("cv_below must be at most 1000000");
         }
         if !(self.min_crop_area > 0.0 && self.min_crop_area <= 1.0) {
             return bad("min_crop_area must be in (0, 1]");

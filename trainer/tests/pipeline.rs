@@ -58,6 +58,7 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
     let meta = RunMeta {
         model_id: Some("cls-test".into()),
         parent_model_id: None,
+        ..Default::default()
     };
     let trained = pipeline::run(
         dataset,
@@ -113,6 +114,40 @@ fn train_export_and_verify_on_real_photos() {
     assert!(m.accuracy >= m.majority_baseline + 0.2, "{m:?}");
     assert!(m.macro_f1 > 0.4, "{m:?}");
     assert_eq!(m.confusion.iter().flatten().sum::<u32>(), m.n_test);
+
+    // The gate's evidence: 46 test images are few, so every training and test image is
+    // predicted by cross-validation, next to kNN and the majority class on the same images.
+    let e = report.evidence.clone().unwrap();
+    let (train, test) = (
+        dataset.split(Split::Train).count(),
+        dataset.split(Split::Test).count(),
+    );
+    assert_eq!(
+        e.method,
+        contract::evidence::Method::CrossValidation { folds: 5 }
+    );
+    assert_eq!(e.items.len(), train + test);
+    let truth = e.truth.clone().unwrap();
+    for (id, t) in e.items.iter().zip(&truth) {
+        let s = dataset.samples.iter().find(|s| &s.sha256 == id).unwrap();
+        assert_eq!(s.label as u32, *t);
+        assert_ne!(s.split, Split::Val);
+    }
+    let names: Vec<&str> = e.baselines.iter().map(|b| b.name.as_str()).collect();
+    assert!(
+        names[0].starts_with("kNN") && names[1] == "majority class",
+        "{names:?}"
+    );
+    let est = m.estimate.clone().unwrap();
+    assert_eq!(est.n as usize, train + test);
+    assert!((est.value.mean - e.candidate.mean()).abs() < 1e-12);
+    assert!(est.value.lo < est.value.mean && est.value.mean < est.value.hi);
+    println!("{}", trainer::eval::render_evidence(&e, 42));
+    assert!(
+        e.candidate.mean() > e.baselines[1].mean() + 0.2,
+        "{}",
+        e.candidate.mean()
+    );
 
     // Parity ran inside the pipeline on 64 images and passed.
     assert_eq!(report.parity.images, 64);

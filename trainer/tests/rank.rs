@@ -49,6 +49,7 @@ fn dual_encoder_on_captioned_photos() {
         &RunMeta {
             model_id: Some("rank-test".into()),
             parent_model_id: None,
+            ..Default::default()
         },
         &dir,
         &mut |p| {

@@ -67,6 +67,7 @@ fn manifest() -> ModelManifest {
             majority_baseline: 0.5,
             per_class: vec![],
             confusion: vec![vec![1, 0], vec![1, 0]],
+            estimate: None,
         }),
         dataset_snapshot: "cd".repeat(32),
         parent_model_id: Some("cls-parent".into()),

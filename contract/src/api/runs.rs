@@ -50,6 +50,14 @@ pub enum Progress {
     },
     /// A classification epoch finished, with its train/validation metrics.
     Epoch(EpochMetrics),
+    /// The gate's evidence: cross-validation fold `fold` of `folds` (a head, the kNN baseline
+    /// and the champion's recipe fitted on the other folds).
+    Evaluate {
+        /// 1-based fold.
+        fold: usize,
+        /// Folds.
+        folds: usize,
+    },
     /// Export and parity started.
     Export,
 }

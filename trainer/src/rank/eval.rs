@@ -63,6 +63,17 @@ pub fn evaluate(
     features: &Tensor,
     pairs: &[Pair],
 ) -> Result<(Recall, Recall)> {
+    let (t2i, i2t) = evaluate_ranks(model, features, pairs)?;
+    Ok((recall_from_ranks(&t2i), i2t))
+}
+
+/// [`evaluate`], with the caption → image rank of each query (in `pairs` order) instead of
+/// its recall: the gate's per-example evidence.
+pub fn evaluate_ranks(
+    model: &DualEncoder,
+    features: &Tensor,
+    pairs: &[Pair],
+) -> Result<(Vec<f64>, Recall)> {
     let img = model.embed_features(features)?;
     let texts: Vec<&Encoded> = pairs.iter().map(|p| &p.text).collect();
     let txt = model.embed_texts(&texts)?;
@@ -85,7 +96,7 @@ pub fn evaluate(
             (!relevant.is_empty()).then(|| rank_of(&sim_t[i], &relevant))
         })
         .collect();
-    Ok((recall_from_ranks(&t2i), recall_from_ranks(&i2t)))
+    Ok((t2i, recall_from_ranks(&i2t)))
 }
 
 /// Expected recall of ranking `n` items at random.
@@ -128,6 +139,18 @@ pub fn bow_baseline(
     test: &[(usize, String)],
     k: usize,
 ) -> Result<Recall> {
+    let ranks = bow_ranks(train_features, train_captions, test_features, test, k)?;
+    Ok(recall_from_ranks(&ranks))
+}
+
+/// [`bow_baseline`]'s rank of each query's match, in `test` order.
+pub fn bow_ranks(
+    train_features: &Tensor,
+    train_captions: &[Vec<String>],
+    test_features: &Tensor,
+    test: &[(usize, String)],
+    k: usize,
+) -> Result<Vec<f64>> {
     let a = l2_normalize(test_features)?;
     let b = l2_normalize(train_features)?;
     let sim = rows(&a.matmul(&b.t()?)?)?;
@@ -151,7 +174,7 @@ pub fn bow_baseline(
             rank_of(&scores, &[*image])
         })
         .collect();
-    Ok(recall_from_ranks(&ranks))
+    Ok(ranks)
 }
 
 #[cfg(test)]

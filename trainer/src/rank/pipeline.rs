@@ -14,7 +14,7 @@ use wasm_infer::{
     Tokenizer,
 };
 
-use super::eval::{bow_baseline, evaluate, random_recall};
+use super::eval::{bow_ranks, evaluate, evaluate_ranks, random_recall, recall_from_ranks};
 use super::export::{EMBEDDING_NAME, IDS_NAME, MASK_NAME, export_image_head, export_text_encoder};
 use super::fit::{RankConfig, RankEpoch, RankFit, fit};
 use super::model::{DualEncoder, Init, Pair};
@@ -25,6 +25,7 @@ use crate::run::{
     Trained, View, batched, image_manifest, inference_tensor, onnx_file,
 };
 use crate::{Error, Result};
+use contract::evidence::{Evidence, Method, Outcomes};
 
 /// Images and captions per split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +73,10 @@ pub struct RankReport {
     pub feature_cache: CacheStats,
     /// Whole run, seconds.
     pub total_secs: f64,
+    /// Each test caption's hit@10 for the model and the baselines: what the registry's gate
+    /// decides on, per query.
+    #[serde(default)]
+    pub evidence: Option<contract::evidence::Evidence>,
 }
 
 /// The image tower's head file ([`ModelFiles::IMAGE_HEAD_ONNX`]).
@@ -196,7 +201,7 @@ pub fn run(
     )?;
 
     // 3. Test metrics next to the baselines.
-    let (metrics, zero_shot) =
+    let (metrics, zero_shot, evidence) =
         test_metrics(&fitted, (&train_x, &train), (&test_x, &test, &test_p))?;
 
     // 4. Export + manifest.
@@ -278,6 +283,7 @@ pub fn run(
         zero_shot_text_to_image: zero_shot,
         feature_cache: pass.stats(),
         total_secs: started.elapsed().as_secs_f64(),
+        evidence: Some(evidence),
     };
     let gallery = (serde_json::to_vec(&gallery)?, vectors);
     let files = write_dir(out_dir, &shipped, (image_onnx, text_onnx), gallery, &report)?;
@@ -297,14 +303,15 @@ fn text_tower(text_onnx: &[u8], spec: TokenizerSpec, dim: usize) -> TextTower {
 }
 
 /// Recall of the fitted model on the test split in both directions, chance, the bag-of-words
-/// baseline (from the training images' features and captions), and the untrained start's
-/// caption → image recall.
+/// baseline (from the training images' features and captions), the untrained start's
+/// caption → image recall, and the gate's per-query evidence.
 fn test_metrics(
     fitted: &RankFit,
     (train_x, train): (&Tensor, &[&Sample]),
     (test_x, test, test_p): (&Tensor, &[&Sample], &[Pair]),
-) -> Result<(RankMetrics, Recall)> {
-    let (t2i, i2t) = evaluate(&fitted.model, test_x, test_p)?;
+) -> Result<(RankMetrics, Recall, Evidence)> {
+    let (t2i_ranks, i2t) = evaluate_ranks(&fitted.model, test_x, test_p)?;
+    let t2i = recall_from_ranks(&t2i_ranks);
     let train_captions: Vec<Vec<String>> = train.iter().map(|s| s.captions.clone()).collect();
     let test_texts: Vec<(usize, String)> = test
         .iter()
@@ -312,16 +319,40 @@ fn test_metrics(
         .flat_map(|(i, s)| s.captions.iter().map(move |c| (i, c.clone())))
         .collect();
     let (zero_shot, _) = evaluate(&fitted.start, test_x, test_p)?;
-    let bow = bow_baseline(train_x, &train_captions, test_x, &test_texts, 5)?;
+    let bow_r = bow_ranks(train_x, &train_captions, test_x, &test_texts, 5)?;
+    let bow = recall_from_ranks(&bow_r);
+    let chance = random_recall(test.len());
+    let items = test
+        .iter()
+        .flat_map(|s| (0..s.captions.len()).map(move |i| format!("{}#{i}", s.sha256)))
+        .collect();
+    let evidence = Evidence {
+        metric: "text_to_image_r10".into(),
+        method: Method::TestSplit,
+        items,
+        truth: None,
+        candidate: Outcomes::from_ranks("candidate", t2i_ranks, 10.0),
+        baselines: vec![
+            Outcomes::from_ranks("bag of words", bow_r, 10.0),
+            Outcomes {
+                name: "chance".into(),
+                values: vec![chance.r10; test_p.len()],
+                predicted: None,
+                ranks: None,
+                trivial: true,
+            },
+        ],
+        champion: None,
+    };
     let metrics = RankMetrics {
         n_images: test.len() as u32,
         n_texts: test_p.len() as u32,
         text_to_image: t2i,
         image_to_text: i2t,
-        random_text_to_image: random_recall(test.len()),
+        random_text_to_image: chance,
         bow_text_to_image: bow,
     };
-    Ok((metrics, zero_shot))
+    Ok((metrics, zero_shot, evidence))
 }
 
 /// Embeddings of the test images (up to 32) and captions (up to 64) by candle and by tract

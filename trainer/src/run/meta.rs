@@ -14,6 +14,9 @@ pub struct RunMeta {
     pub model_id: Option<String>,
     /// The model this retrains, if any.
     pub parent_model_id: Option<String>,
+    /// The champion, for the gate's evidence: scored on the run's own examples
+    /// ([`crate::evidence`]; classification runs).
+    pub champion: Option<crate::evidence::ChampionRef>,
 }
 
 /// The identity fields every manifest records, fixed once when the export starts.
