@@ -309,9 +309,14 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   const points = Number(await page.locator('[data-testid=loss-chart]').getAttribute('data-points'));
   assert.equal(points, 2 * done.epochs.length, 'every epoch drawn (train and validation loss)');
 
-  // The new version in the model list; promote it if the gate held it back.
+  // The new version in the model list, with the gate's verdict; promote it if the gate held
+  // it back.
   const row = page.locator(`[data-testid=model-row][data-id="${fresh}"]`);
   await row.waitFor();
+  const gate = (await (await fetch(`${base}/api/models/${fresh}`)).json()).gate;
+  assert.ok(['promote', 'inconclusive', 'reject'].includes(gate.verdict), JSON.stringify(gate));
+  assert.equal((await row.locator('[data-testid=model-verdict]').innerText()).trim(), gate.verdict);
+  assert.equal(await row.getAttribute('data-stage') === 'champion', gate.verdict === 'promote');
   if (await row.getAttribute('data-stage') !== 'champion') await row.locator('[data-testid=promote]').click();
   await page.locator(`[data-testid=model-row][data-id="${fresh}"][data-stage=champion]`).waitFor();
   assert.equal((await (await fetch(`${base}/api/models/current`)).json()).model_id, fresh);
@@ -323,6 +328,24 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   assert.equal(cells.length, info.manifest.labels.length ** 2);
   assert.equal(cells.reduce((a, b) => a + b, 0), info.manifest.metrics.n_test);
   await detail.locator('[data-testid=model-loss-chart]').waitFor();
+  // The gate's evidence as Admin shows it: verdict, figure with its interval and n, how the
+  // examples were predicted (the bundled photos' test split is small: cross-validation), the
+  // test, one row and one plotted interval per comparison.
+  const shown = detail.locator('[data-testid=gate]');
+  assert.equal(await shown.getAttribute('data-verdict'), gate.verdict);
+  assert.equal((await shown.locator('[data-testid=gate-verdict]').innerText()).trim(), gate.verdict);
+  const figure = await shown.locator('[data-testid=gate-figure]').innerText();
+  assert.match(figure, new RegExp(`n = ${gate.n}\\b`));
+  assert.match(figure, /\[\d+\.\d % – \d+\.\d %\]/);
+  assert.match(await shown.locator('[data-testid=gate-method]').innerText(), /5-fold cross-validation over train \+ test/);
+  assert.match(await shown.locator('[data-testid=gate-test]').innerText(), /paired bootstrap/);
+  const compared = await shown.locator('[data-testid=gate-comparison]').evaluateAll((trs) => trs.map((tr) => [tr.dataset.role, tr.dataset.check]));
+  const words = { pass: 'clears', unsure: 'cannot tell', fail: 'fails' };
+  assert.deepEqual(compared, gate.comparisons.map((c) => [c.role, words[c.check]]));
+  assert.ok(gate.comparisons.some((c) => c.against.startsWith('kNN')), JSON.stringify(gate.comparisons));
+  assert.ok(gate.comparisons.some((c) => c.role === 'champion' && c.paired), 'the champion paired on the same images');
+  assert.equal(await shown.locator('[data-testid=gate-forest] circle').count(), gate.comparisons.length);
+  await shown.screenshot({ path: join(shots, 'admin-gate.png') });
   await page.screenshot({ path: join(shots, 'admin-models.png'), fullPage: true });
 
   // The page offers the new champion and loads it with one click.

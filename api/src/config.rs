@@ -61,10 +61,20 @@ pub struct Config {
     /// Queue a retrain when this many images were approved since the last run (0 = never).
     #[arg(long, env = "AUTO_RETRAIN_AFTER", default_value_t = 10)]
     pub auto_retrain_after: u64,
-    /// A candidate is promoted only if its test accuracy is at most this much below the
-    /// champion's (and above the majority baseline).
+    /// Regression the gate allows against the champion, on the metric's scale (0.02 = 2
+    /// points): a candidate is promoted when, at the gate's confidence, it is no worse than
+    /// the champion by more than this and better than the strongest baseline.
     #[arg(long, env = "GATE_MARGIN", default_value_t = 0.02)]
     pub gate_margin: f64,
+    /// Confidence level of the gate's paired-bootstrap intervals (two-sided).
+    #[arg(long, env = "GATE_CONFIDENCE", default_value_t = 0.95)]
+    pub gate_confidence: f64,
+    /// Bootstrap resamples per comparison.
+    #[arg(long, env = "GATE_RESAMPLES", default_value_t = 2000)]
+    pub gate_resamples: u32,
+    /// Bootstrap seed (the same evidence and seed give the same verdict).
+    #[arg(long, env = "GATE_SEED", default_value_t = 42)]
+    pub gate_seed: u64,
     /// Keep the frozen backbone's features in storage (`features/`), so a retrain computes the
     /// backbone only for images it has not seen (`false`: recompute everything every run).
     #[arg(long, env = "FEATURE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -184,6 +194,16 @@ impl Config {
         }
     }
 
+    /// The gate's settings.
+    pub fn gate(&self) -> crate::registry::GateConfig {
+        crate::registry::GateConfig {
+            margin: self.gate_margin,
+            confidence: self.gate_confidence,
+            resamples: self.gate_resamples,
+            seed: self.gate_seed,
+        }
+    }
+
     /// Storage URL, defaulting to a folder in the data folder.
     pub fn storage_url(&self) -> Result<String> {
         match &self.storage_url {
@@ -229,6 +249,14 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.gate_margin) {
             return Err(Error::Config("GATE_MARGIN must be in [0, 1]".into()));
+        }
+        if !(0.5..1.0).contains(&self.gate_confidence) {
+            return Err(Error::Config("GATE_CONFIDENCE must be in [0.5, 1)".into()));
+        }
+        if !(100..=100_000).contains(&self.gate_resamples) {
+            return Err(Error::Config(
+                "GATE_RESAMPLES must be in 100..=100000".into(),
+            ));
         }
         if self.max_upload_bytes < 1024 || self.max_files == 0 || self.max_image_side == 0 {
             return Err(Error::Config("upload limits must be positive".into()));

@@ -155,7 +155,7 @@ impl AppState {
             storage: self.storage.clone(),
             backbone_path: self.cfg.backbone_path(),
             backbone,
-            gate_margin: self.cfg.gate_margin,
+            gate: self.cfg.gate(),
             feature_cache: self.cfg.feature_cache,
             id: Worker::make_id(),
             heartbeat: Duration::from_millis(500),

@@ -482,7 +482,15 @@ async fn registration_needs_ownership(sql: Sql) {
                 run_id: &run,
                 worker,
             };
-            api::registry::register(&db, &storage, &folder, "default", Some(owner), 0.5, None).await
+            api::registry::register(
+                &db,
+                &storage,
+                &folder,
+                "default",
+                Some(owner),
+                &api::registry::GateConfig::with_margin(0.5),
+            )
+            .await
         }
     };
     let files_of = |id: &str| {

@@ -304,6 +304,36 @@ async fn flow(sql: Sql, blobs: Blobs) {
         "gallery search by own caption: R@10 {recall:.3} over {count} images (chance {chance:.3})"
     );
     assert!(recall >= 4.0 * chance, "R@10 {recall} vs chance {chance}");
+
+    // A second ranking run: the gate pairs it with the champion, whose towers (through tract)
+    // rank the very same test captions; query for query, they reproduce the champion's own
+    // recorded Recall@10 on this snapshot (up to a query whose rank sits on the 10th place).
+    let (_, events) = s
+        .train_and_follow(json!({"task": "rank", "params": {"epochs": 10, "seed": 4}}))
+        .await;
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let second = done["model_id"].as_str().unwrap().to_string();
+    let gate = &s.json(&format!("/api/models/{second}")).await["gate"];
+    assert_eq!(gate["champion_id"], model_id.as_str());
+    assert_eq!(gate["champion_same_split"], true, "{gate}");
+    assert!(["promote", "inconclusive", "reject"].contains(&gate["verdict"].as_str().unwrap()));
+    let metrics = s.json(&format!("/api/models/{second}/metrics.json")).await;
+    let evidence: contract::evidence::Evidence =
+        serde_json::from_value(metrics["evidence"].clone()).unwrap();
+    let n = evidence.items.len();
+    assert_eq!(n as u64, m["n_texts"].as_u64().unwrap());
+    assert_eq!(gate["n"].as_u64(), Some(n as u64));
+    let champ = evidence.champion.as_ref().unwrap();
+    assert_eq!(champ.id, model_id);
+    let recorded = m["text_to_image"]["r10"].as_f64().unwrap();
+    assert!(
+        (champ.outcomes.mean() - recorded).abs() <= 1.0 / n as f64 + 1e-9,
+        "champion re-scored {} vs recorded {recorded}",
+        champ.outcomes.mean()
+    );
+    let names: Vec<&str> = evidence.baselines.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["bag of words", "chance"]);
     s.stop().await;
 }
 

@@ -188,20 +188,66 @@ async fn flow(sql: Sql, blobs: Blobs) {
         "{sql:?}/{blobs:?}: first model accuracy {acc:.3} (baseline {base:.3}): {}",
         gate["reason"]
     );
-    assert_eq!(gate["promote"], acc > base);
-    assert_eq!(
-        gate["promote"], true,
-        "3 well-separated classes must beat the majority baseline"
+    // The gate decided on evidence: 60 images leave a test split far under 200, so every
+    // training and test image was predicted by 5-fold cross-validation, next to kNN on the
+    // same features and the majority class.
+    let metrics = s.json(&format!("/api/models/{first}/metrics.json")).await;
+    let split = |name: &str| metrics["split_sizes"][name].as_u64().unwrap();
+    let (train_n, test_n) = (split("train"), split("test"));
+    assert!(acc > base);
+    assert_eq!(gate["verdict"], "promote", "{}", gate["reason"]);
+    assert_eq!(gate["promote"], true, "3 well-separated classes must pass");
+    assert_eq!(gate["n"].as_u64(), Some(train_n + test_n));
+    assert!(
+        gate["method"]
+            .as_str()
+            .unwrap()
+            .contains("5-fold cross-validation"),
+        "{gate}"
     );
+    assert!(
+        gate["test"].as_str().unwrap().contains("paired bootstrap"),
+        "{gate}"
+    );
+    let roles: Vec<(&str, &str)> = gate["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["against"].as_str().unwrap(), c["check"].as_str().unwrap()))
+        .collect();
+    assert!(
+        roles.len() == 2 && roles[0].0.starts_with("kNN") && roles[1] == ("majority class", "pass"),
+        "{roles:?}"
+    );
+    let interval = &gate["interval"];
+    assert!(
+        interval["lo"].as_f64() <= interval["mean"].as_f64()
+            && interval["mean"].as_f64() <= interval["hi"].as_f64()
+    );
+    // metrics.json carries every prediction: the verdict recomputes from it.
+    let evidence: contract::evidence::Evidence =
+        serde_json::from_value(metrics["evidence"].clone()).unwrap();
+    assert_eq!(evidence.items.len() as u64, train_n + test_n);
+    let again = api::registry::decide(&evidence, None, &api::registry::GateConfig::default());
+    assert_eq!(serde_json::to_value(&again).unwrap(), *gate);
     assert_eq!(model["stage"], "champion");
     assert_eq!(model["manifest"]["labels"], json!(LABELS));
-    // Every view went through the backbone once and into the feature cache (one view per
-    // image: `views` 1 for the training images, the clean view for the others).
+    assert_eq!(
+        model["manifest"]["metrics"]["estimate"]["n"].as_u64(),
+        Some(train_n + test_n)
+    );
+    // Every view went through the backbone once and into the feature cache: one augmented
+    // view (`views` 1) of the training and test images (the test images' for the
+    // cross-validation), the clean view of every image (the training images' for kNN).
+    let n_views = 60 + train_n + test_n;
     assert_eq!(
         feature_cache(&s, &first).await,
-        json!({"hits": 0, "computed": 60, "corrupt": 0, "store_errors": 0})
+        json!({"hits": 0, "computed": n_views, "corrupt": 0, "store_errors": 0})
     );
-    assert_eq!(s.storage().list("features").await.unwrap().len(), 60);
+    assert_eq!(
+        s.storage().list("features").await.unwrap().len() as u64,
+        n_views
+    );
 
     // The current model and its ONNX, integrity-checked and cache-friendly.
     let r = s
@@ -356,7 +402,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
     // Same images, another seed: the views are fixed per image, so no backbone pass at all.
     assert_eq!(
         feature_cache(&s, &second).await,
-        json!({"hits": 60, "computed": 0, "corrupt": 0, "store_errors": 0})
+        json!({"hits": n_views, "computed": 0, "corrupt": 0, "store_errors": 0})
     );
     // … and /metrics counts both runs' views by where they came from.
     let samples = s.metrics().await;
@@ -369,17 +415,47 @@ async fn flow(sql: Sql, blobs: Blobs) {
     };
     assert_eq!(
         ["hit", "computed", "corrupt", "store_error"].map(views),
-        [Some(60.0), Some(60.0), Some(0.0), Some(0.0)]
+        [
+            Some(n_views as f64),
+            Some(n_views as f64),
+            Some(0.0),
+            Some(0.0)
+        ]
     );
     assert_eq!(m2["gate"]["champion_id"], first.as_str());
     assert_eq!(
         m2["gate"]["champion_same_split"], true,
-        "champion re-scored on the same test images"
+        "the champion paired with the candidate on the same images"
     );
     println!("second model gate: {}", m2["gate"]["reason"]);
-    // Same snapshot, same test split: the champion re-scored (its head on the cached
-    // features) scores exactly its own recorded test accuracy.
-    assert_eq!(m2["gate"]["champion"].as_f64(), Some(acc));
+    // Cross-validated: the champion's recipe (its config, read from its metrics.json) retrained
+    // on the same folds; its figure is the mean of its outcomes there.
+    let metrics2 = s.json(&format!("/api/models/{second}/metrics.json")).await;
+    let evidence2: contract::evidence::Evidence =
+        serde_json::from_value(metrics2["evidence"].clone()).unwrap();
+    let champ = evidence2.champion.as_ref().unwrap();
+    assert_eq!(champ.id, first);
+    assert!(champ.how.contains("recipe (12 epochs"), "{}", champ.how);
+    assert_eq!(m2["gate"]["champion"].as_f64(), Some(champ.outcomes.mean()));
+    let champ_cmp = m2["gate"]["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "champion")
+        .unwrap()
+        .clone();
+    assert_eq!(champ_cmp["paired"], true);
+    assert!(champ_cmp["mcnemar"]["p_value"].as_f64().unwrap() <= 1.0);
+    let figure = api::registry::ChampionFigure {
+        id: first.clone(),
+        recorded: Some(acc),
+    };
+    let again = api::registry::decide(
+        &evidence2,
+        Some(&figure),
+        &api::registry::GateConfig::default(),
+    );
+    assert_eq!(serde_json::to_value(&again).unwrap(), m2["gate"]);
     assert_eq!(m2["manifest"]["parent_model_id"], first.as_str());
     // Both versions run on the one stored backbone, loaded once in the server.
     assert_eq!(m2["manifest"]["backbone"], manifest["backbone"]);
@@ -403,12 +479,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
     assert_eq!(swept.backbones, 0);
     assert_eq!(s.storage().list("backbones").await.unwrap().len(), 2);
     let promoted = m2["gate"]["promote"].as_bool().unwrap();
-    let c = m2["gate"]["candidate"].as_f64().unwrap();
-    let ch = m2["gate"]["champion"].as_f64().unwrap();
-    assert_eq!(
-        promoted,
-        c > m2["gate"]["baseline"].as_f64().unwrap() && c + 1e-12 >= ch - 0.02
-    );
+    assert_eq!(promoted, m2["gate"]["verdict"] == "promote");
     if !promoted {
         assert_eq!(m2["stage"], "candidate");
         let r = s

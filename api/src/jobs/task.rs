@@ -18,7 +18,7 @@ use trainer::train::{Head, TrainConfig};
 use wasm_infer::manifest::ModelManifest;
 use wasm_infer::session::Session;
 
-use crate::registry::{self, ChampionScore};
+use crate::registry;
 use crate::storage::Storage;
 use crate::{Error, Result};
 
@@ -59,10 +59,9 @@ pub struct Job<C> {
 
 /// What a finished run hands to the registry.
 pub struct Outputs {
-    /// The model folder's files, as written.
+    /// The model folder's files, as written (its `metrics.json` carries the gate's evidence:
+    /// the candidate, the baselines and the champion on the same examples).
     pub files: ModelFolder,
-    /// The champion re-scored on the candidate's test images, for a fair gate.
-    pub rescored: Option<ChampionScore>,
     /// Where the run's backbone features came from.
     pub feature_cache: CacheStats,
 }
@@ -136,8 +135,8 @@ pub fn parse_rank_params(params: Option<&serde_json::Value>) -> Result<RankConfi
     parse::<Rank>(params)
 }
 
-/// Image classification: a linear head on the backbone; the champion is re-scored on the
-/// candidate's test images when their labels agree.
+/// Image classification: a linear head on the backbone; the champion is scored on the
+/// candidate's examples when their labels agree ([`trainer::evidence`]).
 pub struct Classify;
 
 /// A classification champion, loaded to be re-scored on a candidate's test split.
@@ -152,7 +151,8 @@ pub struct Champion {
 pub enum ChampionScorer {
     /// Its head (`head.safetensors`) on the run's backbone features: the champion was trained
     /// on the same backbone, so its head on the (cached) test features is the model it served.
-    Head(Head, Box<ModelManifest>),
+    /// With its training config (from its `metrics.json`), for cross-validated runs.
+    Head(Head, Box<ModelManifest>, Option<TrainConfig>),
     /// Its whole graph through tract (no usable head, or another backbone).
     Graph(Box<Session>),
 }
@@ -193,7 +193,10 @@ impl TrainTask for Classify {
             None
         };
         let scorer = match head {
-            Some(head) => ChampionScorer::Head(head, Box::new(manifest)),
+            Some(head) => {
+                let config = champion_config(storage, id).await;
+                ChampionScorer::Head(head, Box::new(manifest), config)
+            }
             None => ChampionScorer::Graph(Box::new(
                 registry::load_session(storage, id)
                     .await
@@ -217,11 +220,32 @@ impl TrainTask for Classify {
             dataset,
             backbone,
             features,
-            meta,
+            mut meta,
             dir,
             ..
         } = job;
-        let trained = trainer::pipeline::run(
+        // Its head on the run's own features, or its recipe on the run's folds.
+        let (graph, compare) = match champion {
+            Some(Champion {
+                id,
+                scorer: ChampionScorer::Head(head, manifest, config),
+            }) => (
+                None,
+                Some(trainer::evidence::ChampionRef {
+                    id,
+                    labels: manifest.labels.clone(),
+                    head: Some(head),
+                    config,
+                }),
+            ),
+            Some(Champion {
+                id,
+                scorer: ChampionScorer::Graph(session),
+            }) => (Some((id, session)), None),
+            None => (None, None),
+        };
+        meta.champion = compare;
+        let mut trained = trainer::pipeline::run(
             &dataset,
             &backbone,
             features.as_deref(),
@@ -230,67 +254,115 @@ impl TrainTask for Classify {
             &dir,
             progress,
         )?;
-        // The champion on the very same test images, for a fair gate: its head on the
-        // backbone features this run just cached when it can, else its whole ONNX graph.
-        let rescored = champion.and_then(|Champion { id, scorer }| {
-            let score = match &scorer {
-                ChampionScorer::Head(head, manifest) => {
-                    trainer::pipeline::head_accuracy_on_test_split(
-                        &dataset,
-                        &backbone,
-                        features.as_deref(),
-                        (head, manifest),
-                    )
-                    .map_err(Error::from)
+        // A champion without a usable head (older, or on another backbone): its whole graph on
+        // the test images, when the run's examples are the test split.
+        if let (Some((id, session)), Some(evidence)) = (graph, trained.report.evidence.as_mut())
+            && evidence.method == contract::evidence::Method::TestSplit
+            && evidence.champion.is_none()
+        {
+            match registry::score_on_test_split(&session, &dataset) {
+                Ok(Some(predicted))
+                    if Some(predicted.len()) == evidence.truth.as_ref().map(Vec::len) =>
+                {
+                    let truth = evidence.truth.clone().unwrap_or_default();
+                    evidence.champion = Some(contract::evidence::ChampionOutcomes {
+                        id,
+                        how: "its whole graph on the same test images".into(),
+                        outcomes: contract::evidence::Outcomes::from_labels(
+                            "champion", predicted, &truth,
+                        ),
+                    });
+                    trained.files = trained.files.with(
+                        ModelFiles::METRICS,
+                        serde_json::to_string_pretty(&trained.report)?,
+                    );
                 }
-                ChampionScorer::Graph(session) => registry::score_on_test_split(session, &dataset),
-            };
-            match score {
-                Ok(Some(accuracy)) => Some(ChampionScore {
-                    id,
-                    score: accuracy,
-                    same_split: true,
-                }),
-                Ok(None) => None,
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(champion = %id, error = %e, "re-scoring the champion failed");
-                    None
+                    tracing::warn!(champion = %id, error = %e, "re-scoring the champion failed")
                 }
             }
-        });
+        }
         Ok(Outputs {
             feature_cache: trained.report.timing.feature_cache,
             files: trained.files,
-            rescored,
         })
     }
+}
+
+/// The training config a champion was trained with (its `metrics.json`), when readable.
+async fn champion_config(storage: &Storage, id: &str) -> Option<TrainConfig> {
+    #[derive(serde::Deserialize)]
+    struct WithConfig {
+        config: TrainConfig,
+    }
+    let key = crate::storage::model_key(id, ModelFiles::METRICS);
+    let bytes = storage
+        .get(&key)
+        .await
+        .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "champion metrics"))
+        .ok()?;
+    serde_json::from_slice::<WithConfig>(&bytes)
+        .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "champion config"))
+        .ok()
+        .map(|w| w.config)
 }
 
 /// Image-text ranking: the dual encoder on the images' captions, plus the gallery every
 /// image of the dataset is embedded into.
 pub struct Rank;
 
+/// A ranking champion, loaded to be scored on a candidate's test captions: its image tower
+/// (backbone + image head) and its text encoder.
+pub struct RankChampion {
+    id: String,
+    images: Session,
+    texts: wasm_infer::session::TextEncoder,
+}
+
 impl TrainTask for Rank {
     const TASK: Task = Task::Rank;
     const PARAMS: &'static str = "ranking";
     const CAPTIONS: bool = true;
     type Config = RankConfig;
-    type Prepared = ();
+    type Prepared = Option<RankChampion>;
 
     fn validate(config: &RankConfig) -> Result<()> {
         Ok(config.validate()?)
     }
 
-    async fn prepare(_: &Storage, _: Option<&str>, _: &Backbone) {}
+    async fn prepare(storage: &Storage, champion: Option<&str>, _: &Backbone) -> Self::Prepared {
+        let id = champion?;
+        let load = async {
+            let images = registry::load_session(storage, id).await?;
+            let text = images
+                .manifest()
+                .text
+                .as_ref()
+                .ok_or_else(|| Error::Internal("no text encoder".into()))?;
+            let bytes = storage
+                .get(&crate::storage::model_key(id, &text.onnx.file))
+                .await?;
+            let texts = wasm_infer::session::TextEncoder::new(&bytes, images.manifest())?;
+            Ok::<_, Error>(RankChampion {
+                id: id.to_string(),
+                images,
+                texts,
+            })
+        };
+        load.await
+            .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "could not load the ranking champion to re-score it"))
+            .ok()
+    }
 
     fn train(
         job: Job<RankConfig>,
-        (): (),
+        champion: Self::Prepared,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Outputs> {
         let classes_path = job.backbone_path.with_file_name("imagenet_classes.txt");
         let classes = trainer::backbone::imagenet_classes(&classes_path)?;
-        let trained = trainer::rank::run(
+        let mut trained = trainer::rank::run(
             &job.dataset,
             &job.backbone,
             job.features.as_deref(),
@@ -300,12 +372,57 @@ impl TrainTask for Rank {
             &job.dir,
             progress,
         )?;
+        // The champion on the very same test captions, query for query.
+        if let (Some(c), Some(evidence)) = (champion, trained.report.evidence.as_mut()) {
+            match rank_champion_ranks(&c, &job.dataset) {
+                Ok(ranks) if ranks.len() == evidence.candidate.values.len() => {
+                    evidence.champion = Some(contract::evidence::ChampionOutcomes {
+                        id: c.id.clone(),
+                        how: "its towers on the same test captions and images".into(),
+                        outcomes: contract::evidence::Outcomes::from_ranks("champion", ranks, 10.0),
+                    });
+                    trained.files = trained.files.with(
+                        ModelFiles::METRICS,
+                        serde_json::to_string_pretty(&trained.report)?,
+                    );
+                }
+                Ok(_) => tracing::warn!(champion = %c.id, "the champion's queries do not line up"),
+                Err(e) => {
+                    tracing::warn!(champion = %c.id, error = %e, "re-scoring the champion failed")
+                }
+            }
+        }
         Ok(Outputs {
             feature_cache: trained.report.feature_cache,
             files: trained.files,
-            rescored: None,
         })
     }
+}
+
+/// The caption → image rank of each test caption (in the run's query order: test images in
+/// split order, each image's captions in order) under a ranking champion.
+fn rank_champion_ranks(c: &RankChampion, dataset: &Dataset) -> Result<Vec<f64>> {
+    let test: Vec<_> = dataset
+        .split(trainer::dataset::Split::Test)
+        .filter(|s| !s.captions.is_empty())
+        .collect();
+    let mut images = Vec::with_capacity(test.len());
+    for s in &test {
+        let img = s.decode()?;
+        images.push(c.images.embed(&trainer::run::pixels(&img)?)?);
+    }
+    let mut ranks = Vec::new();
+    for (me, s) in test.iter().enumerate() {
+        for caption in &s.captions {
+            let q = c.texts.embed(caption)?;
+            let scores: Vec<f32> = images
+                .iter()
+                .map(|v| v.iter().zip(&q).map(|(a, b)| a * b).sum())
+                .collect();
+            ranks.push(trainer::rank::rank_of(&scores, &[me]));
+        }
+    }
+    Ok(ranks)
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@ pub struct Worker {
     pub backbone_path: std::path::PathBuf,
     /// The backbone, loaded on the first run and shared by the process.
     pub backbone: Arc<OnceCell<Arc<Backbone>>>,
-    /// Regression the gate allows against the champion.
-    pub gate_margin: f64,
+    /// How the gate decides.
+    pub gate: crate::registry::GateConfig,
     /// Keep backbone features in storage between runs ([`super::features`]).
     pub feature_cache: bool,
     /// Identity written into claimed runs.
@@ -370,6 +370,7 @@ impl Worker {
             meta: RunMeta {
                 model_id: None,
                 parent_model_id: parent,
+                ..Default::default()
             },
             dir: tmp.path().join("model"),
         };
@@ -400,8 +401,7 @@ impl Worker {
                 run_id: &run.id,
                 worker: &self.id,
             }),
-            self.gate_margin,
-            outputs.rescored,
+            &self.gate,
         )
         .await?;
         Ok(model.id)

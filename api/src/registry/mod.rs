@@ -6,9 +6,11 @@ use bytes::Bytes;
 pub use contract::api::{GateDecision, ModelInfo};
 use contract::{ModelFiles, Stage, Task};
 use trainer::run::ModelFolder;
-use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics};
+use wasm_infer::manifest::ModelManifest;
 
+mod gate;
 mod sessions;
+pub use gate::{ChampionFigure, ChampionScore, GateConfig, decide, evidence_of, gate, gate_rank};
 pub use sessions::{load_manifest, load_session, score_on_test_split};
 
 use crate::db::Db;
@@ -19,107 +21,6 @@ use crate::{Error, Result};
 /// Files a model of `task` stores ([`ModelFiles::of`]).
 pub fn model_files(task: Task) -> &'static [&'static str] {
     ModelFiles::of(task)
-}
-
-/// The champion's score the gate compares against.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChampionScore {
-    /// The champion compared against.
-    pub id: String,
-    /// Its test score on the gate's metric (accuracy; Recall@10 for ranking models).
-    pub score: f64,
-    /// True when it was re-scored on the candidate's own test split (same images); false when
-    /// it is the accuracy recorded at its own training (labels differ, or re-scoring failed).
-    pub same_split: bool,
-}
-
-/// The gate's rule, for any metric where higher is better: the candidate must beat the
-/// baseline, and be no worse than the champion by more than `margin`.
-fn decide(
-    metric: &str,
-    name: &str,
-    candidate: f64,
-    baseline: (f64, &str),
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    let (c, (base, base_name)) = (candidate, baseline);
-    let mut d = GateDecision {
-        promote: false,
-        metric: metric.into(),
-        candidate: c,
-        champion: champion.map(|m| m.score),
-        champion_id: champion.map(|m| m.id.clone()),
-        champion_same_split: champion.map(|m| m.same_split),
-        baseline: base,
-        margin,
-        reason: String::new(),
-    };
-    if c <= base {
-        d.reason = format!("{name} {c:.3} does not beat the {base_name} {base:.3}");
-        return d;
-    }
-    let Some(ch) = champion else {
-        d.promote = true;
-        d.reason = format!("no champion yet; {name} {c:.3} beats the {base_name} {base:.3}");
-        return d;
-    };
-    let on = if ch.same_split {
-        "re-scored on the same test images"
-    } else {
-        "its own test split"
-    };
-    if c + 1e-12 >= ch.score - margin {
-        d.promote = true;
-        d.reason = format!(
-            "{name} {c:.3} vs champion {} {:.3} ({on}); allowed regression {margin:.3}",
-            ch.id, ch.score
-        );
-    } else {
-        d.reason = format!(
-            "{name} {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
-            ch.id, ch.score
-        );
-    }
-    d
-}
-
-/// The gate for classifiers, on test accuracy against the majority baseline.
-pub fn gate(
-    candidate: &EvalMetrics,
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    decide(
-        "accuracy",
-        "accuracy",
-        candidate.accuracy,
-        (candidate.majority_baseline, "majority baseline"),
-        champion,
-        margin,
-    )
-}
-
-/// The gate for ranking models, on caption → image Recall@10 of the test split against the
-/// better of chance and the bag-of-words baseline (the champion's Recall@10 is the one recorded
-/// on its own test split: captions change between snapshots).
-pub fn gate_rank(
-    candidate: &RankMetrics,
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    let base = candidate
-        .bow_text_to_image
-        .r10
-        .max(candidate.random_text_to_image.r10);
-    decide(
-        "text_to_image_r10",
-        "Recall@10",
-        candidate.text_to_image.r10,
-        (base, "baselines (bag of words / chance)"),
-        champion,
-        margin,
-    )
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -224,8 +125,7 @@ pub async fn register(
     files: &ModelFolder,
     dataset_id: &str,
     owner: Option<RunOwner<'_>>,
-    margin: f64,
-    rescored: Option<ChampionScore>,
+    gate: &GateConfig,
 ) -> Result<ModelInfo> {
     let file = |name: &str| {
         files
@@ -235,6 +135,11 @@ pub async fn register(
     let manifest_json = std::str::from_utf8(file(ModelFiles::MANIFEST)?)
         .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?;
     let manifest = ModelManifest::from_json(manifest_json)?;
+    let evidence = files
+        .get(ModelFiles::METRICS)
+        .map(gate::evidence_of)
+        .transpose()?
+        .flatten();
     if !crate::storage::is_safe_id(&manifest.model_id) {
         return Err(Error::Internal(format!(
             "model id {:?} is not key-safe",
@@ -280,10 +185,11 @@ pub async fn register(
             let row = NewModel {
                 manifest: &manifest,
                 manifest_json,
+                evidence: evidence.as_ref(),
                 dataset_id,
                 owner,
             };
-            insert_and_gate(db, row, margin, rescored).await
+            insert_and_gate(db, row, gate).await
         }
         Err(e) => Err(NotRegistered::RolledBack(e)),
     };
@@ -305,6 +211,7 @@ pub async fn register(
 struct NewModel<'a> {
     manifest: &'a ModelManifest,
     manifest_json: &'a str,
+    evidence: Option<&'a contract::evidence::Evidence>,
     dataset_id: &'a str,
     owner: Option<RunOwner<'a>>,
 }
@@ -357,50 +264,10 @@ async fn check_owner(tx: &mut Tx<'_>, owner: RunOwner<'_>) -> Result<()> {
     }
 }
 
-/// The gate's decision for a candidate against the champion.
-fn decide_for(
-    manifest: &ModelManifest,
-    champion: Option<&ModelInfo>,
-    margin: f64,
-    rescored: Option<ChampionScore>,
-) -> Result<GateDecision> {
-    Ok(match manifest.task {
-        Task::Classify => {
-            let metrics = manifest
-                .metrics
-                .as_ref()
-                .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
-            let score = champion.and_then(|c| match rescored {
-                Some(r) if r.id == c.id => Some(r),
-                _ => c.manifest.metrics.as_ref().map(|m| ChampionScore {
-                    id: c.id.clone(),
-                    score: m.accuracy,
-                    same_split: false,
-                }),
-            });
-            gate(metrics, score.as_ref(), margin)
-        }
-        Task::Rank => {
-            let metrics = manifest.rank_metrics.as_ref().ok_or_else(|| {
-                Error::Internal("trained ranking model has no test metrics".into())
-            })?;
-            let score = champion.and_then(|c| {
-                c.manifest.rank_metrics.as_ref().map(|m| ChampionScore {
-                    id: c.id.clone(),
-                    score: m.text_to_image.r10,
-                    same_split: false,
-                })
-            });
-            gate_rank(metrics, score.as_ref(), margin)
-        }
-    })
-}
-
 async fn insert_and_gate(
     db: &Db,
     m: NewModel<'_>,
-    margin: f64,
-    rescored: Option<ChampionScore>,
+    gate: &GateConfig,
 ) -> std::result::Result<(), NotRegistered> {
     let task = m.manifest.task;
     let mut tx = db.begin_write().await?;
@@ -409,7 +276,7 @@ async fn insert_and_gate(
     }
     lock_champion(db, &mut tx, task).await?;
     let champion = current_in(&mut tx, task).await?;
-    let decision = decide_for(m.manifest, champion.as_ref(), margin, rescored)?;
+    let decision = gate::decide_for(m.manifest, m.evidence, champion.as_ref(), gate)?;
     let now = now_ms();
     sqlx::query(
         "INSERT INTO models (id, dataset_id, task, run_id, stage, sha256, bytes, manifest, gate, created_at, promoted_at) \
@@ -572,79 +439,4 @@ pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
     .await?;
     tx.commit().await?;
     get(db, &target).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(acc: f64, base: f64) -> EvalMetrics {
-        EvalMetrics {
-            n_test: 100,
-            accuracy: acc,
-            macro_f1: acc,
-            majority_baseline: base,
-            per_class: vec![],
-            confusion: vec![],
-        }
-    }
-
-    #[test]
-    fn first_model_needs_to_beat_the_baseline() {
-        assert!(gate(&m(0.8, 0.4), None, 0.02).promote);
-        assert_eq!(gate(&m(0.8, 0.4), None, 0.02).champion_same_split, None);
-        let d = gate(&m(0.4, 0.4), None, 0.02);
-        assert!(!d.promote);
-        assert!(d.reason.contains("baseline"), "{}", d.reason);
-    }
-
-    #[test]
-    fn regression_within_the_margin_is_allowed() {
-        let champ = ChampionScore {
-            id: "c".into(),
-            score: 0.80,
-            same_split: true,
-        };
-        assert!(gate(&m(0.79, 0.4), Some(&champ), 0.02).promote);
-        assert!(gate(&m(0.78, 0.4), Some(&champ), 0.02).promote);
-        let d = gate(&m(0.77, 0.4), Some(&champ), 0.02);
-        assert!(!d.promote);
-        assert_eq!(d.champion_id.as_deref(), Some("c"));
-        assert!(gate(&m(0.80, 0.4), Some(&champ), 0.0).promote);
-        assert!(!gate(&m(0.799, 0.4), Some(&champ), 0.0).promote);
-    }
-
-    #[test]
-    fn ranking_gate_on_recall_at_10_against_the_better_baseline() {
-        let r = |r10: f64| wasm_infer::Recall {
-            r1: 0.0,
-            r5: 0.0,
-            r10,
-            median_rank: 1.0,
-        };
-        let m = |cand: f64, bow: f64, chance: f64| RankMetrics {
-            n_images: 46,
-            n_texts: 46,
-            text_to_image: r(cand),
-            image_to_text: r(cand),
-            random_text_to_image: r(chance),
-            bow_text_to_image: r(bow),
-        };
-        // Below bag of words (above chance): held back.
-        let d = gate_rank(&m(0.35, 0.37, 0.22), None, 0.02);
-        assert!(!d.promote);
-        assert_eq!((d.metric.as_str(), d.baseline), ("text_to_image_r10", 0.37));
-        // Chance is the baseline when it is the better one.
-        assert_eq!(gate_rank(&m(0.5, 0.1, 0.3), None, 0.02).baseline, 0.3);
-        assert!(gate_rank(&m(0.61, 0.37, 0.22), None, 0.02).promote);
-        let champ = ChampionScore {
-            id: "r".into(),
-            score: 0.61,
-            same_split: false,
-        };
-        assert!(gate_rank(&m(0.60, 0.37, 0.22), Some(&champ), 0.02).promote);
-        let d = gate_rank(&m(0.55, 0.37, 0.22), Some(&champ), 0.02);
-        assert!(!d.promote);
-        assert!(d.reason.contains("its own test split"), "{}", d.reason);
-    }
 }

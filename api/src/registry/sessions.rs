@@ -85,23 +85,22 @@ pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
     .map_err(Error::from)
 }
 
-/// Accuracy of `session` on the test split of `dataset`, or `None` when its labels differ
-/// from the dataset's (then the images cannot be compared label for label).
-pub fn score_on_test_split(session: &Session, dataset: &Dataset) -> Result<Option<f64>> {
+/// The label index `session` predicts for each test image of `dataset` (in split order), or
+/// `None` when its labels differ from the dataset's (then the images cannot be compared label
+/// for label) or the split is empty.
+pub fn score_on_test_split(session: &Session, dataset: &Dataset) -> Result<Option<Vec<u32>>> {
     if session.manifest().labels != dataset.labels {
         return Ok(None);
     }
-    let (mut right, mut total) = (0usize, 0usize);
+    let mut predicted = Vec::new();
     for s in dataset.split(Split::Test) {
         let img = s.decode()?;
         let top = session.classify(&trainer::run::pixels(&img)?, 1)?;
-        total += 1;
-        if top
+        let label = top
             .first()
-            .is_some_and(|p| p.label == dataset.labels[s.label])
-        {
-            right += 1;
-        }
+            .and_then(|p| dataset.labels.iter().position(|l| *l == p.label))
+            .unwrap_or(usize::MAX);
+        predicted.push(u32::try_from(label).unwrap_or(u32::MAX));
     }
-    Ok((total > 0).then(|| right as f64 / total as f64))
+    Ok((!predicted.is_empty()).then_some(predicted))
 }

@@ -2,6 +2,7 @@
 //! captions sent for already approved images, retrain with live curves, model versions with
 //! metrics and confusion matrix, promote and rollback.
 
+mod gate;
 mod review;
 mod training;
 

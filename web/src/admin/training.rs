@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use serde_json::json;
 
+use super::gate::{GateView, verdict_word};
 use super::{Admin, pct, when};
 use crate::chart::{Confusion, LineChart, Series};
 use crate::net;
@@ -147,6 +148,9 @@ fn describe_progress(p: &Progress) -> String {
             loss,
         } => format!("epoch {epoch} / {epochs}, batch {batch} / {batches}, loss {loss:.3}"),
         Progress::Epoch(e) => format!("epoch {} done", e.epoch),
+        Progress::Evaluate { fold, folds } => {
+            format!("cross-validating for the gate: fold {fold} / {folds}")
+        }
         Progress::Export => "exporting ONNX and checking it against candle".into(),
     }
 }
@@ -249,7 +253,7 @@ pub(super) fn Models(admin: Admin) -> impl IntoView {
                                             <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
                                             <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).unwrap_or_default()}</td>
                                             <td>{when(m.created_at)}</td>
-                                            <td class="reason" title=m.gate.reason.clone()>{if m.gate.promote { "passed" } else { "held back" }}</td>
+                                            <td class="reason" title=m.gate.reason.clone() data-testid="model-verdict">{verdict_word(&m.gate)}</td>
                                             <td>
                                                 {(!champion).then(|| view! { <button data-testid="promote" on:click=move |_| act(id2.clone(), "promote")>"Promote"</button> })}
                                                 {champion.then(|| view! { <button data-testid="rollback" on:click=move |_| act(id3.clone(), "rollback")>"Roll back"</button> })}
@@ -288,7 +292,7 @@ pub(super) fn ModelDetail(model: Model) -> impl IntoView {
     view! {
         <div class="detail" data-testid="model-detail" data-id=model.id.clone()>
             <h3>{format!("Model {}", model.id)}</h3>
-            <p class="hint">{format!("gate: {}", model.gate.reason)}</p>
+            <GateView gate=model.gate.clone()/>
             {model.manifest.parent_model_id.clone().map(|p| view! { <p class="hint">{format!("trained after {p}")}</p> })}
             {model.manifest.metrics.clone().map(|m| view! {
                 <div class="charts">
