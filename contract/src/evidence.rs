@@ -151,9 +151,10 @@ pub fn mcnemar_exact(b: u32, c: u32) -> f64 {
     (2.0 * cdf).min(1.0)
 }
 
-/// What one comparison says.
+/// What one comparison says (`GateCheck` in the OpenAPI document: `Check` there is a health
+/// check's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = GateCheck))]
 #[serde(rename_all = "lowercase")]
 pub enum Check {
     /// The interval clears the bar.
