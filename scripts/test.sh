@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Installs what it needs (assets, the Rust wasm target,
-# wasm-bindgen-cli, PostgreSQL from Debian, moto[server] and schemathesis from PyPI, Chromium
+# wasm-bindgen-cli, PostgreSQL from Debian, moto[server], SciPy and schemathesis from PyPI, Chromium
 # from Debian, playwright-core from npm); needs node and python3.
 #   scripts/test.sh
 set -euo pipefail
