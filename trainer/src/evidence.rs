@@ -195,11 +195,25 @@ pub fn classification(
 ) -> Result<Evidence> {
     let champion = champion.filter(|c| c.labels == s.labels);
     match s.test_views {
-        Some(test_views) if s.test_y.len() < config.cv_below && config.cv_folds >= 2 => {
+        Some(test_views)
+            if s.test_y.len() < config.cv_below
+                && config.cv_folds >= 2
+                && folds_in_use(s, config.cv_folds) >= 2 =>
+        {
             cross_validated(s, test_views, config, champion, go)
         }
         _ => on_test_split(s, head, champion),
     }
+}
+
+/// How many folds hold at least one example (a handful of images can all hash into one fold:
+/// then no fold has others to train on, and the test split is all there is).
+fn folds_in_use(s: &Splits<'_>, folds: usize) -> usize {
+    let mut used = vec![false; folds];
+    for id in s.train_ids.iter().chain(&s.test_ids) {
+        used[fold_of(id, folds)] = true;
+    }
+    used.iter().filter(|u| **u).count()
 }
 
 fn on_test_split(s: &Splits<'_>, head: &Head, champion: Option<&ChampionRef>) -> Result<Evidence> {
@@ -505,6 +519,40 @@ mod tests {
             "{:?}",
             e.candidate.values
         );
+        // A handful of images that all hash into one fold: the test split is used instead.
+        let one_fold: Vec<usize> = (0..120).filter(|&i| fold_of(&e.items[i], 5) == 0).collect();
+        let pick = |v: &[String], y: &[u32], x: &Tensor, from: usize| {
+            let idx: Vec<usize> = one_fold
+                .iter()
+                .copied()
+                .filter(|&i| i >= from && i < from + v.len())
+                .map(|i| i - from)
+                .take(3)
+                .collect();
+            (
+                idx.iter().map(|&i| v[i].clone()).collect::<Vec<_>>(),
+                idx.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+                select(x, &idx).unwrap(),
+            )
+        };
+        let (tr_ids, tr_y, tr_x) = pick(&train_ids, &train_y, &train_x, 0);
+        let (te_ids, te_y, te_x) = pick(&test_ids, &test_y, &test_x, 90);
+        assert!(!tr_ids.is_empty() && !te_ids.is_empty());
+        let (tr_views, te_views) = ([tr_x.clone()], [te_x.clone()]);
+        let tiny = Splits {
+            train_views: &tr_views,
+            train_clean: &tr_x,
+            train_y: &tr_y,
+            train_ids: tr_ids,
+            test_views: Some(&te_views),
+            test_clean: &te_x,
+            test_y: &te_y,
+            test_ids: te_ids.clone(),
+            ..s
+        };
+        let e1 = classification(&tiny, &head, &config, None, &mut |_, _| true).unwrap();
+        assert_eq!((e1.method, e1.items), (Method::TestSplit, te_ids));
+
         // Cancelled between folds.
         let stopped = classification(&s, &head, &config, None, &mut |f, _| f < 3);
         assert!(matches!(stopped, Err(crate::Error::Cancelled)));
