@@ -13,7 +13,10 @@ and bucket, attacks it over loopback TCP and checks what a production server mus
      zeros, ~0.1-0.3 MB each), half uploaded, half sent to /api/predict: every answer is 2xx,
      413, 422, 429 or 503 (no other 5xx, no dropped connection) and the api's peak RSS stays
      under 2 GB. Then 20 concurrent downloads of the champion's backbone: all whole and
-     matching its manifest's sha256.
+     matching its manifest's sha256; 20 concurrent predictions of one photo and two lone
+     ones: the same answers; two retrains queued at once while 20 clients poll the registry:
+     every read 200, exactly one champion after, every gate consistent with the evidence its
+     metrics.json publishes.
   d  20 concurrent identical uploads of a new image (3 rounds): one row for the sha256, one
      201, the other answers 200 with duplicate=true and the same image id, no 5xx.
   e  50 concurrent approvals past the auto-retrain threshold (WORKERS=0): exactly one
@@ -896,6 +899,44 @@ def scenario_c(server, out, count):
     out.num(f"predict_burst={histogram(burst)} alone={histogram(alone)} same_answer={same}")
     out.check(len(answers) == 22, f"{22 - len(answers)} of 22 real predictions not 200")
     out.check(same, "concurrent and lone predictions of one photo disagree")
+    gate_under_load(server, out)
+
+
+def gate_under_load(server, out, timeout=300):
+    """Two retrains queued at once, read by 20 clients polling the registry while they train
+    and register: every read 200 and whole, exactly one champion after, and every version's
+    gate consistent with the evidence its metrics.json publishes (n = its examples, the
+    candidate's figure = the mean of its per-example values, a verdict of the three)."""
+    body = json.dumps({"dataset_id": DATASET, "params": {"epochs": 2, "views": 1}}).encode()
+    post = ("POST", "/api/train", body, {"Content-Type": "application/json", **ADMIN})
+    started = fire_together(server.port, [post] * 2)
+    runs = [r.json()["id"] for r in started if r.status == 202]
+    out.check(len(runs) == 2, f"two concurrent retrains answered {histogram(started)}")
+    reads, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        reads += fire_together(server.port, [("GET", "/api/models?limit=50", None, None)] * 20)
+        states = [server.get_json(f"/api/train/{r}")["status"] for r in runs]
+        if all(st not in ("queued", "running") for st in states):
+            break
+    whole = [r for r in reads if r.status == 200 and isinstance(r.json_or_none(), list)]
+    out.check(len(whole) == len(reads), f"{len(reads) - len(whole)} registry reads not 200 + JSON")
+    out.check(all(st == "succeeded" for st in states), f"retrains ended {states}")
+    models = server.get_json("/api/models?task=classify&limit=50")
+    champions = [m["id"] for m in models if m["stage"] == "champion"]
+    out.check(len(champions) == 1, f"{len(champions)} champions after concurrent retrains")
+    verdicts, consistent = [], 0
+    for m in models:
+        gate = m["gate"]
+        verdicts.append(gate.get("verdict"))
+        ev = server.get_json(f"/api/models/{m['id']}/metrics.json")["evidence"]
+        values = ev["candidate"]["values"]
+        consistent += (gate.get("n") == len(ev["items"]) == len(values)
+                       and abs(gate["candidate"] - sum(values) / len(values)) < 1e-12
+                       and gate.get("verdict") in ("promote", "inconclusive", "reject")
+                       and gate["promote"] == (gate.get("verdict") == "promote"))
+    out.num(f"retrains={histogram(started)} registry_reads={histogram(reads)} "
+            f"champions={len(champions)} verdicts={sorted(map(str, verdicts))} gate_consistent={consistent}/{len(models)}")
+    out.check(consistent == len(models), f"{len(models) - consistent} gates disagree with their evidence")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -345,35 +345,6 @@ pub fn run(
     Ok(Trained { report, files })
 }
 
-/// Accuracy of an earlier model's `head` on `dataset`'s test split, computed on the backbone's
-/// features (from `cache` where it has them: a run that just trained on the dataset wrote
-/// them) — the gate's re-scoring of the champion without a pass through its whole ONNX graph.
-/// `None` when the head was trained on another backbone or for other labels, or the split is
-/// empty. The head's composition with the backbone was checked against tract at its export.
-pub fn head_accuracy_on_test_split(
-    dataset: &Dataset,
-    backbone: &Backbone,
-    cache: Option<&dyn FeatureStore>,
-    (head, manifest): (&Head, &ModelManifest),
-) -> Result<Option<f64>> {
-    let test: Vec<&Sample> = dataset.split(Split::Test).collect();
-    if test.is_empty()
-        || manifest.labels != dataset.labels
-        || manifest.backbone_sha256.as_deref() != Some(backbone.weights_sha256.as_str())
-    {
-        return Ok(None);
-    }
-    let mut pass = FeaturePass::new(backbone, cache, &manifest.preprocess, test.len());
-    let x = pass.features(&test, View::Clean, &mut |_| true)?;
-    let predicted = head.probabilities(&x)?.argmax(1)?.to_vec1::<u32>()?;
-    let right = predicted
-        .iter()
-        .zip(&test)
-        .filter(|(p, s)| **p as usize == s.label)
-        .count();
-    Ok(Some(right as f64 / test.len() as f64))
-}
-
 /// Run up to [`PARITY_IMAGES`] images (test first, then val, then train) through candle and
 /// through tract on the exported backbone + head (`onnx`); fail if any probability differs
 /// by more than [`PARITY_TOLERANCE`] or any argmax differs.

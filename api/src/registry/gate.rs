@@ -17,14 +17,14 @@
 //! app would otherwise have none to serve.) Inconclusive: kept as a candidate,
 //! shown in Admin with its intervals, promotable by hand. McNemar's exact test is reported next
 //! to each paired accuracy comparison. A folder without evidence (never written by this
-//! trainer) falls back to comparing the recorded figures.
+//! trainer) is refused.
 
 use contract::evidence::{
     Check, Evidence, Interval, McNemar, Outcomes, Verdict, beats, bootstrap_mean, differences,
     non_inferior,
 };
 use contract::{Task, api::Comparison};
-use wasm_infer::manifest::{EvalMetrics, ModelManifest, RankMetrics};
+use wasm_infer::manifest::ModelManifest;
 
 use super::{GateDecision, ModelInfo};
 use crate::{Error, Result};
@@ -61,118 +61,6 @@ impl GateConfig {
             ..Self::default()
         }
     }
-}
-
-/// The champion's score the gate compares against.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChampionScore {
-    /// The champion compared against.
-    pub id: String,
-    /// Its test score on the gate's metric (accuracy; Recall@10 for ranking models).
-    pub score: f64,
-    /// True when it was re-scored on the candidate's own test split (same images); false when
-    /// it is the accuracy recorded at its own training (labels differ, or re-scoring failed).
-    pub same_split: bool,
-}
-
-/// The gate's rule, for any metric where higher is better: the candidate must beat the
-/// baseline, and be no worse than the champion by more than `margin`.
-fn decide_on_figures(
-    metric: &str,
-    name: &str,
-    candidate: f64,
-    baseline: (f64, &str),
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    let (c, (base, base_name)) = (candidate, baseline);
-    let mut d = GateDecision {
-        promote: false,
-        metric: metric.into(),
-        candidate: c,
-        champion: champion.map(|m| m.score),
-        champion_id: champion.map(|m| m.id.clone()),
-        champion_same_split: champion.map(|m| m.same_split),
-        baseline: base,
-        margin,
-        reason: String::new(),
-        verdict: None,
-        n: None,
-        method: None,
-        test: None,
-        confidence: None,
-        interval: None,
-        comparisons: Vec::new(),
-    };
-    if c <= base {
-        d.reason = format!("{name} {c:.3} does not beat the {base_name} {base:.3}");
-        d.verdict = Some(Verdict::Reject);
-        return d;
-    }
-    let Some(ch) = champion else {
-        d.promote = true;
-        d.verdict = Some(Verdict::Promote);
-        d.reason = format!("no champion yet; {name} {c:.3} beats the {base_name} {base:.3}");
-        return d;
-    };
-    let on = if ch.same_split {
-        "re-scored on the same test images"
-    } else {
-        "its own test split"
-    };
-    d.verdict = Some(Verdict::Reject);
-    if c + 1e-12 >= ch.score - margin {
-        d.promote = true;
-        d.verdict = Some(Verdict::Promote);
-        d.reason = format!(
-            "{name} {c:.3} vs champion {} {:.3} ({on}); allowed regression {margin:.3}",
-            ch.id, ch.score
-        );
-    } else {
-        d.reason = format!(
-            "{name} {c:.3} is more than {margin:.3} below champion {} {:.3} ({on})",
-            ch.id, ch.score
-        );
-    }
-    d
-}
-
-/// The gate for classifiers, on test accuracy against the majority baseline.
-pub fn gate(
-    candidate: &EvalMetrics,
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    decide_on_figures(
-        "accuracy",
-        "accuracy",
-        candidate.accuracy,
-        (candidate.majority_baseline, "majority baseline"),
-        champion,
-        margin,
-    )
-}
-
-/// The gate for ranking models, on caption → image Recall@10 of the test split against the
-/// better of chance and the bag-of-words baseline (the champion's Recall@10 is the one recorded
-/// on its own test split: captions change between snapshots).
-pub fn gate_rank(
-    candidate: &RankMetrics,
-    champion: Option<&ChampionScore>,
-    margin: f64,
-) -> GateDecision {
-    let base = candidate
-        .bow_text_to_image
-        .r10
-        .max(candidate.random_text_to_image.r10);
-    decide_on_figures(
-        "text_to_image_r10",
-        "Recall@10",
-        candidate.text_to_image.r10,
-        (base, "baselines (bag of words / chance)"),
-        champion,
-        margin,
-    )
 }
 
 /// The champion's figure recorded at its own training, for a candidate that cannot be paired
@@ -408,127 +296,27 @@ pub fn evidence_of(metrics_json: &[u8]) -> Result<Option<Evidence>> {
     Ok(w.evidence)
 }
 
-/// The gate's decision for a candidate against the champion: on its evidence when the run
-/// recorded some, else on the recorded figures.
+/// The gate's decision for a candidate against the champion, on the evidence its run
+/// recorded (every run of this trainer records some).
 pub(super) fn decide_for(
     manifest: &ModelManifest,
     evidence: Option<&Evidence>,
     champion: Option<&ModelInfo>,
     cfg: &GateConfig,
 ) -> Result<GateDecision> {
-    if let Some(e) = evidence {
-        if e.candidate.values.is_empty() {
-            return Err(Error::Internal("the run's evidence has no examples".into()));
-        }
-        let figure = champion.map(|c| ChampionFigure::of(c, manifest.task));
-        return Ok(decide(e, figure.as_ref(), cfg));
+    let e = evidence.ok_or_else(|| {
+        Error::Internal("the run recorded no gate evidence in its metrics.json".into())
+    })?;
+    if e.candidate.values.is_empty() {
+        return Err(Error::Internal("the run's evidence has no examples".into()));
     }
-    let margin = cfg.margin;
-    Ok(match manifest.task {
-        Task::Classify => {
-            let metrics = manifest
-                .metrics
-                .as_ref()
-                .ok_or_else(|| Error::Internal("trained model has no test metrics".into()))?;
-            let score = champion.and_then(|c| {
-                c.manifest.metrics.as_ref().map(|m| ChampionScore {
-                    id: c.id.clone(),
-                    score: m.accuracy,
-                    same_split: false,
-                })
-            });
-            gate(metrics, score.as_ref(), margin)
-        }
-        Task::Rank => {
-            let metrics = manifest.rank_metrics.as_ref().ok_or_else(|| {
-                Error::Internal("trained ranking model has no test metrics".into())
-            })?;
-            let score = champion.and_then(|c| {
-                c.manifest.rank_metrics.as_ref().map(|m| ChampionScore {
-                    id: c.id.clone(),
-                    score: m.text_to_image.r10,
-                    same_split: false,
-                })
-            });
-            gate_rank(metrics, score.as_ref(), margin)
-        }
-    })
+    let figure = champion.map(|c| ChampionFigure::of(c, manifest.task));
+    Ok(decide(e, figure.as_ref(), cfg))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(acc: f64, base: f64) -> EvalMetrics {
-        EvalMetrics {
-            n_test: 100,
-            accuracy: acc,
-            macro_f1: acc,
-            majority_baseline: base,
-            per_class: vec![],
-            confusion: vec![],
-            estimate: None,
-        }
-    }
-
-    #[test]
-    fn first_model_needs_to_beat_the_baseline() {
-        assert!(gate(&m(0.8, 0.4), None, 0.02).promote);
-        assert_eq!(gate(&m(0.8, 0.4), None, 0.02).champion_same_split, None);
-        let d = gate(&m(0.4, 0.4), None, 0.02);
-        assert!(!d.promote);
-        assert!(d.reason.contains("baseline"), "{}", d.reason);
-    }
-
-    #[test]
-    fn regression_within_the_margin_is_allowed() {
-        let champ = ChampionScore {
-            id: "c".into(),
-            score: 0.80,
-            same_split: true,
-        };
-        assert!(gate(&m(0.79, 0.4), Some(&champ), 0.02).promote);
-        assert!(gate(&m(0.78, 0.4), Some(&champ), 0.02).promote);
-        let d = gate(&m(0.77, 0.4), Some(&champ), 0.02);
-        assert!(!d.promote);
-        assert_eq!(d.champion_id.as_deref(), Some("c"));
-        assert!(gate(&m(0.80, 0.4), Some(&champ), 0.0).promote);
-        assert!(!gate(&m(0.799, 0.4), Some(&champ), 0.0).promote);
-    }
-
-    #[test]
-    fn ranking_gate_on_recall_at_10_against_the_better_baseline() {
-        let r = |r10: f64| wasm_infer::Recall {
-            r1: 0.0,
-            r5: 0.0,
-            r10,
-            median_rank: 1.0,
-        };
-        let m = |cand: f64, bow: f64, chance: f64| RankMetrics {
-            n_images: 46,
-            n_texts: 46,
-            text_to_image: r(cand),
-            image_to_text: r(cand),
-            random_text_to_image: r(chance),
-            bow_text_to_image: r(bow),
-        };
-        // Below bag of words (above chance): held back.
-        let d = gate_rank(&m(0.35, 0.37, 0.22), None, 0.02);
-        assert!(!d.promote);
-        assert_eq!((d.metric.as_str(), d.baseline), ("text_to_image_r10", 0.37));
-        // Chance is the baseline when it is the better one.
-        assert_eq!(gate_rank(&m(0.5, 0.1, 0.3), None, 0.02).baseline, 0.3);
-        assert!(gate_rank(&m(0.61, 0.37, 0.22), None, 0.02).promote);
-        let champ = ChampionScore {
-            id: "r".into(),
-            score: 0.61,
-            same_split: false,
-        };
-        assert!(gate_rank(&m(0.60, 0.37, 0.22), Some(&champ), 0.02).promote);
-        let d = gate_rank(&m(0.55, 0.37, 0.22), Some(&champ), 0.02);
-        assert!(!d.promote);
-        assert!(d.reason.contains("its own test split"), "{}", d.reason);
-    }
 
     mod on_evidence {
         use super::*;

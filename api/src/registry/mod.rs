@@ -10,7 +10,7 @@ use wasm_infer::manifest::ModelManifest;
 
 mod gate;
 mod sessions;
-pub use gate::{ChampionFigure, ChampionScore, GateConfig, decide, evidence_of, gate, gate_rank};
+pub use gate::{ChampionFigure, GateConfig, decide, evidence_of};
 pub use sessions::{load_manifest, load_session, score_on_test_split};
 
 use crate::db::Db;
