@@ -176,14 +176,12 @@ fn test_metrics(
 ) -> Result<EvalMetrics> {
     let test_probs = head.probabilities(test_x)?;
     let predicted = test_probs.argmax(1)?.to_vec1::<u32>()?;
-    let mut train_counts = vec![0usize; dataset.labels.len()];
-    train_y.iter().for_each(|l| train_counts[*l as usize] += 1);
-    let majority = (0..train_counts.len()).max_by_key(|&i| (train_counts[i], usize::MAX - i));
+    let majority = crate::evidence::majority(train_y, dataset.labels.len());
     Ok(crate::eval::evaluate(
         &dataset.labels,
         test_y,
         &predicted,
-        majority.unwrap_or(0) as u32,
+        majority,
     ))
 }
 
