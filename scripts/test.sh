@@ -20,6 +20,9 @@ cargo fmt --all --check
 cargo clippy --workspace --exclude web --all-targets --release -- -D warnings
 cargo clippy -p wasm-infer -p web --target wasm32-unknown-unknown --release -- -D warnings
 
+step "Grafana dashboard against Grafana's published schema"
+scripts/check-dashboard.sh
+
 step "wasm32 builds: the inference module (also for the wasm parity test) and the web app"
 scripts/build-web.sh
 

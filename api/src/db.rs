@@ -6,6 +6,7 @@ use std::time::Duration;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
+use crate::metrics::time_db;
 use crate::{Error, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -87,10 +88,13 @@ impl Db {
     /// reads first cannot upgrade to a writer while another writer committed meanwhile and
     /// fails with "database is locked". PostgreSQL needs nothing special.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        let begin = async {
+            match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => self.pool.begin().await,
+            }
+        };
+        Ok(time_db("begin_write", begin).await?)
     }
 
     /// Which server the pool talks to (for the few statements that differ).
@@ -100,7 +104,8 @@ impl Db {
 
     /// Health probe: a round trip to the server.
     pub async fn check(&self) -> Result<()> {
-        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
+        let one: i64 =
+            time_db("ping", sqlx::query_scalar("SELECT 1").fetch_one(&self.pool)).await?;
         if one != 1 {
             return Err(Error::Internal("database returned a wrong answer".into()));
         }
@@ -111,6 +116,11 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Commit a transaction, timed as `commit`.
+pub async fn commit(tx: sqlx::Transaction<'static, sqlx::Any>) -> Result<()> {
+    Ok(time_db("commit", tx.commit()).await?)
 }
 
 /// A URL with its password replaced, for logs and errors.

@@ -32,6 +32,9 @@ enum Cmd {
         /// Run at most one queued job, then exit.
         #[arg(long)]
         once: bool,
+        /// Serve this worker's `/metrics` and `/health` on this address (for Prometheus).
+        #[arg(long, env = "METRICS_LISTEN")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -72,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         None => serve(cli.cfg).await,
         Some(Cmd::Serve(cfg)) => serve(cfg).await,
-        Some(Cmd::Worker { cfg, once }) => worker(cfg, once).await,
+        Some(Cmd::Worker {
+            cfg,
+            once,
+            metrics_listen,
+        }) => worker(cfg, once, metrics_listen).await,
     }
 }
 
@@ -108,10 +115,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     server.wait().await.context("server")
 }
 
-async fn worker(cfg: Config, once: bool) -> anyhow::Result<()> {
+async fn worker(
+    cfg: Config,
+    once: bool,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     init_logs(cfg.production);
     let st = api::app::state(cfg).await.context("starting the worker")?;
     let w = st.worker(Arc::new(tokio::sync::OnceCell::new()));
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            eprintln!(
+                "edgeml worker metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            let app = api::http::worker_router(st.clone());
+            Some(tokio::spawn(
+                async move { axum::serve(listener, app).await },
+            ))
+        }
+        None => None,
+    };
     if once {
         match w.run_once().await? {
             Some((run, outcome)) => eprintln!("run {run}: {outcome:?}"),
@@ -125,6 +152,9 @@ async fn worker(cfg: Config, once: bool) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     w.run_forever(rx).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     st.db.close().await;
     Ok(())
 }

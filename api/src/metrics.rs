@@ -83,6 +83,40 @@ pub async fn time_storage<T>(
     r
 }
 
+/// `database_operation_duration_seconds{op, outcome}`: database calls of this process that
+/// tell contention and round-trip time apart: `begin_write` (waiting for the write lock on
+/// SQLite, a connection on PostgreSQL), `commit`, `ping` (the readiness probe), `claim` (a
+/// worker taking a queued run), `queue_stats` and `current_model` (read at every scrape and
+/// every model check).
+pub static DB_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)] // constant, valid options: cannot fail
+    HistogramVec::new(
+        HistogramOpts::new(
+            "database_operation_duration_seconds",
+            "Database calls by operation and outcome",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 15.0,
+        ]),
+        &["op", "outcome"],
+    )
+    .expect("valid histogram options")
+});
+
+/// Time one database call (`outcome` is `ok` or `error`; a missing row is `ok`).
+pub async fn time_db<T, E>(
+    op: &'static str,
+    call: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    let t0 = Instant::now();
+    let r = call.await;
+    DB_LATENCY
+        .with_label_values(&[op, if r.is_ok() { "ok" } else { "error" }])
+        .observe(t0.elapsed().as_secs_f64());
+    r
+}
+
 /// The training queue as the database has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -186,7 +220,7 @@ impl Metrics {
         ] {
             registry.register(Box::new(c.clone())).map_err(err)?;
         }
-        for h in [&latency, &training_duration, &STORAGE_LATENCY] {
+        for h in [&latency, &training_duration, &STORAGE_LATENCY, &DB_LATENCY] {
             registry.register(Box::new(h.clone())).map_err(err)?;
         }
         registry

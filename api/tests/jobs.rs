@@ -1,6 +1,6 @@
 //! Training jobs: killing the worker process mid-run re-queues the run and then fails it,
 //! leaving the champion untouched; cancel; concurrent claims never share a run (PostgreSQL
-//! SKIP LOCKED and SQLite); auto-retrain after N approvals.
+//! SKIP LOCKED and SQLite); auto-retrain after N approvals; a worker process's own `/metrics`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use api::jobs;
-use common::{Blobs, Sql, TestServer, metric, photos};
+use common::{Blobs, Sql, TestServer, metric, parse_metrics, photos};
 use serde_json::{Value, json};
 use trainer::train::TrainConfig;
 
@@ -66,9 +66,14 @@ async fn champion(s: &TestServer) -> Option<String> {
 }
 
 fn spawn_worker(s: &TestServer) -> std::process::Child {
+    spawn_worker_with(s, &[])
+}
+
+fn spawn_worker_with(s: &TestServer, extra: &[&str]) -> std::process::Child {
     let c = &s.cfg;
     std::process::Command::new(env!("CARGO_BIN_EXE_api"))
         .arg("worker")
+        .args(extra)
         .arg("--data-dir")
         .arg(&c.data_dir)
         .arg("--database-url")
@@ -170,6 +175,112 @@ async fn killed_worker_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_postgres() {
     kill_worker_mid_run(Sql::Postgres).await;
+}
+
+/// A separate worker process serves its own `/metrics` (`--metrics-listen`): the run it
+/// trained (count and duration by task and outcome), its database calls, its process, and the
+/// shared queue as the database has it; the api server, which trained nothing, has no run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_serves_its_metrics() {
+    let s = TestServer::start(Sql::Sqlite, Blobs::Local, |_| {}).await;
+    seed_approved(&s, 6).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = KillOnDrop(spawn_worker_with(&s, &["--metrics-listen", &addr]));
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let r = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        parse_metrics(&r.text().await.unwrap())
+    };
+    let t0 = Instant::now();
+    while http
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the worker's /health"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = jobs::enqueue(s.db(), "default", &quick(), "manual")
+        .await
+        .unwrap();
+    wait_for(
+        &s,
+        &run.id,
+        "the worker's run",
+        Duration::from_secs(300),
+        |r| r["status"] == "succeeded",
+    )
+    .await;
+    let m = scrape().await;
+    let done = [("task", "classify"), ("outcome", "succeeded")];
+    assert_eq!(
+        metric(&m, "edgeml_training_run_duration_seconds_count", &done),
+        Some(1.0)
+    );
+    assert!(metric(&m, "edgeml_training_run_duration_seconds_sum", &done).unwrap() > 0.0);
+    assert_eq!(
+        metric(
+            &m,
+            "edgeml_training_runs_total",
+            &[("outcome", "succeeded")]
+        ),
+        Some(1.0)
+    );
+    for op in ["claim", "begin_write", "commit"] {
+        let n = metric(
+            &m,
+            "edgeml_database_operation_duration_seconds_count",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert!(n.is_some_and(|n| n >= 1.0), "{op}: {n:?}");
+    }
+    assert!(metric(&m, "edgeml_process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    for status in ["queued", "running"] {
+        assert_eq!(
+            metric(&m, "edgeml_training_queue_runs", &[("status", status)]),
+            Some(0.0),
+            "{status}"
+        );
+    }
+    // Nothing else is served there.
+    let other = http
+        .get(format!("http://{addr}/api/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    let server = s.metrics().await;
+    assert_eq!(
+        metric(&server, "edgeml_training_run_duration_seconds_count", &done),
+        None
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    s.stop().await;
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,6 +260,16 @@ fn with_layers(app: Router<Shared>, st: &Shared) -> Router<Shared> {
     )
 }
 
+/// The standalone training worker's HTTP surface (`api worker --metrics-listen`): `GET /metrics`
+/// (its training runs and durations, feature cache, storage and database calls, process, and
+/// the shared queue) and `GET /health`; nothing else.
+pub fn worker_router(st: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/health", get(ops::health))
+        .with_state(st)
+}
+
 /// Build the full router for a state.
 pub fn router(st: Shared) -> Router {
     let app = Router::new()

@@ -18,6 +18,7 @@ pub use contract::api::{Check, Health, Limits, Liveness};
 use crate::Result;
 use crate::error::ErrorBody;
 use crate::registry;
+use crate::state::AppState;
 
 /// Run one probe with a 5 s deadline and time it.
 async fn probe<F: std::future::Future<Output = Result<()>>>(f: F) -> Check {
@@ -116,18 +117,23 @@ pub(super) async fn limits(State(st): State<Shared>) -> Json<Limits> {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
 pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response> {
-    // The serving model comes from the database at scrape time (another server or a worker
-    // may have promoted one).
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        scrape(&st).await?,
+    )
+        .into_response())
+}
+
+/// This process's metrics in the Prometheus text format. The champion and the training queue
+/// are read from the database at scrape time (another server or a worker may have changed
+/// them), so every server and worker reports the same queue.
+pub async fn scrape(st: &AppState) -> Result<String> {
     if let Some(m) = registry::current(&st.db, "classify").await? {
         st.metrics.set_model("classify", &m.id);
     }
     let queue = crate::jobs::queue::stats(&st.db).await?;
     st.metrics.set_queue(queue, crate::util::now_ms());
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render()?,
-    )
-        .into_response())
+    st.metrics.render()
 }
 
 /// Declares the `bearer` security scheme the admin routes name.

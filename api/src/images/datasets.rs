@@ -52,7 +52,7 @@ pub async fn create_dataset(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     get_dataset(db, &id).await
 }
 

@@ -50,7 +50,7 @@ pub async fn review(
         decide_caption(&mut tx, c, reviewer, now).await?;
         caption_keys.push((c.image_id.clone(), c.caption.clone()));
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     for id in ids {
         out.images.push(get_image(db, &id).await?);
     }

@@ -334,7 +334,7 @@ async fn insert_rows(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use trainer::train::TrainConfig;
 
 use super::task::task_named;
 use crate::db::{Backend, Db};
+use crate::metrics::time_db;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
 
@@ -129,13 +130,16 @@ async fn insert_run(
 
 /// Queued and running runs, and the oldest queued run's creation time (for the metrics).
 pub async fn stats(db: &Db) -> Result<crate::metrics::QueueStats> {
-    let (queued, running, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
-        "SELECT \
-           (SELECT COUNT(*) FROM runs WHERE status = 'queued'), \
-           (SELECT COUNT(*) FROM runs WHERE status = 'running'), \
-           (SELECT MIN(created_at) FROM runs WHERE status = 'queued')",
+    let (queued, running, oldest): (i64, i64, Option<i64>) = time_db(
+        "queue_stats",
+        sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM runs WHERE status = 'queued'), \
+               (SELECT COUNT(*) FROM runs WHERE status = 'running'), \
+               (SELECT MIN(created_at) FROM runs WHERE status = 'queued')",
+        )
+        .fetch_one(db.pool()),
     )
-    .fetch_one(db.pool())
     .await?;
     Ok(crate::metrics::QueueStats {
         queued,
@@ -206,11 +210,14 @@ pub(super) async fn claim_next(db: &Db, worker: &str) -> Result<Option<RunRow>> 
          attempts = attempts + 1, progress = NULL, epochs = '[]', error = NULL \
          WHERE id = ({pick}) AND status = 'queued' RETURNING *"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(worker)
-        .bind(now)
-        .fetch_optional(db.pool())
-        .await?)
+    Ok(time_db(
+        "claim",
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now)
+            .fetch_optional(db.pool()),
+    )
+    .await?)
 }
 
 /// Claim the oldest queued run for `worker`, if any (safe with many concurrent workers).

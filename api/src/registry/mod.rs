@@ -59,12 +59,14 @@ impl TryFrom<ModelRow> for ModelInfo {
 
 /// The champion of a task, if any.
 pub async fn current(db: &Db, task: &str) -> Result<Option<ModelInfo>> {
-    let row: Option<ModelRow> =
+    let row: Option<ModelRow> = crate::metrics::time_db(
+        "current_model",
         sqlx::query_as("SELECT * FROM models WHERE task = $1 AND stage = $2")
             .bind(task)
             .bind(Stage::Champion)
-            .fetch_optional(db.pool())
-            .await?;
+            .fetch_optional(db.pool()),
+    )
+    .await?;
     row.map(ModelInfo::try_from).transpose()
 }
 
@@ -307,9 +309,9 @@ async fn insert_and_gate(
         )
         .await?;
     }
-    tx.commit()
+    crate::db::commit(tx)
         .await
-        .map_err(|e| NotRegistered::Uncertain(e.into()))?;
+        .map_err(NotRegistered::Uncertain)?;
     tracing::info!(model = %m.manifest.model_id, promote = decision.promote, reason = %decision.reason, "model registered");
     Ok(())
 }
@@ -384,7 +386,7 @@ pub async fn promote(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
         actor,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     get(db, id).await
 }
 
@@ -437,6 +439,6 @@ pub async fn rollback(db: &Db, id: &str, actor: &str) -> Result<ModelInfo> {
         actor,
     )
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     get(db, &target).await
 }

@@ -251,60 +251,7 @@ impl TestServer {
     pub async fn metrics(&self) -> Vec<Sample> {
         let r = self.get("/metrics").send().await.unwrap();
         assert_eq!(r.status(), 200);
-        let text = r.text().await.unwrap();
-        let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
-        let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
-        let mut typed = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                    "{line}"
-                );
-                typed.insert(name.to_string());
-                continue;
-            }
-            if line.starts_with("# HELP ") {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad value: {line}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line}"))),
-                None => (series, ""),
-            };
-            assert!(
-                !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-                "{line}"
-            );
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
-                .unwrap_or(name);
-            assert!(typed.contains(family), "no # TYPE for {line}");
-            let mut labels: Vec<(String, String)> = if labels.is_empty() {
-                Vec::new()
-            } else {
-                labels
-                    .split("\",")
-                    .map(|kv| {
-                        let (k, v) = kv.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect()
-            };
-            labels.sort();
-            out.push((name.to_string(), labels, value));
-        }
-        assert!(!scrape.samples.is_empty());
-        out
+        parse_metrics(&r.text().await.unwrap())
     }
 
     /// Rows in `images` and objects under `images/`.
@@ -316,6 +263,63 @@ impl TestServer {
         let blobs = self.storage().list("images").await.unwrap().len();
         (rows, blobs)
     }
+}
+
+/// A Prometheus text scrape, checked line by line (see [`TestServer::metrics`]).
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line}"))),
+            None => (series, ""),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "no # TYPE for {line}");
+        let mut labels: Vec<(String, String)> = if labels.is_empty() {
+            Vec::new()
+        } else {
+            labels
+                .split("\",")
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect()
+        };
+        labels.sort();
+        out.push((name.to_string(), labels, value));
+    }
+    assert!(!scrape.samples.is_empty());
+    out
 }
 
 /// One scraped sample: name, labels (sorted), value.
