@@ -3,83 +3,17 @@
 // Chromium. Run by scripts/e2e.sh (scripts/test.sh runs it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
-import { deflateSync } from 'node:zlib';
-import { chromium } from 'playwright-core';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  TOKEN, admin, assertAccessible, classifyInPage, launch, makePng, photos, serverPredict, shots,
+  startApi, testSplitPhotos, trainRankChampion, waitFor,
+} from './harness.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const apiBin = process.env.EDGEML_API_BIN || join(root, 'target/release/api');
-const dist = process.env.EDGEML_WEB_DIST || join(root, 'dist');
-const photos = join(root, 'assets/datasets/tuxpaint-photos');
-const shots = join(root, 'playwright/screenshots');
-const TOKEN = 'e2e-admin-token-0123456789';
-const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  // A synthetic camera, allowed without a prompt (for the camera test).
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
-const admin = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
-
-let api; let base; let dataDir; let profile; let context; let page;
+let server; let base; let browser; let context; let page;
 const apiRequests = [];
 // Model bytes over the wire: { path, bytes } of every model head and backbone response.
 const modelResponses = [];
-
-const freePort = () => new Promise((ok) => {
-  const s = createServer();
-  s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => ok(p)); });
-});
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms).unref());
-
-// The trainer's split: first 8 bytes of the sha256, big-endian, mod 100; ≥ 90 is test.
-function testSplitPhotos() {
-  const out = [];
-  const labels = readdirSync(photos, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
-  for (const label of labels) {
-    for (const f of readdirSync(join(photos, label)).filter((n) => n.endsWith('.png')).sort()) {
-      const bytes = readFileSync(join(photos, label, f));
-      const d = createHash('sha256').update(bytes).digest();
-      if (d.readBigUInt64BE(0) % 100n >= 90n) out.push({ label, path: join(photos, label, f), bytes });
-    }
-  }
-  return out;
-}
-
-// A small RGB PNG no one has uploaded before (content depends on `seed`).
-const crcTable = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-function crc32(buf) {
-  let c = 0xffffffff;
-  for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-function makePng(w, h, seed) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type), data]);
-    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td));
-    return Buffer.concat([len, td, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
-  const raw = Buffer.alloc((w * 3 + 1) * h);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const o = y * (w * 3 + 1) + 1 + x * 3;
-      raw[o] = (x * 5 + seed * 37) & 255; raw[o + 1] = (y * 3 + seed * 11) & 255; raw[o + 2] = ((x ^ y) + seed) & 255;
-    }
-  }
-  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr),
-    chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
-}
 
 async function pendingOnServer() {
   const r = await fetch(`${base}/api/review?limit=500`, { headers: admin });
@@ -96,60 +30,12 @@ async function damaged(route) {
   await route.fulfill({ response, body });
 }
 
-async function waitFor(what, f, ms = 60_000) {
-  for (const t0 = Date.now(); ; await sleep(500)) {
-    const v = await f();
-    if (v) return v;
-    assert.ok(Date.now() - t0 < ms, `timed out waiting for ${what}`);
-  }
-}
-
-async function serverPredict(bytes) {
-  const fd = new FormData();
-  fd.append('file', new Blob([bytes]), 'x.png');
-  const r = await fetch(`${base}/api/predict?k=5`, { method: 'POST', body: fd });
-  assert.equal(r.status, 200);
-  return r.json();
-}
-
-async function classifyInPage(path, { drop = false } = {}) {
-  const run = Number(await page.locator('[data-testid=predictions]').getAttribute('data-run', { timeout: 100 }).catch(() => 0)) + 1;
-  if (drop) {
-    // Drop the file on the drop zone, as a user dragging it from their desktop.
-    const bytes = [...readFileSync(path)];
-    const dt = await page.evaluateHandle(([b, name]) => {
-      const t = new DataTransfer();
-      t.items.add(new File([new Uint8Array(b)], name, { type: 'image/png' }));
-      return t;
-    }, [bytes, path.split('/').pop()]);
-    await page.locator('[data-testid=drop]').dispatchEvent('drop', { dataTransfer: dt });
-  } else {
-    await page.locator('[data-testid=file]').setInputFiles(path);
-  }
-  const list = page.locator(`[data-testid=predictions][data-run="${run}"]`);
-  await list.waitFor({ timeout: 60_000 });
-  return list.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
-}
-
 before(async () => {
   mkdirSync(shots, { recursive: true });
-  dataDir = mkdtempSync(join(tmpdir(), 'edgeml-e2e-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  api = spawn(apiBin, ['--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--static-dir', dist,
-    '--admin-token', TOKEN, '--seed-dir', photos], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const t0 = Date.now();
-  for (;;) {
-    try {
-      const r = await fetch(`${base}/api/models/current`);
-      if (r.status === 200) break;
-    } catch { /* not listening yet */ }
-    assert.ok(Date.now() - t0 < 600_000, 'the first model was not trained within 10 minutes');
-    await sleep(1000);
-  }
-  profile = mkdtempSync(join(tmpdir(), 'edgeml-chromium-'));
-  context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: chromiumArgs });
-  page = context.pages()[0] || await context.newPage();
+  server = await startApi();
+  base = server.base;
+  browser = await launch();
+  ({ context, page } = browser);
   page.on('request', (req) => { const u = new URL(req.url()); if (u.pathname.startsWith('/api/')) apiRequests.push(`${req.method()} ${u.pathname}`); });
   page.on('response', async (res) => {
     const path = new URL(res.url()).pathname;
@@ -161,10 +47,8 @@ before(async () => {
 });
 
 after(async () => {
-  await context?.close();
-  api?.kill('SIGTERM');
-  rmSync(profile, { recursive: true, force: true });
-  rmSync(dataDir, { recursive: true, force: true });
+  await browser?.close();
+  server?.stop();
 });
 
 test('classifies a test-split photo in the browser, like the server, without the server', async () => {
@@ -175,13 +59,14 @@ test('classifies a test-split photo in the browser, like the server, without the
   // A test-split photo (never trained on) that the model gets right on the server.
   let chosen = null; let server = null;
   for (const p of testSplitPhotos()) {
-    server = await serverPredict(p.bytes);
+    server = await serverPredict(base, p.bytes);
     if (server.predictions[0].label === p.label) { chosen = p; break; }
   }
   assert.ok(chosen, 'the model classifies at least one test-split photo correctly');
   const before = apiRequests.length;
-  const got = await classifyInPage(chosen.path);
+  const got = await classifyInPage(page, chosen.path);
   await page.screenshot({ path: join(shots, 'predict.png'), fullPage: true });
+  await assertAccessible(page, 'Predict with a result');
   assert.equal(got[0].label, chosen.label, 'expected label in the browser');
   assert.equal(got.length, server.predictions.length);
   // The browser runs the 8-bit backbone, the server the f32 one it is measured against (same
@@ -203,14 +88,15 @@ test('works offline after the first visit: reload offline, classify again', asyn
   await page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
   await page.locator('[data-testid=offline-ready]').waitFor({ state: 'visible' });
   const photo = testSplitPhotos()[0];
-  const online = await classifyInPage(photo.path);
+  const online = await classifyInPage(page, photo.path);
   await context.setOffline(true);
   try {
     await page.reload();
     await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator('[data-testid=online]').innerText(), 'offline');
-    const offline = await classifyInPage(photo.path, { drop: true });
+    const offline = await classifyInPage(page, photo.path, { drop: true });
     await page.screenshot({ path: join(shots, 'predict-offline.png'), fullPage: true });
+    await assertAccessible(page, 'Predict offline with a result');
     assert.deepEqual(offline.map((p) => p.label), online.map((p) => p.label));
     for (const [a, b] of offline.map((p, i) => [p, online[i]])) assert.ok(Math.abs(a.score - b.score) <= 1e-6);
   } finally {
@@ -236,6 +122,7 @@ test('contributes offline: the upload waits in IndexedDB, survives a reload, rea
     await page.locator('[data-testid=waiting][data-count="1"]').waitFor({ timeout: 30_000 });
     assert.match(await page.locator('[data-testid=waiting]').innerText(), /e2e-contribution-1\.png, e2e-contribution-2\.png/);
     await page.screenshot({ path: join(shots, 'contribute-offline.png'), fullPage: true });
+    await assertAccessible(page, 'Contribute offline with uploads waiting');
     const names = (await pendingOnServer()).map((i) => i.filename);
     assert.ok(!names.includes('e2e-contribution-1.png'), 'nothing reached the server while offline');
   } finally {
@@ -252,6 +139,7 @@ test('contributes offline: the upload waits in IndexedDB, survives a reload, rea
   // The counts table shows them as pending.
   await page.locator('[data-testid=counts] tr[data-label=animals] td:nth-child(3)').filter({ hasText: /^[1-9]/ }).waitFor();
   await page.screenshot({ path: join(shots, 'contribute.png'), fullPage: true });
+  await assertAccessible(page, 'Contribute with uploads sent');
 });
 
 test('admin: review, retrain with live curves, promote, page offers and loads the new version, rollback', async () => {
@@ -260,6 +148,7 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   await page.locator('[data-testid=token]').fill('wrong-token-000000000');
   await page.locator('[data-testid=sign-in]').click();
   await page.locator('[data-testid=sign-in-error]').filter({ hasText: /403/ }).waitFor();
+  await assertAccessible(page, 'Admin sign-in refused');
   await page.locator('[data-testid=token]').fill(TOKEN);
   await page.locator('[data-testid=sign-in]').click();
   // The review queue shows the contributions with their thumbnails.
@@ -269,6 +158,7 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   await card2.locator('img.thumb').waitFor();
   assert.equal(await card1.locator('img.thumb').evaluate((img) => img.decode().then(() => img.naturalWidth)), 96);
   await page.screenshot({ path: join(shots, 'admin-review.png'), fullPage: true });
+  await assertAccessible(page, 'Admin review queue');
   // Relabel one, then reject it; approve the other.
   await card1.locator('[data-testid=card-label]').selectOption('plants');
   await card1.locator('[data-testid=relabel]').click();
@@ -289,6 +179,7 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   await page.locator('[data-testid=sent] li[data-file="e2e-contribution-1.png"][data-status=rejected]').waitFor();
   assert.match(await page.locator('[data-testid=sent] li[data-file="e2e-contribution-1.png"]').innerText(), /plants/);
   await page.screenshot({ path: join(shots, 'contribute-reviewed.png'), fullPage: true });
+  await assertAccessible(page, 'Contribute with review outcomes');
   await page.locator('[data-testid=nav-admin]').click();
 
   // Retrain from the page; follow its live progress and curves.
@@ -302,6 +193,7 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   await page.locator('[data-testid=run-progress]').filter({ hasText: /epoch|features|exporting/ }).waitFor({ timeout: 300_000 });
   await page.locator('[data-testid=loss-chart]:not([data-points="0"])').waitFor({ timeout: 300_000 });
   await page.screenshot({ path: join(shots, 'admin-training.png'), fullPage: true });
+  await assertAccessible(page, 'Admin with a training run live');
   await page.locator('[data-testid=run][data-status=succeeded]').waitFor({ timeout: 600_000 });
   const fresh = (await run.locator('[data-testid=run-model]').innerText()).trim();
   const done = await (await fetch(`${base}/api/train/${runId}`)).json();
@@ -347,12 +239,14 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   assert.equal(await shown.locator('[data-testid=gate-forest] circle').count(), gate.comparisons.length);
   await shown.screenshot({ path: join(shots, 'admin-gate.png') });
   await page.screenshot({ path: join(shots, 'admin-models.png'), fullPage: true });
+  await assertAccessible(page, 'Admin models with the gate detail');
 
   // The page offers the new champion and loads it with one click.
   const notice = page.locator('[data-testid=update]');
   await notice.waitFor({ timeout: 60_000 });
   assert.match(await notice.innerText(), new RegExp(fresh));
   await page.screenshot({ path: join(shots, 'update-offered.png'), fullPage: true });
+  await assertAccessible(page, 'a newer model offered');
   const sentBefore = modelResponses.length;
   await page.locator('[data-testid=switch]').click();
   await page.locator('[data-testid=model]').filter({ hasText: fresh }).waitFor({ timeout: 120_000 });
@@ -373,7 +267,7 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   const backbonesCached = await page.evaluate(async () => (await (await caches.open('edgeml-backbones')).keys()).map((k) => new URL(k.url).pathname));
   assert.deepEqual(backbonesCached, [`/api/backbones/${shipped.sha256}.q8`], 'one backbone, kept across versions');
   await page.locator('[data-testid=nav-predict]').click();
-  const got = await classifyInPage(testSplitPhotos()[0].path);
+  const got = await classifyInPage(page, testSplitPhotos()[0].path);
   assert.equal(got.length, 5);
 
   // Roll back from the page: the previous champion is back.
@@ -404,10 +298,11 @@ test('a model download that does not match its manifest is refused: not cached, 
     assert.match(words, /sha256/);
     assert.match(words, new RegExp(`still using model ${loaded}`));
     await page.screenshot({ path: join(shots, 'model-refused.png'), fullPage: true });
+    await assertAccessible(page, 'a refused model download');
     // Nothing of the refused version was cached; the old one is still there and still answers.
     assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
     assert.match(await page.locator('[data-testid=model]').innerText(), new RegExp(loaded));
-    const got = await classifyInPage(testSplitPhotos()[0].path);
+    const got = await classifyInPage(page, testSplitPhotos()[0].path);
     assert.equal(got.length, 5);
     // A fresh start while the champion's file still arrives damaged: the page falls back to
     // the model this browser loaded last (from the cache), and says why.
@@ -442,7 +337,7 @@ test('a model download that does not match its manifest is refused: not cached, 
   await page.locator('[data-testid=model]').filter({ hasText: champion }).waitFor({ timeout: 120_000 });
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
   assert.deepEqual(await cachedBackbones(), [new URL(backboneUrl).pathname]);
-  assert.equal((await classifyInPage(testSplitPhotos()[0].path)).length, 5);
+  assert.equal((await classifyInPage(page, testSplitPhotos()[0].path)).length, 5);
 });
 
 // Put files in the Contribute page's file input (made in the page: no transfer of big buffers).
@@ -482,6 +377,7 @@ test("checks the server's limits before queueing: split into uploads that fit, t
     assert.match(words, /at most 1\.0 MiB per upload/);
     assert.match(words, /nothing was queued/);
     await page.screenshot({ path: join(shots, 'contribute-refused.png'), fullPage: true });
+    await assertAccessible(page, 'Contribute with a file refused');
     assert.equal(await page.locator('[data-testid=waiting]').getAttribute('data-count'), '0');
     assert.equal(await page.evaluate(() => new Promise((ok) => {
       const r = indexedDB.open('edgeml', 1);
@@ -554,11 +450,12 @@ test('classifies a camera frame (synthetic camera) in the browser', async () => 
   assert.match(await page.locator('img.preview').getAttribute('src'), /^data:image\/jpeg/);
   assert.deepEqual(apiRequests.slice(before), [], 'no api request for a camera frame');
   await page.screenshot({ path: join(shots, 'camera.png'), fullPage: true });
+  await assertAccessible(page, 'Predict with the camera on');
 });
 
 test('searches the gallery by text in the browser, offline, live as you type', async () => {
   // A ranking model, trained through the api on the seed photos' captions, made champion.
-  const modelId = await trainRankChampion();
+  const modelId = await trainRankChampion(base);
   // A damaged download of the text encoder is refused: Search says why, and nothing of that
   // version is cached (the gallery files, fine, are kept only with a whole checked version).
   const textUrl = `${base}/api/models/${modelId}/text.onnx`;
@@ -586,6 +483,7 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   const caps = page.locator('[data-testid=captions] li');
   await caps.first().waitFor({ timeout: 120_000 });
   const top5 = await caps.evaluateAll((lis) => lis.slice(0, 5).map((li) => li.dataset.caption));
+  await assertAccessible(page, 'Search with captions for a picked image');
   assert.ok(top5.some((c) => /koala/i.test(c)), `image → caption: ${JSON.stringify(top5)}`);
   // The image tower is a head on the backbone the classifier already runs: only the head is
   // downloaded, and one backbone is kept for both tasks.
@@ -635,6 +533,10 @@ test('searches the gallery by text in the browser, offline, live as you type', a
     for (let i = 1; i < top.length; i++) assert.ok(top[i - 1].score >= top[i].score, 'sorted by score');
     await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=hits] img')].slice(0, 5).every((i) => i.complete && i.naturalWidth > 0));
     await page.screenshot({ path: join(shots, 'search-offline.png'), fullPage: true });
+    await assertAccessible(page, 'Search offline with results');
+    // Screen readers hear the count, from a live region that was there before the query.
+    assert.match(await page.locator('[data-testid=search-announce]').innerText(), /^\d+ results for koala$/);
+    assert.equal(await page.locator('[data-testid=search-announce]').getAttribute('aria-live'), 'polite');
     // Apart from thumbnails (answered by the service worker's cache) and the periodic
     // newer-champion check (which fails quietly offline), nothing asked the server.
     const during = apiRequests.slice(before)
@@ -661,29 +563,11 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   await rows.first().waitFor();
   assert.equal(await rows.count(), 5);
   await page.screenshot({ path: join(shots, 'admin-rank-model.png'), fullPage: true });
+  await assertAccessible(page, 'Admin with a ranking model shown');
 });
 
 // Train a ranking model through the api (the search scenario's quick parameters) and make it
 // the champion (promoted by hand when the gate held it back); its model id.
-async function trainRankChampion() {
-  const r = await fetch(`${base}/api/train`, {
-    method: 'POST', headers: admin, body: JSON.stringify({ task: 'rank', params: { epochs: 30 } }),
-  });
-  assert.equal(r.status, 202);
-  const run = await r.json();
-  const done = await waitFor('the ranking run', async () => {
-    const d = await (await fetch(`${base}/api/train/${run.id}`)).json();
-    return ['succeeded', 'failed', 'cancelled'].includes(d.status) ? d : null;
-  }, 600_000);
-  assert.equal(done.status, 'succeeded', done.error);
-  const info = await (await fetch(`${base}/api/models/${done.model_id}`)).json();
-  if (info.stage !== 'champion') {
-    assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
-  }
-  assert.equal((await (await fetch(`${base}/api/models/current?task=rank`)).json()).model_id, done.model_id);
-  return done.model_id;
-}
-
 // The captions the Search page finds for a picked image (image → caption, in the browser), with
 // the ranking champion `model` loaded (a reload: the page loads the newest champion).
 async function captionsInSearch(model, path) {
@@ -727,7 +611,7 @@ test('a caption added to an approved image is invisible in Search until approved
   assert.deepEqual([pending?.status, pending?.uploader], ['pending', uploader]);
 
   // Retrained while the caption waits: neither the gallery nor the page knows it.
-  const before = await trainRankChampion();
+  const before = await trainRankChampion(base);
   const galleryItem = async (model) => (await (await fetch(`${base}/api/models/${model}/gallery.json`)).json()).items.find((i) => i.id === teapot.id);
   const item = await galleryItem(before);
   assert.ok(item, 'the teapot is in the gallery');
@@ -758,6 +642,7 @@ test('a caption added to an approved image is invisible in Search until approved
   assert.match(await thumb.getAttribute('alt'), new RegExp(teapot.label));
   assert.ok(await thumb.evaluate((img) => img.decode().then(() => img.naturalWidth > 0)));
   await page.screenshot({ path: join(shots, 'admin-captions.png'), fullPage: true });
+  await assertAccessible(page, 'Admin caption queue');
   await row.locator('[data-testid=caption-approve]').click();
   await row.waitFor({ state: 'detached' });
   await page.locator('[data-testid=admin-message]').filter({ hasText: /caption\(s\): 1 approved/ }).waitFor();
@@ -771,7 +656,7 @@ test('a caption added to an approved image is invisible in Search until approved
   assert.deepEqual(rejected?.captions.map((c) => c.status), ['rejected']);
 
   // Retrained: the approved caption is in the gallery, and the page finds it for the teapot.
-  const after = await trainRankChampion();
+  const after = await trainRankChampion(base);
   assert.ok((await galleryItem(after)).captions.includes(phrase));
   const shownAfter = await captionsInSearch(after, teapotFile);
   assert.ok(shownAfter.includes(phrase), `the approved caption in Search: ${JSON.stringify(shownAfter)}`);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the web app into a folder the api serves (STATIC_DIR, default `dist`):
 #   dist/index.html, manifest.webmanifest, icon.svg, sw.js      fixed names (entry points)
-#   dist/boot-<hash>.js, style-<hash>.css                        (public/)
+#   dist/boot-<hash>.js, route-<hash>.js, style-<hash>.css        (public/)
 #   dist/app/web-<hash>.js + web_bg-<hash>.wasm   the Leptos app (wasm32, wasm-release,
 #                                                 wasm-bindgen), its JS snippets under app/snippets
 #   dist/pkg/wasm_infer-<hash>.js + _bg-<hash>.wasm   the inference module (build-wasm.sh)
@@ -57,6 +57,7 @@ name "$tmp/pkg/wasm_infer.js" "$tmp/worker.js"
 name "$tmp/worker.js" "$tmp/boot.js"
 name "$tmp/boot.js" "$tmp/index.html"
 name "$tmp/style.css" "$tmp/index.html"
+name "$tmp/route.js" "$tmp/index.html"
 version=$(cd "$tmp" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 files=$(cd "$tmp" && find . -type f ! -name sw.js | sed 's|^\.||' | sort | awk 'BEGIN{printf "\"/\""} {printf ", \"%s\"", $0}')
 sed -i "s|const SHELL = 'edgeml-shell-dev';|const SHELL = 'edgeml-shell-$version';|; s|const PRECACHE = \\['/', '/index.html'\\];|const PRECACHE = [$files];|" "$tmp/sw.js"

@@ -9,4 +9,4 @@ command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq
 (cd playwright && npm ci --no-audit --no-fund --loglevel=error)
 rm -rf playwright/screenshots
 EDGEML_API_BIN="$(realpath "$TARGET_DIR/release/api")" EDGEML_WEB_DIST="$(realpath dist)" \
-  node --test --test-concurrency=1 playwright/e2e.test.mjs
+  node --test --test-concurrency=1 playwright/e2e.test.mjs playwright/people.test.mjs

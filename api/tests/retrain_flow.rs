@@ -614,7 +614,25 @@ async fn flow(sql: Sql, blobs: Blobs) {
         );
         assert!(n.unwrap_or(0.0) > 0.0, "{op}: {n:?}");
     }
+    // So are the database calls (uploads and reviews wrote, the worker claimed, /metrics read
+    // the queue and the champion, /ready pinged).
     let health: Value = s.json("/ready").await;
+    let m = s.metrics().await;
+    for op in [
+        "begin_write",
+        "commit",
+        "claim",
+        "queue_stats",
+        "current_model",
+        "ping",
+    ] {
+        let n = metric(
+            &m,
+            "edgeml_database_operation_duration_seconds_count",
+            &[("op", op), ("outcome", "ok")],
+        );
+        assert!(n.unwrap_or(0.0) > 0.0, "{op}: {n:?}");
+    }
     assert_eq!(health["status"], "ok");
     assert_eq!(health["model"], first.as_str());
 

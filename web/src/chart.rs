@@ -77,9 +77,23 @@ pub fn LineChart(
     let y_ticks = ticks(y0, y1, 4);
     let x_ticks = ticks(x0, x1, 6);
     let points = series.iter().map(|s| s.points.len()).sum::<usize>();
+    // What a screen reader says for the chart: the lines, the x range, each line's last value.
+    let last = series
+        .iter()
+        .filter_map(|s| s.points.last().map(|(_, y)| format!("{} {y:.3}", s.name)))
+        .collect::<Vec<_>>();
+    let names = series.iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
+    let description = if last.is_empty() {
+        format!("{names} by {x_label}: no points yet")
+    } else {
+        format!(
+            "{names} by {x_label}, {x0} to {x1}; last: {}",
+            last.join(", ")
+        )
+    };
     view! {
         <figure class="chart">
-            <svg viewBox=format!("0 0 {W} {H}") data-testid=testid data-points=points.to_string() role="img">
+            <svg viewBox=format!("0 0 {W} {H}") data-testid=testid data-points=points.to_string() role="img" aria-label=description>
                 {y_ticks.into_iter().map(|t| view! {
                     <line x1=PAD_L x2=W - PAD_R y1=sy(t) y2=sy(t) class="grid"/>
                     <text x=PAD_L - 6.0 y=sy(t) + 4.0 class="tick" text-anchor="end">{format!("{t:.2}")}</text>
@@ -117,25 +131,27 @@ pub fn Confusion(
     let max = matrix.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
     let header = labels.clone();
     view! {
-        <table class="confusion" data-testid="confusion">
-            <tr>
-                <th class="corner">"true ↓ / predicted →"</th>
-                {header.into_iter().map(|l| view! { <th class="col">{l}</th> }).collect_view()}
-            </tr>
-            {matrix.into_iter().zip(labels).enumerate().map(|(i, (row, label))| view! {
+        <div class="scroll" tabindex="0" role="region" aria-label="Confusion matrix">
+            <table class="confusion" data-testid="confusion">
                 <tr>
-                    <th>{label}</th>
-                    {row.into_iter().enumerate().map(|(j, n)| {
-                        let a = n as f64 / max;
-                        let style = format!(
-                            "background: rgba({}, {}, {}, {a:.2}); color: {}",
-                            if i == j { 43 } else { 201 }, if i == j { 123 } else { 42 }, if i == j { 185 } else { 42 },
-                            if a > 0.55 { "#fff" } else { "#1d2330" }
-                        );
-                        view! { <td style=style data-count=n.to_string()>{n}</td> }
-                    }).collect_view()}
+                    <th class="corner">"true ↓ / predicted →"</th>
+                    {header.into_iter().map(|l| view! { <th class="col">{l}</th> }).collect_view()}
                 </tr>
-            }).collect_view()}
-        </table>
+                {matrix.into_iter().zip(labels).enumerate().map(|(i, (row, label))| view! {
+                    <tr>
+                        <th>{label}</th>
+                        {row.into_iter().enumerate().map(|(j, n)| {
+                            let a = n as f64 / max;
+                            let style = format!(
+                                "background: rgba({}, {}, {}, {a:.2}); color: {}",
+                                if i == j { 43 } else { 201 }, if i == j { 123 } else { 42 }, if i == j { 185 } else { 42 },
+                                if a > 0.55 { "#fff" } else { "#1d2330" }
+                            );
+                            view! { <td style=style data-count=n.to_string()>{n}</td> }
+                        }).collect_view()}
+                    </tr>
+                }).collect_view()}
+            </table>
+        </div>
     }
 }

@@ -143,7 +143,9 @@ pub fn ContributePage() -> impl IntoView {
                                 <input data-testid="caption" maxlength=move || ob.limits.get().max_caption_chars placeholder="A koala in a tree." prop:value=move || caption.get()
                                     on:input=move |ev| caption.set(event_target_value(&ev))/>
                             </label>
-                            <input type="file" accept="image/*" multiple=true data-testid="files" node_ref=file_ref on:change=on_files/>
+                            <label>"Images "
+                                <input type="file" accept="image/*" multiple=true data-testid="files" node_ref=file_ref on:change=on_files/>
+                            </label>
                             <button type="submit" data-testid="send" disabled=move || chosen.get() == 0>
                                 {move || format!("Send {} image(s)", chosen.get())}
                             </button>
@@ -153,7 +155,7 @@ pub fn ContributePage() -> impl IntoView {
                 }
             })}
         </Suspense>
-        <p data-testid="message" hidden=move || message.get().is_none()>{move || message.get().unwrap_or_default()}</p>
+        <p data-testid="message" role="status" hidden=move || message.get().is_none()>{move || message.get().unwrap_or_default()}</p>
         <OutboxPanel message/>
     }
 }
@@ -238,12 +240,14 @@ fn queued(online: bool, n: usize, label: &str, requests: usize) -> String {
 #[component]
 fn LabelCounts(counts: Vec<LabelCount>) -> impl IntoView {
     view! {
-        <table class="counts" data-testid="counts">
-            <tr><th>"label"</th><th>"accepted"</th><th>"pending review"</th></tr>
-            {counts.into_iter().map(|c| view! {
-                <tr data-label=c.name.clone()><td>{c.name.clone()}</td><td>{c.approved}</td><td>{c.pending}</td></tr>
-            }).collect_view()}
-        </table>
+        <div class="scroll" tabindex="0" role="region" aria-label="Images per label">
+            <table class="counts" data-testid="counts">
+                <tr><th>"label"</th><th>"accepted"</th><th>"pending review"</th></tr>
+                {counts.into_iter().map(|c| view! {
+                    <tr data-label=c.name.clone()><td>{c.name.clone()}</td><td>{c.approved}</td><td>{c.pending}</td></tr>
+                }).collect_view()}
+            </table>
+        </div>
     }
 }
 

@@ -92,6 +92,20 @@ fn every_15_s(ctx: Ctx) {
 
 fn main() {
     console_error_panic_hook::set_once();
+}
+
+/// Mount the app. `boot.js` calls it in a task after the one that compiled and instantiated
+/// this module (two shorter tasks instead of one long one). The static first view of
+/// index.html (painted before this wasm arrived) gives way to the app in this same task, so no
+/// frame shows both or neither.
+#[wasm_bindgen]
+pub fn mount() {
+    if let Some(shell) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("shell"))
+    {
+        shell.remove();
+    }
     leptos::mount::mount_to_body(App);
 }
 
@@ -126,9 +140,19 @@ fn App() -> impl IntoView {
         });
         listen(&w, "offline", move || online.set(false));
         listen(&w, "hashchange", move || page.set(page_from_hash()));
-        let _ = w.navigator().service_worker().register("/sw.js");
     }
-    outbox::flush(ctx);
+    // Work the first view does not need waits for the next task, so the task that mounts the
+    // app stays short (a long one delays the first interaction on slow phones).
+    set_timeout(
+        move || {
+            if let Some(w) = web_sys::window() {
+                let _ = w.navigator().service_worker().register("/sw.js");
+            }
+            outbox::flush(ctx);
+            every_15_s(ctx);
+        },
+        std::time::Duration::ZERO,
+    );
 
     let replies = bridge::Replies {
         status,
@@ -142,7 +166,6 @@ fn App() -> impl IntoView {
         Some(worker) => ctx.worker.set_value(Some(worker)),
         None => status.set("error: this browser cannot start the inference worker".into()),
     }
-    every_15_s(ctx);
     let switch_model = move |_| {
         status.set("loading the new model…".into());
         ctx.send(ToWorker::Load, None);
@@ -150,6 +173,7 @@ fn App() -> impl IntoView {
     let tab = move |p: Page, href: &'static str, name: &'static str| {
         view! {
             <a href=href class=move || if page.get() == p { "tab active" } else { "tab" }
+               aria-current=move || (page.get() == p).then_some("page")
                data-testid=format!("nav-{}", name.to_lowercase())>{name}</a>
         }
     };
@@ -157,7 +181,7 @@ fn App() -> impl IntoView {
     view! {
         <header class="statusbar">
             <strong class="brand">"edgeml"</strong>
-            <nav>
+            <nav aria-label="Pages">
                 {tab(Page::Predict, "#/", "Predict")}
                 {tab(Page::Search, "#/search", "Search")}
                 {tab(Page::Contribute, "#/contribute", "Contribute")}
@@ -170,15 +194,15 @@ fn App() -> impl IntoView {
                 {move || model_id.get().map(|m| format!("model {m}")).unwrap_or_else(|| "no model yet".into())}
             </span>
             <span data-testid="offline-ready" class="pill" hidden=move || !offline_ready.get()>"ready offline"</span>
-            <span data-testid="status" class="status">{move || status.get()}</span>
+            <span data-testid="status" class="status" role="status">{move || status.get()}</span>
         </header>
-        {move || newer.get().map(|id| view! {
-            <div class="notice" data-testid="update">
-                {format!("A newer model is available: {id}. ")}
-                <button data-testid="switch" on:click=switch_model>"Switch to it"</button>
-            </div>
-        })}
         <main>
+            {move || newer.get().map(|id| view! {
+                <div class="notice" data-testid="update" role="status">
+                    {format!("A newer model is available: {id}. ")}
+                    <button data-testid="switch" on:click=switch_model>"Switch to it"</button>
+                </div>
+            })}
             {move || match page.get() {
                 Page::Predict => view! { <predict::PredictPage/> }.into_any(),
                 Page::Search => view! { <search::SearchPage/> }.into_any(),

@@ -188,6 +188,7 @@ pub fn PredictPage() -> impl IntoView {
             on:dragleave=move |_| dragging.set(false)
             on:drop=on_drop
         >
+            <span class="drop-text">"Choose an image, or drop one here"</span>
             <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
         </label>
         <CameraPanel/>
@@ -257,10 +258,12 @@ fn PredictionResult() -> impl IntoView {
     view! {
         <div class="result">
             {move || st.preview.get().map(|url| view! { <img class="preview" src=url alt="the image being classified"/> })}
-            <div>
+            // A live region that exists before the first result, so screen readers announce each
+            // new prediction.
+            <div class="answer" aria-live="polite" data-testid="answer">
                 <p data-testid="busy" hidden=move || !st.busy.get()>"classifying…"</p>
                 {move || st.result.get().map(|(preds, ms)| view! {
-                    <ol class="predictions" data-testid="predictions" data-ms=ms.to_string() data-run=st.results.get_untracked().to_string()>
+                    <ol class="predictions" aria-label="Predicted labels, most likely first" data-testid="predictions" data-ms=ms.to_string() data-run=st.results.get_untracked().to_string()>
                         {preds.into_iter().map(|p| {
                             let width = format!("width: {:.1}%", p.score * 100.0);
                             view! {

@@ -102,10 +102,17 @@ pub fn SearchPage() -> impl IntoView {
                 }
             }}
         </p>
-        <input class="query" type="search" data-testid="query" placeholder="a red car, a koala, …"
-            disabled=move || st.ready.get().is_none() prop:value=move || query.get() on:input=on_input/>
-        <p class="hint">"Or pick an image to find the captions that describe it: "
+        <label class="field">"Describe the image you want"
+            <input class="query" type="search" data-testid="query" placeholder="a red car, a koala, …"
+                disabled=move || st.ready.get().is_none() prop:value=move || query.get() on:input=on_input/>
+        </label>
+        <label class="hint">"Or pick an image to find the captions that describe it: "
             <input type="file" accept="image/*" data-testid="caption-image" disabled=move || st.ready.get().is_none() on:change=on_image/>
+        </label>
+        // Live regions present from the start: the counts are announced, not every result.
+        <p class="sr-only" aria-live="polite" data-testid="search-announce">
+            {move || st.result.get().map(|(q, hits, _)| format!("{} results for {q}", hits.len())).unwrap_or_default()}
+            {move || st.captions.get().map(|(hits, _)| format!(" {} captions for the picked image", hits.len())).unwrap_or_default()}
         </p>
         {move || st.captions.get().map(|(hits, ms)| view! {
             <ol class="captions" data-testid="captions" data-ms=ms.to_string()>

@@ -108,20 +108,22 @@ pub(super) fn GateView(gate: GateDecision) -> impl IntoView {
             {gate.method.clone().map(|m| view! { <p class="hint" data-testid="gate-method">{format!("examples: {m}")}</p> })}
             {gate.test.clone().map(|t| view! { <p class="hint" data-testid="gate-test">{format!("test: {t}")}</p> })}
             {(!comparisons.is_empty()).then(|| view! {
-                <table class="list" data-testid="gate-comparisons">
-                    <tr><th>"against"</th><th>"its figure"</th><th>"difference (points)"</th><th>"interval"</th><th>"bar"</th><th>"McNemar p"</th><th>"result"</th></tr>
-                    {comparisons.clone().into_iter().map(|c| view! {
-                        <tr data-testid="gate-comparison" data-role=c.role.clone() data-check=check_word(c.check)>
-                            <td>{c.against.clone()}{(!c.paired).then_some(" (unpaired)")}</td>
-                            <td>{pct(c.score)}</td>
-                            <td>{points(c.difference.mean)}</td>
-                            <td>{format!("[{}, {}]", points(c.difference.lo), points(c.difference.hi))}</td>
-                            <td>{c.bar.clone()}</td>
-                            <td>{c.mcnemar.map(|m| format!("{:.3} ({} vs {})", m.p_value, m.candidate_only, m.other_only)).unwrap_or_default()}</td>
-                            <td>{check_word(c.check)}</td>
-                        </tr>
-                    }).collect_view()}
-                </table>
+                <div class="scroll" tabindex="0" role="region" aria-label="Gate comparisons">
+                    <table class="list" data-testid="gate-comparisons">
+                        <tr><th>"against"</th><th>"its figure"</th><th>"difference (points)"</th><th>"interval"</th><th>"bar"</th><th>"McNemar p"</th><th>"result"</th></tr>
+                        {comparisons.clone().into_iter().map(|c| view! {
+                            <tr data-testid="gate-comparison" data-role=c.role.clone() data-check=check_word(c.check)>
+                                <td>{c.against.clone()}{(!c.paired).then_some(" (unpaired)")}</td>
+                                <td>{pct(c.score)}</td>
+                                <td>{points(c.difference.mean)}</td>
+                                <td>{format!("[{}, {}]", points(c.difference.lo), points(c.difference.hi))}</td>
+                                <td>{c.bar.clone()}</td>
+                                <td>{c.mcnemar.map(|m| format!("{:.3} ({} vs {})", m.p_value, m.candidate_only, m.other_only)).unwrap_or_default()}</td>
+                                <td>{check_word(c.check)}</td>
+                            </tr>
+                        }).collect_view()}
+                    </table>
+                </div>
                 <Forest comparisons=comparisons.clone() margin=margin/>
             })}
             <p class="hint">{gate.reason.clone()}</p>

@@ -114,13 +114,13 @@ pub(super) fn ReviewCard(
             <Thumb image_id=img.id.clone() token=token alt=img.filename.clone()/>
             <div class="meta">{img.filename.clone()} <br/> {format!("{}×{} · by {}", img.width, img.height, img.uploader)}</div>
             {captions}
-            <select data-testid="card-label" prop:value=move || label.get() on:change=move |ev| label.set(event_target_value(&ev))>
+            <select data-testid="card-label" aria-label=format!("Label of {}", img.filename) prop:value=move || label.get() on:change=move |ev| label.set(event_target_value(&ev))>
                 {labels.into_iter().map(|l| view! { <option value=l.clone()>{l.clone()}</option> }).collect_view()}
             </select>
             <div class="buttons">
-                <button data-testid="approve" on:click=approve>"Approve"</button>
-                <button data-testid="reject" on:click=reject>"Reject"</button>
-                <button data-testid="relabel" hidden=move || !changed() on:click=relabel>"Save label"</button>
+                <button data-testid="approve" aria-label=format!("Approve {}", img.filename) on:click=approve>"Approve"</button>
+                <button data-testid="reject" aria-label=format!("Reject {}", img.filename) on:click=reject>"Reject"</button>
+                <button data-testid="relabel" aria-label=format!("Save the label of {}", img.filename) hidden=move || !changed() on:click=relabel>"Save label"</button>
             </div>
         </div>
     }

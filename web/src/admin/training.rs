@@ -92,14 +92,16 @@ pub(super) fn Training(admin: Admin) -> impl IntoView {
                 {move || runs.get().map(|r| match r {
                     Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                     Ok(list) => view! {
-                        <table class="list" data-testid="runs">
-                            <tr><th>"run"</th><th>"status"</th><th>"why"</th><th>"images"</th><th>"model"</th><th>"started"</th></tr>
-                            {list.into_iter().map(|r| view! {
-                                <tr><td><code>{r.id.clone()}</code></td><td>{r.status.to_string()}</td><td>{r.reason.clone()}</td>
-                                    <td>{r.images.map(|n| n.to_string()).unwrap_or_default()}</td>
-                                    <td><code>{r.model_id.clone().unwrap_or_default()}</code></td><td>{when(r.created_at)}</td></tr>
-                            }).collect_view()}
-                        </table>
+                        <div class="scroll" tabindex="0" role="region" aria-label="Recent runs">
+                            <table class="list" data-testid="runs">
+                                <tr><th>"run"</th><th>"status"</th><th>"why"</th><th>"images"</th><th>"model"</th><th>"started"</th></tr>
+                                {list.into_iter().map(|r| view! {
+                                    <tr><td><code>{r.id.clone()}</code></td><td>{r.status.to_string()}</td><td>{r.reason.clone()}</td>
+                                        <td>{r.images.map(|n| n.to_string()).unwrap_or_default()}</td>
+                                        <td><code>{r.model_id.clone().unwrap_or_default()}</code></td><td>{when(r.created_at)}</td></tr>
+                                }).collect_view()}
+                            </table>
+                        </div>
                     }.into_any(),
                 })}
             </Suspense>
@@ -235,33 +237,35 @@ pub(super) fn Models(admin: Admin) -> impl IntoView {
                             .or_else(|| list.iter().find(|m| m.stage == Stage::Champion).cloned())
                             .or_else(|| list.first().cloned());
                         view! {
-                            <table class="list" data-testid="models">
-                                <tr><th>"model"</th><th>"task"</th><th>"stage"</th><th>"accuracy / R@10"</th><th>"macro F1"</th><th>"baseline"</th><th>"test images"</th><th>"created"</th><th>"gate"</th><th></th></tr>
-                                {list.into_iter().map(|m| {
-                                    let metrics = m.manifest.metrics.clone();
-                                    let rank = m.manifest.rank_metrics.clone();
-                                    let task = m.manifest.task.as_str();
-                                    let (id1, id2, id3) = (m.id.clone(), m.id.clone(), m.id.clone());
-                                    let champion = m.stage == Stage::Champion;
-                                    view! {
-                                        <tr data-testid="model-row" data-id=m.id.clone() data-stage=m.stage.to_string()>
-                                            <td><a href="#/admin" on:click=move |ev| { ev.prevent_default(); selected.set(Some(id1.clone())); }><code>{m.id.clone()}</code></a></td>
-                                            <td>{task}</td>
-                                            <td><span class=format!("pill stage-{}", m.stage)>{m.stage.to_string()}</span></td>
-                                            <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).unwrap_or_default()}</td>
-                                            <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).unwrap_or_default()}</td>
-                                            <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
-                                            <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).unwrap_or_default()}</td>
-                                            <td>{when(m.created_at)}</td>
-                                            <td class="reason" title=m.gate.reason.clone() data-testid="model-verdict">{verdict_word(&m.gate)}</td>
-                                            <td>
-                                                {(!champion).then(|| view! { <button data-testid="promote" on:click=move |_| act(id2.clone(), "promote")>"Promote"</button> })}
-                                                {champion.then(|| view! { <button data-testid="rollback" on:click=move |_| act(id3.clone(), "rollback")>"Roll back"</button> })}
-                                            </td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </table>
+                            <div class="scroll" tabindex="0" role="region" aria-label="Model versions">
+                                <table class="list" data-testid="models">
+                                    <tr><th>"model"</th><th>"task"</th><th>"stage"</th><th>"accuracy / R@10"</th><th>"macro F1"</th><th>"baseline"</th><th>"test images"</th><th>"created"</th><th>"gate"</th><th><span class="sr-only">"actions"</span></th></tr>
+                                    {list.into_iter().map(|m| {
+                                        let metrics = m.manifest.metrics.clone();
+                                        let rank = m.manifest.rank_metrics.clone();
+                                        let task = m.manifest.task.as_str();
+                                        let (id1, id2, id3) = (m.id.clone(), m.id.clone(), m.id.clone());
+                                        let champion = m.stage == Stage::Champion;
+                                        view! {
+                                            <tr data-testid="model-row" data-id=m.id.clone() data-stage=m.stage.to_string()>
+                                                <td><a href="#/admin" on:click=move |ev| { ev.prevent_default(); selected.set(Some(id1.clone())); }><code>{m.id.clone()}</code></a></td>
+                                                <td>{task}</td>
+                                                <td><span class=format!("pill stage-{}", m.stage)>{m.stage.to_string()}</span></td>
+                                                <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).unwrap_or_default()}</td>
+                                                <td>{when(m.created_at)}</td>
+                                                <td class="reason" title=m.gate.reason.clone() data-testid="model-verdict">{verdict_word(&m.gate)}</td>
+                                                <td>
+                                                    {(!champion).then(|| view! { <button data-testid="promote" on:click=move |_| act(id2.clone(), "promote")>"Promote"</button> })}
+                                                    {champion.then(|| view! { <button data-testid="rollback" on:click=move |_| act(id3.clone(), "rollback")>"Roll back"</button> })}
+                                                </td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </table>
+                            </div>
                             {shown.map(|m| view! { <ModelDetail model=m/> })}
                         }.into_any()
                     }
@@ -302,13 +306,15 @@ pub(super) fn ModelDetail(model: Model) -> impl IntoView {
                     </div>
                     <div>
                         <h4>"Per class"</h4>
-                        <table class="list" data-testid="per-class">
-                            <tr><th>"label"</th><th>"images"</th><th>"precision"</th><th>"recall"</th><th>"F1"</th></tr>
-                            {m.per_class.into_iter().map(|c| view! {
-                                <tr><td>{c.label}</td><td>{c.support}</td><td>{format!("{:.2}", c.precision)}</td>
-                                    <td>{format!("{:.2}", c.recall)}</td><td>{format!("{:.2}", c.f1)}</td></tr>
-                            }).collect_view()}
-                        </table>
+                        <div class="scroll" tabindex="0" role="region" aria-label="Per-class metrics">
+                            <table class="list" data-testid="per-class">
+                                <tr><th>"label"</th><th>"images"</th><th>"precision"</th><th>"recall"</th><th>"F1"</th></tr>
+                                {m.per_class.into_iter().map(|c| view! {
+                                    <tr><td>{c.label}</td><td>{c.support}</td><td>{format!("{:.2}", c.precision)}</td>
+                                        <td>{format!("{:.2}", c.recall)}</td><td>{format!("{:.2}", c.f1)}</td></tr>
+                                }).collect_view()}
+                            </table>
+                        </div>
                     </div>
                 </div>
             })}
@@ -319,13 +325,15 @@ pub(super) fn ModelDetail(model: Model) -> impl IntoView {
                 };
                 view! {
                     <h4>{format!("Retrieval on the test split ({} images, {} captions)", r.n_images, r.n_texts)}</h4>
-                    <table class="list" data-testid="rank-metrics">
-                        <tr><th></th><th>"R@1"</th><th>"R@5"</th><th>"R@10"</th><th>"median rank"</th></tr>
-                        {row("caption → image", r.text_to_image)}
-                        {row("image → caption", r.image_to_text)}
-                        {row("bag of words (caption → image)", r.bow_text_to_image)}
-                        {row("chance (caption → image)", r.random_text_to_image)}
-                    </table>
+                    <div class="scroll" tabindex="0" role="region" aria-label="Ranking metrics">
+                        <table class="list" data-testid="rank-metrics">
+                            <tr><th>"direction"</th><th>"R@1"</th><th>"R@5"</th><th>"R@10"</th><th>"median rank"</th></tr>
+                            {row("caption → image", r.text_to_image)}
+                            {row("image → caption", r.image_to_text)}
+                            {row("bag of words (caption → image)", r.bow_text_to_image)}
+                            {row("chance (caption → image)", r.random_text_to_image)}
+                        </table>
+                    </div>
                 }
             })}
             <Suspense fallback=|| ()>
