@@ -183,11 +183,7 @@ pub async fn start(
         tracing::info!("shutting down: draining requests, stopping workers");
         signalled.shutdown.send_replace(true);
     });
-    let limits = ConnLimits {
-        header_read_timeout: Duration::from_secs(st.cfg.header_read_timeout_secs),
-        max_connections: st.cfg.max_connections,
-        shutdown_grace: SHUTDOWN_GRACE,
-    };
+    let limits = conn_limits(&st);
     let state = st.clone();
     let task = tokio::spawn(async move {
         let r = crate::serve::serve(listener, router, limits, stop_rx).await;
@@ -204,6 +200,28 @@ pub async fn start(
         state: st,
         task,
     })
+}
+
+/// The accept loop's limits from the configuration (header-read timeout, connection cap).
+fn conn_limits(st: &AppState) -> ConnLimits {
+    ConnLimits {
+        header_read_timeout: Duration::from_secs(st.cfg.header_read_timeout_secs),
+        max_connections: st.cfg.max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+    }
+}
+
+/// A standalone worker's `/metrics` and `/health` on `listener`, through the same accept loop
+/// as the api (header-read timeout, connection cap, graceful stop), until `stop` turns true.
+pub async fn serve_worker_metrics(
+    st: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let limits = conn_limits(&st);
+    crate::serve::serve(listener, crate::http::worker_router(st), limits, stop)
+        .await
+        .map_err(Error::Io)
 }
 
 /// Every few seconds: re-queue runs of dead workers and forget quotas of idle clients;

@@ -123,6 +123,7 @@ async fn worker(
     init_logs(cfg.production);
     let st = api::app::state(cfg).await.context("starting the worker")?;
     let w = st.worker(Arc::new(tokio::sync::OnceCell::new()));
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let metrics = match metrics_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -132,10 +133,11 @@ async fn worker(
                 "edgeml worker metrics on http://{}/metrics",
                 listener.local_addr()?
             );
-            let app = api::http::worker_router(st.clone());
-            Some(tokio::spawn(
-                async move { axum::serve(listener, app).await },
-            ))
+            Some(tokio::spawn(api::app::serve_worker_metrics(
+                st.clone(),
+                listener,
+                rx.clone(),
+            )))
         }
         None => None,
     };
@@ -146,14 +148,16 @@ async fn worker(
         }
         return Ok(());
     }
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = tx.send(true);
+        let _ = stop.send(true);
     });
     w.run_forever(rx).await;
+    // The worker stopped (signal): its metrics server drains and stops with it.
+    let _ = tx.send(true);
     if let Some(m) = metrics {
-        m.abort();
+        let _ = m.await;
     }
     st.db.close().await;
     Ok(())

@@ -179,7 +179,8 @@ async fn killed_worker_postgres() {
 
 /// A separate worker process serves its own `/metrics` (`--metrics-listen`): the run it
 /// trained (count and duration by task and outcome), its database calls, its process, and the
-/// shared queue as the database has it; the api server, which trained nothing, has no run.
+/// shared queue as the database has it; the api server, which trained nothing, has no run. A
+/// burst of scrapes answers alike while a stalled client is cut off by the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_process_serves_its_metrics() {
     let s = TestServer::start(Sql::Sqlite, Blobs::Local, |_| {}).await;
@@ -190,7 +191,10 @@ async fn worker_process_serves_its_metrics() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = KillOnDrop(spawn_worker_with(&s, &["--metrics-listen", &addr]));
+    let mut child = KillOnDrop(spawn_worker_with(
+        &s,
+        &["--metrics-listen", &addr, "--header-read-timeout-secs", "1"],
+    ));
     let http = reqwest::Client::new();
     let scrape = || async {
         let r = http
@@ -256,6 +260,27 @@ async fn worker_process_serves_its_metrics() {
             "{status}"
         );
     }
+    // Twenty scrapes at once answer like one, while a client that never finishes its request
+    // head is disconnected by the same accept loop as the api's (header-read timeout).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let burst = futures::future::join_all((0..20).map(|_| scrape())).await;
+    for m in &burst {
+        assert_eq!(
+            metric(m, "edgeml_training_run_duration_seconds_count", &done),
+            Some(1.0)
+        );
+    }
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "a stalled client is cut off within the header timeout"
+    );
     // Nothing else is served there.
     let other = http
         .get(format!("http://{addr}/api/models"))
