@@ -7,7 +7,7 @@
 # ---- build stage -----------------------------------------------------------------------------
 FROM rust:1.94-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates curl \
+ && apt-get install -y --no-install-recommends python3 python3-pip python3-venv ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -39,7 +39,7 @@ before(async () => {
   page.on('request', (req) => { const u = new URL(req.url()); if (u.pathname.startsWith('/api/')) apiRequests.push(`${req.method()} ${u.pathname}`); });
   page.on('response', async (res) => {
     const path = new URL(res.url()).pathname;
-    if (/^\/api\/(backbones\/|models\/[^/]+\/[a-z_]+\.onnx$)/.test(path)) {
+    if (/^\/api\/(backbones\/|models\/[^/]+\/[a-z_]+\.(onnx|nnef)$)/.test(path)) {
       const sizes = await res.request().sizes().catch(() => null);
       modelResponses.push({ path, status: res.status(), bytes: sizes ? sizes.responseBodySize : -1 });
     }
@@ -255,12 +255,12 @@ test('admin: review, retrain with live curves, promote, page offers and loads th
   // The update is the new head only: the backbone is the one the browser already runs.
   await waitFor('head response sizes', async () => modelResponses.length > sentBefore && modelResponses.slice(sentBefore).every((r) => r.bytes >= 0));
   const update = modelResponses.slice(sentBefore);
-  assert.deepEqual(update.map((r) => [r.path, r.status]), [[`/api/models/${fresh}/head.onnx`, 200]]);
+  assert.deepEqual(update.map((r) => [r.path, r.status]), [[`/api/models/${fresh}/head.nnef`, 200]]);
   assert.ok(update[0].bytes > 1000 && update[0].bytes < 100_000, `update of ${update[0].bytes} bytes`);
   console.log(`update after a retrain: ${update[0].bytes} bytes over the wire`);
   const cached = await page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => k.url));
   assert.equal(cached.length, 1, `one model version cached: ${cached}`);
-  assert.match(cached[0], new RegExp(`/api/models/${fresh}/head.onnx$`));
+  assert.match(cached[0], new RegExp(`/api/models/${fresh}/head.nnef$`));
   // The 8-bit backbone (what the app runs), kept across versions.
   const shipped = info.manifest.backbone.int8;
   assert.ok(shipped.bytes < 4_000_000, `backbone of ${shipped.bytes} bytes`);
@@ -285,9 +285,9 @@ test('a model download that does not match its manifest is refused: not cached, 
   const loaded = (await page.locator('[data-testid=model]').innerText()).replace(/^model /, '');
   assert.notEqual(loaded, champion);
   const cachedModels = () => page.evaluate(async () => (await (await caches.open('edgeml-models')).keys()).map((k) => new URL(k.url).pathname));
-  assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
+  assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.nnef`]);
   // The champion's head arrives damaged: one byte flipped (same size, another sha256).
-  const url = `${base}/api/models/${champion}/head.onnx`;
+  const url = `${base}/api/models/${champion}/head.nnef`;
   await context.route(url, damaged);
   try {
     await page.locator('[data-testid=update]').waitFor({ timeout: 60_000 });
@@ -300,7 +300,7 @@ test('a model download that does not match its manifest is refused: not cached, 
     await page.screenshot({ path: join(shots, 'model-refused.png'), fullPage: true });
     await assertAccessible(page, 'a refused model download');
     // Nothing of the refused version was cached; the old one is still there and still answers.
-    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.nnef`]);
     assert.match(await page.locator('[data-testid=model]').innerText(), new RegExp(loaded));
     const got = await classifyInPage(page, testSplitPhotos()[0].path);
     assert.equal(got.length, 5);
@@ -309,7 +309,7 @@ test('a model download that does not match its manifest is refused: not cached, 
     await page.reload();
     await page.locator('[data-testid=model]').filter({ hasText: loaded }).waitFor({ timeout: 60_000 });
     await status.filter({ hasText: new RegExp(`does not match the model's manifest.*still using model ${loaded}`) }).waitFor({ timeout: 60_000 });
-    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.onnx`]);
+    assert.deepEqual(await cachedModels(), [`/api/models/${loaded}/head.nnef`]);
   } finally {
     await context.unroute(url);
   }
@@ -317,7 +317,7 @@ test('a model download that does not match its manifest is refused: not cached, 
   await page.locator('[data-testid=switch]').click();
   await page.locator('[data-testid=model]').filter({ hasText: champion }).waitFor({ timeout: 120_000 });
   await page.locator('[data-testid=status]').filter({ hasText: /^ready/ }).waitFor({ timeout: 60_000 });
-  assert.deepEqual(await cachedModels(), [`/api/models/${champion}/head.onnx`]);
+  assert.deepEqual(await cachedModels(), [`/api/models/${champion}/head.nnef`]);
 
   // A damaged backbone is refused too: with this browser's copy gone, a fresh start gets a
   // flipped byte, says so, and keeps nothing; served intact, the next start works again.
@@ -458,11 +458,11 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   const modelId = await trainRankChampion(base);
   // A damaged download of the text encoder is refused: Search says why, and nothing of that
   // version is cached (the gallery files, fine, are kept only with a whole checked version).
-  const textUrl = `${base}/api/models/${modelId}/text.onnx`;
+  const textUrl = `${base}/api/models/${modelId}/text.nnef`;
   await context.route(textUrl, damaged);
   try {
     await page.goto(`${base}/#/search`);
-    await page.locator('[data-testid=search-status]').filter({ hasText: /not available: .*text\.onnx does not match the model's manifest/ }).waitFor({ timeout: 120_000 });
+    await page.locator('[data-testid=search-status]').filter({ hasText: /not available: .*text\.nnef does not match the model's manifest/ }).waitFor({ timeout: 120_000 });
     assert.equal(await page.evaluate(async () => (await (await caches.open('edgeml-rank')).keys()).length), 0);
   } finally {
     await context.unroute(textUrl);
@@ -488,7 +488,7 @@ test('searches the gallery by text in the browser, offline, live as you type', a
   // The image tower is a head on the backbone the classifier already runs: only the head is
   // downloaded, and one backbone is kept for both tasks.
   await waitFor('image head response size', async () => modelResponses.length > sentBefore && modelResponses.slice(sentBefore).every((r) => r.bytes >= 0));
-  assert.deepEqual(modelResponses.slice(sentBefore).map((r) => r.path), [`/api/models/${modelId}/image_head.onnx`]);
+  assert.deepEqual(modelResponses.slice(sentBefore).map((r) => r.path), [`/api/models/${modelId}/image_head.nnef`]);
   const backbonesKept = await page.evaluate(async () => (await (await caches.open('edgeml-backbones')).keys()).length);
   assert.equal(backbonesKept, 1, 'one backbone for classification and search');
   // A new photo contributed from this browser joins its search index at once (embedded here),

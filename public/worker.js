@@ -161,8 +161,8 @@ function backboneFor(text, progress) {
   return backbones.get(sha).then(({ backbone }) => ({ backbone, cached: true }));
 }
 
-// The backbone file a manifest's model runs on: the 8-bit one when it has one (what the
-// server runs too), else the f32 graph. (contract::BackboneRef::shipped)
+// The backbone file a manifest's model runs on: the 8-bit NNEF one.
+// (contract::BackboneRef::shipped)
 function shippedBackbone(manifest) {
   const b = manifest.backbone;
   return b.int8 || b.onnx;
@@ -185,20 +185,23 @@ async function pruneBackbones() {
   for (const req of await cache.keys()) if (!used.has(new URL(req.url).pathname)) await cache.delete(req);
 }
 
-// A session for the model a manifest (`text`) describes: its head (from `cacheName`, under
-// `base`) on the shared backbone, or the whole graph of versions written before heads were
-// split. Returns `{ session, files (to keep), cached }`.
+// Versions exported before browsers loaded NNEF (no `nnef` in the manifest) run on the server
+// only: this module has no ONNX parser.
+function browserFile(manifest, spec) {
+  if (!spec) throw new Error(`model ${manifest.model_id} was exported before in-browser models (NNEF): retrain it, or predict on the server`);
+  return spec;
+}
+
+// A session for the model a manifest (`text`) describes: its NNEF head (from `cacheName`,
+// under `base`) on the shared backbone. Returns `{ session, files (to keep), cached }`.
 async function sessionFor(text, cacheName, base, progress) {
   const manifest = JSON.parse(text);
-  if (!manifest.backbone) {
-    const onnx = await modelFile(cacheName, base, manifest.onnx, progress);
-    return { session: new Session(onnx.bytes, text), files: [onnx], cached: onnx.cached };
-  }
+  const headSpec = browserFile(manifest, manifest.backbone && manifest.nnef);
   const seen = [0, 0];
   const tell = (i) => (n) => { seen[i] = n; if (progress) progress(seen[0] + seen[1]); };
   const [bb, head] = await Promise.all([
     backboneFor(text, tell(0)),
-    modelFile(cacheName, base, manifest.onnx, tell(1)),
+    modelFile(cacheName, base, headSpec, tell(1)),
   ]);
   // Checks the backbone is the manifest's, the head's bytes and shapes.
   const session = Session.composed(bb.backbone, head.bytes, text);
@@ -210,7 +213,7 @@ async function sessionFor(text, cacheName, base, progress) {
 async function loadClassifier(text) {
   const manifest = JSON.parse(text);
   const base = `/api/models/${manifest.model_id}/`;
-  const total = manifest.onnx.bytes + (manifest.backbone ? shippedBackbone(manifest).bytes : 0);
+  const total = (manifest.nnef ? manifest.nnef.bytes : 0) + (manifest.backbone ? shippedBackbone(manifest).bytes : 0);
   const loaded = await sessionFor(text, MODELS, base, (n) => postMessage({ type: 'progress', loaded: n, total }));
   session = loaded.session;
   loadedId = manifest.model_id;
@@ -262,9 +265,10 @@ async function rankVersion(text, fresh) {
   const base = `/api/models/${id}/`;
   // Manifests written before galleries were hashed: the files by name only.
   const gallery = manifest.gallery || { index: { file: 'gallery.json' }, vectors: { file: 'gallery.bin' } };
-  const files = await Promise.all([manifest.text.onnx, gallery.vectors, gallery.index].map((spec) => modelFile(RANK, base, spec)));
-  const [onnx, bin, index] = files.map((f) => f.bytes);
-  const encoder = new TextSession(onnx, text); // checks shapes (and sha256 again)
+  const textSpec = browserFile(manifest, manifest.text.nnef);
+  const files = await Promise.all([textSpec, gallery.vectors, gallery.index].map((spec) => modelFile(RANK, base, spec)));
+  const [nnef, bin, index] = files.map((f) => f.bytes);
+  const encoder = new TextSession(nnef, text); // checks shapes (and sha256 again)
   const search = new SearchIndex(new TextDecoder().decode(index), bin); // checks sizes
   await keep(RANK, base, files);
   if (fresh) await keepManifest(CURRENT_RANK, text);
@@ -290,7 +294,7 @@ async function imageSession(r) {
 async function addLocal(msg) {
   const r = await loadRank();
   const images = await imageSession(r);
-  const vector = Float32Array.from(images.embedImage(new Uint8Array(await msg.blob.arrayBuffer())));
+  const vector = Float32Array.from(images.embedImage(await wasmReadable(new Uint8Array(await msg.blob.arrayBuffer()))));
   const entry = { id: msg.id, model_id: r.id, label: msg.label, caption: msg.caption, vector, blob: msg.blob };
   await withStore(LOCAL, 'readwrite', (s) => s.put(entry));
   r.index.addLocal(entry.id, entry.label, entry.caption, vector, URL.createObjectURL(msg.blob));
@@ -298,13 +302,32 @@ async function addLocal(msg) {
 
 const post = (json) => postMessage(JSON.parse(json));
 
+// The inference module decodes PNG and JPEG itself (the server's decoder: the same pixels);
+// other formats (WebP, GIF, BMP) are decoded by the browser and handed over as PNG.
+async function wasmReadable(bytes) {
+  const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  const png = b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47;
+  const jpeg = b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
+  if (png || jpeg) return b;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(new Blob([b]), { premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+  } catch {
+    return b; // not an image the browser reads either: the module says why
+  }
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  canvas.getContext('2d').drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
+}
+
 async function rankRequest(msg) {
   const r = await loadRank();
   switch (msg.type) {
     case 'load_rank': post(r.index.readyMessage()); break;
     case 'search': post(r.index.search(r.encoder, msg.query, msg.k)); break;
     case 'similar': post(r.index.similar(msg.id, msg.k)); break;
-    case 'captions': post(r.index.captions(await imageSession(r), r.encoder, msg.bytes, msg.k)); break;
+    case 'captions': post(r.index.captions(await imageSession(r), r.encoder, await wasmReadable(msg.bytes), msg.k)); break;
     case 'add_local': await addLocal(msg); post(r.index.readyMessage()); break;
   }
   if (rankNotice) {
@@ -327,8 +350,9 @@ self.onmessage = async (e) => {
       }
     } else if (msg.type === 'classify' || msg.type === 'classify_rgba') {
       if (!session) throw new Error('the model is not loaded yet');
+      const bytes = msg.type === 'classify' ? await wasmReadable(msg.bytes) : null;
       const r = JSON.parse(msg.type === 'classify'
-        ? session.classifyImage(msg.bytes, msg.k)
+        ? session.classifyImage(bytes, msg.k)
         : session.classify(msg.rgba, msg.width, msg.height, msg.k));
       postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
     } else if (msg.type === 'add_local') {

@@ -21,7 +21,7 @@ export BENCH_PHOTO2=${photos[1]}
 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -f "$MODEL/backbone.q8" ]; then
+if [ ! -f "$MODEL/head.nnef" ]; then
   cargo run --release -p trainer -- train --data assets/datasets/tuxpaint-photos --out "$MODEL"
 fi
 input=$(mktemp --suffix .bin)

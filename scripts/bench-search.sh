@@ -19,7 +19,7 @@ scripts/fetch-assets.sh
 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -f "$MODEL/text.onnx" ]; then
+if [ ! -f "$MODEL/text.nnef" ]; then
   cargo run --release -p trainer -- rank --data assets/datasets/tuxpaint-photos --out "$MODEL"
 fi
 node scripts/bench-browser/search.mjs "$MODEL" "$TARGET_DIR/wasm-pkg/web" "$RUNS"

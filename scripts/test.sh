@@ -26,6 +26,11 @@ scripts/check-dashboard.sh
 step "wasm32 builds: the inference module (also for the wasm parity test) and the web app"
 scripts/build-web.sh
 
+step "the app's size budget: 2.0 MB gzipped"
+scripts/size-budget.sh
+# The check can fail: the same build against a budget it cannot meet.
+if scripts/size-budget.sh dist 1000000 >/dev/null 2>&1; then echo "size-budget passed a 1 MB budget" >&2; exit 1; fi
+
 step "test servers: PostgreSQL and an S3 server (moto) on loopback"
 # shellcheck source=scripts/test-services.sh
 source scripts/test-services.sh

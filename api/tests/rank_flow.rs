@@ -202,6 +202,15 @@ async fn flow(sql: Sql, blobs: Blobs) {
     let (etag, text_onnx) = get("text.onnx").await;
     assert_eq!(sha256(&text_onnx), text_spec.onnx.sha256);
     assert_eq!(etag, format!("\"{}\"", text_spec.onnx.sha256));
+    // What browsers load: the same towers as NNEF, hashed in the manifest.
+    let (etag, image_nnef) = get("image_head.nnef").await;
+    let image_nnef_spec = manifest.nnef.clone().unwrap();
+    assert_eq!(sha256(&image_nnef), image_nnef_spec.sha256);
+    assert_eq!(etag, format!("\"{}\"", image_nnef_spec.sha256));
+    let (etag, text_nnef) = get("text.nnef").await;
+    let text_nnef_spec = text_spec.nnef.clone().unwrap();
+    assert_eq!(sha256(&text_nnef), text_nnef_spec.sha256);
+    assert_eq!(etag, format!("\"{}\"", text_nnef_spec.sha256));
     let (_, gallery_json) = get("gallery.json").await;
     let (_, gallery_bin) = get("gallery.bin").await;
     let gallery: Value = serde_json::from_slice(&gallery_json).unwrap();
@@ -267,8 +276,29 @@ async fn flow(sql: Sql, blobs: Blobs) {
         diff <= 0.5 / 127.0 + 1e-6,
         "quantised gallery vector off by {diff}"
     );
-    // The browser's embedding (8-bit backbone) points the same way.
+    // The browser's embedding (8-bit backbone) points the same way; its NNEF image head and
+    // text encoder give what the ONNX ones give.
     let e8 = session_int8.embed(&px).unwrap();
+    let shipped_nnef = Backbone::new(
+        &fetch(format!("{}.q8", spec.shipped().sha256)).await,
+        &manifest,
+    )
+    .unwrap();
+    let browser = Session::composed_nnef(Arc::new(shipped_nnef), &image_nnef, manifest.clone())
+        .unwrap()
+        .embed(&px)
+        .unwrap();
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5);
+    assert!(
+        close(&browser, &e8),
+        "NNEF image head differs from the ONNX one"
+    );
+    let browser_text = TextEncoder::from_nnef(&text_nnef, &manifest).unwrap();
+    let caption = "a koala in a tree";
+    assert!(close(
+        &browser_text.embed(caption).unwrap(),
+        &encoder.embed(caption).unwrap()
+    ));
     let cos: f32 = e.iter().zip(&e8).map(|(a, b)| a * b).sum();
     assert!(
         cos > 0.99,

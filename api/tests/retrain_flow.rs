@@ -394,6 +394,40 @@ async fn flow(sql: Sql, blobs: Blobs) {
     // A browser's (8-bit backbone) agrees on the label.
     let browser = local(wasm_infer::Backbone::new(&backbone_bytes, &m).unwrap());
     assert_eq!(browser[0].label, reference[0].label);
+    // … and so does what a browser really loads: the NNEF head the manifest names, served
+    // with its sha256 as strong ETag, on the 8-bit NNEF backbone.
+    let r = s
+        .get(&format!("/api/models/{first}/head.nnef"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-tar");
+    let nnef_sha = manifest["nnef"]["sha256"].as_str().unwrap();
+    assert_eq!(
+        r.headers()["etag"].to_str().unwrap(),
+        format!("\"{nnef_sha}\"")
+    );
+    let head_nnef = r.bytes().await.unwrap();
+    assert_eq!(sha256(&head_nnef), nnef_sha);
+    let session = wasm_infer::session::Session::composed_nnef(
+        std::sync::Arc::new(wasm_infer::Backbone::new(&backbone_bytes, &m).unwrap()),
+        &head_nnef,
+        m.clone(),
+    )
+    .unwrap();
+    let img = image::load_from_memory(&probe.1).unwrap().to_rgba8();
+    let nnef_top = session
+        .classify(&trainer::pipeline::pixels(&img).unwrap(), 3)
+        .unwrap();
+    assert_eq!(nnef_top[0].label, reference[0].label);
+    for (a, b) in nnef_top.iter().zip(&browser) {
+        assert_eq!(a.label, b.label);
+        assert!(
+            (a.score - b.score).abs() <= 1e-5,
+            "NNEF vs ONNX head: {a:?} vs {b:?}"
+        );
+    }
 
     // Second training (another seed): the gate decides against the champion.
     let run2 = train(&s, 2).await;

@@ -21,11 +21,19 @@ impl ModelFiles {
     /// The frozen backbone (image → features) in a trainer's output folder; the registry
     /// stores it once under its sha256, not per version.
     pub const BACKBONE_ONNX: &'static str = "backbone.onnx";
-    /// The same backbone with its weights in 8 bits (`wasm_infer::quant`): what clients
-    /// download and run; stored once under its own sha256.
+    /// The same backbone, decluttered by tract and written as NNEF with its weights in 8 bits
+    /// (`wasm_infer::quant`): what browsers download and run; stored once under its own
+    /// sha256.
     pub const BACKBONE_INT8: &'static str = "backbone.q8";
     /// Ranking: the image tower's head (backbone features → embedding), the manifest's `onnx`.
     pub const IMAGE_HEAD_ONNX: &'static str = "image_head.onnx";
+    /// The classifier head as browsers load it: decluttered by tract and written as NNEF
+    /// (`wasm_infer::nnef`), the manifest's `nnef`.
+    pub const HEAD_NNEF: &'static str = "head.nnef";
+    /// Ranking: the image tower's head as NNEF, the manifest's `nnef`.
+    pub const IMAGE_HEAD_NNEF: &'static str = "image_head.nnef";
+    /// Ranking: the text encoder as NNEF, `text.nnef` of the manifest.
+    pub const TEXT_NNEF: &'static str = "text.nnef";
     /// The [`ModelManifest`](crate::ModelManifest) as JSON.
     pub const MANIFEST: &'static str = "manifest.json";
     /// Per-epoch curves and test figures of the run that made the model.
@@ -49,6 +57,7 @@ impl ModelFiles {
         match task {
             Task::Classify => &[
                 Self::HEAD_ONNX,
+                Self::HEAD_NNEF,
                 Self::MANIFEST,
                 Self::METRICS,
                 Self::REPORT,
@@ -56,7 +65,9 @@ impl ModelFiles {
             ],
             Task::Rank => &[
                 Self::IMAGE_HEAD_ONNX,
+                Self::IMAGE_HEAD_NNEF,
                 Self::TEXT_ONNX,
+                Self::TEXT_NNEF,
                 Self::MANIFEST,
                 Self::METRICS,
                 Self::GALLERY_JSON,
@@ -70,6 +81,14 @@ impl ModelFiles {
         match task {
             Task::Classify => Self::HEAD_ONNX,
             Task::Rank => Self::IMAGE_HEAD_ONNX,
+        }
+    }
+
+    /// The NNEF form of [`Self::image_graph`]: what browsers load (the manifest's `nnef`).
+    pub fn image_graph_nnef(task: Task) -> &'static str {
+        match task {
+            Task::Classify => Self::HEAD_NNEF,
+            Task::Rank => Self::IMAGE_HEAD_NNEF,
         }
     }
 
@@ -130,6 +149,17 @@ mod tests {
             ModelFiles::BACKBONE_ONNX
         ));
         assert!(ModelFiles::is_model_file(Task::Classify, "model.onnx"));
+        for task in Task::ALL {
+            assert!(ModelFiles::is_model_file(
+                *task,
+                ModelFiles::image_graph_nnef(*task)
+            ));
+        }
+        assert!(ModelFiles::is_model_file(Task::Rank, ModelFiles::TEXT_NNEF));
+        assert!(!ModelFiles::is_model_file(
+            Task::Classify,
+            ModelFiles::TEXT_NNEF
+        ));
         assert!(ModelFiles::is_model_file(Task::Rank, "image.onnx"));
         assert_eq!(
             ModelFiles::backbone_url(ModelFiles::BACKBONE_ONNX, &"AB".repeat(32)),

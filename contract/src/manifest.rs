@@ -96,8 +96,10 @@ pub struct BackboneRef {
     pub onnx: OnnxFile,
     /// The features it gives, `[batch, dim]`: the head's input.
     pub output: TensorSpec,
-    /// The same graph with 8-bit weights (`backbone.q8`): when present, what the api and
-    /// browsers download and run (absent in manifests written before it existed).
+    /// The same graph decluttered by tract, as NNEF with 8-bit weights (`backbone.q8`): when
+    /// present, what browsers download and run (absent in manifests written before it
+    /// existed; manifests written before [`ModelManifest::nnef`] name an earlier, ONNX-based
+    /// form of the file that browsers no longer read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8: Option<FileDigest>,
 }
@@ -249,6 +251,10 @@ pub struct RankMetrics {
 pub struct TextTower {
     /// The text encoder ONNX file.
     pub onnx: OnnxFile,
+    /// The text encoder as browsers load it (`text.nnef`, decluttered by tract, planned for
+    /// one text); absent in manifests written before browsers loaded NNEF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef: Option<FileDigest>,
     /// Word ids input `[batch, max_len]` (int64).
     pub ids: TensorSpec,
     /// Mask input `[batch, max_len]` (float, 1 = word).
@@ -299,6 +305,11 @@ pub struct ModelManifest {
     /// whole graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<BackboneRef>,
+    /// The head (`onnx`) as browsers load it: decluttered by tract and written as NNEF,
+    /// planned for one image (`head.nnef`, `image_head.nnef`). Absent in manifests written
+    /// before browsers loaded NNEF (and in whole-graph ones): those run on the server only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef: Option<FileDigest>,
     /// Ranking models: the text encoder (`onnx`/`input`/`output` are then the image encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextTower>,
@@ -408,6 +419,26 @@ impl ModelManifest {
                         ModelFiles::BACKBONE_INT8
                     ));
                 }
+            }
+        }
+        if let Some(n) = &self.nnef {
+            check_sha256("nnef.sha256", &n.sha256)?;
+            let want = ModelFiles::image_graph_nnef(self.task);
+            if n.file != want {
+                return bad(format!("nnef.file {:?} must be {want:?}", n.file));
+            }
+            if self.backbone.is_none() {
+                return bad("nnef names a head, but the manifest has no separate backbone".into());
+            }
+        }
+        if let Some(n) = self.text.as_ref().and_then(|t| t.nnef.as_ref()) {
+            check_sha256("text.nnef.sha256", &n.sha256)?;
+            if n.file != ModelFiles::TEXT_NNEF {
+                return bad(format!(
+                    "text.nnef.file {:?} must be {:?}",
+                    n.file,
+                    ModelFiles::TEXT_NNEF
+                ));
             }
         }
         match self.task {

@@ -33,7 +33,7 @@ const diff = Math.max(...t.probs.map((p, i) => Math.abs(p - o.probs[i])));
 const argmax = (v) => v.indexOf(Math.max(...v));
 const mb = (n) => (n / 1e6).toFixed(2);
 const f = (x) => x.toFixed(1);
-console.log(`model: backbone ${statSync(join(modelDir, 'backbone.onnx')).size} bytes (f32; 8-bit: ${statSync(join(modelDir, 'backbone.q8')).size}) + head ${statSync(join(modelDir, 'head.onnx')).size} bytes; ${runs} timed runs after 5 warm-up runs, one page per engine, fresh profile each`);
+console.log(`model: backbone ${statSync(join(modelDir, 'backbone.onnx')).size} bytes (f32; 8-bit: ${statSync(join(modelDir, 'backbone.q8')).size}) + head ${statSync(join(modelDir, 'head.onnx')).size} bytes (NNEF: ${statSync(join(modelDir, 'head.nnef')).size}); ${runs} timed runs after 5 warm-up runs, one page per engine, fresh profile each`);
 console.log(`agreement on the shared input: same top-1 = ${argmax(t.probs) === argmax(o.probs)}, max |Δp| = ${diff.toExponential(1)}`);
 console.log('');
 console.log('| engine | cold start: navigation → first output, ms | session create, ms | model run median ms | p90 ms | runtime shipped (wasm + js), MB raw / gzip |');
@@ -45,12 +45,13 @@ console.log('');
 console.log(`tract full path (decode PNG + preprocess + run, classifyImage): median ${f(t.full.median)} ms, p90 ${f(t.full.p90)} ms; top-1 ${t.top[0].label} (${t.top[0].score.toFixed(3)})`);
 // Bytes a browser downloads: on the first visit (runtime + backbone + head) and after a retrain
 // (the new head only: both engines given the same split files, the backbone cached).
-const tractModel = size([join(modelDir, 'backbone.q8'), join(modelDir, 'head.onnx')]);
+const tractModel = size([join(modelDir, 'backbone.q8'), join(modelDir, 'head.nnef')]);
 const ortModel = size([join(modelDir, 'backbone.onnx'), join(modelDir, 'head.onnx')]);
-const update = size([join(modelDir, 'head.onnx')]);
+const update = size([join(modelDir, 'head.nnef')]);
+const ortUpdate = size([join(modelDir, 'head.onnx')]);
 console.log('');
 console.log('| engine | first visit: runtime + backbone + head, MB raw / gzip | update after a retrain (head), KB raw / gzip |');
 console.log('|---|---|---|');
 console.log(`| tract-wasm, 8-bit backbone | ${mb(tractBytes.raw + tractModel.raw)} / ${mb(tractBytes.gzip + tractModel.gzip)} | ${(update.raw / 1e3).toFixed(1)} / ${(update.gzip / 1e3).toFixed(1)} |`);
-console.log(`| onnxruntime-web, f32 backbone | ${mb(ortBytes.raw + ortModel.raw)} / ${mb(ortBytes.gzip + ortModel.gzip)} | ${(update.raw / 1e3).toFixed(1)} / ${(update.gzip / 1e3).toFixed(1)} |`);
-console.log(`| ratio tract / ort | ${((tractBytes.gzip + tractModel.gzip) / (ortBytes.gzip + ortModel.gzip)).toFixed(2)} (gzip) | 1.00 |`);
+console.log(`| onnxruntime-web, f32 backbone | ${mb(ortBytes.raw + ortModel.raw)} / ${mb(ortBytes.gzip + ortModel.gzip)} | ${(ortUpdate.raw / 1e3).toFixed(1)} / ${(ortUpdate.gzip / 1e3).toFixed(1)} |`);
+console.log(`| ratio tract / ort | ${((tractBytes.gzip + tractModel.gzip) / (ortBytes.gzip + ortModel.gzip)).toFixed(2)} (gzip) | ${(update.gzip / ortUpdate.gzip).toFixed(2)} (gzip) |`);

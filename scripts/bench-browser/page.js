@@ -34,10 +34,11 @@ async function time(fn) {
 
 async function tract() {
   const { default: init, Backbone, Session } = await import('/pkg/wasm_infer.js');
+  // tract-wasm loads what browsers get: the NNEF files written at export (same model).
   const [manifest, backboneBytes, onnx, input] = await Promise.all([
     fetch('/model/manifest.json').then((r) => r.text()),
     bytes('/model/backbone.q8'),
-    bytes('/model/head.onnx'),
+    bytes('/model/head.nnef'),
     fetch('/input.bin').then((r) => r.arrayBuffer()).then((b) => new Float32Array(b)),
   ]);
   await init('/pkg/wasm_infer_bg.wasm');

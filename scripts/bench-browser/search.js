@@ -50,7 +50,8 @@ async function main() {
   let embed;
   let session = null;
   if (engine === 'tract') {
-    session = new wasm.TextSession(onnx, manifest);
+    const nnef = new Uint8Array(await (await fetch('/model/text.nnef')).arrayBuffer());
+    session = new wasm.TextSession(nnef, manifest);
     embed = async (text) => session.embed(text);
   } else {
     const ort = await import('/ort/ort.wasm.min.mjs');

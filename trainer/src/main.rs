@@ -564,9 +564,13 @@ fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
     let head = Head::load(&model.join(ModelFiles::HEAD))?;
     let backbone = load_backbone(weights)?;
     let shipped = trainer::run::ShippedBackbone::of(&backbone)?;
-    let onnx = trainer::export::export_head(&head, &manifest.model_id)?;
-    // Folders written before heads were split hold the whole graph: they become head + backbone.
-    manifest.onnx = trainer::run::onnx_file(ModelFiles::HEAD_ONNX, &onnx);
+    let exported =
+        trainer::run::ExportedHead::new(trainer::export::export_head(&head, &manifest.model_id)?)?;
+    let onnx = &exported.onnx;
+    // Folders written before heads were split hold the whole graph: they become head + backbone;
+    // folders written before NNEF files get them.
+    manifest.onnx = trainer::run::onnx_file(ModelFiles::HEAD_ONNX, onnx);
+    manifest.nnef = Some(trainer::run::digest(ModelFiles::HEAD_NNEF, &exported.nnef));
     manifest.backbone = Some(shipped.spec.clone());
     manifest.backbone_sha256 = Some(shipped.weights_sha256.clone());
     let dataset = import(data)?;
@@ -577,11 +581,12 @@ fn export(model: &Path, data: &Path, weights: Option<PathBuf>) -> Result<()> {
             manifest.labels
         );
     }
-    let parity = pipeline::check_parity(&dataset, &backbone, &head, &onnx, &manifest)?;
+    let parity = pipeline::check_parity(&dataset, &backbone, &head, &exported, &manifest)?;
     for (name, bytes) in [
         (ModelFiles::BACKBONE_ONNX, &shipped.bytes),
         (ModelFiles::BACKBONE_INT8, &shipped.int8),
-        (ModelFiles::HEAD_ONNX, &onnx),
+        (ModelFiles::HEAD_ONNX, onnx),
+        (ModelFiles::HEAD_NNEF, &exported.nnef),
     ] {
         let tmp = model.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, bytes)?;

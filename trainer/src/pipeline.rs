@@ -1,6 +1,7 @@
 //! The classification run: features → head → evaluation → ONNX export → tract parity →
-//! model folder (`head.onnx` on `backbone.onnx`, `manifest.json`, `metrics.json`,
-//! `report.svg`, `head.safetensors`). Used by the `trainer` CLI and by the api's retrain worker.
+//! model folder (`head.onnx` on `backbone.onnx`, their NNEF forms `head.nnef` and
+//! `backbone.q8` for browsers, `manifest.json`, `metrics.json`, `report.svg`,
+//! `head.safetensors`). Used by the `trainer` CLI and by the api's retrain worker.
 //!
 //! The output folder appears only when every step succeeded ([`crate::run::folder`]), so a
 //! failed or cancelled run never leaves a half-written model.
@@ -17,8 +18,8 @@ use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
 use crate::export::{OUTPUT_NAME, export_head};
 use crate::run::{
-    CacheStats, FEATURE_BATCH, FeaturePass, FeatureStore, ModelFolder, Parity, ShippedBackbone,
-    Trained, View, batched, image_manifest, inference_tensor, onnx_file,
+    CacheStats, ExportedHead, FEATURE_BATCH, FeaturePass, FeatureStore, ModelFolder, Parity,
+    ShippedBackbone, Trained, View, batched, image_manifest, inference_tensor,
 };
 use crate::train::{EpochMetrics, FitData, Head, TrainConfig, fit};
 use crate::{Error, Result};
@@ -291,16 +292,15 @@ pub fn run(
     }
     let id = meta.identify("cls", dataset, config);
     let shipped = ShippedBackbone::of(backbone)?;
-    let onnx = export_head(&fitted.head, &id.model_id)?;
+    let exported = ExportedHead::new(export_head(&fitted.head, &id.model_id)?)?;
     let output = batched(OUTPUT_NAME, &[dataset.labels.len()]);
-    let file = onnx_file(ModelFiles::HEAD_ONNX, &onnx);
     let manifest = ModelManifest {
         metrics: Some(metrics),
         ..image_manifest(
             id,
             &shipped,
             Task::Classify,
-            file,
+            &exported,
             &prep,
             output,
             dataset.labels.clone(),
@@ -317,7 +317,7 @@ pub fn run(
         &chosen,
         &candle_x,
         &fitted.head,
-        (&shipped, &onnx),
+        (&shipped, &exported),
         &manifest,
     )?;
 
@@ -339,7 +339,7 @@ pub fn run(
         },
         evidence: Some(evidence),
     };
-    let files = write_model_dir(out_dir, &shipped, onnx, &fitted.head, &report)?;
+    let files = write_model_dir(out_dir, &shipped, exported, &fitted.head, &report)?;
     Ok(Trained { report, files })
 }
 
@@ -350,7 +350,7 @@ pub fn check_parity(
     dataset: &Dataset,
     backbone: &Backbone,
     head: &Head,
-    onnx: &[u8],
+    exported: &ExportedHead,
     manifest: &ModelManifest,
 ) -> Result<ParityReport> {
     let shipped = ShippedBackbone::of(backbone)?;
@@ -360,7 +360,7 @@ pub fn check_parity(
     }
     let mut pass = FeaturePass::new(backbone, None, &manifest.preprocess, chosen.len());
     let features = pass.features(&chosen, View::Clean, &mut |_| true)?;
-    parity_on(&chosen, &features, head, (&shipped, onnx), manifest)
+    parity_on(&chosen, &features, head, (&shipped, exported), manifest)
 }
 
 /// [`check_parity`] on images whose candle backbone features (inference view) are known:
@@ -369,11 +369,11 @@ fn parity_on(
     chosen: &[&Sample],
     features: &Tensor,
     head: &Head,
-    (backbone, onnx): (&ShippedBackbone, &[u8]),
+    (backbone, exported): (&ShippedBackbone, &ExportedHead),
     manifest: &ModelManifest,
 ) -> Result<ParityReport> {
-    let session = backbone.session(onnx, manifest)?;
-    let shipped = backbone.shipped_session(onnx, manifest)?;
+    let session = backbone.session(&exported.onnx, manifest)?;
+    let shipped = backbone.shipped_session(&exported.nnef, manifest)?;
     let (mut int8_same_top1, mut int8) = (0, Parity::default());
     let mut parity = Parity::default();
     let candle = head.probabilities(features)?.to_vec2::<f32>()?;
@@ -416,12 +416,12 @@ fn argmax(v: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
-/// Write `backbone.onnx`, `backbone.q8`, `head.onnx`, `manifest.json`, `metrics.json`,
+/// Write `backbone.onnx`, `backbone.q8`, `head.onnx`, `head.nnef`, `manifest.json`, `metrics.json`,
 /// `report.svg`, `head.safetensors` to `out_dir` atomically; returns them as written.
 pub fn write_model_dir(
     out_dir: &Path,
     backbone: &ShippedBackbone,
-    onnx: Vec<u8>,
+    exported: ExportedHead,
     head: &Head,
     report: &RunReport,
 ) -> Result<ModelFolder> {
@@ -429,7 +429,8 @@ pub fn write_model_dir(
     ModelFolder::new()
         .with(ModelFiles::BACKBONE_ONNX, backbone.bytes.clone())
         .with(ModelFiles::BACKBONE_INT8, backbone.int8.clone())
-        .with(ModelFiles::HEAD_ONNX, onnx)
+        .with(ModelFiles::HEAD_ONNX, exported.onnx)
+        .with(ModelFiles::HEAD_NNEF, exported.nnef)
         .with(ModelFiles::MANIFEST, report.manifest.to_json()?)
         .with(ModelFiles::METRICS, serde_json::to_string_pretty(report)?)
         .with(ModelFiles::REPORT, svg)

@@ -83,6 +83,7 @@ fn train(dataset: &Dataset, backbone: &Backbone, out: &Path) -> RunReport {
             "backbone.onnx",
             "backbone.q8",
             "head.onnx",
+            "head.nnef",
             "manifest.json",
             "metrics.json",
             "report.svg",
@@ -245,7 +246,8 @@ fn train_export_and_verify_on_real_photos() {
         report.parity
     );
 
-    refuses_tampered_models(&onnx, (&backbone_bytes, &int8), &manifest);
+    let head_nnef = std::fs::read(out.join("head.nnef")).unwrap();
+    refuses_tampered_models((&onnx, &head_nnef), (&backbone_bytes, &int8), &manifest);
     heads_share_one_backbone_and_its_last_pass(&session, &onnx, &dataset);
     wasm_agrees_with_candle_and_native_tract(&dataset, &backbone, &out, &session);
     cli_eval_and_export_reproduce_the_model(
@@ -259,7 +261,7 @@ fn train_export_and_verify_on_real_photos() {
 }
 
 fn refuses_tampered_models(
-    onnx: &[u8],
+    (onnx, head_nnef): (&[u8], &[u8]),
     (backbone_bytes, int8): (&[u8], &[u8]),
     manifest: &ModelManifest,
 ) {
@@ -281,14 +283,26 @@ fn refuses_tampered_models(
         let err = load(&flipped, manifest).unwrap_err();
         assert!(err.to_string().contains("sha256 is"), "{err}");
     }
-    // An 8-bit file cut short, its manifest re-hashed to match: refused by the decoder.
+    // An 8-bit file cut short (in the middle of a tensor), its manifest re-hashed to match:
+    // refused by the decoder.
     let mut lying = manifest.clone();
-    let cut = &int8[..int8.len() - 100];
+    let cut = &int8[..int8.len() / 2];
     let q = lying.backbone.as_mut().unwrap().int8.as_mut().unwrap();
     q.sha256 = sha256_hex(cut);
     q.bytes = cut.len() as u64;
     let err = Backbone_::new(cut, &lying).unwrap_err();
-    assert!(err.to_string().contains("cut short"), "{err}");
+    assert!(err.to_string().contains("8-bit backbone"), "{err}");
+    // The NNEF head: a flipped byte is refused; a manifest without it (written before NNEF
+    // files) cannot be composed the browser's way.
+    let mut nnef = head_nnef.to_vec();
+    let mid = nnef.len() / 2;
+    nnef[mid] ^= 0x40;
+    let err = Session::composed_nnef(backbone.clone(), &nnef, manifest.clone()).unwrap_err();
+    assert!(err.to_string().contains("sha256 is"), "{err}");
+    let mut old = manifest.clone();
+    old.nnef = None;
+    let err = Session::composed_nnef(backbone.clone(), head_nnef, old).unwrap_err();
+    assert!(err.to_string().contains("no NNEF head"), "{err}");
 
     // 2. Truncated file: the size no longer matches.
     let err = composed(&onnx[..onnx.len() - 10], manifest.clone()).unwrap_err();
@@ -426,7 +440,25 @@ fn wasm_agrees_with_candle_and_native_tract(
         serde_json::to_vec(&cases).unwrap(),
     )
     .unwrap();
-    let got = common::node_json("wasm-parity.mjs", &[&pkg, model_dir, cases_dir.path()]);
+    // The same model on the backbone with f32 weights, as NNEF (what candle is checked
+    // against): a copy of the folder whose manifest names that file as the shipped one.
+    let f32_dir = cases_dir.path().join("f32");
+    std::fs::create_dir(&f32_dir).unwrap();
+    let f32_nnef = {
+        use tract_onnx::prelude::DatumExt;
+        let onnx = std::fs::read(model_dir.join("backbone.onnx")).unwrap();
+        wasm_infer::nnef::export(&onnx, &[f32::fact([1, 3, 224, 224])], false).unwrap()
+    };
+    let mut m = native.manifest().clone();
+    let q = m.backbone.as_mut().unwrap().int8.as_mut().unwrap();
+    (q.sha256, q.bytes) = (sha256_hex(&f32_nnef), f32_nnef.len() as u64);
+    std::fs::write(f32_dir.join("backbone.q8"), &f32_nnef).unwrap();
+    std::fs::write(f32_dir.join("manifest.json"), m.to_json().unwrap()).unwrap();
+    std::fs::copy(model_dir.join("head.nnef"), f32_dir.join("head.nnef")).unwrap();
+    let got = common::node_json(
+        "wasm-parity.mjs",
+        &[&pkg, model_dir, cases_dir.path(), &f32_dir],
+    );
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
     let mut worst = (0f32, 0f32);
     for (r, (sha, candle, tract, top3)) in got["results"].as_array().unwrap().iter().zip(&expected)
@@ -481,8 +513,8 @@ fn wasm_agrees_with_candle_and_native_tract(
             .expect("a tampered head or backbone must be refused in wasm too");
         assert!(tamper.contains("sha256 is"), "{field}: {tamper}");
     }
-    let whole = got["whole_error"].as_str().unwrap_or_default();
-    assert!(whole.contains("load it with its backbone"), "{whole}");
+    let old = got["old_error"].as_str().unwrap_or_default();
+    assert!(old.contains("no NNEF head"), "{old}");
     assert_eq!(
         got["backbone_sha256"].as_str(),
         native
@@ -544,7 +576,7 @@ fn cli_eval_and_export_reproduce_the_model(
     assert!(fields[1].starts_with(&format!("{} ", sample.1)), "{line}");
 
     let read = |name: &str| sha256_hex(&std::fs::read(model_dir.join(name)).unwrap());
-    let files = ["head.onnx", "backbone.onnx", "backbone.q8"];
+    let files = ["head.onnx", "head.nnef", "backbone.onnx", "backbone.q8"];
     let before = files.map(read);
     let export = trainer(&["export", "--model", model, "--data", data]);
     assert!(export.contains("parity on 64 images"), "{export}");
@@ -567,7 +599,8 @@ fn parity_fails_loudly_when_candle_and_onnx_disagree(
     let mut bias = head.bias.to_vec1::<f32>().unwrap();
     bias[0] += 0.05;
     head.bias = candle_core::Tensor::new(bias, &candle_core::Device::Cpu).unwrap();
-    let err = pipeline::check_parity(dataset, backbone, &head, onnx, manifest).unwrap_err();
+    let exported = trainer::run::ExportedHead::new(onnx.to_vec()).unwrap();
+    let err = pipeline::check_parity(dataset, backbone, &head, &exported, manifest).unwrap_err();
     assert!(matches!(err, trainer::Error::Parity(_)), "{err}");
     let text = err.to_string();
     assert!(

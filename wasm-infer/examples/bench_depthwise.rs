@@ -8,9 +8,9 @@
 
 use std::time::Instant;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_nnef::tract_core::ops::nn::DataFormat;
 use wasm_infer::depthwise::install;
 
 /// (channels, input side, kernel, stride) of blocks 0–15.

@@ -2,15 +2,17 @@
 //! content (never the name), the dimensions are checked from the header before any pixel is
 //! allocated, and the result is RGBA8. Decoding in wasm with this code (instead of a canvas,
 //! which premultiplies alpha and may colour-convert) gives the browser the same pixels as the
-//! server.
+//! server. The wasm32 build reads PNG and JPEG (what cameras and most uploads are); the
+//! browser hands WebP, GIF and BMP to its own decoder first (`public/worker.js`), which keeps
+//! their decoders out of the module.
 
 use image::RgbaImage;
 
 /// Largest side accepted (a decompression-bomb guard; photos are far smaller).
 pub const MAX_SIDE: u32 = 8192;
 
-/// Decode PNG, JPEG, WebP, GIF or BMP bytes into RGBA8 (the image crate's default allocation
-/// cap applies).
+/// Decode PNG, JPEG, WebP, GIF or BMP bytes (PNG and JPEG in wasm32) into RGBA8 (the image
+/// crate's default allocation cap applies).
 pub fn decode_image(bytes: &[u8]) -> std::result::Result<RgbaImage, String> {
     decode_image_within(
         bytes,
@@ -22,8 +24,12 @@ fn reader(bytes: &[u8]) -> std::result::Result<image::ImageReader<std::io::Curso
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not a recognised image format".into());
+    match reader.format() {
+        None => return Err("not a recognised image format".into()),
+        Some(f) if !f.reading_enabled() => {
+            return Err(format!("{f:?} images are not decoded by this build"));
+        }
+        Some(_) => {}
     }
     Ok(reader)
 }

@@ -22,11 +22,11 @@
 
 use std::sync::Arc;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::nn::DataFormat;
-use tract_onnx::tract_core::tract_linalg;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_nnef::tract_core::ops::nn::DataFormat;
+use tract_nnef::tract_core::tract_linalg;
 
 /// The wide block: natively 16 outputs of a row (2 AVX registers); in wasm 32 (8 v128).
 #[cfg(not(target_arch = "wasm32"))]

@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod depthwise;
 pub mod error;
+pub mod nnef;
 pub mod preprocess;
 pub mod quant;
 pub mod search;

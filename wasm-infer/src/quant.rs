@@ -1,210 +1,174 @@
 //! The shipped backbone's weights in 8 bits: weight-only, per output channel, symmetric int8,
-//! expanded back to `f32` before tract builds the model, so inference runs the same `f32`
+//! expanded back to `f32` when tract builds the model, so inference runs the same `f32`
 //! kernels as the full file (tract's int8 compute is no speed path for convolutions, and its
 //! ONNX `DequantizeLinear` reads one scale per tensor only). Written by the trainer
 //! ([`encode`]), read by the api and the browser ([`decode`]): one definition of the format.
 //!
-//! File layout (little-endian):
+//! `backbone.q8` is the backbone's NNEF tar ([`crate::nnef`]) in which every `f32` tensor of
+//! rank ≥ 2 (the convolution and matrix-product weights: 97 % of the backbone's bytes),
+//! except the stem's (the constants of the nodes fed by the graph input), is stored as a
+//! `<label>.q8` entry instead of `<label>.dat`; biases and scalars stay `.dat` (`f32`).
+//! A `.q8` entry (little-endian):
 //!
 //! ```text
-//! b"EDGEQ8\0\x01"                      magic + format version
-//! u32 n, n bytes                       the ONNX graph, the quantised initializers emptied
-//! u32 count                            quantised tensors, each:
-//!   u16 n, n bytes                     initializer name (UTF-8)
-//!   u32 c, c × f32                     one scale per output channel (dimension 0)
-//!   u64 n, n × i8                      round(w / scale), in the tensor's own order
+//! b"EDGEQ8T\x01"                       magic + format version
+//! u32 rank, rank × u64 dims            the tensor's shape
+//! c × f32                              one scale per output channel: c is the first dimension
+//!                                      larger than 1 (dimension 0 of a convolution's OIHW
+//!                                      kernel; dimension 1 of the [1, out, in] weights tract
+//!                                      gives the matrix products of 1×1 convolutions)
+//! n × i8                               round(w / scale), in the tensor's own order
 //! ```
 //!
-//! Every `f32` initializer of rank ≥ 2 (the convolution weights: 97 % of the backbone's
-//! bytes) is quantised, except the stem's (the nodes fed by the graph input); biases and
-//! scalars stay `f32` in the graph. A channel's scale is its
-//! largest magnitude / 127, so every weight is within half a step of its original.
-
-use prost::Message;
-use tract_onnx::pb;
+//! A channel's scale is its largest magnitude / 127, so every weight is within half a step of
+//! its original.
 
 use crate::{Error, Result};
+use tract_nnef::prelude::*;
 
-const MAGIC: &[u8; 8] = b"EDGEQ8\0\x01";
-const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+const MAGIC: &[u8; 8] = b"EDGEQ8T\x01";
 
-/// A whole-`f32` ONNX graph as the 8-bit backbone file.
-pub fn encode(onnx: &[u8]) -> Result<Vec<u8>> {
-    let mut model = pb::ModelProto::decode(onnx).map_err(Error::engine)?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::Graph("the ONNX file has no graph".into()))?;
-    // The weights of nodes fed by the graph's input (the stem convolution, on raw pixels) stay
-    // `f32`: 864 values (3 KB), whose rounding every later layer inherits. (Measured on the
-    // bundled photos, BENCHMARKS.md: 46 of 46 test images keep their top-1 label this way,
-    // 45 with the stem quantised too.)
-    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
-    let stem: Vec<String> = graph
-        .node
-        .iter()
-        .filter(|n| {
-            n.input
-                .first()
-                .is_some_and(|i| inputs.contains(&i.as_str()))
-        })
-        .flat_map(|n| n.input.iter().skip(1).cloned())
-        .collect();
-    let mut tensors = Vec::new();
-    for t in &mut graph.initializer {
-        if t.data_type != FLOAT || t.dims.len() < 2 {
-            continue;
-        }
-        if stem.contains(&t.name) {
-            continue;
-        }
-        let channels = usize::try_from(t.dims[0]).map_err(Error::engine)?;
-        let values = floats(t)?;
-        if channels == 0 || !values.len().is_multiple_of(channels) {
-            return Err(Error::Graph(format!(
-                "{}: {} values do not split into {channels} channels",
-                t.name,
-                values.len()
-            )));
-        }
-        let per = values.len() / channels;
-        let scales: Vec<f32> = values
-            .chunks(per)
-            .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)
-            .collect();
-        let q: Vec<u8> = values
-            .chunks(per)
-            .zip(&scales)
-            .flat_map(|(c, &s)| {
-                c.iter().map(move |&v| {
-                    let q = if s > 0.0 { (v / s).round() } else { 0.0 };
-                    (q.clamp(-127.0, 127.0) as i8) as u8
-                })
-            })
-            .collect();
-        tensors.push((t.name.clone(), scales, q));
-        t.raw_data.clear();
-        t.float_data.clear();
+/// The backbone's `f32` ONNX graph (input `[batch, 3, size, size]`) as the 8-bit backbone
+/// file: decluttered for one `size × size` image, written as NNEF, weights in 8 bits.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn encode(onnx: &[u8], size: usize) -> Result<Vec<u8>> {
+    crate::nnef::export(onnx, &[f32::fact([1, 3, size, size])], true)
+}
+
+/// The typed graph of an 8-bit backbone file, its weights expanded to `f32`. Refuses a file
+/// that is not an NNEF tar, whose entries are cut short or do not fit the graph.
+pub fn decode(bytes: &[u8]) -> Result<TypedModel> {
+    crate::nnef::load(bytes).map_err(|e| bad(&e.to_string()))
+}
+
+/// Rewrite an NNEF tar: `f32` tensors of rank ≥ 2 whose label is not in `keep` become
+/// `.q8` entries. Entries keep their order; headers are fixed (mode, owner, time), so the
+/// same tar gives the same bytes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn quantise_tar(tar: &[u8], keep: &[String]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(Error::engine)? {
+        let mut entry = entry.map_err(Error::engine)?;
+        let path = entry.path().map_err(Error::engine)?.into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(Error::engine)?;
+        let name = path.to_string_lossy().into_owned();
+        let (name, bytes) = match name.strip_suffix(".dat") {
+            Some(label) if !keep.iter().any(|k| k == label) => {
+                let tensor = tract_nnef::tensors::read_tensor(&bytes[..]).map_err(Error::engine)?;
+                if tensor.datum_type() == f32::datum_type() && tensor.rank() >= 2 {
+                    (format!("{label}.q8"), encode_tensor(&tensor)?)
+                } else {
+                    (name, bytes)
+                }
+            }
+            _ => (name, bytes),
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        out.append_data(&mut header, &name, &bytes[..])
+            .map_err(Error::engine)?;
     }
-    let skeleton = model.encode_to_vec();
-    let mut out =
-        Vec::with_capacity(skeleton.len() + tensors.iter().map(|t| t.2.len()).sum::<usize>());
+    out.into_inner().map_err(Error::engine)
+}
+
+/// The output channels of a weight tensor: its first dimension larger than 1 (the leading
+/// ones hold a single block, so the channels are contiguous runs of the data either way).
+fn channels(shape: &[usize]) -> usize {
+    shape.iter().copied().find(|&d| d > 1).unwrap_or(1)
+}
+
+/// One `f32` tensor (rank ≥ 1; output channels: [`channels`]) as a `.q8` entry.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn encode_tensor(tensor: &Tensor) -> Result<Vec<u8>> {
+    let plain = tensor.try_as_plain_ram().map_err(Error::engine)?;
+    let values = plain.as_slice::<f32>().map_err(Error::engine)?;
+    let shape = tensor.shape();
+    let channels = channels(shape);
+    if values.is_empty() || !values.len().is_multiple_of(channels) {
+        return Err(Error::Graph(format!(
+            "{} values do not split into {channels} channels",
+            values.len()
+        )));
+    }
+    let per = values.len() / channels;
+    let scales: Vec<f32> = values
+        .chunks(per.max(1))
+        .map(|c| c.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0)
+        .collect();
+    let mut out = Vec::with_capacity(16 + shape.len() * 8 + channels * 4 + values.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&u32_len(skeleton.len())?.to_le_bytes());
-    out.extend_from_slice(&skeleton);
-    out.extend_from_slice(&u32_len(tensors.len())?.to_le_bytes());
-    for (name, scales, q) in tensors {
-        let n = u16::try_from(name.len()).map_err(Error::engine)?;
-        out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&u32_len(scales.len())?.to_le_bytes());
-        for s in scales {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        out.extend_from_slice(&(q.len() as u64).to_le_bytes());
-        out.extend_from_slice(&q);
+    out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+    for &d in shape {
+        out.extend_from_slice(&(d as u64).to_le_bytes());
+    }
+    for s in &scales {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    for (c, &s) in values.chunks(per.max(1)).zip(&scales) {
+        out.extend(c.iter().map(|&v| {
+            let q = if s > 0.0 { (v / s).round() } else { 0.0 };
+            (q.clamp(-127.0, 127.0) as i8) as u8
+        }));
     }
     Ok(out)
 }
 
-/// The ONNX graph of an 8-bit backbone file, its weights expanded to `f32`. Refuses a file
-/// that is not in this format, is cut short, or whose tensors do not fit the graph.
-pub fn decode(bytes: &[u8]) -> Result<pb::ModelProto> {
+/// A `.q8` entry back as its `f32` tensor. Refuses a bad magic, a shape that does not
+/// match the bytes, bytes cut short or left over, and scales that are not finite.
+pub fn decode_tensor(bytes: &[u8]) -> Result<Tensor> {
     let mut r = Reader { bytes, at: 0 };
     if r.take(MAGIC.len())? != MAGIC {
-        return Err(bad("not an 8-bit backbone file (magic)"));
+        return Err(bad("not an 8-bit tensor (magic)"));
     }
-    let n = r.u32()? as usize;
-    let mut model = pb::ModelProto::decode(r.take(n)?).map_err(Error::engine)?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| bad("the graph is missing"))?;
-    let count = r.u32()?;
-    for _ in 0..count {
-        let n = usize::from(u16::from_le_bytes(r.array()?));
-        let name =
-            std::str::from_utf8(r.take(n)?).map_err(|_| bad("a tensor name is not UTF-8"))?;
-        let channels = r.u32()? as usize;
-        let scales: Vec<f32> = r
-            .take(
-                channels
-                    .checked_mul(4)
-                    .ok_or_else(|| bad("scale count overflows"))?,
-            )?
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let len = usize::try_from(u64::from_le_bytes(r.array()?)).map_err(Error::engine)?;
-        let q = r.take(len)?;
-        let t = graph
-            .initializer
-            .iter_mut()
-            .find(|t| t.name == name)
-            .ok_or_else(|| bad(&format!("no initializer {name:?} in the graph")))?;
-        let numel = t.dims.iter().try_fold(1usize, |n, &d| {
-            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
-        });
-        let fits = t.data_type == FLOAT
-            && t.raw_data.is_empty()
-            && t.float_data.is_empty()
-            && t.dims.first().and_then(|&d| usize::try_from(d).ok()) == Some(channels)
-            && channels > 0
-            && numel == Some(len)
-            && len.is_multiple_of(channels);
-        if !fits {
-            return Err(bad(&format!(
-                "{name}: {len} values in {channels} channels do not fit {:?}",
-                t.dims
-            )));
-        }
-        let per = len / channels;
-        let mut raw = Vec::with_capacity(len * 4);
-        for (c, &s) in q.chunks(per).zip(&scales) {
-            for &v in c {
-                raw.extend_from_slice(&(f32::from(v as i8) * s).to_le_bytes());
-            }
-        }
-        t.raw_data = raw;
+    let rank = r.u32()? as usize;
+    if rank == 0 || rank > 8 {
+        return Err(bad(&format!("rank {rank}")));
     }
+    let mut shape = Vec::with_capacity(rank);
+    for _ in 0..rank {
+        shape.push(usize::try_from(u64::from_le_bytes(r.array()?)).map_err(Error::engine)?);
+    }
+    let len = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| bad(&format!("shape {shape:?}")))?;
+    let channels = channels(&shape);
+    let scales: Vec<f32> = r
+        .take(
+            channels
+                .checked_mul(4)
+                .ok_or_else(|| bad("scale count overflows"))?,
+        )?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if scales.iter().any(|s| !s.is_finite() || *s < 0.0) {
+        return Err(bad("a scale is not a finite non-negative number"));
+    }
+    let q = r.take(len)?;
     if r.at != bytes.len() {
-        return Err(bad("bytes after the last tensor"));
+        return Err(bad("bytes after the tensor"));
     }
-    if let Some(t) = graph.initializer.iter().find(|t| {
-        t.data_type == FLOAT
-            && t.dims.len() >= 2
-            && t.raw_data.is_empty()
-            && t.float_data.is_empty()
-    }) {
-        return Err(bad(&format!("initializer {:?} has no weights", t.name)));
+    let per = len / channels;
+    let mut values = Vec::with_capacity(len);
+    for (c, &s) in q.chunks(per).zip(&scales) {
+        values.extend(c.iter().map(|&v| f32::from(v as i8) * s));
     }
-    Ok(model)
+    Tensor::from_shape(&shape, &values).map_err(Error::engine)
 }
 
 fn bad(why: &str) -> Error {
     Error::Integrity(format!("8-bit backbone: {why}"))
 }
 
-fn u32_len(n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(Error::engine)
-}
-
-/// The `f32` values of an initializer (raw little-endian bytes or `float_data`).
-fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(Error::Graph(format!("{}: raw data is not f32", t.name)));
-        }
-        Ok(t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    } else {
-        Ok(t.float_data.clone())
-    }
-}
-
-/// A cursor over the file that refuses to read past its end.
+/// A cursor over the bytes that refuses to read past their end.
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -216,7 +180,7 @@ impl<'a> Reader<'a> {
             .at
             .checked_add(n)
             .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| bad("the file is cut short"))?;
+            .ok_or_else(|| bad("cut short"))?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
@@ -239,18 +203,8 @@ mod tests {
 
     use super::*;
 
-    fn tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
-        pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type: FLOAT,
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        }
-    }
-
-    /// A graph with a 3-channel conv weight (one channel all zeros), a bias and a scalar.
-    fn model() -> (Vec<u8>, Vec<f32>) {
+    /// A 3-channel weight, one channel all zeros.
+    fn weight() -> Tensor {
         let w: Vec<f32> = (0..3 * 2 * 2 * 2)
             .map(|i| {
                 if i < 8 {
@@ -260,79 +214,76 @@ mod tests {
                 }
             })
             .collect();
-        let graph = pb::GraphProto {
-            name: "g".into(),
-            initializer: vec![
-                tensor("conv.weight", &[3, 2, 2, 2], &w),
-                tensor("conv.bias", &[3], &[0.5, -0.25, 1.0]),
-                tensor("relu6.max", &[], &[6.0]),
-                tensor("stem.weight", &[2, 1, 1, 1], &[0.123_456_7, -1.0e-3]),
-            ],
-            input: vec![pb::ValueInfoProto {
-                name: "image".into(),
-                ..Default::default()
-            }],
-            node: vec![pb::NodeProto {
-                op_type: "Conv".into(),
-                input: vec!["image".into(), "stem.weight".into()],
-                output: vec!["stem".into()],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let m = pb::ModelProto {
-            ir_version: 7,
-            graph: Some(graph),
-            ..Default::default()
-        };
-        (m.encode_to_vec(), w)
+        Tensor::from_shape(&[3, 2, 2, 2], &w).unwrap()
     }
 
     #[test]
     fn weights_come_back_within_half_a_step_per_channel() {
-        let (onnx, w) = model();
-        let q = encode(&onnx).unwrap();
+        let w = weight();
+        let q = encode_tensor(&w).unwrap();
         assert!(q.starts_with(MAGIC));
-        let back = decode(&q).unwrap();
-        let g = back.graph.unwrap();
-        let got = floats(&g.initializer[0]).unwrap();
-        assert_eq!(got.len(), w.len());
-        for (c, (orig, dec)) in w.chunks(8).zip(got.chunks(8)).enumerate() {
-            let step = orig.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-            for (a, b) in orig.iter().zip(dec) {
+        let back = decode_tensor(&q).unwrap();
+        assert_eq!(back.shape(), [3, 2, 2, 2]);
+        let (pw, pb) = (
+            w.try_as_plain_ram().unwrap(),
+            back.try_as_plain_ram().unwrap(),
+        );
+        let (orig, got) = (pw.as_slice::<f32>().unwrap(), pb.as_slice::<f32>().unwrap());
+        for (c, (o, d)) in orig.chunks(8).zip(got.chunks(8)).enumerate() {
+            let step = o.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (a, b) in o.iter().zip(d) {
                 assert!((a - b).abs() <= step * 0.5001, "channel {c}: {a} vs {b}");
             }
             if c == 0 {
                 assert!(
-                    dec.iter().all(|v| *v == 0.0),
+                    d.iter().all(|v| *v == 0.0),
                     "an all-zero channel stays zero"
                 );
             }
         }
-        // Biases and scalars stay f32, bit for bit.
-        assert_eq!(floats(&g.initializer[1]).unwrap(), [0.5, -0.25, 1.0]);
-        assert_eq!(floats(&g.initializer[2]).unwrap(), [6.0]);
-        // The stem (fed by the graph input) keeps its f32 weights.
-        assert_eq!(floats(&g.initializer[3]).unwrap(), [0.123_456_7, -1.0e-3]);
-        assert_eq!(g.initializer[0].dims, [3, 2, 2, 2]);
-        // Deterministic: the same graph gives the same bytes (the file's address).
-        assert_eq!(encode(&onnx).unwrap(), q);
+        // Deterministic: the same tensor gives the same bytes (the file's address).
+        assert_eq!(encode_tensor(&w).unwrap(), q);
     }
 
     #[test]
-    fn damaged_files_are_refused() {
-        let (onnx, _) = model();
-        let q = encode(&onnx).unwrap();
-        let err = |bytes: &[u8]| decode(bytes).unwrap_err().to_string();
+    fn matrix_weights_with_a_leading_one_are_scaled_per_output_row() {
+        // tract's 1×1 convolutions are matrix products with [1, out, in] weights: channel i
+        // of this one has magnitude 10^-i, so one scale for all would flatten the small rows.
+        let w: Vec<f32> = (0..3 * 8i32)
+            .map(|i| ((i % 8) as f32 - 3.5) * 10f32.powi(-(i / 8)))
+            .collect();
+        let q = encode_tensor(&Tensor::from_shape(&[1, 3, 8], &w).unwrap()).unwrap();
+        // magic, rank, 3 dims, then 3 scales (one per row), then 24 values.
+        assert_eq!(q.len(), 8 + 4 + 3 * 8 + 3 * 4 + 24);
+        let back = decode_tensor(&q).unwrap();
+        assert_eq!(back.shape(), [1, 3, 8]);
+        let pb = back.try_as_plain_ram().unwrap();
+        for (row, (o, d)) in w
+            .chunks(8)
+            .zip(pb.as_slice::<f32>().unwrap().chunks(8))
+            .enumerate()
+        {
+            let step = o.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (a, b) in o.iter().zip(d) {
+                assert!((a - b).abs() <= step * 0.5001, "row {row}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_tensors_are_refused() {
+        let q = encode_tensor(&weight()).unwrap();
+        let err = |bytes: &[u8]| decode_tensor(bytes).unwrap_err().to_string();
         assert!(err(&q[..q.len() - 1]).contains("cut short"));
-        assert!(err(&[&q[..], &[0u8]].concat()).contains("bytes after the last tensor"));
+        assert!(err(&[&q[..], &[0u8]].concat()).contains("bytes after the tensor"));
         let mut magic = q.clone();
         magic[0] = b'X';
         assert!(err(&magic).contains("magic"));
-        // No tensor section at all: the emptied weights are noticed.
-        let n = u32::from_le_bytes(q[8..12].try_into().unwrap()) as usize;
-        let mut none = q[..12 + n].to_vec();
-        none.extend_from_slice(&0u32.to_le_bytes());
-        assert!(err(&none).contains("has no weights"));
+        let mut nan = q.clone();
+        nan[12 + 4 * 8..12 + 4 * 8 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(err(&nan).contains("finite"));
+        let mut zero = q.clone();
+        zero[12..20].copy_from_slice(&0u64.to_le_bytes());
+        assert!(err(&zero).contains("shape"));
     }
 }

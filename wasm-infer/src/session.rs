@@ -1,14 +1,14 @@
-//! The tract inference session: the exact ONNX the trainer exported, run natively (api,
-//! trainer parity checks) or in the browser (wasm32).
+//! The tract inference session: the graphs the trainer exported, run natively (api, trainer
+//! parity checks: the ONNX files) or in the browser (wasm32: the same graphs as NNEF,
+//! [`crate::nnef`]).
 //!
 //! A model is the shared frozen [`Backbone`] (image → features, one file per backbone,
 //! loaded once and shared by every session on it) composed with the version's small head
 //! (features → output). Manifests written before heads were split describe one whole graph;
-//! those still load with [`Session::new`].
+//! those still load natively with [`Session::new`].
 
 use sha2::{Digest, Sha256};
-use tract_onnx::pb;
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::*;
 
 use crate::manifest::{BackboneRef, Dim, ModelManifest, Task, TensorSpec};
 use crate::preprocess::{Pixels, image_to_tensor};
@@ -39,27 +39,48 @@ impl std::fmt::Debug for Backbone {
 }
 
 impl Backbone {
-    /// Load the backbone file a manifest ships (`manifest.backbone.shipped()`: the 8-bit file
-    /// when it has one, expanded to `f32`), checking the bytes' size and sha256 and the
-    /// graph's input (the manifest's image input) and output against it.
+    /// Load the backbone file a manifest ships (`manifest.backbone.shipped()`: the 8-bit NNEF
+    /// file when it has one, expanded to `f32`; natively, else the `f32` ONNX graph),
+    /// checking the bytes' size and sha256 and the graph's input (the manifest's image input)
+    /// and output against it.
     pub fn new(bytes: &[u8], manifest: &ModelManifest) -> Result<Self> {
         let spec = Self::spec_of(manifest)?;
         let shipped = spec.shipped();
         verify_digest(bytes, &shipped.file, &shipped.sha256, shipped.bytes)?;
-        let proto = if spec.int8.is_some() {
-            crate::quant::decode(bytes)?
-        } else {
-            decode_onnx(bytes)?
-        };
-        Self::build(&proto, spec, manifest)
+        if spec.int8.is_some() {
+            if manifest.nnef.is_none() {
+                return Err(Error::manifest(format!(
+                    "model {} predates NNEF: its backbone.q8 is in the earlier ONNX-based form",
+                    manifest.model_id
+                )));
+            }
+            let model = crate::quant::decode(bytes)?;
+            return Self::build(model, spec, manifest);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Self::full(bytes, manifest)
+        }
+        #[cfg(target_arch = "wasm32")]
+        Err(Error::manifest(format!(
+            "model {} ships no NNEF backbone",
+            manifest.model_id
+        )))
     }
 
-    /// Load the backbone's `f32` graph (`manifest.backbone.onnx`): the reference the 8-bit
-    /// file is measured against, and what candle's parity is checked on.
+    /// Load the backbone's `f32` ONNX graph (`manifest.backbone.onnx`): the reference the
+    /// 8-bit file is measured against, and what candle's parity is checked on.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn full(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
         let spec = Self::spec_of(manifest)?;
         verify_file(onnx, &spec.onnx)?;
-        Self::build(&decode_onnx(onnx)?, spec, manifest)
+        let size = manifest.preprocess.size as usize;
+        let plan = plan_for(
+            onnx,
+            (&manifest.input, &spec.output),
+            f32::fact([1, 3, size, size]),
+        )?;
+        Ok(Self::with_plan(plan, spec, manifest))
     }
 
     fn spec_of(manifest: &ModelManifest) -> Result<BackboneRef> {
@@ -72,19 +93,18 @@ impl Backbone {
         })
     }
 
-    fn build(proto: &pb::ModelProto, spec: BackboneRef, manifest: &ModelManifest) -> Result<Self> {
-        let size = manifest.preprocess.size as usize;
-        let plan = plan_proto(
-            proto,
-            (&manifest.input, &spec.output),
-            f32::fact([1, 3, size, size]),
-        )?;
-        Ok(Backbone {
+    fn build(model: TypedModel, spec: BackboneRef, manifest: &ModelManifest) -> Result<Self> {
+        let plan = plan_typed(model, (&manifest.input, &spec.output))?;
+        Ok(Self::with_plan(plan, spec, manifest))
+    }
+
+    fn with_plan(plan: Runnable, spec: BackboneRef, manifest: &ModelManifest) -> Self {
+        Backbone {
             spec,
-            size,
+            size: manifest.preprocess.size as usize,
             plan,
             last: std::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// The sha256 of the backbone's f32 graph (`backbone.onnx`): its identity, whichever of
@@ -118,7 +138,8 @@ impl Backbone {
 
 /// Where a session's output comes from.
 enum Graph {
-    /// One graph from the image (manifests without a backbone).
+    /// One graph from the image (manifests without a backbone; native only).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Whole(Runnable),
     /// The shared backbone, then this version's head.
     Composed {
@@ -153,6 +174,7 @@ impl Session {
     /// Refuses bytes whose size or sha256 differ from the manifest, and graphs whose input or
     /// output names and shapes differ from it: a browser must never run a model with the wrong
     /// preprocessing or label map.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(onnx: &[u8], manifest: ModelManifest) -> Result<Self> {
         manifest.validate()?;
         if manifest.backbone.is_some() {
@@ -181,10 +203,48 @@ impl Session {
         })
     }
 
-    /// Load the head `head` of a manifest with a backbone, on `backbone` (loaded once, shared):
-    /// the backbone must be the one the manifest names, the head's bytes must match the
-    /// manifest, and its one input must be the backbone's output.
+    /// Load the ONNX head `head` (the manifest's `onnx`) of a manifest with a backbone, on
+    /// `backbone` (loaded once, shared): the backbone must be the one the manifest names, the
+    /// head's bytes must match the manifest, and its one input must be the backbone's output.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn composed(backbone: Arc<Backbone>, head: &[u8], manifest: ModelManifest) -> Result<Self> {
+        let spec = Self::check_backbone(&backbone, &manifest)?;
+        verify_file(head, &manifest.onnx)?;
+        let dim = match spec.output.shape.as_slice() {
+            [_, Dim::Fixed(d)] => *d,
+            _ => unreachable!("validated: [batch, dim]"),
+        };
+        let head = plan_for(head, (&spec.output, &manifest.output), f32::fact([1, dim]))?;
+        Ok(Session {
+            manifest,
+            graph: Graph::Composed { backbone, head },
+        })
+    }
+
+    /// [`Session::composed`] on the head as browsers load it: the NNEF file the manifest's
+    /// `nnef` names, checked the same way.
+    pub fn composed_nnef(
+        backbone: Arc<Backbone>,
+        head: &[u8],
+        manifest: ModelManifest,
+    ) -> Result<Self> {
+        let spec = Self::check_backbone(&backbone, &manifest)?;
+        let file = manifest.nnef.as_ref().ok_or_else(|| {
+            Error::manifest(format!(
+                "model {} has no NNEF head (exported before browsers loaded NNEF)",
+                manifest.model_id
+            ))
+        })?;
+        verify_digest(head, &file.file, &file.sha256, file.bytes)?;
+        let head = plan_typed(crate::nnef::load(head)?, (&spec.output, &manifest.output))?;
+        Ok(Session {
+            manifest,
+            graph: Graph::Composed { backbone, head },
+        })
+    }
+
+    /// The manifest's backbone, when `backbone` is the one it names.
+    fn check_backbone(backbone: &Backbone, manifest: &ModelManifest) -> Result<BackboneRef> {
         manifest.validate()?;
         let spec = manifest.backbone.as_ref().ok_or_else(|| {
             Error::manifest(format!(
@@ -200,16 +260,7 @@ impl Session {
                 backbone.sha256()
             )));
         }
-        verify_file(head, &manifest.onnx)?;
-        let dim = match spec.output.shape.as_slice() {
-            [_, Dim::Fixed(d)] => *d,
-            _ => unreachable!("validated: [batch, dim]"),
-        };
-        let head = plan_for(head, (&spec.output, &manifest.output), f32::fact([1, dim]))?;
-        Ok(Session {
-            manifest,
-            graph: Graph::Composed { backbone, head },
-        })
+        Ok(spec.clone())
     }
 
     /// The manifest this session was created with.
@@ -334,34 +385,51 @@ impl std::fmt::Debug for TextEncoder {
 }
 
 impl TextEncoder {
-    /// Load the text encoder (`manifest.text.onnx`), checking its size and sha256, its
-    /// input and output names against the manifest.
-    pub fn new(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
+    fn tower(manifest: &ModelManifest) -> Result<&crate::TextTower> {
         manifest.validate()?;
-        let text = manifest.text.as_ref().ok_or_else(|| {
+        manifest.text.as_ref().ok_or_else(|| {
             Error::manifest(format!(
                 "model {} has no text encoder (task {})",
                 manifest.model_id,
                 manifest.task.as_str()
             ))
+        })
+    }
+
+    /// Load the text encoder as browsers do (`manifest.text.nnef`), checking its size and
+    /// sha256, its input names against the manifest.
+    pub fn from_nnef(bytes: &[u8], manifest: &ModelManifest) -> Result<Self> {
+        let text = Self::tower(manifest)?;
+        let file = text.nnef.as_ref().ok_or_else(|| {
+            Error::manifest(format!(
+                "model {} has no NNEF text encoder (exported before browsers loaded NNEF)",
+                manifest.model_id
+            ))
         })?;
+        verify_digest(bytes, &file.file, &file.sha256, file.bytes)?;
+        let tokenizer = Tokenizer::new(text.tokenizer.clone())?;
+        let model = crate::nnef::load(bytes)?;
+        check_text_inputs(model.inputs.iter().map(|o| &model.node(o.node).name), text)?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(Error::engine)?;
+        Ok(Self { tokenizer, plan })
+    }
+
+    /// Load the text encoder (`manifest.text.onnx`), checking its size and sha256, its
+    /// input and output names against the manifest.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(onnx: &[u8], manifest: &ModelManifest) -> Result<Self> {
+        use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
+        let text = Self::tower(manifest)?;
         verify_file(onnx, &text.onnx)?;
         let tokenizer = Tokenizer::new(text.tokenizer.clone())?;
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(Error::engine)?;
-        let names: Vec<String> = model
-            .input_outlets()
-            .map_err(Error::engine)?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        if names != [text.ids.name.clone(), text.mask.name.clone()] {
-            return Err(Error::Graph(format!(
-                "text encoder inputs are {names:?}, manifest says [{:?}, {:?}]",
-                text.ids.name, text.mask.name
-            )));
-        }
+        let inputs = model.input_outlets().map_err(Error::engine)?;
+        check_text_inputs(inputs.iter().map(|o| &model.node(o.node).name), text)?;
         let len = text.tokenizer.max_len;
         let plan = model
             .with_input_fact(0, i64::fact([1, len]).into())
@@ -457,38 +525,52 @@ pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
 
 /// Parse `onnx`, check its input and output against `io`, and plan it for one input of
 /// `fact` (the batch dimension fixed: see [`Session::new`]).
+#[cfg(not(target_arch = "wasm32"))]
 fn plan_for(onnx: &[u8], io: (&TensorSpec, &TensorSpec), fact: TypedFact) -> Result<Runnable> {
-    plan_proto(&decode_onnx(onnx)?, io, fact)
-}
-
-fn decode_onnx(onnx: &[u8]) -> Result<pb::ModelProto> {
-    tract_onnx::onnx()
-        .proto_model_for_read(&mut std::io::Cursor::new(onnx))
-        .map_err(Error::engine)
-}
-
-/// [`plan_for`] on a decoded graph.
-fn plan_proto(
-    proto: &pb::ModelProto,
-    io: (&TensorSpec, &TensorSpec),
-    fact: TypedFact,
-) -> Result<Runnable> {
+    use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
     let model = tract_onnx::onnx()
-        .model_for_proto_model(proto)
+        .model_for_read(&mut std::io::Cursor::new(onnx))
         .map_err(Error::engine)?;
     let typed = model.clone().into_typed().map_err(Error::engine)?;
-    check_io(&typed, io)?;
+    check_io(&typed, io, false)?;
     drop(typed);
-    let mut typed = model
+    let typed = model
         .with_input_fact(0, fact.into())
         .and_then(|m| m.into_typed())
         .and_then(|m| m.into_decluttered())
         .map_err(Error::engine)?;
+    optimise(typed)
+}
+
+/// Check a graph planned for one input (an NNEF file, [`crate::nnef`]) against `io`, and
+/// plan it.
+fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> Result<Runnable> {
+    check_io(&model, io, true)?;
+    optimise(model.into_decluttered().map_err(Error::engine)?)
+}
+
+/// Swap in the depthwise op ([`crate::depthwise`]), optimise, make runnable.
+fn optimise(mut typed: TypedModel) -> Result<Runnable> {
     crate::depthwise::install(&mut typed).map_err(Error::engine)?;
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
         .map_err(Error::engine)
+}
+
+/// The text encoder's inputs (their names, in order) must be the manifest's ids and mask.
+fn check_text_inputs<'a>(
+    names: impl Iterator<Item = &'a String>,
+    text: &crate::TextTower,
+) -> Result<()> {
+    let names: Vec<&String> = names.collect();
+    if names != [&text.ids.name, &text.mask.name] {
+        return Err(Error::Graph(format!(
+            "text encoder inputs are {names:?}, manifest says [{:?}, {:?}]",
+            text.ids.name, text.mask.name
+        )));
+    }
+    Ok(())
 }
 
 /// Run a plan on one input; its first output as one row (`[1, n]`).
@@ -507,8 +589,13 @@ fn run_one(plan: &Runnable, inputs: TVec<TValue>) -> Result<Vec<f32>> {
     Ok(view.iter().copied().collect())
 }
 
-/// Compare the graph's declared input/output names and shapes with the manifest's specs.
-fn check_io(model: &TypedModel, (input, output): (&TensorSpec, &TensorSpec)) -> Result<()> {
+/// Compare the graph's declared input/output names and shapes with the manifest's specs; a
+/// graph planned for one input (`one`) has 1 where the manifest says `batch`.
+fn check_io(
+    model: &TypedModel,
+    (input, output): (&TensorSpec, &TensorSpec),
+    one: bool,
+) -> Result<()> {
     if model.inputs.len() != 1 || model.outputs.len() != 1 {
         return Err(Error::Graph(format!(
             "expected 1 input and 1 output, graph has {} and {}",
@@ -546,7 +633,8 @@ fn check_io(model: &TypedModel, (input, output): (&TensorSpec, &TensorSpec)) -> 
                 .zip(&spec.shape)
                 .all(|(d, m)| match (d.to_i64(), m) {
                     (Ok(v), Dim::Fixed(n)) => usize::try_from(v).is_ok_and(|v| v == *n),
-                    (Err(_), Dim::Symbol(_)) => true,
+                    (Err(_), Dim::Symbol(_)) => !one,
+                    (Ok(1), Dim::Symbol(_)) => one,
                     _ => false,
                 });
         if !matches {

@@ -28,6 +28,11 @@ fn manifest() -> ModelManifest {
             bytes: 10,
             opset: 13,
         },
+        nnef: Some(FileDigest {
+            file: "head.nnef".into(),
+            sha256: "ac".repeat(32),
+            bytes: 12,
+        }),
         backbone: Some(BackboneRef {
             onnx: OnnxFile {
                 file: "backbone.onnx".into(),
@@ -108,6 +113,7 @@ fn rank_manifest() -> ModelManifest {
                 bytes: 10,
                 opset: 13,
             },
+            nnef: Some(digest("text.nnef", "0e")),
             ids: batched("ids", 4),
             mask: batched("mask", 4),
             output: batched("embedding", 8),
@@ -121,6 +127,7 @@ fn rank_manifest() -> ModelManifest {
             index: digest("gallery.json", "01"),
             vectors: digest("gallery.bin", "02"),
         }),
+        nnef: Some(digest("image_head.nnef", "0f")),
         ..manifest()
     }
 }
@@ -195,6 +202,7 @@ fn manifest_round_trips_through_json() {
     // Manifests written before heads were split have no `backbone`: their `onnx` is whole.
     let whole = ModelManifest {
         backbone: None,
+        nnef: None,
         ..m
     };
     let json = whole.to_json().unwrap();
@@ -259,6 +267,18 @@ fn inconsistent_manifests_are_refused_with_a_reason() {
         (
             "backbone.int8.sha256",
             Box::new(|m| m.backbone.as_mut().unwrap().int8.as_mut().unwrap().sha256 = "x".into()),
+        ),
+        (
+            r#"nnef.file "head.onnx" must be "head.nnef""#,
+            Box::new(|m| m.nnef.as_mut().unwrap().file = "head.onnx".into()),
+        ),
+        (
+            "nnef.sha256",
+            Box::new(|m| m.nnef.as_mut().unwrap().sha256 = "AB".into()),
+        ),
+        (
+            "nnef names a head, but the manifest has no separate backbone",
+            Box::new(|m| m.backbone = None),
         ),
     ];
     for (expected, mutate) in cases {

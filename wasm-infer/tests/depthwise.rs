@@ -3,9 +3,9 @@
 //! asymmetric and "same" padding, widths that fill no block or several, a batch of two, and a
 //! bias shared by all channels. Both plans are optimised by tract; only the op differs.
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_nnef::tract_core::ops::nn::DataFormat;
 use wasm_infer::depthwise::{DepthwiseConv, install};
 
 /// Deterministic values in [-1, 1).

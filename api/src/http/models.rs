@@ -148,19 +148,26 @@ fn content_type(file: &str) -> Option<&'static str> {
     Some(match file {
         "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" | "text.onnx"
         | "gallery.bin" => "application/octet-stream",
+        "head.nnef" | "image_head.nnef" | "text.nnef" => "application/x-tar",
         "manifest.json" | "metrics.json" | "gallery.json" => "application/json",
         "report.svg" => "image/svg+xml",
         _ => return None,
     })
 }
 
-/// The strong ETag of a model file: files the manifest hashes (ONNX graphs, gallery files)
-/// their sha256, other files model id + name (a model folder never changes).
+/// The strong ETag of a model file: files the manifest hashes (ONNX and NNEF graphs, gallery
+/// files) their sha256, other files model id + name (a model folder never changes).
 fn etag_of(model: &ModelInfo, file: &str) -> String {
     let m = &model.manifest;
     let hashed = match file {
         "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" => Some(&model.sha256),
         "text.onnx" => m.text.as_ref().map(|t| &t.onnx.sha256),
+        "head.nnef" | "image_head.nnef" => m.nnef.as_ref().map(|n| &n.sha256),
+        "text.nnef" => m
+            .text
+            .as_ref()
+            .and_then(|t| t.nnef.as_ref())
+            .map(|n| &n.sha256),
         "gallery.json" => m.gallery.as_ref().map(|g| &g.index.sha256),
         "gallery.bin" => m.gallery.as_ref().map(|g| &g.vectors.sha256),
         _ => None,
@@ -189,7 +196,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/{file}", tag = "models",
-    params(("id" = String, Path), ("file" = String, Path, description = "classify: head.onnx, manifest.json, metrics.json, report.svg; rank: image_head.onnx, text.onnx, manifest.json, metrics.json, gallery.json, gallery.bin (versions written before heads were split: model.onnx, image.onnx). The heads run on the backbone the manifest names: /api/backbones/{sha256}.onnx")),
+    params(("id" = String, Path), ("file" = String, Path, description = "classify: head.onnx, head.nnef, manifest.json, metrics.json, report.svg; rank: image_head.onnx, image_head.nnef, text.onnx, text.nnef, manifest.json, metrics.json, gallery.json, gallery.bin (versions written before heads were split: model.onnx, image.onnx). The .nnef files are what browsers load (the manifest's `nnef`, `text.nnef`). The heads run on the backbone the manifest names: /api/backbones/{sha256}.q8 (browsers) or .onnx")),
     responses((status = 200, description = "the file; immutable, strong ETag"), (status = 206, description = "a byte range"),
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 pub(super) async fn model_file(
@@ -208,7 +215,7 @@ pub(super) async fn model_file(
 }
 
 #[utoipa::path(get, path = "/api/backbones/{file}", tag = "models",
-    params(("file" = String, Path, description = "`{sha256}.q8` (8-bit weights, what clients run: `backbone.int8.sha256`) or `{sha256}.onnx` (`f32`: `backbone.onnx.sha256`): the frozen backbone a model's manifest names, shared by every version and task on it")),
+    params(("file" = String, Path, description = "`{sha256}.q8` (NNEF, 8-bit weights, what browsers run: `backbone.int8.sha256`) or `{sha256}.onnx` (`f32`: `backbone.onnx.sha256`): the frozen backbone a model's manifest names, shared by every version and task on it")),
     responses((status = 200, description = "the file; immutable (its address is its sha256), strong ETag"), (status = 206, description = "a byte range"),
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 pub(super) async fn backbone_file(

@@ -137,6 +137,15 @@ pub async fn register(
     let manifest_json = std::str::from_utf8(file(ModelFiles::MANIFEST)?)
         .map_err(|e| Error::Internal(format!("manifest is not UTF-8: {e}")))?;
     let manifest = ModelManifest::from_json(manifest_json)?;
+    // The files browsers load are checked against the manifest before anything is written: a
+    // row never names a head its clients would refuse.
+    let browser = manifest
+        .nnef
+        .iter()
+        .chain(manifest.text.as_ref().and_then(|t| t.nnef.as_ref()));
+    for d in browser {
+        wasm_infer::session::verify_digest(file(&d.file)?, &d.file, &d.sha256, d.bytes)?;
+    }
     let evidence = files
         .get(ModelFiles::METRICS)
         .map(gate::evidence_of)

@@ -21,8 +21,8 @@ use super::model::{DualEncoder, Init, Pair};
 use crate::backbone::Backbone;
 use crate::dataset::{Dataset, Sample, Split};
 use crate::run::{
-    CacheStats, FeaturePass, FeatureStore, ModelFolder, Parity, Progress, RunMeta, ShippedBackbone,
-    Trained, View, batched, image_manifest, inference_tensor, onnx_file,
+    CacheStats, ExportedHead, FeaturePass, FeatureStore, ModelFolder, Parity, Progress, RunMeta,
+    ShippedBackbone, Trained, View, batched, digest, image_manifest, inference_tensor, onnx_file,
 };
 use crate::{Error, Result};
 use contract::evidence::{Evidence, Method, Outcomes};
@@ -210,19 +210,19 @@ pub fn run(
     }
     let id = meta.identify("rank", dataset, cfg);
     let shipped = ShippedBackbone::of(backbone)?;
-    let image_onnx = export_image_head(backbone, &fitted.model, &id.model_id)?;
+    let image = ExportedHead::new(export_image_head(backbone, &fitted.model, &id.model_id)?)?;
     let text_onnx = export_text_encoder(&fitted.model, cfg.max_len, &id.model_id)?;
+    let text_nnef = wasm_infer::nnef::export_text(&text_onnx, cfg.max_len)?;
     let dim = fitted.model.dim()?;
-    let image = onnx_file(ModelFiles::IMAGE_HEAD_ONNX, &image_onnx);
     let embedding = batched(EMBEDDING_NAME, &[dim]);
     let mut manifest = ModelManifest {
-        text: Some(text_tower(&text_onnx, spec, dim)),
+        text: Some(text_tower((&text_onnx, &text_nnef), spec, dim)),
         rank_metrics: Some(metrics),
         ..image_manifest(
             id,
             &shipped,
             Task::Rank,
-            image,
+            &image,
             &prep,
             embedding,
             dataset.labels.clone(),
@@ -234,8 +234,8 @@ pub fn run(
     let parity = check_parity(
         &fitted.model,
         &manifest,
-        (&shipped, &image_onnx),
-        &text_onnx,
+        (&shipped, &image.onnx),
+        (&text_onnx, &text_nnef),
         &test,
         &test_x,
         &test_p,
@@ -286,15 +286,22 @@ pub fn run(
         evidence: Some(evidence),
     };
     let gallery = (serde_json::to_vec(&gallery)?, vectors);
-    let files = write_dir(out_dir, &shipped, (image_onnx, text_onnx), gallery, &report)?;
+    let files = write_dir(
+        out_dir,
+        &shipped,
+        (image, text_onnx, text_nnef),
+        gallery,
+        &report,
+    )?;
     Ok(Trained { report, files })
 }
 
 /// The text tower's manifest entry: the encoder file, its `ids`/`mask` inputs of the
 /// tokenizer's length, its `embedding [batch, dim]` output and the tokenizer.
-fn text_tower(text_onnx: &[u8], spec: TokenizerSpec, dim: usize) -> TextTower {
+fn text_tower((onnx, nnef): (&[u8], &[u8]), spec: TokenizerSpec, dim: usize) -> TextTower {
     TextTower {
-        onnx: onnx_file(ModelFiles::TEXT_ONNX, text_onnx),
+        onnx: onnx_file(ModelFiles::TEXT_ONNX, onnx),
+        nnef: Some(digest(ModelFiles::TEXT_NNEF, nnef)),
         ids: batched(IDS_NAME, &[spec.max_len]),
         mask: batched(MASK_NAME, &[spec.max_len]),
         output: batched(EMBEDDING_NAME, &[dim]),
@@ -356,13 +363,13 @@ fn test_metrics(
 }
 
 /// Embeddings of the test images (up to 32) and captions (up to 64) by candle and by tract
-/// on the exported bytes (backbone + image head, text encoder); fails beyond
-/// [`crate::run::PARITY_TOLERANCE`].
+/// on the exported bytes (backbone + image head, the text encoder as ONNX and as the NNEF
+/// browsers load); fails beyond [`crate::run::PARITY_TOLERANCE`].
 pub fn check_parity(
     model: &DualEncoder,
     manifest: &ModelManifest,
     (backbone, image_onnx): (&ShippedBackbone, &[u8]),
-    text_onnx: &[u8],
+    (text_onnx, text_nnef): (&[u8], &[u8]),
     images: &[&Sample],
     features: &Tensor,
     texts: &[Pair],
@@ -383,9 +390,11 @@ pub fn check_parity(
     let refs: Vec<&Encoded> = texts[..take_t].iter().map(|p| &p.text).collect();
     let candle_txt = model.embed_texts(&refs)?.to_vec2::<f32>()?;
     let encoder = TextEncoder::new(text_onnx, manifest)?;
+    let browser = TextEncoder::from_nnef(text_nnef, manifest)?;
     let mut text = Parity::default();
     for (e, c) in refs.iter().zip(&candle_txt) {
         text.compare("text embeddings", c, &encoder.embed_encoded(e)?)?;
+        text.compare("text embeddings (NNEF)", c, &browser.embed_encoded(e)?)?;
     }
     Ok(RankParity {
         images: take,
@@ -401,15 +410,17 @@ pub fn check_parity(
 pub fn write_dir(
     out_dir: &Path,
     backbone: &ShippedBackbone,
-    (image_onnx, text_onnx): (Vec<u8>, Vec<u8>),
+    (image, text_onnx, text_nnef): (ExportedHead, Vec<u8>, Vec<u8>),
     (gallery_index, gallery_vectors): (Vec<u8>, Vec<u8>),
     report: &RankReport,
 ) -> Result<ModelFolder> {
     ModelFolder::new()
         .with(ModelFiles::BACKBONE_ONNX, backbone.bytes.clone())
         .with(ModelFiles::BACKBONE_INT8, backbone.int8.clone())
-        .with(ModelFiles::IMAGE_HEAD_ONNX, image_onnx)
+        .with(ModelFiles::IMAGE_HEAD_ONNX, image.onnx)
+        .with(ModelFiles::IMAGE_HEAD_NNEF, image.nnef)
         .with(ModelFiles::TEXT_ONNX, text_onnx)
+        .with(ModelFiles::TEXT_NNEF, text_nnef)
         .with(ModelFiles::GALLERY_JSON, gallery_index)
         .with(ModelFiles::GALLERY_BIN, gallery_vectors)
         .with(ModelFiles::MANIFEST, report.manifest.to_json()?)

@@ -18,13 +18,13 @@ use crate::backbone::{Backbone, FEATURE_DIM};
 use crate::export::{BATCH_SYMBOL, FEATURES_NAME, INPUT_NAME, OPSET, export_backbone};
 
 /// The frozen backbone as shipped: its ONNX bytes (the same for every model on these
-/// weights), the same graph with 8-bit weights (what clients run), the manifest entry that
-/// names both, and the weights' sha256.
+/// weights), the same graph as NNEF with 8-bit weights (what browsers run), the manifest entry
+/// that names both, and the weights' sha256.
 #[derive(Debug, Clone)]
 pub struct ShippedBackbone {
     /// `backbone.onnx` (`f32` weights).
     pub bytes: Vec<u8>,
-    /// `backbone.q8` ([`wasm_infer::quant`]).
+    /// `backbone.q8` ([`wasm_infer::quant`]: NNEF, 8-bit weights).
     pub int8: Vec<u8>,
     /// The manifest's `backbone`.
     pub spec: BackboneRef,
@@ -36,7 +36,7 @@ impl ShippedBackbone {
     /// Export `backbone` in both forms and describe the files.
     pub fn of(backbone: &Backbone) -> crate::Result<Self> {
         let bytes = export_backbone(backbone);
-        let int8 = wasm_infer::quant::encode(&bytes)?;
+        let int8 = wasm_infer::quant::encode(&bytes, crate::backbone::INPUT_SIZE)?;
         let spec = BackboneRef {
             onnx: onnx_file(ModelFiles::BACKBONE_ONNX, &bytes),
             output: batched(FEATURES_NAME, &[FEATURE_DIM]),
@@ -61,10 +61,42 @@ impl ShippedBackbone {
         compose(backbone, head, manifest)
     }
 
-    /// The tract session as the api and browsers compose it: the 8-bit backbone, then `head`.
+    /// The tract session as browsers compose it: the 8-bit NNEF backbone, then the NNEF
+    /// `head` (the manifest's `nnef`).
     pub fn shipped_session(&self, head: &[u8], manifest: &ModelManifest) -> crate::Result<Session> {
         let backbone = wasm_infer::Backbone::new(&self.int8, manifest)?;
-        compose(backbone, head, manifest)
+        Ok(Session::composed_nnef(
+            Arc::new(backbone),
+            head,
+            manifest.clone(),
+        )?)
+    }
+}
+
+/// A model's head as exported: the ONNX graph (what the api runs and candle's parity is
+/// checked on) and the same graph decluttered by tract as NNEF (what browsers load).
+#[derive(Debug, Clone)]
+pub struct ExportedHead {
+    /// The ONNX graph (the manifest's `onnx`).
+    pub onnx: Vec<u8>,
+    /// The NNEF tar (the manifest's `nnef`).
+    pub nnef: Vec<u8>,
+}
+
+impl ExportedHead {
+    /// Write the NNEF form of a head on the backbone's features.
+    pub fn new(onnx: Vec<u8>) -> crate::Result<Self> {
+        let nnef = wasm_infer::nnef::export_head(&onnx, FEATURE_DIM)?;
+        Ok(ExportedHead { onnx, nnef })
+    }
+}
+
+/// The manifest entry of a file: name, sha256 and size.
+pub fn digest(file: &str, bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        file: file.into(),
+        sha256: sha256_hex(bytes),
+        bytes: bytes.len() as u64,
     }
 }
 
@@ -100,14 +132,14 @@ pub fn batched(name: &str, dims: &[usize]) -> TensorSpec {
     }
 }
 
-/// The manifest of a model of `task` whose head `onnx` runs on `backbone`'s features and gives
+/// The manifest of a model of `task` whose `head` runs on `backbone`'s features and gives
 /// `output`; task-specific fields (`metrics`, `text`, `rank_metrics`, `gallery`) are left
 /// empty.
 pub fn image_manifest(
     id: Identity,
     backbone: &ShippedBackbone,
     task: Task,
-    onnx: OnnxFile,
+    head: &ExportedHead,
     prep: &Preprocess,
     output: TensorSpec,
     labels: Vec<String>,
@@ -117,7 +149,8 @@ pub fn image_manifest(
         schema_version: MANIFEST_SCHEMA_VERSION,
         model_id: id.model_id,
         task,
-        onnx,
+        onnx: onnx_file(ModelFiles::image_graph(task), &head.onnx),
+        nnef: Some(digest(ModelFiles::image_graph_nnef(task), &head.nnef)),
         input: batched(INPUT_NAME, &[3, size, size]),
         output,
         preprocess: prep.clone(),
@@ -135,9 +168,10 @@ pub fn image_manifest(
     }
 }
 
-/// The tract session of a model folder as a run wrote it and clients run it (`manifest.json`,
-/// the head and the shipped backbone, `backbone.q8`; or the one whole graph of folders
-/// written before heads were split).
+/// The tract session of a model folder as a run wrote it and browsers run it
+/// (`manifest.json`, the NNEF head and the shipped backbone, `backbone.q8`; or the `f32`
+/// backbone and ONNX head of folders written before NNEF files, or the one whole graph of
+/// folders written before heads were split).
 pub fn load_session(dir: &std::path::Path) -> crate::Result<Session> {
     let read = |name: &str| {
         let path = dir.join(name);
@@ -148,8 +182,18 @@ pub fn load_session(dir: &std::path::Path) -> crate::Result<Session> {
     let graph = read(&manifest.onnx.file)?;
     Ok(match &manifest.backbone {
         Some(b) => {
-            let backbone = wasm_infer::Backbone::new(&read(&b.shipped().file)?, &manifest)?;
-            Session::composed(Arc::new(backbone), &graph, manifest)?
+            // Browsers' files (the 8-bit NNEF backbone, the NNEF head); folders written
+            // before those existed run on the `f32` backbone, as the api runs them.
+            match &manifest.nnef {
+                Some(n) => {
+                    let backbone = wasm_infer::Backbone::new(&read(&b.shipped().file)?, &manifest)?;
+                    Session::composed_nnef(Arc::new(backbone), &read(&n.file)?, manifest)?
+                }
+                None => {
+                    let backbone = wasm_infer::Backbone::full(&read(&b.onnx.file)?, &manifest)?;
+                    Session::composed(Arc::new(backbone), &graph, manifest)?
+                }
+            }
         }
         None => Session::new(&graph, manifest)?,
     })

@@ -18,6 +18,8 @@ pub use features::{
     FEATURE_BATCH, FeatureCounter, FeaturePass, features_of, inference_tensor, pixels, view_tensor,
 };
 pub use folder::{ModelFolder, Trained, replace_dir, write_file};
-pub use manifest::{ShippedBackbone, batched, image_manifest, load_session, onnx_file};
+pub use manifest::{
+    ExportedHead, ShippedBackbone, batched, digest, image_manifest, load_session, onnx_file,
+};
 pub use meta::{Identity, Progress, RunMeta, now_rfc3339};
 pub use parity::{PARITY_TOLERANCE, Parity, max_abs_diff};

@@ -49,22 +49,14 @@ pub struct WasmBackbone {
 
 #[wasm_bindgen(js_class = Backbone)]
 impl WasmBackbone {
-    /// Load the backbone file a manifest (JSON text) ships (the 8-bit `backbone.int8` when
-    /// it has one, else `backbone.onnx`); throws if the bytes do not match its sha256/size or
-    /// the graph does not match its shapes.
+    /// Load the backbone file a manifest (JSON text) ships (`backbone.q8`: NNEF, 8-bit
+    /// weights); throws if the bytes do not match its sha256/size or the graph does not match
+    /// its shapes.
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8], manifest_json: &str) -> Result<WasmBackbone, JsError> {
         let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
         Ok(WasmBackbone {
             inner: Arc::new(Backbone::new(bytes, &manifest).map_err(js_err)?),
-        })
-    }
-
-    /// Load the manifest's `f32` backbone graph (`backbone.onnx`), for checks against it.
-    pub fn full(onnx: &[u8], manifest_json: &str) -> Result<WasmBackbone, JsError> {
-        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
-        Ok(WasmBackbone {
-            inner: Arc::new(Backbone::full(onnx, &manifest).map_err(js_err)?),
         })
     }
 
@@ -84,18 +76,9 @@ pub struct WasmSession {
 
 #[wasm_bindgen(js_class = Session)]
 impl WasmSession {
-    /// Load ONNX bytes described by a manifest (JSON text). Throws if the bytes do not match the
-    /// manifest's sha256/size or the graph does not match its shapes.
-    #[wasm_bindgen(constructor)]
-    pub fn new(onnx: &[u8], manifest_json: &str) -> Result<WasmSession, JsError> {
-        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
-        Ok(WasmSession {
-            inner: Session::new(onnx, manifest).map_err(js_err)?,
-        })
-    }
-
-    /// Load a model's head (its manifest's `onnx`) on a loaded backbone; throws if the
-    /// backbone is not the one the manifest names, or the head does not match the manifest.
+    /// Load a model's head as NNEF (the file its manifest's `nnef` names) on a loaded
+    /// backbone; throws if the backbone is not the one the manifest names, or the head does
+    /// not match the manifest.
     pub fn composed(
         backbone: &WasmBackbone,
         head: &[u8],
@@ -103,7 +86,8 @@ impl WasmSession {
     ) -> Result<WasmSession, JsError> {
         let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
         Ok(WasmSession {
-            inner: Session::composed(backbone.inner.clone(), head, manifest).map_err(js_err)?,
+            inner: Session::composed_nnef(backbone.inner.clone(), head, manifest)
+                .map_err(js_err)?,
         })
     }
 
@@ -199,13 +183,13 @@ pub struct WasmTextSession {
 
 #[wasm_bindgen(js_class = TextSession)]
 impl WasmTextSession {
-    /// Load the text encoder ONNX bytes of a ranking manifest (JSON text); throws if they do
-    /// not match its `text.onnx` sha256/size or inputs.
+    /// Load the text encoder of a ranking manifest (JSON text) as NNEF (`text.nnef`); throws
+    /// if the bytes do not match its sha256/size or inputs.
     #[wasm_bindgen(constructor)]
-    pub fn new(onnx: &[u8], manifest_json: &str) -> Result<WasmTextSession, JsError> {
+    pub fn new(nnef: &[u8], manifest_json: &str) -> Result<WasmTextSession, JsError> {
         let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
         Ok(WasmTextSession {
-            inner: TextEncoder::new(onnx, &manifest).map_err(js_err)?,
+            inner: TextEncoder::from_nnef(nnef, &manifest).map_err(js_err)?,
         })
     }
 

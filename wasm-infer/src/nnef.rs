@@ -1,0 +1,209 @@
+//! The graphs browsers load: each ONNX file the trainer exports is also written, at export
+//! time, as the model tract has already decluttered, in NNEF (a tar of `graph.nnef` and one
+//! file per tensor), planned for one input. Loading NNEF skips ONNX parsing and analysis,
+//! and the wasm module carries no ONNX parser, protobuf or inference-rule code: in wasm32
+//! this crate links `tract-nnef` and not `tract-onnx`.
+//!
+//! The loader ([`framework`]) knows the standard NNEF operations plus the few `tract_core`
+//! ones these graphs use (`tract_core_external`, for inputs that are not `f32`, and
+//! `tract_core_gather`, for the text encoder's word ids and embeddings), not
+//! tract's whole `tract_core` registry: that registry names every core op (FFT, STFT,
+//! recurrent cells…), and with it the linker would keep them all. [`export`] loads what it
+//! wrote with this same loader, so a graph that needs anything else fails at export, on the
+//! server, never in a browser.
+//!
+//! Tensors may be stored in 8 bits ([`crate::quant`]: `<label>.q8` entries, expanded to `f32`
+//! when the graph is built), which is how the backbone ships.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use tract_nnef::ast::{Identifier, ProtoModel};
+use tract_nnef::framework::Nnef;
+use tract_nnef::internal::*;
+
+use crate::{Error, Result};
+
+/// The NNEF framework browsers and servers build these graphs with: the NNEF standard
+/// library and operations, `tract_core_external` and `tract_core_gather`. (Files are read by
+/// [`load`], not by tract's tar reader, whose sub-model support links every registry.)
+pub fn framework() -> Nnef {
+    Nnef {
+        stdlib: tract_nnef::framework::stdlib(),
+        registries: vec![tract_nnef::ops::tract_nnef(), core_subset()],
+        resource_loaders: vec![],
+        allow_extended_identifier_syntax: false,
+        extern_all_constants: false,
+    }
+}
+
+/// The `tract_core` operations the exported graphs use, registered under tract's own
+/// registry name so graphs written by tract's full registry read back unchanged.
+fn core_subset() -> tract_nnef::registry::Registry {
+    let mut registry = tract_nnef::registry::Registry::new("tract_core");
+    registry.register_primitive(
+        "tract_core_external",
+        &[
+            TypeName::String.named("datum_type"),
+            TypeName::Integer.array().named("shape"),
+        ],
+        &[("output", TypeName::Any.tensor())],
+        de_external,
+    );
+    registry.register_primitive(
+        "tract_core_gather",
+        &[
+            TypeName::Scalar.tensor().named("input"),
+            TypeName::Scalar.tensor().named("indices"),
+            TypeName::Integer.named("axis"),
+        ],
+        &[("output", TypeName::Scalar.tensor())],
+        de_gather,
+    );
+    registry
+}
+
+/// `tract_core_external(datum_type, shape)`: a graph input of any type (NNEF's own `external`
+/// is `f32` only), as tract reads it.
+fn de_external(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractResult<Value> {
+    let shape: TVec<TDim> =
+        builder.allowing_new_symbols(|builder| invocation.named_arg_as(builder, "shape"))?;
+    let dt: DatumType = invocation
+        .named_arg_as::<String>(builder, "datum_type")?
+        .parse()?;
+    Ok(Value::Wire(builder.model.add_source("", dt.fact(&*shape))?))
+}
+
+/// `tract_core_gather(input, indices, axis)`: the indices cast to `i64`, as tract reads it.
+fn de_gather(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractResult<Value> {
+    use tract_nnef::tract_core::ops::array::Gather;
+    let input = invocation.named_arg_as(builder, "input")?;
+    let indices = invocation.named_arg_as(builder, "indices")?;
+    let indices = builder.wire_as_outlets(
+        tract_nnef::tract_core::ops::cast::cast(i64::datum_type()),
+        &[indices],
+    )?[0];
+    let axis: usize = invocation.named_arg_as(builder, "axis")?;
+    builder.wire(Gather::new(axis), &[input, indices])
+}
+
+/// Build the typed graph of an NNEF tar written by [`export`]: `graph.nnef` and one entry per
+/// tensor, `<label>.dat` (NNEF's tensor file) or `<label>.q8` ([`crate::quant`], expanded
+/// to `f32`). Anything else in the archive, a tensor given twice, a damaged entry or a graph
+/// naming a tensor the archive lacks is refused.
+pub fn load(bytes: &[u8]) -> Result<TypedModel> {
+    let bad = |why: String| Error::Graph(format!("NNEF graph: {why}"));
+    let mut graph = None;
+    let mut tensors: HashMap<Identifier, Arc<Tensor>> = HashMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let path = entry.path().map_err(|e| bad(e.to_string()))?;
+        let name = path.to_string_lossy().trim_start_matches("./").to_string();
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        let (label, tensor) = if name == tract_nnef::resource::GRAPH_NNEF_FILENAME {
+            if graph.is_some() {
+                return Err(bad("graph.nnef appears twice".into()));
+            }
+            graph =
+                Some(String::from_utf8(data).map_err(|_| bad("graph.nnef is not UTF-8".into()))?);
+            continue;
+        } else if let Some(label) = name.strip_suffix(".dat") {
+            let tensor = tract_nnef::tensors::read_tensor(&data[..])
+                .map_err(|e| bad(format!("{name}: {e}")))?;
+            (label, tensor)
+        } else if let Some(label) = name.strip_suffix(".q8") {
+            let tensor =
+                crate::quant::decode_tensor(&data).map_err(|e| bad(format!("{name}: {e}")))?;
+            (label, tensor)
+        } else {
+            return Err(bad(format!("unexpected entry {name:?}")));
+        };
+        if tensors
+            .insert(Identifier::from(label), Arc::new(tensor))
+            .is_some()
+        {
+            return Err(bad(format!("tensor {label:?} appears twice")));
+        }
+    }
+    let text = graph.ok_or_else(|| bad("no graph.nnef".into()))?;
+    let doc = tract_nnef::ast::parse::parse_document(&text).map_err(|e| bad(format!("{e:#}")))?;
+    let proto = ProtoModel {
+        doc,
+        tensors,
+        quantization: None,
+        resources: HashMap::new(),
+    };
+    proto.validate().map_err(|e| bad(format!("{e:#}")))?;
+    framework()
+        .model_for_proto_model(&proto)
+        .map_err(|e| bad(format!("{e:#}")))
+}
+
+/// The ONNX graph `onnx`, with its inputs fixed to `inputs` (one image or one text at a
+/// time, as every session plans it), decluttered by tract and written as an NNEF tar;
+/// `quantise` stores its weights in 8 bits ([`crate::quant::quantise_tar`]). Deterministic:
+/// the same graph gives the same bytes. The result is read back with [`framework`], so a
+/// graph browsers could not load is refused here.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn export(onnx: &[u8], inputs: &[TypedFact], quantise: bool) -> Result<Vec<u8>> {
+    use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .map_err(Error::engine)?;
+    for (i, fact) in inputs.iter().enumerate() {
+        model = model
+            .with_input_fact(i, fact.clone().into())
+            .map_err(Error::engine)?;
+    }
+    let mut typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(Error::engine)?;
+    // Producer names and versions: not needed to run, and they would pull the cast op in.
+    typed.properties.clear();
+    let stem = stem_labels(&typed);
+    let tar = tract_nnef::nnef()
+        .write_to_tar_with_config(&typed, Vec::new(), false, true)
+        .map_err(Error::engine)?;
+    let out = if quantise {
+        crate::quant::quantise_tar(&tar, &stem)?
+    } else {
+        tar
+    };
+    load(&out)?;
+    Ok(out)
+}
+
+/// The labels of the constants read by the nodes fed by the graph's inputs (the stem
+/// convolution, on raw pixels): kept in `f32` by the 8-bit form.
+#[cfg(not(target_arch = "wasm32"))]
+fn stem_labels(model: &TypedModel) -> Vec<String> {
+    use tract_nnef::tract_core::ops::konst::Const;
+    model
+        .nodes()
+        .iter()
+        .filter(|n| n.inputs.iter().any(|i| model.inputs.contains(i)))
+        .flat_map(|n| n.inputs.iter())
+        .filter(|i| model.node(i.node).op_is::<Const>())
+        .map(|i| model.node(i.node).name.clone())
+        .collect()
+}
+
+/// A head (`features [batch, features]` → one output) as browsers load it: [`export`] for one
+/// feature row, weights in `f32`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn export_head(onnx: &[u8], features: usize) -> Result<Vec<u8>> {
+    export(onnx, &[f32::fact([1, features])], false)
+}
+
+/// A ranking text encoder (`ids [batch, len]` int64, `mask [batch, len]` float → embedding)
+/// as browsers load it: [`export`] for one text of `len` tokens.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn export_text(onnx: &[u8], len: usize) -> Result<Vec<u8>> {
+    export(onnx, &[i64::fact([1, len]), f32::fact([1, len])], false)
+}
