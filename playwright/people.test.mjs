@@ -170,6 +170,10 @@ async function tabTo(page, selector, max = 40) {
 
 test('keyboard only: predict, contribute and review without a pointer', async () => {
   const { page, close } = await launch(desktop);
+  // File choosers are intercepted once a listener exists; switching that on is a round trip to
+  // the browser, which a key press right after `waitForEvent` can overtake (CI saw the native,
+  // invisible chooser open instead). Listening from the start keeps it on for the whole test.
+  page.on('filechooser', () => {});
   try {
     // Predict: Tab to the file picker, open it with Space, pick a photo.
     await page.goto(base);

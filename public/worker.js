@@ -161,11 +161,10 @@ function backboneFor(text, progress) {
   return backbones.get(sha).then(({ backbone }) => ({ backbone, cached: true }));
 }
 
-// The backbone file a manifest's model runs on: the 8-bit NNEF one.
-// (contract::BackboneRef::shipped)
+// The backbone file a manifest's model runs on in a browser: the 8-bit NNEF one (the f32 ONNX
+// file is the server's). (contract::BackboneRef::shipped)
 function shippedBackbone(manifest) {
-  const b = manifest.backbone;
-  return b.int8 || b.onnx;
+  return browserFile(manifest, manifest.backbone.int8);
 }
 
 // Where a backbone file is served: its sha256 and its kind's extension (ModelFiles::backbone_url).
@@ -179,7 +178,7 @@ async function pruneBackbones() {
   for (const url of [CURRENT, CURRENT_RANK]) {
     const text = await keptManifest(url);
     const m = text && JSON.parse(text);
-    if (m && m.backbone) used.add(backboneUrl(shippedBackbone(m)));
+    if (m && m.backbone && m.backbone.int8) used.add(backboneUrl(shippedBackbone(m)));
   }
   const cache = await caches.open(BACKBONES);
   for (const req of await cache.keys()) if (!used.has(new URL(req.url).pathname)) await cache.delete(req);
@@ -196,7 +195,7 @@ function browserFile(manifest, spec) {
 // under `base`) on the shared backbone. Returns `{ session, files (to keep), cached }`.
 async function sessionFor(text, cacheName, base, progress) {
   const manifest = JSON.parse(text);
-  const headSpec = browserFile(manifest, manifest.backbone && manifest.nnef);
+  const headSpec = browserFile(manifest, manifest.backbone && manifest.backbone.int8 && manifest.nnef);
   const seen = [0, 0];
   const tell = (i) => (n) => { seen[i] = n; if (progress) progress(seen[0] + seen[1]); };
   const [bb, head] = await Promise.all([

@@ -62,8 +62,9 @@ pub struct OnnxFile {
     pub opset: i64,
 }
 
-/// A file of the model folder that is not a graph (the search gallery's), for integrity:
-/// clients check downloaded bytes against it before they keep them.
+/// A file of the model folder, for integrity (the search gallery's files, the NNEF graphs
+/// browsers load, the 8-bit backbone): clients check downloaded bytes against it before they
+/// keep them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
     /// File name next to the manifest (one of [`ModelFiles`](crate::ModelFiles)'s names).
@@ -427,8 +428,18 @@ impl ModelManifest {
             if n.file != want {
                 return bad(format!("nnef.file {:?} must be {want:?}", n.file));
             }
-            if self.backbone.is_none() {
-                return bad("nnef names a head, but the manifest has no separate backbone".into());
+            match &self.backbone {
+                None => {
+                    return bad(
+                        "nnef names a head, but the manifest has no separate backbone".into(),
+                    );
+                }
+                Some(b) if b.int8.is_none() => {
+                    return bad(
+                        "nnef names a head, but the backbone has no NNEF file (`int8`)".into(),
+                    );
+                }
+                Some(_) => {}
             }
         }
         if let Some(n) = self.text.as_ref().and_then(|t| t.nnef.as_ref()) {

@@ -57,11 +57,16 @@ fn main() -> Result<()> {
 
     println!("| file | bytes | gzip -9 bytes |");
     println!("|---|---|---|");
+    let nnef = manifest.nnef.as_ref().map(|n| n.file.as_str());
     for name in [
-        ModelFiles::BACKBONE_ONNX,
-        ModelFiles::BACKBONE_INT8,
-        manifest.onnx.file.as_str(),
-    ] {
+        Some(ModelFiles::BACKBONE_ONNX),
+        Some(ModelFiles::BACKBONE_INT8),
+        Some(manifest.onnx.file.as_str()),
+        nnef,
+    ]
+    .into_iter()
+    .flatten()
+    {
         let bytes = std::fs::read(dir.join(name))?;
         println!("| `{name}` | {} | {} |", bytes.len(), gzip_len(&bytes)?);
     }

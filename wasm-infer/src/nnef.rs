@@ -89,8 +89,10 @@ fn de_gather(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> Tra
 
 /// Build the typed graph of an NNEF tar written by [`export`]: `graph.nnef` and one entry per
 /// tensor, `<label>.dat` (NNEF's tensor file) or `<label>.q8` ([`crate::quant`], expanded
-/// to `f32`). Anything else in the archive, a tensor given twice, a damaged entry or a graph
-/// naming a tensor the archive lacks is refused.
+/// to `f32`). Anything else in the archive (other names, entries that are not plain files), a
+/// tensor given twice, a damaged entry or a graph naming a tensor the archive lacks is
+/// refused. No entry may claim more bytes than the archive holds, so what is allocated stays
+/// within a few times the file's size.
 pub fn load(bytes: &[u8]) -> Result<TypedModel> {
     let bad = |why: String| Error::Graph(format!("NNEF graph: {why}"));
     let mut graph = None;
@@ -98,13 +100,23 @@ pub fn load(bytes: &[u8]) -> Result<TypedModel> {
     let mut archive = tar::Archive::new(bytes);
     let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-        let path = entry.path().map_err(|e| bad(e.to_string()))?;
-        let name = path.to_string_lossy().trim_start_matches("./").to_string();
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let name = {
+            let path = entry.path().map_err(|e| bad(e.to_string()))?;
+            path.to_string_lossy().trim_start_matches("./").to_string()
+        };
+        // Sparse, link and other special entries can expand to far more than they occupy.
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(bad(format!("{name}: not a plain file")));
+        }
         let mut data = Vec::new();
         entry
+            .take(bytes.len() as u64 + 1)
             .read_to_end(&mut data)
             .map_err(|e| bad(format!("{name}: {e}")))?;
+        if data.len() > bytes.len() {
+            return Err(bad(format!("{name}: larger than the archive")));
+        }
         let (label, tensor) = if name == tract_nnef::resource::GRAPH_NNEF_FILENAME {
             if graph.is_some() {
                 return Err(bad("graph.nnef appears twice".into()));
@@ -113,6 +125,7 @@ pub fn load(bytes: &[u8]) -> Result<TypedModel> {
                 Some(String::from_utf8(data).map_err(|_| bad("graph.nnef is not UTF-8".into()))?);
             continue;
         } else if let Some(label) = name.strip_suffix(".dat") {
+            check_dat(&data).map_err(|why| bad(format!("{name}: {why}")))?;
             let tensor = tract_nnef::tensors::read_tensor(&data[..])
                 .map_err(|e| bad(format!("{name}: {e}")))?;
             (label, tensor)
@@ -142,6 +155,29 @@ pub fn load(bytes: &[u8]) -> Result<TypedModel> {
     framework()
         .model_for_proto_model(&proto)
         .map_err(|e| bad(format!("{e:#}")))
+}
+
+/// An NNEF tensor file's 128-byte header against its bytes: the data size it declares must be
+/// what follows it, and its items whole bytes. (tract's reader allocates the tensor the header
+/// describes before reading the data.)
+fn check_dat(data: &[u8]) -> std::result::Result<(), String> {
+    let field = |at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(size), Some(bits)) = (field(4), field(44)) else {
+        return Err("shorter than a tensor header".into());
+    };
+    if data.len() < 128 || size as usize != data.len() - 128 {
+        return Err(format!(
+            "header declares {size} bytes of data, the file holds {}",
+            data.len().saturating_sub(128)
+        ));
+    }
+    if ![8, 16, 32, 64].contains(&bits) {
+        return Err(format!("{bits}-bit items are not read here"));
+    }
+    Ok(())
 }
 
 /// The ONNX graph `onnx`, with its inputs fixed to `inputs` (one image or one text at a

@@ -280,6 +280,10 @@ fn inconsistent_manifests_are_refused_with_a_reason() {
             "nnef names a head, but the manifest has no separate backbone",
             Box::new(|m| m.backbone = None),
         ),
+        (
+            "the backbone has no NNEF file",
+            Box::new(|m| m.backbone.as_mut().unwrap().int8 = None),
+        ),
     ];
     for (expected, mutate) in cases {
         let mut m = manifest();

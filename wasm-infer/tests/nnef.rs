@@ -240,6 +240,16 @@ fn damaged_nnef_files_are_refused() {
         b.into_inner().unwrap()
     };
     assert!(err(&with("evil.sh", b"echo")).contains("unexpected entry"));
+    // A link (or sparse file) entry, which could stand for more bytes than it holds.
+    let link = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "graph.nnef", "/etc/passwd").unwrap();
+        b.into_inner().unwrap()
+    };
+    assert!(err(&link).contains("not a plain file"));
     let (name, dat) = {
         let mut a = tar::Archive::new(&nnef[..]);
         let mut e = a
@@ -253,6 +263,11 @@ fn damaged_nnef_files_are_refused() {
         (e.path().unwrap().to_string_lossy().into_owned(), bytes)
     };
     assert!(err(&with(&name, &dat)).contains("appears twice"));
+    // A tensor header that declares more data than its file holds (tract would allocate it).
+    let mut lying = dat.clone();
+    lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let lying_name = format!("{}z.dat", name.trim_end_matches(".dat"));
+    assert!(err(&with(&lying_name, &lying)).contains("header declares"));
     // The graph text edited to name a tensor the file does not hold.
     // (Same length, so the archive itself stays well-formed.)
     let label = name.trim_end_matches(".dat");

@@ -234,7 +234,7 @@ pub fn run(
     let parity = check_parity(
         &fitted.model,
         &manifest,
-        (&shipped, &image.onnx),
+        (&shipped, &image),
         (&text_onnx, &text_nnef),
         &test,
         &test_x,
@@ -364,11 +364,12 @@ fn test_metrics(
 
 /// Embeddings of the test images (up to 32) and captions (up to 64) by candle and by tract
 /// on the exported bytes (backbone + image head, the text encoder as ONNX and as the NNEF
-/// browsers load); fails beyond [`crate::run::PARITY_TOLERANCE`].
+/// browsers load), and the image head as browsers load it (NNEF, on the 8-bit backbone)
+/// against the ONNX head on that backbone; fails beyond [`crate::run::PARITY_TOLERANCE`].
 pub fn check_parity(
     model: &DualEncoder,
     manifest: &ModelManifest,
-    (backbone, image_onnx): (&ShippedBackbone, &[u8]),
+    (backbone, exported): (&ShippedBackbone, &ExportedHead),
     (text_onnx, text_nnef): (&[u8], &[u8]),
     images: &[&Sample],
     features: &Tensor,
@@ -378,13 +379,26 @@ pub fn check_parity(
     let candle_img = model
         .embed_features(&features.narrow(0, 0, take)?)?
         .to_vec2::<f32>()?;
-    let session = backbone.session(image_onnx, manifest)?;
+    let session = backbone.session(&exported.onnx, manifest)?;
+    let browser_images = backbone.shipped_session(&exported.nnef, manifest)?;
+    let shipped_onnx = wasm_infer::Session::composed(
+        browser_images
+            .backbone()
+            .cloned()
+            .ok_or_else(|| Error::Parity("the browser's image session has no backbone".into()))?,
+        &exported.onnx,
+        manifest.clone(),
+    )?;
     let mut image = Parity::default();
+    let mut browser = Parity::default();
     for (s, c) in images.iter().zip(&candle_img) {
-        let t = session
-            .run(&inference_tensor(s, &manifest.preprocess)?)?
-            .remove(0);
-        image.compare("image embeddings", c, &t)?;
+        let x = inference_tensor(s, &manifest.preprocess)?;
+        image.compare("image embeddings", c, &session.run(&x)?.remove(0))?;
+        browser.compare(
+            "image embeddings (NNEF head, 8-bit backbone)",
+            &shipped_onnx.run(&x)?.remove(0),
+            &browser_images.run(&x)?.remove(0),
+        )?;
     }
     let take_t = texts.len().min(64);
     let refs: Vec<&Encoded> = texts[..take_t].iter().map(|p| &p.text).collect();
