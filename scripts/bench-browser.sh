@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): the champion-style ONNX (EfficientNet-Lite0 + head, trained on the
 # bundled photos) run by tract-wasm (wasm-infer) and by onnxruntime-web (wasm backend, 1 thread)
-# in the same headless Chromium: cold start, median of N runs, bytes shipped, ratios.
+# in the same headless Chromium: cold start (uncached and cached), median of N runs, bytes
+# shipped, ratios. tract both as its simd128 and its relaxed-SIMD build; BENCH_ROUNDS rounds
+# (default 3), engines interleaved.
 #
 #   scripts/bench-browser.sh [RUNS]        (default 50)
 #
@@ -18,7 +20,7 @@ scripts/fetch-assets.sh
 photos=(assets/datasets/tuxpaint-photos/animals/*.png)
 PHOTO=${photos[0]}
 export BENCH_PHOTO2=${photos[1]}
-scripts/build-wasm.sh
+EDGEML_WASM_RELAXED=1 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
 if [ ! -f "$MODEL/head.nnef" ]; then

@@ -1,6 +1,9 @@
-// One engine per page load (?engine=tract|ort&runs=N): cold start (navigation → first model
-// output on the shared input tensor), then N timed runs of the model on that tensor, plus, for
-// tract, N runs of the whole path the app uses (decode + preprocess + run of a PNG photo).
+// One engine per page load (?engine=tract|tract-relaxed|ort|ort-2&runs=N): cold start (navigation →
+// first model output on the shared input tensor), then N timed runs of the model on that
+// tensor, plus, for tract, N runs of the whole path the app uses (decode + preprocess + run of
+// a PNG photo). runs=0 stops at the first output (the returning visit of a cached run).
+// `tract` is the simd128 module, `tract-relaxed` the relaxed-SIMD one: the app serves the
+// latter to engines that validate relaxed SIMD (public/wasm-features.js); same glue.
 // Both engines run the same graph as two files, the shared backbone then the head: tract the
 // 8-bit backbone file the app ships (expanded to f32 when the session is built, so the same
 // f32 compute), onnxruntime-web the f32 ONNX (it cannot read the 8-bit file).
@@ -32,7 +35,7 @@ async function time(fn) {
   return { median: median(ms), p90: pct(ms, 0.9), min: Math.min(...ms), n: ms.length };
 }
 
-async function tract() {
+async function tract(wasm) {
   const { default: init, Backbone, Session } = await import('/pkg/wasm_infer.js');
   // tract-wasm loads what browsers get: the NNEF files written at export (same model).
   const [manifest, backboneBytes, onnx, input] = await Promise.all([
@@ -41,12 +44,13 @@ async function tract() {
     bytes('/model/head.nnef'),
     fetch('/input.bin').then((r) => r.arrayBuffer()).then((b) => new Float32Array(b)),
   ]);
-  await init('/pkg/wasm_infer_bg.wasm');
+  await init(wasm);
   const t0 = performance.now();
   const session = Session.composed(new Backbone(backboneBytes, manifest), onnx, manifest);
   const sessionMs = performance.now() - t0;
   const first = Array.from(session.run(input));
   const cold = performance.now();
+  if (runs === 0) return { cold, sessionMs, probs: first };
   // The backbone remembers its last image (one pass for two heads on the same image): the
   // timed runs alternate two inputs so every run is a whole pass.
   const inputs = alternating(input);
@@ -59,9 +63,9 @@ async function tract() {
   return { cold, sessionMs, probs: first, model, full, top };
 }
 
-async function ort() {
+async function ort(threads) {
   const ortm = await import('/ort/ort.wasm.min.mjs');
-  ortm.env.wasm.numThreads = 1;
+  ortm.env.wasm.numThreads = threads;
   ortm.env.wasm.simd = true;
   ortm.env.wasm.wasmPaths = '/ort/';
   const [backboneBytes, onnx, input] = await Promise.all([
@@ -81,15 +85,23 @@ async function ort() {
   const out = await run();
   const first = Array.from(out[session.outputNames[0]].data);
   const cold = performance.now();
+  if (runs === 0) return { cold, sessionMs, probs: first };
   // The same alternating inputs as tract's runs.
   const inputs = alternating(input);
   const model = await time(() => {
     feeds[backbone.inputNames[0]] = new ortm.Tensor('float32', inputs(), [1, 3, 224, 224]);
     return run();
   });
-  return { cold, sessionMs, probs: first, model };
+  return { cold, sessionMs, probs: first, model, isolated: self.crossOriginIsolated };
 }
 
-(engine === 'tract' ? tract() : ort())
+const engines = {
+  tract: () => tract('/pkg/wasm_infer_bg.wasm'),
+  'tract-relaxed': () => tract('/pkg-relaxed/wasm_infer_bg.wasm'),
+  ort: () => ort(1),
+  // Two threads (the page is cross-origin isolated): tract-wasm has no threaded build.
+  'ort-2': () => ort(2),
+};
+engines[engine]()
   .then((r) => { window.result = { engine, ...r }; document.getElementById('out').textContent = JSON.stringify(window.result, null, 1); })
   .catch((e) => { window.result = { engine, error: String(e && e.stack || e) }; });

@@ -1,6 +1,7 @@
 //! Every depthwise layer of EfficientNet-Lite0 (224×224 input, one image), run by tract's own
 //! `DepthWiseConv` and by wasm-infer's `EdgeDepthwiseConv` in the same process, alternating;
 //! prints a markdown table of median times, GMAC/s and the ratio (a benchmark, not a test).
+//! Native only, like the op.
 //!
 //! ```text
 //! cargo run --release -p wasm-infer --example bench_depthwise -- [RUNS]

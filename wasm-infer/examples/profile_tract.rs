@@ -4,6 +4,12 @@
 //! and printed as a markdown table, with the ten slowest nodes. Run by
 //! `scripts/profile-tract.sh`.
 //!
+//! Natively it profiles the api's plan (the `f32` ONNX backbone), with tract's depthwise op and
+//! with wasm-infer's, then threads and batches. Built for wasm32-wasip1 with the browser
+//! module's flags and run by node's WASI, it profiles the plan browsers build: the shipped
+//! 8-bit NNEF backbone, loaded by `Backbone::new`. Both first time the phases of building the
+//! session from `backbone.q8`.
+//!
 //! ```text
 //! cargo run --release -p wasm-infer --example profile_tract -- MODEL_DIR IMAGE [RUNS] [THREADS]
 //! ```
@@ -11,9 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::plan::{SimpleState, eval};
-use wasm_infer::depthwise;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::plan::{SimpleState, eval};
 use wasm_infer::preprocess::image_to_tensor;
 use wasm_infer::{ModelManifest, PixelFormat, Pixels};
 
@@ -26,6 +31,113 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = rest.first().map_or(Ok(50), |r| r.parse())?;
     let threads: usize = rest.get(1).map_or(Ok(2), |r| r.parse())?;
     let manifest = ModelManifest::from_json(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
+    let size = manifest.preprocess.size as usize;
+    let img = image::open(image)?.to_rgba8();
+    let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())?;
+    let input = image_to_tensor(&pixels, &manifest.preprocess)?;
+    let input: TValue = Tensor::from_shape(&[1, 3, size, size], &input)?.into();
+    profile_plans(dir, &manifest, &input, runs, threads)
+}
+
+/// The plan browsers build: `backbone.q8` (NNEF, 8-bit weights expanded to `f32`), tract's
+/// own kernels (wasm-infer's depthwise op is native-only), one thread.
+#[cfg(target_arch = "wasm32")]
+fn profile_plans(
+    dir: &std::path::Path,
+    manifest: &ModelManifest,
+    input: &TValue,
+    runs: usize,
+    _threads: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    session_phases(dir, manifest)?;
+    let spec = manifest
+        .backbone
+        .as_ref()
+        .ok_or("the model has no separate backbone")?;
+    let backbone =
+        wasm_infer::Backbone::new(&std::fs::read(dir.join(&spec.shipped().file))?, manifest)?;
+    profile(
+        "the browsers' plan (backbone.q8 as NNEF), wasm",
+        backbone.plan(),
+        input,
+        runs,
+    )?;
+    Ok(())
+}
+
+/// Where building the browsers' session goes: `Backbone::new` on `backbone.q8`, phase by
+/// phase, median of 5 builds.
+fn session_phases(
+    dir: &std::path::Path,
+    manifest: &ModelManifest,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let spec = manifest
+        .backbone
+        .as_ref()
+        .ok_or("the model has no separate backbone")?;
+    let shipped = spec.shipped();
+    let bytes = std::fs::read(dir.join(&shipped.file))?;
+    let names = [
+        "sha256 check",
+        "read (tar, 8-bit weights, NNEF graph)",
+        "declutter",
+        "depthwise swap (native only)",
+        "optimise (declutter again, codegen, weight packing)",
+        "runnable",
+        "whole Backbone::new",
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..5 {
+        let mut phase = 0;
+        let mut t = Instant::now();
+        let mut lap = |times: &mut Vec<Vec<f64>>| {
+            times[phase].push(t.elapsed().as_secs_f64() * 1e3);
+            phase += 1;
+            t = Instant::now();
+        };
+        let whole = Instant::now();
+        wasm_infer::session::verify_digest(&bytes, &shipped.file, &shipped.sha256, shipped.bytes)?;
+        lap(&mut times);
+        let model = wasm_infer::nnef::load(&bytes)?;
+        lap(&mut times);
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
+        let mut model = model.into_decluttered()?;
+        lap(&mut times);
+        #[cfg(not(target_arch = "wasm32"))]
+        wasm_infer::depthwise::install(&mut model)?;
+        lap(&mut times);
+        let model = model.into_optimized()?;
+        lap(&mut times);
+        let _plan = model.into_runnable()?;
+        lap(&mut times);
+        times[6].push(whole.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "\n### building the browsers' session from {} ({} bytes)\n",
+        shipped.file,
+        bytes.len()
+    );
+    println!("| phase | ms (median of 5) |");
+    println!("|---|---|");
+    for (name, mut t) in names.iter().zip(times) {
+        t.sort_by(f64::total_cmp);
+        println!("| {name} | {:.1} |", t[t.len() / 2]);
+    }
+    Ok(())
+}
+
+/// The api's plan (the `f32` ONNX backbone) with tract's depthwise op and with wasm-infer's,
+/// then with intra-op threads and on batches.
+#[cfg(not(target_arch = "wasm32"))]
+fn profile_plans(
+    dir: &std::path::Path,
+    manifest: &ModelManifest,
+    input: &TValue,
+    runs: usize,
+    threads: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tract_onnx::prelude::*;
+    use wasm_infer::depthwise;
     let file = match &manifest.backbone {
         Some(b) => b.onnx.file.clone(),
         None => manifest.onnx.file.clone(),
@@ -43,18 +155,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.into_optimized()?.into_runnable()
     };
     let plan = |ours: bool| plan_n(ours, 1);
-    let img = image::open(image)?.to_rgba8();
-    let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw())?;
-    let input = image_to_tensor(&pixels, &manifest.preprocess)?;
-    let input: TValue = Tensor::from_shape(&[1, 3, size, size], &input)?.into();
+    if manifest.nnef.is_some() {
+        session_phases(dir, manifest)?;
+    }
 
     let tract = plan(false)?;
     let ours = plan(true)?;
-    let a = profile("tract's depthwise (DepthWiseConv)", &tract, &input, runs)?;
+    let a = profile("tract's depthwise (DepthWiseConv)", &tract, input, runs)?;
     let b = profile(
         "wasm-infer's depthwise (EdgeDepthwiseConv), as deployed",
         &ours,
-        &input,
+        input,
         runs,
     )?;
     println!(

@@ -1,4 +1,5 @@
-//! A vectorised depthwise convolution that replaces tract's own in the plans this crate builds.
+//! A vectorised depthwise convolution that replaces tract's own in the plans this crate builds
+//! natively (the api's, the trainer's checks).
 //!
 //! tract's `DepthWiseConv` vectorises only the stride-1 interior zones of a plane and walks
 //! every border and every stride-2 layer one output at a time: EfficientNet-Lite0's 3×3 and 5×5
@@ -12,13 +13,16 @@
 //! scratch, split by column phase when the stride is above one, so every kernel tap reads a
 //! contiguous run of the scratch whatever the stride and whatever the border (the padding is
 //! zeroed once per run, not per plane). Outputs are computed in blocks of several columns ×
-//! rows (sizes per target below), held in accumulators across all the taps: independent
-//! multiply-add chains, one load and one multiply-add per output and tap, one store per
-//! output. Natively the loops are plain Rust that the compiler vectorises, with an AVX2 + FMA
-//! copy chosen at run time on x86-64 (SSE2 otherwise); in wasm the multiply-adds are simd128
-//! intrinsics, which LLVM did not produce from the plain loop. `examples/bench_depthwise.rs`
-//! times it against tract's op on every layer of the backbone, natively or in wasm
-//! (`scripts/bench-depthwise.sh`).
+//! rows, held in accumulators across all the taps: independent multiply-add chains, one load
+//! and one multiply-add per output and tap, one store per output. The loops are plain Rust
+//! that the compiler vectorises, with an AVX2 + FMA copy chosen at run time on x86-64 (SSE2
+//! otherwise). `examples/bench_depthwise.rs` times it against tract's op on every layer of the
+//! backbone (`scripts/bench-depthwise.sh`).
+//!
+//! Not in the wasm build: there tract's declutter lays the backbone out channel-last for its
+//! own wasm SIMD depthwise kernels, and measured in the plan browsers build (the wasm profile
+//! of `scripts/profile-tract.sh`), tract's kernels were faster than this one on the one layer
+//! left channels-first, so browsers run tract's.
 
 use std::sync::Arc;
 
@@ -28,28 +32,15 @@ use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_nnef::tract_core::ops::nn::DataFormat;
 use tract_nnef::tract_core::tract_linalg;
 
-/// The wide block: natively 16 outputs of a row (2 AVX registers); in wasm 32 (8 v128).
-#[cfg(not(target_arch = "wasm32"))]
+/// The wide block: 16 outputs of a row (2 AVX registers).
 const WIDE: usize = 16;
-#[cfg(target_arch = "wasm32")]
-const WIDE: usize = 32;
 /// The narrow block, for row tails and the 7- and 14-wide planes of the last stages.
 const NARROW: usize = 8;
-/// Output rows computed together in wide blocks. Natively 4 × 16 outputs are 8 AVX
-/// accumulators, enough independent multiply-add chains to hide their latency. In wasm the
-/// engine maps v128 values onto 16 SSE registers and spills beyond: one row of 32 outputs is
-/// 8 of them (measured with `examples/bench_depthwise.rs` built for wasm32-wasip1 under node:
-/// 2 × 16 and 4 × 16 took 1.8-2.3x as long on a 112×112 plane).
-#[cfg(not(target_arch = "wasm32"))]
+/// Output rows computed together in wide blocks: 4 × 16 outputs are 8 AVX accumulators,
+/// enough independent multiply-add chains to hide their latency.
 const BAND: usize = 4;
-#[cfg(target_arch = "wasm32")]
-const BAND: usize = 1;
-/// The same for narrow blocks: natively 8 rows of 8 outputs (a 7×7 plane is one band), in
-/// wasm 4 rows (8 rows took 1.1-1.9x as long).
-#[cfg(not(target_arch = "wasm32"))]
+/// The same for narrow blocks: 8 rows of 8 outputs (a 7×7 plane is one band).
 const NARROW_BAND: usize = 8;
-#[cfg(target_arch = "wasm32")]
-const NARROW_BAND: usize = 4;
 
 /// Shapes and steps of one depthwise convolution, all concrete.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -211,7 +202,7 @@ impl DepthwiseConv {
             bias,
         };
         // Planes are independent: spread over the executor of the current tract scope (inline
-        // with one thread, and always in wasm), each chunk with its own scratch.
+        // with one thread), each chunk with its own scratch.
         tract_linalg::multithread::par_chunks_mut(
             output,
             plane_out,
@@ -441,37 +432,12 @@ impl Plane<'_> {
     }
 }
 
-/// `acc += w * src`, lane by lane; the compiler vectorises it (AVX2 + FMA natively).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+/// `acc += w * src`, lane by lane; the compiler vectorises it (AVX2 + FMA where the CPU has
+/// them).
 #[inline(always)]
 fn axpy<const B: usize, const FMA: bool>(acc: &mut [f32; B], src: &[f32], w: f32) {
     for (a, &s) in acc.iter_mut().zip(src) {
         *a = if FMA { s.mul_add(w, *a) } else { *a + s * w };
-    }
-}
-
-/// `acc += w * src` with simd128, 4 lanes at a time: LLVM leaves the plain loop scalar in
-/// wasm (measured: 1.1 GMAC/s on a 112×112 plane), and the accumulator array stays in
-/// registers once the block is unrolled.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-#[allow(unsafe_code)]
-fn axpy<const B: usize, const FMA: bool>(acc: &mut [f32; B], src: &[f32], w: f32) {
-    use std::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128, v128_load, v128_store};
-    const { assert!(B.is_multiple_of(4), "blocks are whole vectors") };
-    assert!(src.len() >= B);
-    let w = f32x4_splat(w);
-    for j in (0..B).step_by(4) {
-        // SAFETY: `j + 4 <= B <= src.len()`, and `acc` holds `B` floats: both 16-byte reads
-        // and the write are in bounds; v128 loads and stores need no alignment.
-        unsafe {
-            let a = v128_load(acc.as_ptr().add(j).cast::<v128>());
-            let x = v128_load(src.as_ptr().add(j).cast::<v128>());
-            v128_store(
-                acc.as_mut_ptr().add(j).cast::<v128>(),
-                f32x4_add(a, f32x4_mul(x, w)),
-            );
-        }
     }
 }
 

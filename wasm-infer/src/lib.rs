@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod decode;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod depthwise;
 pub mod error;
 pub mod nnef;

@@ -27,14 +27,19 @@ use crate::{Error, Result};
 /// The NNEF framework browsers and servers build these graphs with: the NNEF standard
 /// library and operations, `tract_core_external` and `tract_core_gather`. (Files are read by
 /// [`load`], not by tract's tar reader, whose sub-model support links every registry.)
-pub fn framework() -> Nnef {
-    Nnef {
+///
+/// Built once per process and shared: building it parses NNEF's standard library and fills
+/// the registries (about 10 ms natively, a quarter of loading the backbone), and a page loads
+/// two or three graphs (backbone, head, text encoder).
+pub fn framework() -> &'static Nnef {
+    static FRAMEWORK: std::sync::LazyLock<Nnef> = std::sync::LazyLock::new(|| Nnef {
         stdlib: tract_nnef::framework::stdlib(),
         registries: vec![tract_nnef::ops::tract_nnef(), core_subset()],
         resource_loaders: vec![],
         allow_extended_identifier_syntax: false,
         extern_all_constants: false,
-    }
+    });
+    &FRAMEWORK
 }
 
 /// The `tract_core` operations the exported graphs use, registered under tract's own

@@ -549,8 +549,11 @@ fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> Result<Runna
     optimise(model.into_decluttered().map_err(Error::engine)?)
 }
 
-/// Swap in the depthwise op ([`crate::depthwise`]), optimise, make runnable.
+/// Swap in the depthwise op natively ([`crate::depthwise`]; in wasm tract's own depthwise
+/// kernels are faster), optimise, make runnable.
+#[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
 fn optimise(mut typed: TypedModel) -> Result<Runnable> {
+    #[cfg(not(target_arch = "wasm32"))]
     crate::depthwise::install(&mut typed).map_err(Error::engine)?;
     typed
         .into_optimized()
