@@ -21,8 +21,8 @@ if ! "$bindgen" --version 2>/dev/null | grep -x "wasm-bindgen $version" >/dev/nu
 fi
 
 # With EDGEML_WASM_RELAXED=1 (scripts/bench-browser.sh sets it) also a relaxed-SIMD build
-# (+simd128,+relaxed-simd: fused multiply-add in tract's matrix kernels and wasm-infer's
-# depthwise kernel) into wasm-pkg/{web,node}-relaxed, for the benchmark: measured, it did not
+# (+simd128,+relaxed-simd: fused multiply-adds in tract-linalg's wasm matrix kernels) into
+# wasm-pkg/{web,node}-relaxed, for the benchmark: measured, it did not
 # pay on this model (BENCHMARKS.md), so the app ships the simd128 build only. It has its own
 # target folder: its flags differ, and sharing one would rebuild each time.
 cargo build -p wasm-infer --target wasm32-unknown-unknown --profile wasm-release

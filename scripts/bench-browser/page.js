@@ -2,8 +2,8 @@
 // first model output on the shared input tensor), then N timed runs of the model on that
 // tensor, plus, for tract, N runs of the whole path the app uses (decode + preprocess + run of
 // a PNG photo). runs=0 stops at the first output (the returning visit of a cached run).
-// `tract` is the simd128 module, `tract-relaxed` the relaxed-SIMD one: the app serves the
-// latter to engines that validate relaxed SIMD (public/wasm-features.js); same glue.
+// `tract` is the simd128 module the app ships, `tract-relaxed` the same code built with
+// relaxed SIMD (measured, not shipped: BENCHMARKS.md); one glue file loads either.
 // Both engines run the same graph as two files, the shared backbone then the head: tract the
 // 8-bit backbone file the app ships (expanded to f32 when the session is built, so the same
 // f32 compute), onnxruntime-web the f32 ONNX (it cannot read the 8-bit file).
