@@ -66,6 +66,17 @@ const flip = (bytes) => {
 };
 const tamperError = refusal(() => wasm.Session.composed(backbone, flip(head), manifest));
 const backboneTamperError = refusal(() => new wasm.Backbone(flip(backboneBytes), manifest));
+// What the worker uses once WebCrypto has checked the file: the same model, no second hash;
+// the size is still checked.
+const prechecked = wasm.Session.composed(wasm.Backbone.prechecked(backboneBytes, manifest), head, manifest);
+const precheckedSame = (() => {
+  const c = cases[0];
+  const tensor = wasm.preprocess(readFileSync(join(casesDir, c.file)), c.width, c.height, manifest);
+  const a = Array.from(session.run(tensor));
+  const b = Array.from(prechecked.run(tensor));
+  return a.length > 0 && a.every((v, i) => v === b[i]);
+})();
+const precheckedSizeError = refusal(() => wasm.Backbone.prechecked(backboneBytes.subarray(0, backboneBytes.length - 1), manifest));
 // A manifest written before NNEF files (no `nnef`): browsers refuse it (the api serves it).
 const old = JSON.parse(manifest);
 delete old.nnef;
@@ -74,6 +85,8 @@ process.stdout.write(JSON.stringify({
   results,
   tamper_error: tamperError,
   backbone_tamper_error: backboneTamperError,
+  prechecked_same: precheckedSame,
+  prechecked_size_error: precheckedSizeError,
   old_error: oldError,
   backbone_sha256: backbone.sha256,
 }));

@@ -46,7 +46,13 @@ async function tract(wasm) {
   ]);
   await init(wasm);
   const t0 = performance.now();
-  const session = Session.composed(new Backbone(backboneBytes, manifest), onnx, manifest);
+  // As the app's worker does: the backbone's sha256 checked with WebCrypto, then built
+  // without hashing it again in wasm.
+  const want = JSON.parse(manifest).backbone.int8.sha256;
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', backboneBytes));
+  const got = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+  if (got !== want) throw new Error(`backbone.q8: sha256 ${got}, the manifest says ${want}`);
+  const session = Session.composed(Backbone.prechecked(backboneBytes, manifest), onnx, manifest);
   const sessionMs = performance.now() - t0;
   const first = Array.from(session.run(input));
   const cold = performance.now();

@@ -513,6 +513,11 @@ fn wasm_agrees_with_candle_and_native_tract(
             .expect("a tampered head or backbone must be refused in wasm too");
         assert!(tamper.contains("sha256 is"), "{field}: {tamper}");
     }
+    // The worker's path (sha256 checked by WebCrypto first): the same probabilities, and a
+    // file of the wrong size is still refused.
+    assert_eq!(got["prechecked_same"], serde_json::json!(true));
+    let size = got["prechecked_size_error"].as_str().unwrap_or_default();
+    assert!(size.contains("bytes, manifest says"), "{size}");
     let old = got["old_error"].as_str().unwrap_or_default();
     assert!(old.contains("no NNEF head"), "{old}");
     assert_eq!(

@@ -60,6 +60,16 @@ impl WasmBackbone {
         })
     }
 
+    /// `new` for bytes the caller has already checked against the manifest's sha256 (the
+    /// inference worker does, with WebCrypto, before it caches or uses a file): the size and
+    /// the graph are still checked, the file is not hashed again in wasm.
+    pub fn prechecked(bytes: &[u8], manifest_json: &str) -> Result<WasmBackbone, JsError> {
+        let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
+        Ok(WasmBackbone {
+            inner: Arc::new(Backbone::prechecked(bytes, &manifest).map_err(js_err)?),
+        })
+    }
+
     /// The sha256 of the backbone's f32 graph (its identity, whichever file it was loaded
     /// from).
     #[wasm_bindgen(getter)]
