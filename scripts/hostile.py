@@ -12,9 +12,9 @@ and bucket, attacks it over loopback TCP and checks what a production server mus
   c  100 concurrent 40-megapixel decode bombs (6300x6300 PNGs, 16-bit RGBA and 8-bit RGB, all
      zeros, ~0.1-0.3 MB each), half uploaded, half sent to /api/predict: every answer is 2xx,
      413, 422, 429 or 503 (no other 5xx, no dropped connection) and the api's peak RSS stays
-     under 2 GB. Then 20 concurrent downloads of the champion's backbone: all whole and
-     matching its manifest's sha256; 20 concurrent predictions of one photo and two lone
-     ones: the same answers; two retrains queued at once while 20 clients poll the registry:
+     under 2 GB. Then 20 concurrent downloads of the champion's backbone and 20 of its NNEF
+     head, at once: all whole and matching its manifest's sha256; 20 concurrent predictions
+     of one photo and two lone ones: the same answers; two retrains queued at once while 20 clients poll the registry:
      every read 200, exactly one champion after, every gate consistent with the evidence its
      metrics.json publishes.
   d  20 concurrent identical uploads of a new image (3 rounds): one row for the sha256, one
@@ -872,13 +872,20 @@ def scenario_c(server, out, count):
     out.check(alive, "the api died")
     if not alive:
         return
-    # The shared backbone, 20 clients at once right after the bombs: every one gets the whole
-    # file, byte for byte the one the champion's manifest names.
-    q = server.get_json("/api/models/current?task=classify")["backbone"]["int8"]
-    got = fire_together(server.port, [("GET", f"/api/backbones/{q['sha256']}.q8", None, None)] * 20)
-    whole = [r for r in got if r.status == 200 and sha256(r.body) == q["sha256"]]
-    out.num(f"backbone_burst={histogram(got)} intact={len(whole)}/20")
+    # The files a browser downloads, 20 clients each, all at once right after the bombs: the
+    # shared backbone and the champion's NNEF head. Every one gets the whole file, byte for
+    # byte the one the champion's manifest names.
+    m = server.get_json("/api/models/current?task=classify")
+    q, head = m["backbone"]["int8"], m["nnef"]
+    reqs = [("GET", f"/api/backbones/{q['sha256']}.q8", None, None)] * 20
+    reqs += [("GET", f"/api/models/{m['model_id']}/{head['file']}", None, None)] * 20
+    got = fire_together(server.port, reqs)
+    whole = [r for r in got[:20] if r.status == 200 and sha256(r.body) == q["sha256"]]
+    heads = [r for r in got[20:] if r.status == 200 and sha256(r.body) == head["sha256"]]
+    out.num(f"download_burst={histogram(got)} backbone_intact={len(whole)}/20 "
+            f"nnef_head_intact={len(heads)}/20")
     out.check(len(whole) == 20, f"{20 - len(whole)} of 20 concurrent backbone downloads not intact")
+    out.check(len(heads) == 20, f"{20 - len(heads)} of 20 concurrent NNEF head downloads not intact")
     # The same real photo predicted by 20 clients at once (side by side, one core each), then
     # by one client alone, twice (a lone prediction gets every core): every answer 200 with the
     # same labels and scores (to 1e-5): how many threads a prediction gets changes no answer.

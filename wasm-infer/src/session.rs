@@ -578,10 +578,13 @@ fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> Result<Runna
 
 /// Swap in the depthwise op natively ([`crate::depthwise`]; in wasm tract's own depthwise
 /// kernels are faster), optimise, make runnable.
-#[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
-fn optimise(mut typed: TypedModel) -> Result<Runnable> {
+fn optimise(typed: TypedModel) -> Result<Runnable> {
     #[cfg(not(target_arch = "wasm32"))]
-    crate::depthwise::install(&mut typed).map_err(Error::engine)?;
+    let typed = {
+        let mut typed = typed;
+        crate::depthwise::install(&mut typed).map_err(Error::engine)?;
+        typed
+    };
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
