@@ -10,6 +10,9 @@
 #       between words and images
 #   assets/datasets/tuxpaint-photos/<label>/*.png    299 real cut-out photos in 7 classes
 #       from Debian tuxpaint-stamps-default (GPL-2.0), with their caption .txt files
+#   assets/datasets/openclipart/items.jsonl + svg/   3,193 clip-art drawings in 11 categories,
+#       each with its title and keywords (product classification), from Debian
+#       openclipart-svg (public domain); scripts/openclipart_items.py says what it keeps
 #
 # Usage: scripts/fetch-assets.sh [ASSETS_DIR]   (default: ./assets)
 set -euo pipefail
@@ -76,6 +79,22 @@ if [ ! -f "$DATA/.complete" ]; then
   rm -rf "$DATA" && mv "$DATA.tmp" "$DATA"
   touch "$DATA/.complete"
 fi
+
+CLIPART="$ASSETS/datasets/openclipart"
+CLIPART_SHA=4328e690f2db39522afe7fa1351fd9743769fa5dcd08bac2e5295db08124ffb5
+if [ ! -f "$CLIPART/.complete" ]; then
+  echo "fetch-assets: Open Clip Art drawings from Debian"
+  (cd "$work" && apt-get download openclipart-svg >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null
+    (cd "$work" && apt-get download openclipart-svg >/dev/null)
+  }
+  dpkg-deb -x "$work"/openclipart-svg_*.deb "$work/clipart"
+  rm -rf "$CLIPART.tmp" && mkdir -p "$CLIPART.tmp"
+  python3 scripts/openclipart_items.py "$work/clipart/usr/share/openclipart/svg" "$CLIPART.tmp"
+  rm -rf "$CLIPART" && mv "$CLIPART.tmp" "$CLIPART"
+  touch "$CLIPART/.complete"
+fi
+echo "$CLIPART_SHA  $CLIPART/items.jsonl" | sha256sum --check --quiet
 
 # Verify what we installed against the checksums recorded in the README's data section.
 python3 - "$ASSETS" "$WEIGHTS_SHA" "$PHOTOS_SHA" <<'PY'

@@ -142,6 +142,20 @@ impl Tokenizer {
         mask.resize(n, 0.0);
         Encoded { ids, mask }
     }
+
+    /// Ids and mask of a text that may be absent (product models, which take text, an image
+    /// or both): a text with no words is all padding with a zero mask, which those models
+    /// read as "no text", where [`Tokenizer::encode`] gives one unknown word.
+    pub fn encode_optional(&self, text: &str) -> Encoded {
+        let n = self.spec.max_len;
+        if words(text).is_empty() {
+            return Encoded {
+                ids: vec![PAD; n],
+                mask: vec![0.0; n],
+            };
+        }
+        self.encode(text)
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +209,16 @@ mod tests {
         let e = t.encode("?!");
         assert_eq!(e.ids, [1, 0, 0, 0, 0, 0]);
         assert_eq!(e.mask, [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn optional_text_is_absent_only_without_words() {
+        let t = golden();
+        let e = t.encode_optional(" ?! ");
+        assert_eq!(e.ids, [0; 6]);
+        assert_eq!(e.mask, [0.0; 6]);
+        assert_eq!(t.encode_optional("Red bus!"), t.encode("Red bus!"));
+        assert_eq!(t.encode_optional("zebra").ids, [1, 0, 0, 0, 0, 0]);
     }
 
     #[test]

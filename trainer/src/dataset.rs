@@ -68,6 +68,27 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A sample of `label` from an image file's bytes, decoded once to check and measure them;
+    /// the decoder's reason when they are not a usable image.
+    pub fn from_bytes(
+        label: usize,
+        source: &str,
+        bytes: &[u8],
+    ) -> std::result::Result<Sample, String> {
+        let (sha256, raw) = digest(bytes);
+        let image = decode_image(bytes)?;
+        Ok(Sample {
+            source: source.to_string(),
+            label,
+            split: Split::of_digest(&raw),
+            sha256,
+            width: image.width(),
+            height: image.height(),
+            captions: Vec::new(),
+            bytes: Arc::from(bytes),
+        })
+    }
+
     /// Decode the pixels (RGBA8). The bytes already decoded once at import (or at upload, for
     /// the api's snapshots), so this only fails if memory runs out.
     pub fn decode(&self) -> Result<RgbaImage> {

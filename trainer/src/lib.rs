@@ -7,6 +7,7 @@ pub mod eval;
 pub mod evidence;
 pub mod export;
 pub mod pipeline;
+pub mod product;
 pub mod rank;
 pub mod report;
 pub mod run;

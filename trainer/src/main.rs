@@ -19,6 +19,8 @@ use trainer::run::{DirStore, FeatureStore, Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Task};
 
+mod product_cli;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -85,6 +87,9 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Train a product classifier on items with a title, keywords and an image (text only,
+    /// image only or both); write product_head.onnx + metrics.json.
+    Product(product_cli::ProductArgs),
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
         /// Model folder written by `train`.
@@ -229,6 +234,7 @@ fn main() -> Result<()> {
             let cache = cache.as_ref().map(|c| c as &dyn FeatureStore);
             rank_cli(&dataset, &backbone, cache, &names, &config, &out)?;
         }
+        Command::Product(args) => product_cli::product_cli(args)?,
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {

@@ -1,0 +1,204 @@
+//! Product classification on the bundled Open Clip Art drawings (title + keywords + SVG
+//! drawing per item): import errors leave nothing behind, and a small run on real items beats
+//! the majority class by far in each modality, with candle = tract on the exported head.
+//!
+//! Needs `scripts/fetch-assets.sh` (the README's test command runs it first).
+
+// Test helpers panic on purpose: the panic message is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use trainer::backbone::{Backbone, default_weights_path};
+use trainer::product::{self, ProductConfig, ProductSet};
+use trainer::run::{DirStore, FeatureStore};
+
+fn assets() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
+}
+
+/// A folder with one real photo and one real drawing, and `file` written with `body`.
+fn folder_with(file: &str, body: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = assets().join("datasets/tuxpaint-photos/animals");
+    let photo = std::fs::read_dir(&photos)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .unwrap();
+    std::fs::create_dir(dir.path().join("img")).unwrap();
+    std::fs::copy(&photo, dir.path().join("img/photo.png")).unwrap();
+    let svg = assets().join("datasets/openclipart/svg");
+    std::fs::copy(
+        svg.join("food/breads_and_carbs/bread_mateya_01.svg"),
+        dir.path().join("img/bread.svg"),
+    )
+    .unwrap();
+    // Draws only an embedded bitmap, which is not rendered: blank.
+    std::fs::copy(
+        svg.join("animals/birds/penguin/tux_didier_fabert_01.svg"),
+        dir.path().join("img/blank.svg"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("img/not-an-image.png"), b"hello").unwrap();
+    std::fs::write(dir.path().join(file), body).unwrap();
+    dir
+}
+
+fn import_err(file: &str, body: &str) -> String {
+    let dir = folder_with(file, body);
+    ProductSet::import(&dir.path().join(file))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn imports_jsonl_and_csv_with_svg_png_and_text_only_items() {
+    let jsonl = concat!(
+        r#"{"title": "Koala", "text": "grey, tree", "image": "img/photo.png", "category": "animals"}"#,
+        "\n",
+        r#"{"title": "Bread", "image": "img/bread.svg", "category": "food"}"#,
+        "\n\n",
+        r#"{"title": "Cheese sandwich", "category": "food"}"#,
+        "\n",
+        r#"{"title": "", "image": "img/bread.svg", "category": "food"}"#,
+        "\n",
+        r#"{"title": "Bread", "image": "img/bread.svg", "category": "food"}"#,
+        "\n",
+    );
+    let dir = folder_with("items.jsonl", jsonl);
+    let set = ProductSet::import(&dir.path().join("items.jsonl")).unwrap();
+    assert_eq!(set.labels, ["animals", "food"]);
+    assert_eq!(set.items.len(), 4, "the exact repeat of row 2 is skipped");
+    assert_eq!(set.skipped.len(), 1);
+    assert!(set.skipped[0].path.ends_with(":6"), "{:?}", set.skipped);
+    let bread = &set.items[1];
+    let drawing = bread.image.as_ref().unwrap();
+    assert_eq!((drawing.width, drawing.height), (256, 256));
+    assert_eq!(bread.label, 1);
+    assert!(set.items[2].image.is_none());
+    assert_eq!(set.items[0].words(), "Koala grey, tree");
+    // The same drawing splits the same way whatever its title.
+    assert_eq!(set.items[3].split, bread.split);
+
+    let dir = folder_with(
+        "items.jsonl",
+        r#"{"title": "Tux", "image": "img/blank.svg", "category": "animals"}"#,
+    );
+    let set = ProductSet::import(&dir.path().join("items.jsonl")).unwrap();
+    assert!(set.items[0].image.is_none(), "a blank drawing is no image");
+    assert!(set.skipped[0].reason.contains("draws nothing"));
+    let e = import_err(
+        "items.jsonl",
+        r#"{"title": "", "image": "img/blank.svg", "category": "animals"}"#,
+    );
+    assert!(
+        e.contains("draws nothing") && e.contains("title is empty"),
+        "{e}"
+    );
+
+    let csv = "title,category,image,text\nKoala,animals,img/photo.png,\"grey, tree\"\nBaguette,food,,long loaf\n";
+    let dir = folder_with("items.csv", csv);
+    let set = ProductSet::import(&dir.path().join("items.csv")).unwrap();
+    assert_eq!(set.items.len(), 2);
+    assert_eq!(set.items[0].text, "grey, tree");
+    assert!(set.items[1].image.is_none());
+}
+
+#[test]
+fn bad_rows_stop_the_import_with_their_line() {
+    let e = import_err("items.csv", "name,category\nKoala,animals\n");
+    assert!(e.contains("no `title` column"), "{e}");
+    let e = import_err("items.csv", "title,text\nKoala,grey\n");
+    assert!(e.contains("no `category` column"), "{e}");
+    let e = import_err(
+        "items.jsonl",
+        "{\"title\": \"Koala\", \"category\": \"animals\"}\n{\"title\": \"Bus\", \"image\": \"img/bus.png\", \"category\": \"vehicles\"}\n",
+    );
+    assert!(
+        e.contains("items.jsonl:2") && e.contains("img/bus.png"),
+        "{e}"
+    );
+    let e = import_err(
+        "items.jsonl",
+        "{\"title\": \"  \", \"text\": \"a bread\", \"category\": \"food\"}\n",
+    );
+    assert!(
+        e.contains(":1") && e.contains("title is empty and there is no image"),
+        "{e}"
+    );
+    let e = import_err(
+        "items.jsonl",
+        "{\"title\": \"x\", \"image\": \"img/not-an-image.png\", \"category\": \"food\"}\n",
+    );
+    assert!(e.contains("not-an-image.png"), "{e}");
+    let e = import_err(
+        "items.jsonl",
+        "{\"title\": \"x\", \"image\": \"../img/photo.png\", \"category\": \"food\"}\n",
+    );
+    assert!(e.contains("inside the file's folder"), "{e}");
+    let e = import_err("items.jsonl", "{\"title\": \"x\"}\n");
+    assert!(e.contains("no `category` column"), "{e}");
+    let e = import_err("items.jsonl", "{\"title\": \"x\", \"category\": \"\"}\n");
+    assert!(e.contains(":1"), "{e}");
+    let e = import_err("items.txt", "x");
+    assert!(e.contains(".jsonl or .csv"), "{e}");
+}
+
+#[test]
+fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
+    let items = assets().join("datasets/openclipart/items.jsonl");
+    let weights = default_weights_path();
+    assert!(
+        items.exists() && weights.exists(),
+        "bundled assets missing: run scripts/fetch-assets.sh"
+    );
+    let set = ProductSet::import(&items).unwrap().limit_per_label(30);
+    assert_eq!(set.labels.len(), 11);
+    let backbone = Backbone::load(&weights).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = DirStore::new(cache_dir.path());
+    let config = ProductConfig {
+        epochs: 40,
+        ..Default::default()
+    };
+    let run = product::run(
+        &set,
+        &backbone,
+        Some(&cache as &dyn FeatureStore),
+        &config,
+        Some("product-test".into()),
+        &mut |_| true,
+    )
+    .unwrap();
+    let r = &run.report;
+    let t = &r.test;
+    eprintln!(
+        "text {:.3} image {:.3} both {:.3} (weighted F1), majority {:.3}, {} scored",
+        t.text.weighted_f1,
+        t.image.weighted_f1,
+        t.both.weighted_f1,
+        t.majority_baseline,
+        r.counts[3]
+    );
+    assert!(r.counts[3] >= 20, "{:?}", r.counts);
+    // 11 categories: the majority class is right about one time in ten.
+    assert!(t.majority_baseline < 0.2);
+    assert!(t.text.weighted_f1 >= 0.5, "text only {:?}", t.text);
+    assert!(t.image.weighted_f1 >= 0.3, "image only {:?}", t.image);
+    assert!(t.both.weighted_f1 >= 0.5, "text + image {:?}", t.both);
+    assert!(r.parity.items >= 20 && r.parity.max_abs_diff <= 1e-4);
+    assert_eq!(r.splits.test.len(), r.counts[3]);
+
+    // The folder holds what it says; a second run reads every image's features from the cache.
+    let out = tempfile::tempdir().unwrap();
+    product::write_dir(&out.path().join("m"), &run).unwrap();
+    let onnx = std::fs::read(out.path().join("m").join(product::PRODUCT_HEAD_ONNX)).unwrap();
+    assert_eq!(onnx, run.onnx);
+    let again = product::run(&set, &backbone, Some(&cache), &config, None, &mut |_| true).unwrap();
+    assert_eq!(again.report.feature_cache.computed, 0);
+    assert_eq!(
+        again.report.test, run.report.test,
+        "same seed, same figures"
+    );
+}
