@@ -34,6 +34,11 @@ impl ModelFiles {
     pub const IMAGE_HEAD_NNEF: &'static str = "image_head.nnef";
     /// Ranking: the text encoder as NNEF, `text.nnef` of the manifest.
     pub const TEXT_NNEF: &'static str = "text.nnef";
+    /// Product classification: the head (backbone features, word ids and mask, image
+    /// presence → probabilities), the manifest's `onnx`.
+    pub const PRODUCT_HEAD_ONNX: &'static str = "product_head.onnx";
+    /// Product classification: the head as NNEF, the manifest's `nnef`.
+    pub const PRODUCT_HEAD_NNEF: &'static str = "product_head.nnef";
     /// The [`ModelManifest`](crate::ModelManifest) as JSON.
     pub const MANIFEST: &'static str = "manifest.json";
     /// Per-epoch curves and test figures of the run that made the model.
@@ -73,6 +78,12 @@ impl ModelFiles {
                 Self::GALLERY_JSON,
                 Self::GALLERY_BIN,
             ],
+            Task::Product => &[
+                Self::PRODUCT_HEAD_ONNX,
+                Self::PRODUCT_HEAD_NNEF,
+                Self::MANIFEST,
+                Self::METRICS,
+            ],
         }
     }
 
@@ -81,6 +92,7 @@ impl ModelFiles {
         match task {
             Task::Classify => Self::HEAD_ONNX,
             Task::Rank => Self::IMAGE_HEAD_ONNX,
+            Task::Product => Self::PRODUCT_HEAD_ONNX,
         }
     }
 
@@ -89,6 +101,7 @@ impl ModelFiles {
         match task {
             Task::Classify => Self::HEAD_NNEF,
             Task::Rank => Self::IMAGE_HEAD_NNEF,
+            Task::Product => Self::PRODUCT_HEAD_NNEF,
         }
     }
 
@@ -96,10 +109,11 @@ impl ModelFiles {
     /// whole-graph one).
     pub fn is_model_file(task: Task, name: &str) -> bool {
         let legacy = match task {
-            Task::Classify => Self::MODEL_ONNX,
-            Task::Rank => Self::IMAGE_ONNX,
+            Task::Classify => Some(Self::MODEL_ONNX),
+            Task::Rank => Some(Self::IMAGE_ONNX),
+            Task::Product => None,
         };
-        Self::of(task).contains(&name) || name == legacy
+        Self::of(task).contains(&name) || legacy == Some(name)
     }
 
     /// The name a backbone file is stored and served under: its lower-case sha256 and the

@@ -107,6 +107,8 @@ named_enum! {
         Classify = "classify",
         /// Image or text → L2-normalised embedding in a shared space.
         Rank = "rank",
+        /// A title, an image, or both → probabilities over the manifest's `labels`.
+        Product = "product",
     }
 }
 
@@ -189,7 +191,7 @@ mod tests {
         let err = "Classify".parse::<Task>().err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unknown task \"Classify\" (expected one of: classify, rank)")
+            Some("unknown task \"Classify\" (expected one of: classify, rank, product)")
         );
         assert!(serde_json::from_str::<Stage>("\"retired\"").is_err());
     }

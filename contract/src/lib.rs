@@ -15,7 +15,7 @@ pub use files::ModelFiles;
 pub use kinds::{ImageStatus, RunStatus, Stage, Task};
 pub use manifest::{
     BackboneRef, ClassMetrics, Dim, Estimate, EvalMetrics, FileDigest, GalleryFiles, Layout,
-    MANIFEST_SCHEMA_VERSION, ModelManifest, OnnxFile, Preprocess, RankMetrics, Recall, TensorSpec,
-    TextTower,
+    MANIFEST_SCHEMA_VERSION, ModalityScores, ModelManifest, OnnxFile, Preprocess, ProductInputs,
+    ProductMetrics, RankMetrics, Recall, TensorSpec, TextTower,
 };
 pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

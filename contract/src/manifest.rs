@@ -266,6 +266,51 @@ pub struct TextTower {
     pub tokenizer: crate::tokenizer::TokenizerSpec,
 }
 
+/// The inputs of a product model's head besides the backbone's features (its first input):
+/// a text as word ids and mask, and whether an image is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductInputs {
+    /// Word ids `[batch, max_len]` (int64).
+    pub ids: TensorSpec,
+    /// Mask `[batch, max_len]` (float, 1 = word; all 0 = no text:
+    /// [`crate::Tokenizer::encode_optional`]).
+    pub mask: TensorSpec,
+    /// `[batch, 1]` (float): 1 when the features are an image's, 0 when there is no image
+    /// (the features are then ignored).
+    pub has_image: TensorSpec,
+    /// How texts become ids.
+    pub tokenizer: crate::tokenizer::TokenizerSpec,
+}
+
+/// The figures of one way of asking a product model (text only, image only, or both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModalityScores {
+    /// Items scored.
+    pub n: u32,
+    /// Top-1 accuracy.
+    pub accuracy: f64,
+    /// Per-class F1 weighted by each class's share of the items (what the gate compares).
+    pub weighted_f1: f64,
+    /// Unweighted mean of the per-class F1 of the classes present.
+    pub macro_f1: f64,
+    /// Per-class precision, recall and F1, in label order.
+    pub per_class: Vec<ClassMetrics>,
+}
+
+/// A product model on its test split: the same items (those with both a text and an image)
+/// asked three ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductMetrics {
+    /// Title and text only.
+    pub text: ModalityScores,
+    /// Image only.
+    pub image: ModalityScores,
+    /// Both.
+    pub both: ModalityScores,
+    /// Accuracy of always answering the most frequent training category.
+    pub majority_baseline: f64,
+}
+
 /// Everything a consumer needs to know about one exported model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelManifest {
@@ -317,6 +362,12 @@ pub struct ModelManifest {
     /// Ranking models: retrieval quality on the test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank_metrics: Option<RankMetrics>,
+    /// Product models: the head's text and image-presence inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<ProductInputs>,
+    /// Product models: test figures per modality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_metrics: Option<ProductMetrics>,
     /// Ranking models with a gallery: its files' digests (absent in manifests written before
     /// galleries were hashed, and in models exported without a gallery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,10 +503,66 @@ impl ModelManifest {
                 ));
             }
         }
+        if self.task != Task::Product && (self.product.is_some() || self.product_metrics.is_some())
+        {
+            return bad(format!(
+                "a {} model has no product inputs or metrics",
+                self.task
+            ));
+        }
         match self.task {
             Task::Classify => self.validate_classifier(),
             Task::Rank => self.validate_ranking(),
+            Task::Product => self.validate_product(),
         }
+    }
+
+    /// A product model: a classifier's labels and output, on a backbone, with its text and
+    /// image-presence inputs and a usable tokenizer.
+    fn validate_product(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Manifest(msg));
+        self.validate_classifier()?;
+        if self.text.is_some() || self.rank_metrics.is_some() {
+            return bad("a product model has no ranking text tower or recall".into());
+        }
+        if self.backbone.is_none() {
+            return bad("a product model's head runs on a backbone (`backbone`)".into());
+        }
+        let Some(p) = &self.product else {
+            return bad("a product model needs its head's inputs (`product`)".into());
+        };
+        let len = p.tokenizer.max_len;
+        for spec in [&p.ids, &p.mask] {
+            if !matches!(spec.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n == len) {
+                return bad(format!(
+                    "product input {} has shape {}, expected [batch, {len}]",
+                    spec.name,
+                    spec.shape_string()
+                ));
+            }
+        }
+        if !matches!(
+            p.has_image.shape.as_slice(),
+            [Dim::Symbol(_), Dim::Fixed(1)]
+        ) {
+            return bad(format!(
+                "product input {} has shape {}, expected [batch, 1]",
+                p.has_image.name,
+                p.has_image.shape_string()
+            ));
+        }
+        let names = [&p.ids.name, &p.mask.name, &p.has_image.name];
+        if names.iter().any(|n| n.is_empty())
+            || names[0] == names[1]
+            || names[1] == names[2]
+            || names[0] == names[2]
+        {
+            return bad(format!(
+                "product inputs need three distinct names, got {names:?}"
+            ));
+        }
+        crate::tokenizer::Tokenizer::new(p.tokenizer.clone())?;
+        Ok(())
     }
 
     /// A classifier: ≥ 2 distinct labels, one score per label.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use trainer::product::{self, ProductConfig, ProductSet, Scores};
-use trainer::run::{DirStore, FeatureStore, Progress};
+use trainer::run::{DirStore, FeatureStore, Progress, RunMeta};
 
 use super::{load_backbone, progress_bar, show_features};
 
@@ -103,6 +103,10 @@ pub fn product_cli(args: ProductArgs) -> Result<()> {
                 bar.set_position(epoch as u64);
                 bar.set_message(format!("cross-entropy {loss:.4}"));
             }
+            Progress::Export => {
+                bar.set_prefix("export");
+                bar.set_message("ONNX + NNEF head, tract parity");
+            }
             _ => {}
         }
         true
@@ -112,11 +116,11 @@ pub fn product_cli(args: ProductArgs) -> Result<()> {
         &backbone,
         cache.as_ref().map(|c| c as &dyn FeatureStore),
         &config,
-        None,
+        &RunMeta::default(),
+        &args.out,
         &mut on_progress,
     )?;
     bar.finish_and_clear();
-    product::write_dir(&args.out, &run)?;
     print(&run.report, &args.out);
     Ok(())
 }
@@ -145,9 +149,10 @@ fn print(r: &product::ProductReport, out: &Path) {
     row("text + image", &r.test.both);
     println!("  majority class accuracy {:.3}", r.test.majority_baseline);
     println!(
-        "  candle vs tract: {} items × 3 modalities, max |Δp| {:.1e}; backbone {:.1} s ({} computed, {} cached), training {:.1} s",
+        "  candle vs tract: {} items × 3 modalities, max |Δp| {:.1e} (ONNX head), {:.1e} (NNEF head); backbone {:.1} s ({} computed, {} cached), training {:.1} s",
         r.parity.items,
         r.parity.max_abs_diff,
+        r.parity.nnef_max_abs_diff,
         r.seconds[0],
         r.feature_cache.computed,
         r.feature_cache.hits,

@@ -9,9 +9,11 @@
 
 use std::path::Path;
 
+use contract::ModelFiles;
 use trainer::backbone::{Backbone, default_weights_path};
 use trainer::product::{self, ProductConfig, ProductSet};
-use trainer::run::{DirStore, FeatureStore};
+use trainer::run::{DirStore, FeatureStore, RunMeta};
+use wasm_infer::{ModelManifest, ProductSession, Task};
 
 fn assets() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets")
@@ -162,12 +164,19 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
         epochs: 40,
         ..Default::default()
     };
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("m");
+    let meta = RunMeta {
+        model_id: Some("product-test".into()),
+        ..Default::default()
+    };
     let run = product::run(
         &set,
         &backbone,
         Some(&cache as &dyn FeatureStore),
         &config,
-        Some("product-test".into()),
+        &meta,
+        &dir,
         &mut |_| true,
     )
     .unwrap();
@@ -187,15 +196,66 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
     assert!(t.text.weighted_f1 >= 0.5, "text only {:?}", t.text);
     assert!(t.image.weighted_f1 >= 0.3, "image only {:?}", t.image);
     assert!(t.both.weighted_f1 >= 0.5, "text + image {:?}", t.both);
-    assert!(r.parity.items >= 20 && r.parity.max_abs_diff <= 1e-4);
+    assert!(r.parity.items >= 20);
+    assert!(r.parity.max_abs_diff <= 1e-4 && r.parity.nnef_max_abs_diff <= 1e-4);
     assert_eq!(r.splits.test.len(), r.counts[3]);
 
-    // The folder holds what it says; a second run reads every image's features from the cache.
-    let out = tempfile::tempdir().unwrap();
-    product::write_dir(&out.path().join("m"), &run).unwrap();
-    let onnx = std::fs::read(out.path().join("m").join(product::PRODUCT_HEAD_ONNX)).unwrap();
-    assert_eq!(onnx, run.onnx);
-    let again = product::run(&set, &backbone, Some(&cache), &config, None, &mut |_| true).unwrap();
+    // The folder is what a consumer loads: the manifest validates, its files match it, and
+    // the browser's session (8-bit backbone, NNEF head) classifies a test drawing from its
+    // pixels, its title, or both, as candle did on the f32 features.
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let manifest =
+        ModelManifest::from_json(&String::from_utf8(read(ModelFiles::MANIFEST)).unwrap()).unwrap();
+    assert_eq!(manifest, run.manifest);
+    assert_eq!(manifest.task, Task::Product);
+    assert_eq!(manifest.product_metrics.as_ref(), Some(&r.test));
+    for name in ModelFiles::of(Task::Product) {
+        assert_eq!(read(name), run.files.get(name).unwrap(), "{name}");
+    }
+    let backbone_q8 =
+        wasm_infer::Backbone::new(&read(ModelFiles::BACKBONE_INT8), &manifest).unwrap();
+    let session = ProductSession::from_nnef(
+        std::sync::Arc::new(backbone_q8),
+        &read(ModelFiles::PRODUCT_HEAD_NNEF),
+        manifest.clone(),
+    )
+    .unwrap();
+    let item = set
+        .items
+        .iter()
+        .find(|i| r.splits.test.first() == Some(&i.source))
+        .unwrap();
+    let img = item.image.as_ref().unwrap().decode().unwrap();
+    let pixels = trainer::run::pixels(&img).unwrap();
+    let both = session.classify(Some(&pixels), &item.words(), 3).unwrap();
+    let text = session.classify(None, &item.words(), 3).unwrap();
+    let image = session.classify(Some(&pixels), "", 3).unwrap();
+    assert_eq!(both.len(), 3);
+    assert_eq!(
+        both[0].label, r.splits.predicted[0][2],
+        "browser vs candle, both"
+    );
+    assert_eq!(
+        text[0].label, r.splits.predicted[0][0],
+        "browser vs candle, text"
+    );
+    assert_ne!(both, image, "the title changes the scores");
+    assert!(
+        session.classify(None, " ?! ", 3).is_err(),
+        "no words and no image"
+    );
+
+    // A second run reads every image's features from the cache and gives the same figures.
+    let again = product::run(
+        &set,
+        &backbone,
+        Some(&cache),
+        &config,
+        &meta,
+        &out.path().join("m2"),
+        &mut |_| true,
+    )
+    .unwrap();
     assert_eq!(again.report.feature_cache.computed, 0);
     assert_eq!(
         again.report.test, run.report.test,

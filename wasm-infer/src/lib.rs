@@ -6,6 +6,7 @@ pub mod depthwise;
 pub mod error;
 pub mod nnef;
 pub mod preprocess;
+pub mod product;
 pub mod quant;
 pub mod search;
 pub mod session;
@@ -16,9 +17,11 @@ pub mod bindings;
 pub use contract::{manifest, tokenizer};
 pub use error::{Error, Result};
 pub use manifest::{
-    BackboneRef, ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModelManifest,
-    OnnxFile, Preprocess, RankMetrics, Recall, Task, TensorSpec, TextTower,
+    BackboneRef, ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModalityScores,
+    ModelManifest, OnnxFile, Preprocess, ProductInputs, ProductMetrics, RankMetrics, Recall, Task,
+    TensorSpec, TextTower,
 };
 pub use preprocess::{CropBox, PixelFormat, Pixels};
+pub use product::ProductSession;
 pub use session::{Backbone, Prediction, Session, TextEncoder};
 pub use tokenizer::{Encoded, Tokenizer, TokenizerSpec};

@@ -248,3 +248,19 @@ pub fn export_head(onnx: &[u8], features: usize) -> Result<Vec<u8>> {
 pub fn export_text(onnx: &[u8], len: usize) -> Result<Vec<u8>> {
     export(onnx, &[i64::fact([1, len]), f32::fact([1, len])], false)
 }
+
+/// A product head (`features [batch, features]`, `ids [batch, len]` int64, `mask [batch, len]`,
+/// `has_image [batch, 1]` → probabilities) as browsers load it: [`export`] for one item.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn export_product_head(onnx: &[u8], features: usize, len: usize) -> Result<Vec<u8>> {
+    export(
+        onnx,
+        &[
+            f32::fact([1, features]),
+            i64::fact([1, len]),
+            f32::fact([1, len]),
+            f32::fact([1, 1]),
+        ],
+        false,
+    )
+}

@@ -15,7 +15,7 @@ use crate::preprocess::{Pixels, image_to_tensor};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::{Error, Result};
 
-type Runnable = Arc<TypedRunnableModel>;
+pub(crate) type Runnable = Arc<TypedRunnableModel>;
 
 pub use contract::api::Prediction;
 
@@ -260,7 +260,10 @@ impl Session {
     }
 
     /// The manifest's backbone, when `backbone` is the one it names.
-    fn check_backbone(backbone: &Backbone, manifest: &ModelManifest) -> Result<BackboneRef> {
+    pub(crate) fn check_backbone(
+        backbone: &Backbone,
+        manifest: &ModelManifest,
+    ) -> Result<BackboneRef> {
         manifest.validate()?;
         let spec = manifest.backbone.as_ref().ok_or_else(|| {
             Error::manifest(format!(

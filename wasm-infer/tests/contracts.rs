@@ -80,6 +80,8 @@ fn manifest() -> ModelManifest {
         trainer_version: "0.1.0".into(),
         text: None,
         rank_metrics: None,
+        product: None,
+        product_metrics: None,
         gallery: None,
         backbone_sha256: None,
     }
@@ -329,3 +331,92 @@ fn preprocessing_golden_values() {
 pub const GOLDEN_PROBE: [f32; 4] = [1.0, -0.677843, -0.97740716, -0.99218744];
 /// sha256 of the whole tensor's little-endian bytes.
 pub const GOLDEN_SHA256: &str = "d39ca826d76ebe8730d96ba9b8a20734278702366e5ef6f97d53e1ad8f810f15";
+
+fn product_manifest() -> ModelManifest {
+    let len = 4;
+    ModelManifest {
+        model_id: "product-test".into(),
+        task: Task::Product,
+        onnx: OnnxFile {
+            file: "product_head.onnx".into(),
+            ..manifest().onnx
+        },
+        nnef: None,
+        product: Some(ProductInputs {
+            ids: batched("ids", len),
+            mask: batched("mask", len),
+            has_image: batched("has_image", 1),
+            tokenizer: TokenizerSpec {
+                kind: tokenizer::KIND.into(),
+                max_len: len,
+                vocab: vec!["<pad>".into(), "<unk>".into(), "bread".into()],
+            },
+        }),
+        ..manifest()
+    }
+}
+
+#[test]
+fn product_manifests_need_their_inputs_and_a_backbone() {
+    let m = product_manifest();
+    m.validate().unwrap();
+    assert_eq!(ModelManifest::from_json(&m.to_json().unwrap()).unwrap(), m);
+    type Mutation = Box<dyn Fn(&mut ModelManifest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("needs its head's inputs", Box::new(|m| m.product = None)),
+        ("runs on a backbone", Box::new(|m| m.backbone = None)),
+        (
+            "expected [batch, 4]",
+            Box::new(|m| {
+                if let Some(p) = m.product.as_mut() {
+                    p.mask = batched("mask", 5);
+                }
+            }),
+        ),
+        (
+            "expected [batch, 1]",
+            Box::new(|m| {
+                if let Some(p) = m.product.as_mut() {
+                    p.has_image = batched("has_image", 2);
+                }
+            }),
+        ),
+        (
+            "three distinct names",
+            Box::new(|m| {
+                if let Some(p) = m.product.as_mut() {
+                    p.has_image.name = "mask".into();
+                }
+            }),
+        ),
+        (
+            "one score per label",
+            Box::new(|m| m.labels.push("bird".into())),
+        ),
+        (
+            "no ranking text tower",
+            Box::new(|m| m.text = rank_manifest().text),
+        ),
+    ];
+    for (expected, mutate) in cases {
+        let mut m = product_manifest();
+        mutate(&mut m);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    // Product fields on another task's manifest are refused.
+    let classifier = ModelManifest {
+        product: product_manifest().product,
+        ..manifest()
+    };
+    let err = classifier.validate().unwrap_err().to_string();
+    assert!(err.contains("no product inputs"), "{err}");
+}
+
+/// `name [batch, n]`.
+fn batched(name: &str, n: usize) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        shape: vec![Dim::Symbol("batch".into()), Dim::Fixed(n)],
+    }
+}

@@ -145,12 +145,18 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
 
 /// The content type of a model file, or `None` for a name no model folder holds.
 fn content_type(file: &str) -> Option<&'static str> {
-    Some(match file {
-        "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" | "text.onnx"
-        | "gallery.bin" => "application/octet-stream",
-        "head.nnef" | "image_head.nnef" | "text.nnef" => "application/x-tar",
-        "manifest.json" | "metrics.json" | "gallery.json" => "application/json",
-        "report.svg" => "image/svg+xml",
+    use contract::{ModelFiles, Task};
+    if !Task::ALL
+        .iter()
+        .any(|t| ModelFiles::is_model_file(*t, file))
+    {
+        return None;
+    }
+    Some(match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("onnx" | "bin") => "application/octet-stream",
+        Some("nnef") => "application/x-tar",
+        Some("json") => "application/json",
+        Some("svg") => "image/svg+xml",
         _ => return None,
     })
 }
@@ -159,19 +165,24 @@ fn content_type(file: &str) -> Option<&'static str> {
 /// files) their sha256, other files model id + name (a model folder never changes).
 fn etag_of(model: &ModelInfo, file: &str) -> String {
     let m = &model.manifest;
-    let hashed = match file {
-        "head.onnx" | "image_head.onnx" | "model.onnx" | "image.onnx" => Some(&model.sha256),
-        "text.onnx" => m.text.as_ref().map(|t| &t.onnx.sha256),
-        "head.nnef" | "image_head.nnef" => m.nnef.as_ref().map(|n| &n.sha256),
-        "text.nnef" => m
-            .text
+    let text = m.text.as_ref();
+    let hashed = [
+        Some((m.onnx.file.as_str(), &model.sha256)),
+        m.nnef.as_ref().map(|n| (n.file.as_str(), &n.sha256)),
+        text.map(|t| (t.onnx.file.as_str(), &t.onnx.sha256)),
+        text.and_then(|t| t.nnef.as_ref())
+            .map(|n| (n.file.as_str(), &n.sha256)),
+        m.gallery
             .as_ref()
-            .and_then(|t| t.nnef.as_ref())
-            .map(|n| &n.sha256),
-        "gallery.json" => m.gallery.as_ref().map(|g| &g.index.sha256),
-        "gallery.bin" => m.gallery.as_ref().map(|g| &g.vectors.sha256),
-        _ => None,
-    };
+            .map(|g| (g.index.file.as_str(), &g.index.sha256)),
+        m.gallery
+            .as_ref()
+            .map(|g| (g.vectors.file.as_str(), &g.vectors.sha256)),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(name, _)| *name == file)
+    .map(|(_, sha)| sha);
     match hashed {
         Some(sha) => format!("\"{sha}\""),
         None => format!("\"{}-{}\"", model.id, file.replace('.', "-")),
@@ -196,7 +207,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 #[utoipa::path(get, path = "/api/models/{id}/{file}", tag = "models",
-    params(("id" = String, Path), ("file" = String, Path, description = "classify: head.onnx, head.nnef, manifest.json, metrics.json, report.svg; rank: image_head.onnx, image_head.nnef, text.onnx, text.nnef, manifest.json, metrics.json, gallery.json, gallery.bin (versions written before heads were split: model.onnx, image.onnx). The .nnef files are what browsers load (the manifest's `nnef`, `text.nnef`). The heads run on the backbone the manifest names: /api/backbones/{sha256}.q8 (browsers) or .onnx")),
+    params(("id" = String, Path), ("file" = String, Path, description = "classify: head.onnx, head.nnef, manifest.json, metrics.json, report.svg; rank: image_head.onnx, image_head.nnef, text.onnx, text.nnef, manifest.json, metrics.json, gallery.json, gallery.bin; product: product_head.onnx, product_head.nnef, manifest.json, metrics.json (versions written before heads were split: model.onnx, image.onnx). The .nnef files are what browsers load (the manifest's `nnef`, `text.nnef`). The heads run on the backbone the manifest names: /api/backbones/{sha256}.q8 (browsers) or .onnx")),
     responses((status = 200, description = "the file; immutable, strong ETag"), (status = 206, description = "a byte range"),
         (status = 304, description = "not modified"), (status = 404, body = ErrorBody), (status = 416, description = "bad range")))]
 pub(super) async fn model_file(

@@ -47,15 +47,7 @@ pub(super) async fn start_training(
         }
     };
     let task = req.task.as_deref().unwrap_or("classify");
-    let params = match task {
-        "classify" => serde_json::to_value(jobs::parse_params(req.params.as_ref())?)?,
-        "rank" => serde_json::to_value(jobs::parse_rank_params(req.params.as_ref())?)?,
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown task {other:?} (known: classify, rank)"
-            )));
-        }
-    };
+    let params = jobs::parse_task_params(task, req.params.as_ref())?;
     let dataset = match req.dataset_id {
         Some(d) => d,
         None => images::list_datasets(&st.db)

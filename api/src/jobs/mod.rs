@@ -15,7 +15,7 @@ pub use queue::{
     maybe_auto_retrain, reap_stale,
 };
 pub use task::{
-    Classify, Job, Outputs, Rank, TASKS, TrainTask, parse, parse_params, parse_rank_params,
-    parse_task_params, task_named,
+    Classify, Job, Outputs, Product, Rank, TASKS, TrainTask, parse, parse_params,
+    parse_rank_params, parse_task_params, task_named,
 };
 pub use worker::{Outcome, Worker};

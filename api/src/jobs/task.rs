@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trainer::backbone::Backbone;
 use trainer::dataset::Dataset;
+use trainer::product::{ProductConfig, ProductSet};
 use trainer::rank::RankConfig;
 use trainer::run::{CacheStats, FeatureStore, ModelFolder, Progress, RunMeta};
 use trainer::train::{Head, TrainConfig};
@@ -23,9 +24,10 @@ use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// Tasks a run can train.
-pub const TASKS: [&str; 2] = ["classify", "rank"];
+pub const TASKS: [&str; 3] = ["classify", "rank", "product"];
 
-/// The task named `name` (`classify`, `rank`); an unknown name is invalid input (422).
+/// The task named `name` (`classify`, `rank`, `product`); an unknown name is invalid input
+/// (422).
 pub fn task_named(name: &str) -> Result<Task> {
     name.parse::<Task>()
         .ok()
@@ -122,6 +124,7 @@ pub fn parse_task_params(
     Ok(match task_named(task)? {
         Task::Classify => serde_json::to_value(parse::<Classify>(params)?)?,
         Task::Rank => serde_json::to_value(parse::<Rank>(params)?)?,
+        Task::Product => serde_json::to_value(parse::<Product>(params)?)?,
     })
 }
 
@@ -423,6 +426,118 @@ fn rank_champion_ranks(c: &RankChampion, dataset: &Dataset) -> Result<Vec<f64>> 
         }
     }
     Ok(ranks)
+}
+
+/// Product classification: a title and an image per item (the images' captions are their
+/// titles), text only, image only or both ([`trainer::product`]).
+pub struct Product;
+
+/// A product champion, loaded to be scored on a candidate's test items.
+pub struct ProductChampion {
+    id: String,
+    session: wasm_infer::ProductSession,
+}
+
+impl TrainTask for Product {
+    const TASK: Task = Task::Product;
+    const PARAMS: &'static str = "product";
+    const CAPTIONS: bool = true;
+    type Config = ProductConfig;
+    type Prepared = Option<ProductChampion>;
+
+    fn validate(config: &ProductConfig) -> Result<()> {
+        Ok(config.validate()?)
+    }
+
+    async fn prepare(storage: &Storage, champion: Option<&str>, _: &Backbone) -> Self::Prepared {
+        let id = champion?;
+        registry::load_product_session(storage, id)
+            .await
+            .inspect_err(|e| tracing::warn!(champion = %id, error = %e, "could not load the product champion to re-score it"))
+            .ok()
+            .map(|session| ProductChampion {
+                id: id.to_string(),
+                session,
+            })
+    }
+
+    fn train(
+        job: Job<ProductConfig>,
+        champion: Self::Prepared,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Outputs> {
+        let set = ProductSet::from_dataset(&job.dataset);
+        let mut run = trainer::product::run(
+            &set,
+            &job.backbone,
+            job.features.as_deref(),
+            &job.config,
+            &job.meta,
+            &job.dir,
+            progress,
+        )?;
+        // The champion on the very same test items, with the same title and image.
+        if let (Some(c), Some(evidence)) = (champion, run.report.evidence.as_mut()) {
+            match product_champion_labels(&c, &set, &run.report.splits.test, &run.report.labels) {
+                Ok(Some(predicted))
+                    if Some(predicted.len()) == evidence.truth.as_ref().map(Vec::len) =>
+                {
+                    let truth = evidence.truth.clone().unwrap_or_default();
+                    evidence.champion = Some(contract::evidence::ChampionOutcomes {
+                        id: c.id.clone(),
+                        how: "its head and backbone on the same titles and images".into(),
+                        outcomes: contract::evidence::Outcomes::from_labels(
+                            "champion", predicted, &truth,
+                        ),
+                    });
+                    run.files = run.files.with(
+                        ModelFiles::METRICS,
+                        serde_json::to_string_pretty(&run.report)?,
+                    );
+                }
+                Ok(_) => {
+                    tracing::info!(champion = %c.id, "the champion's categories differ: compared by its recorded figure")
+                }
+                Err(e) => {
+                    tracing::warn!(champion = %c.id, error = %e, "re-scoring the champion failed")
+                }
+            }
+        }
+        Ok(Outputs {
+            feature_cache: run.report.feature_cache,
+            files: run.files,
+        })
+    }
+}
+
+/// The label index (in the candidate's `labels`) a product champion predicts for each scored
+/// test item (`tests`: their sources, in order), or `None` when its categories differ.
+fn product_champion_labels(
+    c: &ProductChampion,
+    set: &ProductSet,
+    tests: &[String],
+    labels: &[String],
+) -> Result<Option<Vec<u32>>> {
+    if c.session.manifest().labels != labels {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(tests.len());
+    for source in tests {
+        let Some(item) = set.items.iter().find(|i| &i.source == source) else {
+            return Ok(None);
+        };
+        let img = item.image.as_ref().map(|s| s.decode()).transpose()?;
+        let pixels = img.as_ref().map(trainer::run::pixels).transpose()?;
+        let top = c.session.classify(pixels.as_ref(), &item.words(), 1)?;
+        let Some(i) = top
+            .first()
+            .and_then(|p| labels.iter().position(|l| *l == p.label))
+        else {
+            return Ok(None);
+        };
+        out.push(i as u32);
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use trainer::train::EpochMetrics;
 
 use super::features::StorageFeatures;
 use super::queue::{RunRow, claim_next};
-use super::task::{Classify, Job, Rank, TrainTask};
+use super::task::{Classify, Job, Product, Rank, TrainTask};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::registry;
@@ -340,6 +340,7 @@ impl Worker {
         match run.task {
             Task::Classify => self.train_task::<Classify>(run, live, cancel).await,
             Task::Rank => self.train_task::<Rank>(run, live, cancel).await,
+            Task::Product => self.train_task::<Product>(run, live, cancel).await,
         }
     }
 

@@ -78,6 +78,11 @@ fn recorded_score(champion: &ModelInfo, task: Task) -> Option<f64> {
             .rank_metrics
             .as_ref()
             .map(|m| m.text_to_image.r10),
+        Task::Product => champion
+            .manifest
+            .product_metrics
+            .as_ref()
+            .map(|m| m.both.accuracy),
     }
 }
 

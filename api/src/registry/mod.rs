@@ -11,7 +11,7 @@ use wasm_infer::manifest::ModelManifest;
 mod gate;
 mod sessions;
 pub use gate::{ChampionFigure, GateConfig, decide, evidence_of};
-pub use sessions::{load_manifest, load_session, score_on_test_split};
+pub use sessions::{load_manifest, load_product_session, load_session, score_on_test_split};
 
 use crate::db::Db;
 use crate::storage::{Storage, model_key};

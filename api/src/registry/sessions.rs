@@ -85,6 +85,20 @@ pub async fn load_session(storage: &Storage, id: &str) -> Result<Session> {
     .map_err(Error::from)
 }
 
+/// Load a registered product model: its ONNX head on the shared backbone.
+pub async fn load_product_session(
+    storage: &Storage,
+    id: &str,
+) -> Result<wasm_infer::ProductSession> {
+    let manifest = load_manifest(storage, id).await?;
+    let onnx = storage.get(&model_key(id, &manifest.onnx.file)).await?;
+    let backbone = backbone_for(storage, &manifest).await?;
+    tokio::task::spawn_blocking(move || wasm_infer::ProductSession::new(backbone, &onnx, manifest))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::from)
+}
+
 /// The label index `session` predicts for each test image of `dataset` (in split order), or
 /// `None` when its labels differ from the dataset's (then the images cannot be compared label
 /// for label) or the split is empty.

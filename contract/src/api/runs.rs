@@ -138,7 +138,8 @@ pub struct TrainRequest {
     /// Dataset (default: the first one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_id: Option<String>,
-    /// `classify` (default) or `rank` (image-text ranking on the images' captions).
+    /// `classify` (default), `rank` (image-text ranking on the images' captions) or
+    /// `product` (categories from a title, the images' captions, and the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::Task>))]
     pub task: Option<String>,

@@ -17,7 +17,7 @@ use std::path::{Component, Path};
 
 use serde::Deserialize;
 
-use crate::dataset::{Sample, Skipped, Split, digest, validate_label};
+use crate::dataset::{Dataset, Sample, Skipped, Split, digest, validate_label};
 use crate::error::io;
 use crate::{Error, Result};
 
@@ -175,6 +175,29 @@ impl ProductSet {
         })
     }
 
+    /// Items from a labelled image set whose captions are the titles (the api's uploads: the
+    /// caption given with an image is its title, further captions its text); an image with
+    /// no caption is an image-only item.
+    pub fn from_dataset(dataset: &Dataset) -> ProductSet {
+        let items = dataset
+            .samples
+            .iter()
+            .map(|s| ProductItem {
+                source: s.source.clone(),
+                title: s.captions.first().cloned().unwrap_or_default(),
+                text: s.captions.get(1..).unwrap_or_default().join(". "),
+                image: Some(s.clone()),
+                label: s.label,
+                split: s.split,
+            })
+            .collect();
+        ProductSet {
+            labels: dataset.labels.clone(),
+            items,
+            skipped: Vec::new(),
+        }
+    }
+
     /// Items of one split, in file order.
     pub fn split(&self, split: Split) -> impl Iterator<Item = &ProductItem> {
         self.items.iter().filter(move |i| i.split == split)
@@ -189,6 +212,22 @@ impl ProductSet {
             count[i.label] <= n
         });
         self
+    }
+
+    /// Content id of the exact set of items (text, image, category): what a model trained on
+    /// them records as its `dataset_snapshot`.
+    pub fn snapshot_id(&self) -> String {
+        let mut lines: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| {
+                let image = i.image.as_ref().map_or("-", |s| s.sha256.as_str());
+                let text = digest(format!("{}\n{}", i.title, i.text).as_bytes()).0;
+                format!("{image} {text} {}\n", self.labels[i.label])
+            })
+            .collect();
+        lines.sort();
+        digest(lines.concat().as_bytes()).0
     }
 
     /// Items per category, in label order.

@@ -2,7 +2,6 @@
 //! only, image only, and both, on the same items.
 
 use serde::{Deserialize, Serialize};
-use wasm_infer::ClassMetrics;
 
 use super::model::ProductBatch;
 use crate::Result;
@@ -42,20 +41,8 @@ impl Modality {
     }
 }
 
-/// The figures of one modality.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    /// Items scored.
-    pub n: u32,
-    /// Top-1 accuracy.
-    pub accuracy: f64,
-    /// Per-class F1 weighted by each class's share of the items.
-    pub weighted_f1: f64,
-    /// Unweighted mean of the per-class F1 of the classes present.
-    pub macro_f1: f64,
-    /// Per-class precision, recall and F1, in label order.
-    pub per_class: Vec<ClassMetrics>,
-}
+/// The figures of one modality (the manifest's type).
+pub use wasm_infer::ModalityScores as Scores;
 
 /// Score predictions against truth over `classes` classes (labels named by their index).
 pub fn score(truth: &[u32], predicted: &[u32], classes: usize) -> Scores {

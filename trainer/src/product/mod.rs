@@ -21,7 +21,5 @@ pub use eval::{Modality, Scores, score, score_named};
 pub use export::{HAS_IMAGE_NAME, IDS_NAME, MASK_NAME, export_product_head};
 pub use fit::{ProductConfig, ProductEpoch, ProductFit, fit};
 pub use model::{ProductBatch, ProductModel};
-pub use pipeline::{
-    PRODUCT_HEAD_ONNX, PRODUCT_METRICS, ProductMetrics, ProductParity, ProductReport, ProductRun,
-    ProductSplits, check_parity, run, write_dir,
-};
+pub use pipeline::{ProductParity, ProductReport, ProductRun, ProductSplits, check_parity, run};
+pub use wasm_infer::ProductMetrics;

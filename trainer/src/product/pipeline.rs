@@ -3,40 +3,30 @@
 //! export and its candle ↔ tract parity, and the model folder.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use contract::ModelFiles;
+use contract::evidence::{Evidence, Method, Outcomes};
 use serde::{Deserialize, Serialize};
-use tract_onnx::prelude::*;
-use wasm_infer::{Encoded, Tokenizer, TokenizerSpec};
+use wasm_infer::{
+    Encoded, ModelManifest, Preprocess, ProductInputs, ProductMetrics, ProductSession, Task,
+    Tokenizer, TokenizerSpec,
+};
 
 use super::data::{ProductItem, ProductSet};
-use super::eval::{Modality, Scores, score_named};
-use super::export::export_product_head;
+use super::eval::{Modality, score_named};
+use super::export::{HAS_IMAGE_NAME, IDS_NAME, MASK_NAME, export_product_head};
 use super::fit::{ProductConfig, ProductEpoch, fit};
 use super::model::{ProductBatch, ProductModel};
 use crate::backbone::{Backbone, FEATURE_DIM};
 use crate::dataset::Split;
-use crate::run::{CacheStats, FeaturePass, FeatureStore, Parity, Progress, View, now_rfc3339};
+use crate::export::OUTPUT_NAME;
+use crate::run::{
+    CacheStats, ExportedHead, FeaturePass, FeatureStore, Identity, ModelFolder, Parity, Progress,
+    RunMeta, ShippedBackbone, View, batched, image_manifest, now_rfc3339,
+};
 use crate::{Error, Result};
-
-/// The ONNX head in a product model folder.
-pub const PRODUCT_HEAD_ONNX: &str = "product_head.onnx";
-/// The run's report in a product model folder.
-pub const PRODUCT_METRICS: &str = "metrics.json";
-
-/// Figures of the three modalities on the same test items.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProductMetrics {
-    /// Title and text only.
-    pub text: Scores,
-    /// Image only.
-    pub image: Scores,
-    /// Both.
-    pub both: Scores,
-    /// Accuracy of always answering the most frequent training category.
-    pub majority_baseline: f64,
-}
 
 /// Where each item went, by its `file:line`, and what the model said about the test items
 /// (for baselines computed elsewhere on the very same split).
@@ -57,8 +47,10 @@ pub struct ProductSplits {
 pub struct ProductParity {
     /// Items compared (each in the three modalities).
     pub items: usize,
-    /// Largest probability difference.
+    /// Largest probability difference, candle vs the ONNX head (what the api runs).
     pub max_abs_diff: f32,
+    /// Largest probability difference, candle vs the NNEF head (what browsers run).
+    pub nnef_max_abs_diff: f32,
 }
 
 /// Everything a run reports (`metrics.json`).
@@ -94,17 +86,23 @@ pub struct ProductReport {
     pub feature_cache: CacheStats,
     /// The split and the test predictions.
     pub splits: ProductSplits,
+    /// What the registry's gate decides on: each scored test item right or wrong with both
+    /// inputs, next to the majority class and the model's own towers alone (text only, image
+    /// only) on the same items; the api adds the champion.
+    pub evidence: Option<Evidence>,
 }
 
-/// A finished run: the weights, the report and the ONNX bytes.
+/// A finished run: the weights, the report and the model folder's files.
 #[derive(Debug)]
 pub struct ProductRun {
     /// The trained weights.
     pub model: ProductModel,
-    /// The report.
+    /// The report (`metrics.json`).
     pub report: ProductReport,
-    /// The exported head.
-    pub onnx: Vec<u8>,
+    /// The manifest (`manifest.json`).
+    pub manifest: ModelManifest,
+    /// Every file of the model folder, as written.
+    pub files: ModelFolder,
 }
 
 /// One split's items as model inputs.
@@ -141,14 +139,17 @@ fn part<'a>(
     })
 }
 
-/// Train, evaluate and export a product classifier on `set`. `progress` sees the feature
-/// pass and every epoch, and cancels the run by returning false.
+/// Train, evaluate and export a product classifier on `set`, and write its model folder to
+/// `out_dir` (replaced atomically: the backbone in both forms, `product_head.onnx` and
+/// `.nnef`, `manifest.json`, `metrics.json`). `progress` sees the feature pass, every epoch
+/// and the export, and cancels the run by returning false.
 pub fn run(
     set: &ProductSet,
     backbone: &Backbone,
     store: Option<&dyn FeatureStore>,
     config: &ProductConfig,
-    model_id: Option<String>,
+    meta: &RunMeta,
+    out_dir: &Path,
     progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<ProductRun> {
     config.validate()?;
@@ -170,7 +171,7 @@ pub fn run(
     let mut pass = FeaturePass::new(
         backbone,
         store,
-        &wasm_infer::Preprocess::efficientnet_lite(),
+        &Preprocess::efficientnet_lite(),
         samples.len(),
     );
     let rows: std::collections::HashMap<String, Vec<f32>> = if samples.is_empty() {
@@ -256,20 +257,48 @@ pub fn run(
         return Err(Error::Dataset("three modalities were not scored".into()));
     };
 
+    if !progress(Progress::Export) {
+        return Err(Error::Cancelled);
+    }
+    let snapshot = set.snapshot_id();
     let created_at = now_rfc3339();
-    let model_id = model_id.unwrap_or_else(|| {
-        let seed = format!(
-            "{}{created_at}{}",
-            backbone.weights_sha256,
-            serde_json::to_string(config).unwrap_or_default()
-        );
-        format!(
-            "product-{}",
-            &wasm_infer::session::sha256_hex(seed.as_bytes())[..12]
-        )
-    });
+    let id = Identity {
+        model_id: meta.model_id_or("product", &snapshot, &created_at, config),
+        snapshot,
+        created_at: created_at.clone(),
+        parent_model_id: meta.parent_model_id.clone(),
+    };
+    let model_id = id.model_id.clone();
+    let shipped = ShippedBackbone::of(backbone)?;
     let onnx = export_product_head(&model, config.max_len, &model_id)?;
-    let parity = check_parity(&model, &onnx, &test.batch, config.max_len)?;
+    let nnef = wasm_infer::nnef::export_product_head(&onnx, FEATURE_DIM, config.max_len)?;
+    let head = ExportedHead { onnx, nnef };
+    let metrics = ProductMetrics {
+        text: text_s,
+        image: image_s,
+        both: both_s,
+        majority_baseline,
+    };
+    let manifest = ModelManifest {
+        product: Some(ProductInputs {
+            ids: batched(IDS_NAME, &[config.max_len]),
+            mask: batched(MASK_NAME, &[config.max_len]),
+            has_image: batched(HAS_IMAGE_NAME, &[1]),
+            tokenizer: spec.clone(),
+        }),
+        product_metrics: Some(metrics.clone()),
+        ..image_manifest(
+            id,
+            &shipped,
+            Task::Product,
+            &head,
+            &Preprocess::efficientnet_lite(),
+            batched(OUTPUT_NAME, &[set.labels.len()]),
+            set.labels.clone(),
+        )
+    };
+    manifest.validate()?;
+    let parity = check_parity(&model, &manifest, (&shipped, &head), &test.batch)?;
 
     let name = |l: u32| set.labels[l as usize].clone();
     let predicted_rows = (0..test.labels.len())
@@ -282,6 +311,29 @@ pub fn run(
         })
         .collect();
     let sources = |p: &Part<'_>| p.items.iter().map(|i| i.source.clone()).collect();
+    let truth = &test.labels;
+    let evidence = Evidence {
+        metric: "accuracy".into(),
+        method: Method::TestSplit,
+        items: test
+            .items
+            .iter()
+            .map(|i| {
+                i.image
+                    .as_ref()
+                    .map(|s| s.sha256.clone())
+                    .unwrap_or_default()
+            })
+            .collect(),
+        truth: Some(truth.clone()),
+        candidate: Outcomes::from_labels("candidate", predicted[2].clone(), truth),
+        baselines: vec![
+            Outcomes::from_labels("majority class", vec![majority; truth.len()], truth).trivial(),
+            Outcomes::from_labels("its text tower alone", predicted[0].clone(), truth),
+            Outcomes::from_labels("its image tower alone", predicted[1].clone(), truth),
+        ],
+        champion: None,
+    };
     let report = ProductReport {
         model_id,
         created_at,
@@ -298,12 +350,7 @@ pub fn run(
         tokenizer: spec,
         history: fitted.history,
         best_epoch: fitted.best_epoch,
-        test: ProductMetrics {
-            text: text_s,
-            image: image_s,
-            both: both_s,
-            majority_baseline,
-        },
+        test: metrics,
         parity,
         seconds: [feature_secs, fit_secs],
         feature_cache: pass.stats(),
@@ -313,85 +360,73 @@ pub fn run(
             test: sources(&test),
             predicted: predicted_rows,
         },
+        evidence: Some(evidence),
     };
+    let files = ModelFolder::new()
+        .with(ModelFiles::BACKBONE_ONNX, shipped.bytes)
+        .with(ModelFiles::BACKBONE_INT8, shipped.int8)
+        .with(ModelFiles::PRODUCT_HEAD_ONNX, head.onnx)
+        .with(ModelFiles::PRODUCT_HEAD_NNEF, head.nnef)
+        .with(ModelFiles::MANIFEST, manifest.to_json()?)
+        .with(ModelFiles::METRICS, serde_json::to_string_pretty(&report)?)
+        .write(out_dir, |_| Ok(vec![]))?;
     Ok(ProductRun {
         model,
         report,
-        onnx,
+        manifest,
+        files,
     })
 }
 
-/// Probabilities of up to 32 items in each modality, by candle and by tract (natively, on the
-/// exported bytes); fails beyond [`crate::run::PARITY_TOLERANCE`].
+/// Probabilities of up to 32 items in each modality, by candle and by tract on the exported
+/// bytes: the ONNX head (on the `f32` backbone, as the api loads it) and the NNEF head (on the
+/// 8-bit backbone, as browsers load it), given the same features; fails beyond
+/// [`crate::run::PARITY_TOLERANCE`].
 pub fn check_parity(
     model: &ProductModel,
-    onnx: &[u8],
+    manifest: &ModelManifest,
+    (backbone, head): (&ShippedBackbone, &ExportedHead),
     items: &ProductBatch,
-    max_len: usize,
 ) -> Result<ProductParity> {
-    let tract_err = |e: TractError| Error::Parity(format!("tract: {e}"));
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
-        .and_then(|m| {
-            m.with_input_fact(0, f32::fact([1, FEATURE_DIM]).into())?
-                .with_input_fact(1, i64::fact([1, max_len]).into())?
-                .with_input_fact(2, f32::fact([1, max_len]).into())?
-                .with_input_fact(3, f32::fact([1, 1]).into())?
-                .into_optimized()?
-                .into_runnable()
-        })
-        .map_err(tract_err)?;
+    let server = ProductSession::new(
+        Arc::new(wasm_infer::Backbone::full(&backbone.bytes, manifest)?),
+        &head.onnx,
+        manifest.clone(),
+    )?;
+    let browser = ProductSession::from_nnef(
+        Arc::new(wasm_infer::Backbone::new(&backbone.int8, manifest)?),
+        &head.nnef,
+        manifest.clone(),
+    )?;
     let n = items.labels_len()?.min(32);
-    let mut parity = Parity::default();
+    let (mut onnx, mut nnef) = (Parity::default(), Parity::default());
     for modality in Modality::ALL {
         let b = modality.apply(items)?;
         let candle = model.probabilities(&b)?.narrow(0, 0, n)?.to_vec2::<f32>()?;
+        let has: Vec<f32> = b.has_image.flatten_all()?.to_vec1()?;
+        let features = b.features.to_vec2::<f32>()?;
+        let ids = b.ids.to_vec2::<u32>()?;
+        let mask = b.mask.to_vec2::<f32>()?;
         for (k, c) in candle.iter().enumerate() {
-            let row = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.get(k)?.flatten_all()?.to_vec1()?) };
-            let ids: Vec<i64> = b
-                .ids
-                .get(k)?
-                .to_vec1::<u32>()?
-                .into_iter()
-                .map(i64::from)
-                .collect();
-            let inputs = tvec!(
-                tract_ndarray::Array2::from_shape_vec((1, FEATURE_DIM), row(&b.features)?)
-                    .map_err(|e| Error::Parity(e.to_string()))?
-                    .into_tvalue(),
-                tract_ndarray::Array2::from_shape_vec((1, max_len), ids)
-                    .map_err(|e| Error::Parity(e.to_string()))?
-                    .into_tvalue(),
-                tract_ndarray::Array2::from_shape_vec((1, max_len), row(&b.mask)?)
-                    .map_err(|e| Error::Parity(e.to_string()))?
-                    .into_tvalue(),
-                tract_ndarray::Array2::from_shape_vec((1, 1), row(&b.has_image)?)
-                    .map_err(|e| Error::Parity(e.to_string()))?
-                    .into_tvalue(),
-            );
-            let out = plan.run(inputs).map_err(tract_err)?;
-            let t = out[0]
-                .to_plain_array_view::<f32>()
-                .map_err(tract_err)?
-                .iter()
-                .copied()
-                .collect::<Vec<f32>>();
-            parity.compare(format!("{} probabilities", modality.name()), c, &t)?;
+            let f = (has[k] > 0.0).then_some(features[k].as_slice());
+            let text = Encoded {
+                ids: ids[k].iter().map(|&i| i64::from(i)).collect(),
+                mask: mask[k].clone(),
+            };
+            let what = format!("{} probabilities", modality.name());
+            onnx.compare(&what, c, &server.scores_encoded(f, &text)?)?;
+            nnef.compare(
+                format!("{what} (NNEF head)"),
+                c,
+                &browser.scores_encoded(f, &text)?,
+            )?;
         }
     }
     Ok(ProductParity {
         items: n,
-        max_abs_diff: parity.max_abs_diff,
+        max_abs_diff: onnx.max_abs_diff,
+        nnef_max_abs_diff: nnef.max_abs_diff,
     })
-}
-
-/// Write the model folder atomically: the ONNX head and the report.
-pub fn write_dir(out_dir: &Path, run: &ProductRun) -> Result<()> {
-    crate::run::ModelFolder::new()
-        .with(PRODUCT_HEAD_ONNX, run.onnx.clone())
-        .with(PRODUCT_METRICS, serde_json::to_string_pretty(&run.report)?)
-        .write(out_dir, |_| Ok(vec![]))?;
-    Ok(())
 }
 
 impl ProductBatch {

@@ -162,6 +162,8 @@ pub fn image_manifest(
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
         text: None,
         rank_metrics: None,
+        product: None,
+        product_metrics: None,
         gallery: None,
         backbone_sha256: Some(backbone.weights_sha256.clone()),
         backbone: Some(backbone.spec.clone()),
