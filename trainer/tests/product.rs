@@ -7,6 +7,8 @@
 // Test helpers panic on purpose: the panic message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 
 use contract::ModelFiles;
@@ -243,6 +245,114 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
     assert!(
         session.classify(None, " ?! ", 3).is_err(),
         "no words and no image"
+    );
+
+    // wasm tract (the node build of what browsers run) = candle on given features, and =
+    // native tract on the same files from an encoded image decoded in wasm.
+    let tokenizer =
+        wasm_infer::Tokenizer::new(manifest.product.clone().unwrap().tokenizer).unwrap();
+    let prep = wasm_infer::Preprocess::efficientnet_lite();
+    let scored: Vec<&product::ProductItem> = r
+        .splits
+        .test
+        .iter()
+        .take(6)
+        .map(|src| set.items.iter().find(|i| &i.source == src).unwrap())
+        .collect();
+    let mut given = Vec::new();
+    let mut candle = Vec::new();
+    let files = tempfile::tempdir().unwrap();
+    let mut file_cases = Vec::new();
+    let mut native = Vec::new();
+    for (n, item) in scored.iter().enumerate() {
+        let sample = item.image.as_ref().unwrap();
+        let x = trainer::run::inference_tensor(sample, &prep).unwrap();
+        let x =
+            candle_core::Tensor::from_vec(x, (1, 3, 224, 224), &candle_core::Device::Cpu).unwrap();
+        let f: Vec<f32> = backbone
+            .features(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let words = item.words();
+        for (features, text) in [
+            (Some(&f), words.as_str()),
+            (None, words.as_str()),
+            (Some(&f), ""),
+        ] {
+            let e = tokenizer.encode_optional(text);
+            let b =
+                product::ProductBatch::new(&[features.map(Vec::as_slice)], &[&e], f.len()).unwrap();
+            candle.push(
+                run.model
+                    .probabilities(&b)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            );
+            given.push(serde_json::json!({"features": features, "text": text}));
+        }
+        let img = sample.decode().unwrap();
+        let path = files.path().join(format!("{n}.png"));
+        img.save(&path).unwrap();
+        let pixels = trainer::run::pixels(&img).unwrap();
+        let nf = session.features(&pixels).unwrap();
+        native.push((
+            session.scores(Some(&nf), &words).unwrap(),
+            session.scores(Some(&nf), "").unwrap(),
+        ));
+        file_cases.push(serde_json::json!({"image": path, "text": words}));
+    }
+    let cases = files.path().join("cases.json");
+    std::fs::write(
+        &cases,
+        serde_json::to_vec(&serde_json::json!({"given": given, "files": file_cases})).unwrap(),
+    )
+    .unwrap();
+    let pkg = common::wasm_pkg();
+    let got = common::node_json("wasm-product-parity.mjs", &[&pkg, &dir, &cases]);
+    let close = |a: &serde_json::Value, b: &[f32], what: &str| {
+        let a: Vec<f32> = a
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(a.len(), b.len(), "{what}");
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-4, "{what}: wasm differs by {d:e}");
+    };
+    for (k, c) in candle.iter().enumerate() {
+        close(&got["given"][k], c, &format!("wasm vs candle, case {k}"));
+    }
+    for (k, (both, image)) in native.iter().enumerate() {
+        close(
+            &got["files"][k]["both"],
+            both,
+            &format!("wasm vs native, file {k}, both"),
+        );
+        close(
+            &got["files"][k]["image"],
+            image,
+            &format!("wasm vs native, file {k}, image"),
+        );
+        assert_eq!(got["files"][k]["top"].as_array().unwrap().len(), 3);
+    }
+    assert!(
+        got["nothing_error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to classify"),
+        "{}",
+        got["nothing_error"]
     );
 
     // A second run reads every image's features from the cache and gives the same figures.

@@ -1,9 +1,10 @@
 //! The JavaScript face of the crate (wasm32 only): a thin `#[wasm_bindgen]` layer over
-//! [`Session`] and [`crate::preprocess`]. Everything here delegates to the plain Rust API that
+//! [`Session`], [`crate::ProductSession`] and [`crate::preprocess`]. Everything here delegates to the plain Rust API that
 //! the native tests exercise; nothing is computed differently in the browser.
 
 use wasm_bindgen::prelude::*;
 
+mod product;
 mod search;
 
 use crate::decode::decode_image;
