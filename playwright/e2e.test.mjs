@@ -3,11 +3,12 @@
 // Chromium. Run by scripts/e2e.sh (scripts/test.sh runs it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   TOKEN, admin, assertAccessible, classifyInPage, launch, makePng, photos, serverPredict, shots,
-  startApi, testSplitPhotos, trainRankChampion, waitFor,
+  startApi, testSplitPhotos, trainChampion, trainRankChampion, waitFor,
 } from './harness.mjs';
 
 let server; let base; let browser; let context; let page;
@@ -661,4 +662,60 @@ test('a caption added to an approved image is invisible in Search until approved
   const shownAfter = await captionsInSearch(after, teapotFile);
   assert.ok(shownAfter.includes(phrase), `the approved caption in Search: ${JSON.stringify(shownAfter)}`);
   await page.screenshot({ path: join(shots, 'search-approved-caption.png'), fullPage: true });
+});
+
+test('classifies a product by its title in the browser, offline, live as you type; its photo changes the scores', async () => {
+  // A product model, trained through the api on the seed photos with their captions as titles.
+  const modelId = await trainChampion(base, 'product', { epochs: 40 });
+  const metrics = await (await fetch(`${base}/api/models/${modelId}/metrics.json`)).json();
+  const labels = metrics.labels;
+  // A held-out photo whose category the model's text tower names first (as recorded by the
+  // server's run): its file and caption from the bundled set, found by sha256.
+  const bySha = new Map();
+  for (const label of readdirSync(photos, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)) {
+    for (const f of readdirSync(join(photos, label)).filter((n) => n.endsWith('.png'))) {
+      const path = join(photos, label, f);
+      bySha.set(createHash('sha256').update(readFileSync(path)).digest('hex'), { label, path });
+    }
+  }
+  const ev = metrics.evidence;
+  const k = ev.items.findIndex((sha, i) => metrics.splits.predicted[i][0] === labels[ev.truth[i]] && bySha.has(sha));
+  assert.ok(k >= 0, 'a test item the text tower gets right');
+  const item = bySha.get(ev.items[k]);
+  const title = readFileSync(item.path.replace(/\.png$/, '.txt'), 'utf8').split('\n')[0].trim();
+  assert.equal(item.label, labels[ev.truth[k]]);
+
+  await page.goto(`${base}/#/products`);
+  await page.locator('[data-testid=product-status][data-ready=true]').waitFor({ timeout: 120_000 });
+  assert.match(await page.locator('[data-testid=product-status]').innerText(), new RegExp(`product model ${modelId}`));
+  await context.setOffline(true);
+  try {
+    await page.reload();
+    await page.locator('[data-testid=product-status][data-ready=true]').waitFor({ timeout: 60_000 });
+    const before = apiRequests.length;
+    await page.locator('[data-testid=product-title]').pressSequentially(title, { delay: 10 });
+    // Answered for the whole title (earlier answers are for what was typed so far).
+    const answered = (withImage) => page.waitForFunction(([t, w]) => {
+      const ol = document.querySelector('[data-testid=product-predictions]');
+      return ol && ol.dataset.title === t && ol.dataset.withImage === String(w);
+    }, [title, withImage], { timeout: 30_000 });
+    const answer = page.locator('[data-testid=product-predictions]');
+    await answered(false);
+    const byTitle = await answer.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
+    assert.ok(byTitle.slice(0, 3).some((p) => p.label === item.label), `${item.label} in the top 3 for ${JSON.stringify(title)}: ${JSON.stringify(byTitle)}`);
+    for (let i = 1; i < byTitle.length; i++) assert.ok(byTitle[i - 1].score >= byTitle[i].score, 'sorted by score');
+    // Adding the photo changes the scores (the backbone runs once, in the browser).
+    await page.locator('[data-testid=product-image]').setInputFiles(item.path);
+    await answered(true);
+    const both = await answer.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
+    assert.notDeepEqual(both, byTitle, 'the photo changes the scores');
+    await page.screenshot({ path: join(shots, 'products-offline.png'), fullPage: true });
+    await assertAccessible(page, 'Products offline with a title and a photo');
+    // Apart from the periodic newer-champion check (which fails quietly offline), nothing
+    // asked the server.
+    const during = apiRequests.slice(before).filter((u) => u !== 'GET /api/models/current');
+    assert.deepEqual(during, [], 'no server request for a product');
+  } finally {
+    await context.setOffline(false);
+  }
 });

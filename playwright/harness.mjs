@@ -95,12 +95,18 @@ export async function assertAccessible(page, state) {
 
 // Train a ranking model (30 epochs) and make it the champion; resolves to its id.
 export async function trainRankChampion(base) {
+  return trainChampion(base, 'rank', { epochs: 30 });
+}
+
+// Train a `task` model through the api, wait for the run, make it the champion if the gate
+// did not; its model id.
+export async function trainChampion(base, task, params) {
   const r = await fetch(`${base}/api/train`, {
-    method: 'POST', headers: admin, body: JSON.stringify({ task: 'rank', params: { epochs: 30 } }),
+    method: 'POST', headers: admin, body: JSON.stringify({ task, params }),
   });
   assert.equal(r.status, 202);
   const run = await r.json();
-  const done = await waitFor('the ranking run', async () => {
+  const done = await waitFor(`the ${task} run`, async () => {
     const d = await (await fetch(`${base}/api/train/${run.id}`)).json();
     return ['succeeded', 'failed', 'cancelled'].includes(d.status) ? d : null;
   }, 600_000);
@@ -109,7 +115,7 @@ export async function trainRankChampion(base) {
   if (info.stage !== 'champion') {
     assert.equal((await fetch(`${base}/api/models/${done.model_id}/promote`, { method: 'POST', headers: admin })).status, 200);
   }
-  assert.equal((await (await fetch(`${base}/api/models/current?task=rank`)).json()).model_id, done.model_id);
+  assert.equal((await (await fetch(`${base}/api/models/current?task=${task}`)).json()).model_id, done.model_id);
   return done.model_id;
 }
 

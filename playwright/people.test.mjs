@@ -7,12 +7,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   TOKEN, admin, assertAccessible, classifyInPage, launch, makePng, predictionsShown, shots,
-  startApi, testSplitPhotos, trainRankChampion, waitFor,
+  startApi, testSplitPhotos, trainChampion, trainRankChampion, waitFor,
 } from './harness.mjs';
 
 const phone = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 const desktop = { viewport: { width: 1280, height: 800 } };
-const pages = [['predict', '/#/'], ['search', '/#/search'], ['contribute', '/#/contribute'], ['admin', '/#/admin']];
+const pages = [['predict', '/#/'], ['search', '/#/search'], ['products', '/#/products'], ['contribute', '/#/contribute'], ['admin', '/#/admin']];
 let server; let base;
 
 before(async () => {
@@ -20,6 +20,7 @@ before(async () => {
   server = await startApi();
   base = server.base;
   await trainRankChampion(base);
+  await trainChampion(base, 'product', { epochs: 20 });
 });
 
 after(() => server?.stop());
@@ -88,6 +89,11 @@ test('every page fits a phone (390 × 844) and a desktop: no sideways overflow, 
           await page.locator('[data-testid=search-status][data-ready=true]').waitFor({ timeout: 120_000 });
           await page.locator('[data-testid=query]').fill('a koala in a tree');
           await page.locator('[data-testid=hits] li img').first().waitFor({ timeout: 30_000 });
+        }
+        if (name === 'products') {
+          await page.locator('[data-testid=product-status][data-ready=true]').waitFor({ timeout: 120_000 });
+          await page.locator('[data-testid=product-title]').fill('A koala in a tree.');
+          await page.locator('[data-testid=product-predictions] li').first().waitFor({ timeout: 30_000 });
         }
         if (name === 'contribute') await page.locator('[data-testid=label] option[value=animals]').waitFor({ state: 'attached' });
         // Admin with everything the classifier champion shows: its detail, gate, curves and

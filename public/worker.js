@@ -9,15 +9,17 @@
 // A model is the shared frozen backbone (one content-addressed file, downloaded once, kept
 // for good, one session for classification and search) and the version's small head: after a
 // retrain only the head is downloaded.
-import init, { Backbone, Session, TextSession, SearchIndex } from '/pkg/wasm_infer.js';
+import init, { Backbone, Session, TextSession, SearchIndex, ProductSession } from '/pkg/wasm_infer.js';
 import { withStore } from '/idb.js';
 
 const MODELS = 'edgeml-models';
 const META = 'edgeml-meta';
 const RANK = 'edgeml-rank';
+const PRODUCT = 'edgeml-product';
 const BACKBONES = 'edgeml-backbones';
 const CURRENT = '/api/models/current?task=classify';
 const CURRENT_RANK = '/api/models/current?task=rank';
+const CURRENT_PRODUCT = '/api/models/current?task=product';
 const LOCAL = { db: 'edgeml-local', store: 'vectors', keyOptions: { keyPath: 'id' } };
 const ready = init({ module_or_path: '/pkg/wasm_infer_bg.wasm' });
 let session = null;
@@ -29,6 +31,8 @@ let rank = null;
 const refusedRank = new Set();
 // Why the newest ranking version was refused, told once, after the next answer.
 let rankNotice = null;
+// The product champion: { id, session, features (of the image last given, or null) }.
+let product = null;
 // Backbones of this worker's life by sha256: a promise of `{ backbone, cached }`, shared by
 // every session on it (one download, one compile, one forward pass per image for both tasks).
 const backbones = new Map();
@@ -174,10 +178,10 @@ function backboneUrl(spec) {
   return `/api/backbones/${spec.sha256.toLowerCase()}.${spec.file.split('.').pop()}`;
 }
 
-// Drop cached backbones that neither kept manifest (classification, ranking) runs on.
+// Drop cached backbones that no kept manifest (classification, ranking, product) runs on.
 async function pruneBackbones() {
   const used = new Set();
-  for (const url of [CURRENT, CURRENT_RANK]) {
+  for (const url of [CURRENT, CURRENT_RANK, CURRENT_PRODUCT]) {
     const text = await keptManifest(url);
     const m = text && JSON.parse(text);
     if (m && m.backbone && m.backbone.int8) used.add(backboneUrl(shippedBackbone(m)));
@@ -303,6 +307,38 @@ async function addLocal(msg) {
 
 const post = (json) => postMessage(JSON.parse(json));
 
+// The product champion, loaded once per version: its NNEF head on the shared backbone. A
+// version whose files are refused leaves the loaded one answering (the error is reported).
+async function loadProduct() {
+  await ready;
+  const { text, fresh } = await manifestText(CURRENT_PRODUCT);
+  const manifest = JSON.parse(text);
+  if (product && product.id === manifest.model_id) return product;
+  const base = `/api/models/${manifest.model_id}/`;
+  const headSpec = browserFile(manifest, manifest.backbone && manifest.backbone.int8 && manifest.nnef);
+  const [bb, head] = await Promise.all([backboneFor(text), modelFile(PRODUCT, base, headSpec)]);
+  // Checks the backbone is the manifest's, the head's bytes, inputs and output.
+  const session = ProductSession.composed(bb.backbone, head.bytes, text);
+  await keep(PRODUCT, base, [head]);
+  if (fresh) await keepManifest(CURRENT_PRODUCT, text);
+  product = { id: manifest.model_id, labels: manifest.labels, session, features: null };
+  await pruneBackbones();
+  return product;
+}
+
+async function productRequest(msg) {
+  const p = await loadProduct();
+  if (msg.type === 'load_product') {
+    postMessage({ type: 'product_ready', model_id: p.id, labels: p.labels });
+    return;
+  }
+  const t0 = performance.now();
+  if (msg.type === 'product_image') p.features = p.session.featuresImage(await wasmReadable(msg.bytes));
+  const withImage = msg.type === 'product_image' || (msg.with_image && p.features !== null);
+  const r = JSON.parse(p.session.classify(withImage ? p.features : undefined, msg.title, msg.k));
+  postMessage({ type: 'product_result', title: msg.title, with_image: withImage, predictions: r.predictions, ms: performance.now() - t0 });
+}
+
 // The inference module decodes PNG and JPEG itself (the server's decoder: the same pixels);
 // other formats (WebP, GIF, BMP) are decoded by the browser and handed over as PNG.
 async function wasmReadable(bytes) {
@@ -359,6 +395,9 @@ self.onmessage = async (e) => {
     } else if (msg.type === 'add_local') {
       // Quietly nothing without a ranking model: the server gallery will have the image.
       await rankRequest(msg).catch((err) => console.warn('not added to the local search index:', err));
+    } else if (['load_product', 'product_classify', 'product_image'].includes(msg.type)) {
+      // Product problems are reported apart: the other pages keep working without them.
+      await productRequest(msg).catch((err) => postMessage({ type: 'product_error', message: String((err && err.message) || err) }));
     } else if (['load_rank', 'search', 'similar', 'captions'].includes(msg.type)) {
       // Search problems are reported apart: classification keeps working without them.
       await rankRequest(msg).catch((err) => postMessage({ type: 'rank_error', message: String((err && err.message) || err) }));

@@ -51,6 +51,26 @@ pub enum ToWorker {
         /// How many captions to return.
         k: usize,
     },
+    /// Load the product champion for the Products page.
+    LoadProduct,
+    /// Classify a product by its title and, when `with_image`, the image last given with
+    /// [`ToWorker::ProductImage`].
+    ProductClassify {
+        /// The title as typed (may be empty when there is an image).
+        title: String,
+        /// Whether to use the image.
+        with_image: bool,
+        /// How many categories to return.
+        k: usize,
+    },
+    /// Take an encoded image file (payload `bytes`) as the product's image (its backbone
+    /// features are computed once), then classify it with `title`.
+    ProductImage {
+        /// The title as typed (may be empty).
+        title: String,
+        /// How many categories to return.
+        k: usize,
+    },
     /// Embed an image contributed from this browser (payload `blob`) so Search finds it before
     /// the next retrain.
     AddLocal {
@@ -67,7 +87,9 @@ impl ToWorker {
     /// The key of the binary payload this message carries next to its JSON fields, if any.
     pub fn payload_key(&self) -> Option<&'static str> {
         match self {
-            ToWorker::Classify { .. } | ToWorker::Captions { .. } => Some("bytes"),
+            ToWorker::Classify { .. }
+            | ToWorker::Captions { .. }
+            | ToWorker::ProductImage { .. } => Some("bytes"),
             ToWorker::ClassifyRgba { .. } => Some("rgba"),
             ToWorker::AddLocal { .. } => Some("blob"),
             _ => None,
@@ -149,6 +171,29 @@ pub enum FromWorker {
         results: Vec<Hit>,
         /// Embedding + ranking, milliseconds.
         ms: f64,
+    },
+    /// The product champion is loaded.
+    ProductReady {
+        /// The model version.
+        model_id: String,
+        /// Its categories.
+        labels: Vec<String>,
+    },
+    /// Categories of a product.
+    ProductResult {
+        /// The title classified.
+        title: String,
+        /// Whether its image was used.
+        with_image: bool,
+        /// `k` categories, most probable first.
+        predictions: Vec<Prediction>,
+        /// The head's run (plus the backbone's, when an image was just given), milliseconds.
+        ms: f64,
+    },
+    /// Product classification is unavailable or failed (the other pages keep working).
+    ProductError {
+        /// Why, in words.
+        message: String,
     },
     /// Search is unavailable (classification keeps working).
     RankError {

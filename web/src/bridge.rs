@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::{predict, search};
+use crate::{predict, products, search};
 
 /// Post a request to the worker: its JSON fields, plus the binary payload under the key the
 /// message names ([`ToWorker::payload_key`]), so bytes are not copied through JSON.
@@ -40,6 +40,8 @@ pub struct Replies {
     pub predict: predict::State,
     /// The Search page's results.
     pub search: search::State,
+    /// The Products page's results.
+    pub products: products::State,
 }
 
 /// Apply one reply of the worker.
@@ -78,6 +80,17 @@ fn apply(r: Replies, msg: FromWorker) {
         }
         FromWorker::CaptionsResult { results, ms } => r.search.captions.set(Some((results, ms))),
         FromWorker::RankError { message } => r.search.error.set(Some(message)),
+        FromWorker::ProductReady { model_id, labels } => {
+            r.products.error.set(None);
+            r.products.ready.set(Some((model_id, labels)));
+        }
+        FromWorker::ProductResult {
+            title,
+            with_image,
+            predictions,
+            ms,
+        } => r.products.done((title, with_image, predictions, ms)),
+        FromWorker::ProductError { message } => r.products.error.set(Some(message)),
         FromWorker::Error { message } => {
             r.predict.busy.set(false);
             r.status.set(format!("error: {message}"));

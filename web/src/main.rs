@@ -8,6 +8,7 @@ mod limits;
 mod net;
 mod outbox;
 mod predict;
+mod products;
 mod search;
 
 use contract::worker::ToWorker;
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub outbox: outbox::State,
     /// Search page state.
     pub search: search::State,
+    /// Products page state.
+    pub products: products::State,
 }
 
 impl Ctx {
@@ -50,6 +53,7 @@ impl Ctx {
 enum Page {
     Predict,
     Search,
+    Products,
     Contribute,
     Admin,
 }
@@ -61,6 +65,7 @@ fn page_from_hash() -> Page {
     match hash.trim_start_matches('#').trim_start_matches('/') {
         "contribute" => Page::Contribute,
         "search" => Page::Search,
+        "products" => Page::Products,
         "admin" => Page::Admin,
         _ => Page::Predict,
     }
@@ -128,8 +133,10 @@ fn App() -> impl IntoView {
         predict,
         outbox: outbox::State::new(),
         search: search::State::new(),
+        products: products::State::new(),
     };
     let search = ctx.search;
+    let products = ctx.products;
     provide_context(ctx);
 
     if let Some(w) = web_sys::window() {
@@ -161,6 +168,7 @@ fn App() -> impl IntoView {
         newer,
         predict,
         search,
+        products,
     };
     match bridge::start(replies) {
         Some(worker) => ctx.worker.set_value(Some(worker)),
@@ -184,6 +192,7 @@ fn App() -> impl IntoView {
             <nav aria-label="Pages">
                 {tab(Page::Predict, "#/", "Predict")}
                 {tab(Page::Search, "#/search", "Search")}
+                {tab(Page::Products, "#/products", "Products")}
                 {tab(Page::Contribute, "#/contribute", "Contribute")}
                 {tab(Page::Admin, "#/admin", "Admin")}
             </nav>
@@ -206,6 +215,7 @@ fn App() -> impl IntoView {
             {move || match page.get() {
                 Page::Predict => view! { <predict::PredictPage/> }.into_any(),
                 Page::Search => view! { <search::SearchPage/> }.into_any(),
+                Page::Products => view! { <products::ProductsPage/> }.into_any(),
                 Page::Contribute => view! { <contribute::ContributePage/> }.into_any(),
                 Page::Admin => view! { <admin::AdminPage/> }.into_any(),
             }}
