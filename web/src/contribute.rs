@@ -139,7 +139,7 @@ pub fn ContributePage() -> impl IntoView {
                                 <input data-testid="uploader" maxlength="64" prop:value=move || uploader.get()
                                     on:input=move |ev| uploader.set(event_target_value(&ev))/>
                             </label>
-                            <label>"Caption (optional) "
+                            <label>"Caption or product title (optional) "
                                 <input data-testid="caption" maxlength=move || ob.limits.get().max_caption_chars placeholder="A koala in a tree." prop:value=move || caption.get()
                                     on:input=move |ev| caption.set(event_target_value(&ev))/>
                             </label>
