@@ -31,6 +31,10 @@ pub const FEATURES_NAME: &str = "features";
 pub const OUTPUT_NAME: &str = "probs";
 /// Name of the batch dimension symbol.
 pub const BATCH_SYMBOL: &str = "batch";
+/// Name of the word-ids input of graphs that read text (`[batch, len]`, int64).
+pub const IDS_NAME: &str = "ids";
+/// Name of the word-mask input of graphs that read text (`[batch, len]`, 1 = word).
+pub const MASK_NAME: &str = "mask";
 
 /// An ONNX graph under construction: nodes in topological order and their weights.
 #[derive(Default)]
@@ -291,6 +295,43 @@ pub fn export_head(head: &Head, model_id: &str) -> Result<Vec<u8>> {
         graph,
         format!("linear classifier head of model {model_id}, on backbone features"),
     ))
+}
+
+/// The masked mean of word vectors, the text side of every graph that reads text:
+/// `table [vocab, dim]` gathered at the `ids` input, weighted by the `mask` input, summed over
+/// the words and divided by their number (at least 1, so an all-zero mask, no text, gives
+/// zeros) → `[batch, dim]`.
+pub(crate) fn masked_mean(g: &mut GraphBuilder, table: String) -> String {
+    let axis1 = g.initializer_i64("axes.1", &[1]);
+    let axis2 = g.initializer_i64("axes.2", &[2]);
+    let one = g.initializer("text.one", &[], &[1.0]);
+    let words = g.node(
+        "Gather",
+        "text.gather",
+        vec![table, IDS_NAME.into()],
+        vec![attr_int("axis", 0)],
+    );
+    let mask3 = g.node(
+        "Unsqueeze",
+        "text.mask3",
+        vec![MASK_NAME.into(), axis2],
+        vec![],
+    );
+    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
+    let sum = g.node(
+        "ReduceSum",
+        "text.sum",
+        vec![masked, axis1.clone()],
+        vec![attr_int("keepdims", 0)],
+    );
+    let count = g.node(
+        "ReduceSum",
+        "text.count",
+        vec![MASK_NAME.into(), axis1],
+        vec![attr_int("keepdims", 1)],
+    );
+    let count = g.node("Max", "text.count1", vec![count, one], vec![]);
+    g.node("Div", "text.mean", vec![sum, count], vec![])
 }
 
 pub(crate) fn encode_model(graph: pb::GraphProto, doc_string: String) -> Vec<u8> {

@@ -292,6 +292,34 @@ fn show_features(bar: &ProgressBar, done: usize, total: usize, images_per_sec: f
     bar.set_message(format!("{images_per_sec:.1} img/s"));
 }
 
+/// Progress of a run that reports one batch per epoch (ranking, products): the backbone pass,
+/// the epochs with their `loss`, then the export (`export` says what it writes).
+fn show_epochs(bar: &ProgressBar, p: Progress, loss: &str, export: &str) {
+    match p {
+        Progress::Features {
+            done,
+            total,
+            images_per_sec,
+        } => show_features(bar, done, total, images_per_sec),
+        Progress::Batch {
+            epoch,
+            epochs,
+            loss: value,
+            ..
+        } => {
+            bar.set_prefix("epochs");
+            bar.set_length(epochs as u64);
+            bar.set_position(epoch as u64);
+            bar.set_message(format!("{loss} {value:.4}"));
+        }
+        Progress::Epoch(_) | Progress::Evaluate { .. } => {}
+        Progress::Export => {
+            bar.set_prefix("export");
+            bar.set_message(export.to_string());
+        }
+    }
+}
+
 fn rank_cli(
     dataset: &Dataset,
     backbone: &Backbone,
@@ -302,30 +330,7 @@ fn rank_cli(
 ) -> Result<()> {
     let bar = progress_bar();
     let mut on_progress = |p: Progress| {
-        match p {
-            Progress::Features {
-                done,
-                total,
-                images_per_sec,
-            } => show_features(&bar, done, total, images_per_sec),
-            Progress::Batch {
-                epoch,
-                epochs,
-                loss,
-                ..
-            } => {
-                bar.set_prefix("epochs");
-                bar.set_length(epochs as u64);
-                bar.set_position(epoch as u64);
-                bar.set_message(format!("InfoNCE {loss:.4}"));
-            }
-            Progress::Epoch(_) => {}
-            Progress::Evaluate { .. } => {}
-            Progress::Export => {
-                bar.set_prefix("export");
-                bar.set_message("two ONNX encoders + tract parity");
-            }
-        }
+        show_epochs(&bar, p, "InfoNCE", "two ONNX encoders + tract parity");
         true
     };
     let report = trainer::rank::run(

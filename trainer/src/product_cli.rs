@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use trainer::product::{self, ProductConfig, ProductSet, Scores};
 use trainer::run::{DirStore, FeatureStore, Progress, RunMeta};
 
-use super::{load_backbone, progress_bar, show_features};
+use super::{load_backbone, progress_bar, show_epochs};
 
 /// The subcommand's arguments.
 #[derive(clap::Args)]
@@ -86,29 +86,7 @@ pub fn product_cli(args: ProductArgs) -> Result<()> {
     let cache = args.feature_cache.map(DirStore::new);
     let bar = progress_bar();
     let mut on_progress = |p: Progress| {
-        match p {
-            Progress::Features {
-                done,
-                total,
-                images_per_sec,
-            } => show_features(&bar, done, total, images_per_sec),
-            Progress::Batch {
-                epoch,
-                epochs,
-                loss,
-                ..
-            } => {
-                bar.set_prefix("epochs");
-                bar.set_length(epochs as u64);
-                bar.set_position(epoch as u64);
-                bar.set_message(format!("cross-entropy {loss:.4}"));
-            }
-            Progress::Export => {
-                bar.set_prefix("export");
-                bar.set_message("ONNX + NNEF head, tract parity");
-            }
-            _ => {}
-        }
+        show_epochs(&bar, p, "cross-entropy", "ONNX + NNEF head, tract parity");
         true
     };
     let run = product::run(

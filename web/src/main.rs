@@ -77,6 +77,25 @@ fn listen(target: &web_sys::EventTarget, event: &str, f: impl Fn() + 'static) {
     cb.forget();
 }
 
+/// Run `f` in `ms` milliseconds, replacing the call `timer` holds if it has not run yet (live
+/// answers as you type: one per pause, not one per keystroke).
+pub(crate) fn debounce(timer: StoredValue<Option<i32>>, ms: i32, f: impl FnOnce() + 'static) {
+    cancel_pending(timer);
+    let Some(w) = web_sys::window() else { return };
+    let cb = Closure::once_into_js(f);
+    let id = w
+        .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms)
+        .ok();
+    timer.set_value(id);
+}
+
+/// Drop the call `timer` holds, if it has not run yet.
+pub(crate) fn cancel_pending(timer: StoredValue<Option<i32>>) {
+    if let (Some(w), Some(t)) = (web_sys::window(), timer.get_value()) {
+        w.clear_timeout_with_handle(t);
+    }
+}
+
 /// Every 15 s: ask the worker whether a newer champion was promoted, and retry the outbox
 /// (`online` events are not always fired, e.g. when the server itself was down).
 fn every_15_s(ctx: Ctx) {

@@ -6,7 +6,6 @@ use contract::api::Prediction;
 use contract::worker::ToWorker;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen::prelude::*;
 
 use crate::Ctx;
 
@@ -77,15 +76,7 @@ pub fn ProductsPage() -> impl IntoView {
     let on_input = move |ev: web_sys::Event| {
         let t = event_target_value(&ev);
         title.set(t.clone());
-        let Some(w) = web_sys::window() else { return };
-        if let Some(h) = st.timer.get_value() {
-            w.clear_timeout_with_handle(h);
-        }
-        let cb = Closure::once_into_js(move || classify(t));
-        let id = w
-            .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), 120)
-            .ok();
-        st.timer.set_value(id);
+        crate::debounce(st.timer, 120, move || classify(t));
     };
     let on_image = move |ev: web_sys::Event| {
         let Some(input) = ev

@@ -4,7 +4,6 @@
 use contract::worker::{Hit, ToWorker};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen::prelude::*;
 
 use crate::Ctx;
 
@@ -52,20 +51,13 @@ pub fn SearchPage() -> impl IntoView {
     let on_input = move |ev: web_sys::Event| {
         let q = event_target_value(&ev);
         query.set(q.clone());
-        let Some(w) = web_sys::window() else { return };
-        if let Some(t) = st.timer.get_value() {
-            w.clear_timeout_with_handle(t);
-        }
         if q.trim().is_empty() {
+            crate::cancel_pending(st.timer);
             return;
         }
-        let cb = Closure::once_into_js(move || {
+        crate::debounce(st.timer, 150, move || {
             ctx.send(ToWorker::Search { query: q, k: 12 }, None);
         });
-        let id = w
-            .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), 150)
-            .ok();
-        st.timer.set_value(id);
     };
     // Image → text: the captions of the gallery nearest to a picked image.
     let on_image = move |ev: web_sys::Event| {

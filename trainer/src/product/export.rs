@@ -10,15 +10,12 @@ use tract_onnx::pb;
 use super::model::ProductModel;
 use crate::backbone::FEATURE_DIM;
 use crate::export::{
-    FEATURES_NAME, GraphBuilder, OUTPUT_NAME, attr_int, encode_model, features_info,
+    FEATURES_NAME, GraphBuilder, OUTPUT_NAME, attr_int, encode_model, features_info, masked_mean,
     typed_value_info, value_info,
 };
+pub use crate::export::{IDS_NAME, MASK_NAME};
 use crate::{Error, Result};
 
-/// Name of the word-ids input.
-pub const IDS_NAME: &str = "ids";
-/// Name of the word-mask input.
-pub const MASK_NAME: &str = "mask";
 /// Name of the image-presence input (`[batch, 1]`, 1 or 0).
 pub const HAS_IMAGE_NAME: &str = "has_image";
 
@@ -40,36 +37,7 @@ pub fn export_product_head(
     let flat = |t: &candle_core::Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1()?) };
     let mut g = GraphBuilder::default();
     let table = g.initializer("text.words", &[vocab, dim], &flat(&model.words)?);
-    let axis1 = g.initializer_i64("axes.1", &[1]);
-    let axis2 = g.initializer_i64("axes.2", &[2]);
-    let one = g.initializer("one", &[], &[1.0]);
-    let words = g.node(
-        "Gather",
-        "text.gather",
-        vec![table, IDS_NAME.into()],
-        vec![attr_int("axis", 0)],
-    );
-    let mask3 = g.node(
-        "Unsqueeze",
-        "text.mask3",
-        vec![MASK_NAME.into(), axis2],
-        vec![],
-    );
-    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
-    let sum = g.node(
-        "ReduceSum",
-        "text.sum",
-        vec![masked, axis1.clone()],
-        vec![attr_int("keepdims", 0)],
-    );
-    let count = g.node(
-        "ReduceSum",
-        "text.count",
-        vec![MASK_NAME.into(), axis1],
-        vec![attr_int("keepdims", 1)],
-    );
-    let count = g.node("Max", "text.count1", vec![count, one], vec![]);
-    let mean = g.node("Div", "text.mean", vec![sum, count], vec![]);
+    let mean = masked_mean(&mut g, table);
     let text_w = g.initializer("text.weight", &[dim, classes], &flat(&model.text)?);
     let text = g.node("MatMul", "text.scores", vec![mean, text_w], vec![]);
     let image_w = g.initializer(

@@ -8,17 +8,14 @@ use tract_onnx::pb;
 use super::model::{DualEncoder, NORM_EPS_SQUARED};
 use crate::backbone::{Backbone, FEATURE_DIM};
 use crate::export::{
-    FEATURES_NAME, GraphBuilder, attr_int, attr_ints, encode_model, features_info,
+    FEATURES_NAME, GraphBuilder, attr_int, attr_ints, encode_model, features_info, masked_mean,
     typed_value_info, value_info,
 };
+pub use crate::export::{IDS_NAME, MASK_NAME};
 use crate::{Error, Result};
 
 /// Name of the embedding output of both ranking encoders.
 pub const EMBEDDING_NAME: &str = "embedding";
-/// Name of the word-ids input of the text encoder.
-pub const IDS_NAME: &str = "ids";
-/// Name of the mask input of the text encoder.
-pub const MASK_NAME: &str = "mask";
 
 /// The ranking model's image head: the backbone's `features [batch, 1280]` → ImageNet
 /// classifier (Gemm) → Softmax → projection (MatMul) → L2 normalisation →
@@ -87,7 +84,8 @@ pub fn export_image_head(
 }
 
 /// The ranking model's text encoder: `ids [batch, len]` (int64), `mask [batch, len]` (float) →
-/// projected word vectors (Gather on the folded table) → masked mean → L2 normalisation →
+/// projected word vectors (Gather on the folded table) → masked mean
+/// ([`crate::export::masked_mean`]) → L2 normalisation →
 /// `embedding [batch, dim]`.
 pub fn export_text_encoder(model: &DualEncoder, max_len: usize, model_id: &str) -> Result<Vec<u8>> {
     let folded = model.folded_words()?;
@@ -98,34 +96,7 @@ pub fn export_text_encoder(model: &DualEncoder, max_len: usize, model_id: &str) 
         &[vocab, dim],
         &folded.flatten_all()?.to_vec1()?,
     );
-    let axis1 = g.initializer_i64("axes.1", &[1]);
-    let axis2 = g.initializer_i64("axes.2", &[2]);
-    let words = g.node(
-        "Gather",
-        "text.gather",
-        vec![table, IDS_NAME.into()],
-        vec![attr_int("axis", 0)],
-    );
-    let mask3 = g.node(
-        "Unsqueeze",
-        "text.mask3",
-        vec![MASK_NAME.into(), axis2],
-        vec![],
-    );
-    let masked = g.node("Mul", "text.masked", vec![words, mask3], vec![]);
-    let sum = g.node(
-        "ReduceSum",
-        "text.sum",
-        vec![masked, axis1.clone()],
-        vec![attr_int("keepdims", 0)],
-    );
-    let count = g.node(
-        "ReduceSum",
-        "text.count",
-        vec![MASK_NAME.into(), axis1],
-        vec![attr_int("keepdims", 1)],
-    );
-    let mean = g.node("Div", "text.mean", vec![sum, count], vec![]);
+    let mean = masked_mean(&mut g, table);
     l2_normalize(&mut g, mean, EMBEDDING_NAME);
     let len = max_len as i64;
     let ids = typed_value_info(
