@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 pub use contract::api::PredictResponse;
 use tokio::sync::RwLock;
+use wasm_infer::ProductSession;
 use wasm_infer::session::Session;
 
 use crate::db::Db;
@@ -19,28 +20,26 @@ use crate::{Error, Result};
 /// How long the champion id is trusted before the database is asked again.
 const CHAMPION_TTL: Duration = Duration::from_secs(2);
 
-/// The loaded champion, reloaded when the champion changes.
-#[derive(Default)]
-pub struct Predictor {
-    loaded: RwLock<Option<(String, Arc<Session>)>>,
+/// A task's champion as loaded for predictions, reloaded when the champion changes.
+struct Slot<S> {
+    loaded: RwLock<Option<(String, Arc<S>)>>,
     champion: RwLock<Option<(Instant, Option<String>)>>,
     /// Held while a session loads: concurrent requests after a promotion wait for one load
     /// instead of each building its own copy of the model.
     loading: tokio::sync::Mutex<()>,
-    /// Predictions running now (see `Predictor::start`).
-    running: AtomicUsize,
 }
 
-/// A running prediction, counted in [`Predictor::running`] until dropped.
-struct Running<'a>(&'a AtomicUsize);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl<S> Default for Slot<S> {
+    fn default() -> Self {
+        Self {
+            loaded: RwLock::new(None),
+            champion: RwLock::new(None),
+            loading: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
-impl Predictor {
+impl<S> Slot<S> {
     async fn champion_id(&self, db: &Db, task: &str) -> Result<Option<String>> {
         if let Some((at, id)) = self.champion.read().await.as_ref()
             && at.elapsed() < CHAMPION_TTL
@@ -52,26 +51,12 @@ impl Predictor {
         Ok(id)
     }
 
-    /// Count a prediction as running, and say how many intra-op threads it gets: every core
-    /// (up to 4) when it is the only one, so a lone client gets its answer sooner; one when
-    /// others run, so concurrent requests share the cores by request, not by splitting each.
-    fn start(&self) -> (Running<'_>, usize) {
-        let others = self.running.fetch_add(1, Ordering::SeqCst);
-        let threads = if others == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-        } else {
-            1
-        };
-        (Running(&self.running), threads)
-    }
-
-    /// Forget the cached champion id (after a promotion or rollback in this process).
-    pub async fn invalidate(&self) {
-        *self.champion.write().await = None;
-    }
-
-    /// The champion's session, loading it from storage when it changed.
-    pub async fn session(&self, db: &Db, storage: &Storage, task: &str) -> Result<Arc<Session>> {
+    /// The champion's session, loaded by `load` when it changed.
+    async fn session<F, Fut>(&self, db: &Db, task: &str, load: F) -> Result<Arc<S>>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<S>>,
+    {
         let Some(id) = self.champion_id(db, task).await? else {
             return Err(Error::Unavailable(format!(
                 "no {task} model has been promoted yet"
@@ -88,10 +73,66 @@ impl Predictor {
         {
             return Ok(s.clone());
         }
-        let session = registry::load_session(storage, &id).await?;
-        let session = Arc::new(session);
+        let session = Arc::new(load(id.clone()).await?);
         *self.loaded.write().await = Some((id, session.clone()));
         Ok(session)
+    }
+}
+
+/// The loaded champions (classifier, product model), reloaded when a champion changes.
+#[derive(Default)]
+pub struct Predictor {
+    classify: Slot<Session>,
+    product: Slot<ProductSession>,
+    /// Predictions running now (see `Predictor::start`).
+    running: AtomicUsize,
+}
+
+/// A running prediction, counted in [`Predictor::running`] until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Predictor {
+    /// Count a prediction as running, and say how many intra-op threads it gets: every core
+    /// (up to 4) when it is the only one, so a lone client gets its answer sooner; one when
+    /// others run, so concurrent requests share the cores by request, not by splitting each.
+    fn start(&self) -> (Running<'_>, usize) {
+        let others = self.running.fetch_add(1, Ordering::SeqCst);
+        let threads = if others == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            1
+        };
+        (Running(&self.running), threads)
+    }
+
+    /// Forget the cached champion ids (after a promotion or rollback in this process).
+    pub async fn invalidate(&self) {
+        *self.classify.champion.write().await = None;
+        *self.product.champion.write().await = None;
+    }
+
+    /// The classification champion's session, loading it from storage when it changed.
+    pub async fn session(&self, db: &Db, storage: &Storage, task: &str) -> Result<Arc<Session>> {
+        self.classify
+            .session(db, task, |id| async move {
+                registry::load_session(storage, &id).await
+            })
+            .await
+    }
+
+    /// The product champion's session, loading it from storage when it changed.
+    pub async fn product_session(&self, db: &Db, storage: &Storage) -> Result<Arc<ProductSession>> {
+        self.product
+            .session(db, "product", |id| async move {
+                registry::load_product_session(storage, &id).await
+            })
+            .await
     }
 }
 
@@ -140,4 +181,59 @@ pub async fn predict(
             })
         })
         .await
+}
+
+/// The longest title a product prediction takes, in characters (the caption limit's order).
+pub const MAX_TITLE_CHARS: usize = 500;
+
+/// Classify a product with the product champion from its title and/or an image (validated
+/// and decoded within the decode budget, like any prediction): the server's answer for
+/// clients without wasm, the same session code the browser runs.
+pub async fn predict_product(
+    ctx: PredictCtx<'_>,
+    title: String,
+    image: Option<(String, Bytes)>,
+    limits: Limits,
+    k: usize,
+) -> Result<PredictResponse> {
+    if !(1..=100).contains(&k) {
+        return Err(Error::BadRequest(format!("k must be 1 to 100 (got {k})")));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(Error::BadRequest(format!(
+            "the title is longer than {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(Error::BadRequest("the title has control characters".into()));
+    }
+    if image.is_none() && wasm_infer::tokenizer::words(&title).is_empty() {
+        return Err(Error::BadRequest(
+            "send a title with at least one word, an image (file field), or both".into(),
+        ));
+    }
+    let session = ctx.predictor.product_session(ctx.db, ctx.storage).await?;
+    let (_running, threads) = ctx.predictor.start();
+    let classify = move |img: Option<image::RgbaImage>| -> Result<PredictResponse> {
+        let t0 = Instant::now();
+        let pixels = img.as_ref().map(trainer::pipeline::pixels).transpose()?;
+        let predictions = wasm_infer::session::with_threads(threads, || {
+            session.classify(pixels.as_ref(), &title, k)
+        })?;
+        Ok(PredictResponse {
+            model_id: session.manifest().model_id.clone(),
+            predictions,
+            ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    };
+    match image {
+        Some((filename, bytes)) => {
+            ctx.decode
+                .with_decoded(filename, bytes, limits, move |_, img| classify(Some(img)))
+                .await
+        }
+        None => tokio::task::spawn_blocking(move || classify(None))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?,
+    }
 }

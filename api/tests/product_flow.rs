@@ -155,6 +155,119 @@ async fn flow(sql: Sql, blobs: Blobs) {
     let by_title = session.classify(None, &caption, 3).unwrap();
     assert_ne!(by_title, both, "the image changes the scores");
 
+    // The server's answer (clients without wasm): the same session code on the ONNX head and
+    // the f32 backbone. By title only it is the browser's answer; with the photo it is the
+    // run's own recorded answer for this item.
+    let predict = |title: Option<&str>, file: Option<Vec<u8>>, query: &str| {
+        let mut form = reqwest::multipart::Form::new();
+        if let Some(t) = title {
+            form = form.text("title", t.to_string());
+        }
+        if let Some(b) = file {
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(b).file_name("p.png"),
+            );
+        }
+        s.http
+            .post(s.url(&format!("/api/predict?{query}")))
+            .multipart(form)
+            .send()
+    };
+    let r = predict(Some(&caption), None, "task=product&k=3")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let server: Value = r.json().await.unwrap();
+    assert_eq!(server["model_id"], model_id.as_str());
+    let got = server["predictions"].as_array().unwrap();
+    assert_eq!(got.len(), 3);
+    for (p, b) in got.iter().zip(&by_title) {
+        assert_eq!(p["label"], b.label.as_str());
+        assert!((p["score"].as_f64().unwrap() - f64::from(b.score)).abs() < 1e-5);
+    }
+    let r = predict(Some(&caption), Some(bytes.to_vec()), "task=product")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let with_photo: Value = r.json().await.unwrap();
+    assert_eq!(
+        with_photo["predictions"][0]["label"],
+        manifest.labels[predicted].as_str()
+    );
+    // Twenty at once answer like one.
+    let burst = futures::future::join_all(
+        (0..20).map(|_| predict(Some(&caption), None, "task=product&k=3")),
+    )
+    .await;
+    for r in burst {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["predictions"], server["predictions"]);
+    }
+    // Bad requests: a clear error, nothing predicted.
+    let long = "a".repeat(600);
+    for (title, file, query, status, says) in [
+        (
+            Some(""),
+            None,
+            "task=product",
+            400,
+            "title with at least one word",
+        ),
+        (
+            Some(" ?! "),
+            None,
+            "task=product",
+            400,
+            "title with at least one word",
+        ),
+        (
+            Some("bell\u{7}"),
+            None,
+            "task=product",
+            400,
+            "control characters",
+        ),
+        (
+            Some(long.as_str()),
+            None,
+            "task=product",
+            400,
+            "longer than 500",
+        ),
+        (
+            Some("a koala"),
+            None,
+            "task=product&k=0",
+            400,
+            "k must be 1 to 100",
+        ),
+        (
+            Some("a koala"),
+            None,
+            "task=rank",
+            422,
+            "no server prediction",
+        ),
+        (
+            Some("a koala"),
+            Some(b"not an image".to_vec()),
+            "task=product",
+            415,
+            "",
+        ),
+    ] {
+        let r = predict(title, file, query).await.unwrap();
+        assert_eq!(r.status(), status, "{title:?} {query}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["detail"].as_str().unwrap().contains(says),
+            "{title:?} {query}: {e}"
+        );
+    }
+
     // A second run is paired with the champion on the same test items.
     let (_, events) = s
         .train_and_follow(json!({"task": "product", "params": {"epochs": 10, "seed": 4}}))

@@ -15,9 +15,11 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by utoipa's derive, never built
 pub(super) struct PredictForm {
-    /// The image.
+    /// The image (optional for `task=product` when a title is given).
     #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
+    file: Option<Vec<u8>>,
+    /// `task=product`: the product's title (optional when an image is given).
+    title: Option<String>,
 }
 
 /// Prediction query.
@@ -27,6 +29,10 @@ pub struct PredictQuery {
     /// How many labels (default 5, at most 100).
     #[param(minimum = 1, maximum = 100)]
     pub k: Option<usize>,
+    /// `classify` (default: an image → labels) or `product` (a title and/or an image →
+    /// categories, by the product champion).
+    #[param(value_type = Option<String>)]
+    pub task: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/predict", tag = "predict", params(PredictQuery),
@@ -40,26 +46,32 @@ pub(super) async fn predict_handler(
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<PredictResponse>> {
     let result = async {
-        let form = read_form(mp?, &["file"], 1).await?;
-        let f = form
-            .files
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::BadRequest("send the image as a file field".into()))?;
         let ctx = predict::PredictCtx {
             predictor: &st.predictor,
             db: &st.db,
             storage: &st.storage,
             decode: &st.decode,
         };
-        predict::predict(
-            ctx,
-            f.filename,
-            f.bytes,
-            st.predict_limits(),
-            q.k.unwrap_or(5),
-        )
-        .await
+        let k = q.k.unwrap_or(5);
+        match q.task.as_deref().unwrap_or("classify") {
+            "classify" => {
+                let form = read_form(mp?, &["file"], 1).await?;
+                let f =
+                    form.files.into_iter().next().ok_or_else(|| {
+                        Error::BadRequest("send the image as a file field".into())
+                    })?;
+                predict::predict(ctx, f.filename, f.bytes, st.predict_limits(), k).await
+            }
+            "product" => {
+                let mut form = read_form(mp?, &["file", "title"], 1).await?;
+                let title = form.fields.remove("title").unwrap_or_default();
+                let image = form.files.into_iter().next().map(|f| (f.filename, f.bytes));
+                predict::predict_product(ctx, title, image, st.predict_limits(), k).await
+            }
+            other => Err(Error::Invalid(format!(
+                "task {other:?} has no server prediction (classify, product)"
+            ))),
+        }
     }
     .await;
     st.metrics
