@@ -246,6 +246,13 @@ async fn flow(sql: Sql, blobs: Blobs) {
         ),
         (
             Some("a koala"),
+            Some(bytes.to_vec()),
+            "k=3",
+            422,
+            "task=product only",
+        ),
+        (
+            Some("a koala"),
             None,
             "task=rank",
             422,

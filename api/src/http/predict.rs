@@ -55,7 +55,12 @@ pub(super) async fn predict_handler(
         let k = q.k.unwrap_or(5);
         match q.task.as_deref().unwrap_or("classify") {
             "classify" => {
-                let form = read_form(mp?, &["file"], 1).await?;
+                let form = read_form(mp?, &["file", "title"], 1).await?;
+                if form.fields.contains_key("title") {
+                    return Err(Error::Invalid(
+                        "the title field is read by task=product only".into(),
+                    ));
+                }
                 let f =
                     form.files.into_iter().next().ok_or_else(|| {
                         Error::BadRequest("send the image as a file field".into())
