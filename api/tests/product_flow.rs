@@ -54,9 +54,25 @@ async fn flow(sql: Sql, blobs: Blobs) {
     // Registered through the gate: the first product model beats the majority class.
     let info = s.json(&format!("/api/models/{model_id}")).await;
     assert_eq!(info["task"], "product");
-    assert_eq!(info["gate"]["metric"], "accuracy");
+    assert_eq!(info["gate"]["metric"], "weighted_f1");
     assert_eq!(info["stage"], "champion", "{}", info["gate"]);
     let pm = &info["manifest"]["product_metrics"];
+    // The gate decides on the run's own weighted F1 of title + image, recomputed from the
+    // predicted labels.
+    let gate_f1 = info["gate"]["candidate"].as_f64().unwrap();
+    assert!(
+        (gate_f1 - pm["both"]["weighted_f1"].as_f64().unwrap()).abs() < 1e-9,
+        "{}",
+        info["gate"]
+    );
+    assert!(
+        info["gate"]["test"]
+            .as_str()
+            .unwrap()
+            .contains("weighted F1"),
+        "{}",
+        info["gate"]
+    );
     println!(
         "api product model {model_id}: weighted F1 text {} image {} both {} (majority accuracy {})",
         pm["text"]["weighted_f1"],
@@ -294,6 +310,18 @@ async fn flow(sql: Sql, blobs: Blobs) {
     // its own run recorded on the same items.
     assert_eq!(again.items, evidence.items);
     assert_eq!(champ.outcomes.predicted, evidence.candidate.predicted);
+    // The champion's figure in the comparison is its weighted F1 on these items, the one its
+    // own run recorded.
+    let vs = gate["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "champion")
+        .unwrap();
+    assert!(
+        (vs["score"].as_f64().unwrap() - pm["both"]["weighted_f1"].as_f64().unwrap()).abs() < 1e-9,
+        "{vs}"
+    );
     s.stop().await;
 }
 on_both_backends!(flow: product_end_to_end_sqlite_local, product_end_to_end_postgres_s3);

@@ -6,7 +6,8 @@
 //!
 //! - [`bootstrap_mean`]: a percentile interval for the mean of per-example values (or of
 //!   paired differences), from a seeded resampling, so the same inputs and seed give the same
-//!   interval on every machine.
+//!   interval on every machine; [`bootstrap_statistic`] the same for a figure recomputed on
+//!   each resample ([`weighted_f1_of`], the product task's [`Statistic::WeightedF1`]).
 //! - [`mcnemar_exact`]: McNemar's exact test for two classifiers on the same examples (the
 //!   binomial test on the discordant pairs), reported next to the interval for accuracy.
 //! - [`non_inferior`] and [`beats`]: what an interval says against an allowed regression or a
@@ -88,6 +89,95 @@ pub fn bootstrap_mean(values: &[f64], resamples: u32, confidence: f64, seed: u64
         mean,
         lo: quantile(&means, tail).min(mean),
         hi: quantile(&means, 1.0 - tail).max(mean),
+    }
+}
+
+/// The statistic a gate decides on, computed over a set of examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// The mean of the per-example values (accuracy, recall at 10).
+    #[default]
+    Mean,
+    /// Support-weighted F1 over the classes (scikit-learn's `f1_score(average="weighted")`):
+    /// computed from the predicted labels of the whole set, not a mean of per-example values,
+    /// so its intervals resample examples and recompute it.
+    WeightedF1,
+}
+
+/// Support-weighted F1 of `predicted` against `truth` (equal lengths) over the examples
+/// `picks` (indices, repeats allowed: a bootstrap resample): each class's F1
+/// `2·tp / (2·tp + fp + fn)` (0 when the class is neither true nor predicted), weighted by its
+/// share of the true labels. Classes only predicted weigh nothing, as in scikit-learn.
+pub fn weighted_f1_of(truth: &[u32], predicted: &[u32], picks: &[usize]) -> f64 {
+    if picks.is_empty() {
+        return 0.0;
+    }
+    let classes = truth
+        .iter()
+        .chain(predicted)
+        .max()
+        .map_or(0, |m| *m as usize + 1);
+    // Per class: true positives, true count (support), predicted count.
+    let mut counts = vec![[0u32; 3]; classes];
+    for &i in picks {
+        let (t, p) = (truth[i] as usize, predicted[i] as usize);
+        counts[t][1] += 1;
+        counts[p][2] += 1;
+        if t == p {
+            counts[t][0] += 1;
+        }
+    }
+    let weighted: f64 = counts
+        .iter()
+        .filter(|[_, support, _]| *support > 0)
+        .map(|&[tp, support, pred]| {
+            let f1 = 2.0 * f64::from(tp) / f64::from(support + pred);
+            f1 * f64::from(support)
+        })
+        .sum();
+    weighted / picks.len() as f64
+}
+
+/// Support-weighted F1 over every example.
+pub fn weighted_f1(truth: &[u32], predicted: &[u32]) -> f64 {
+    weighted_f1_of(truth, predicted, &(0..truth.len()).collect::<Vec<_>>())
+}
+
+/// Percentile bootstrap of a statistic that is recomputed on each resample (not a mean of
+/// per-example values): `stat` is given the drawn example indices. Paired comparisons return
+/// the candidate's statistic minus the other's on the **same** draw. The observed value is
+/// `stat` on every example; the rest as [`bootstrap_mean`].
+pub fn bootstrap_statistic(
+    n: usize,
+    stat: impl Fn(&[usize]) -> f64,
+    resamples: u32,
+    confidence: f64,
+    seed: u64,
+) -> Interval {
+    if n == 0 {
+        return Interval {
+            mean: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+        };
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let observed = stat(&all);
+    let mut rng = SplitMix64::new(seed);
+    let mut draw = vec![0usize; n];
+    let mut values: Vec<f64> = (0..resamples.max(1))
+        .map(|_| {
+            draw.iter_mut().for_each(|d| *d = rng.below(n));
+            stat(&draw)
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence.clamp(0.0, 1.0)) / 2.0;
+    Interval {
+        mean: observed,
+        lo: quantile(&values, tail).min(observed),
+        hi: quantile(&values, 1.0 - tail).max(observed),
     }
 }
 
@@ -320,8 +410,12 @@ impl Outcomes {
 /// outcome on each of them — enough to recompute the verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// The gate's metric (`accuracy`, `text_to_image_r10`).
+    /// The gate's metric (`accuracy`, `text_to_image_r10`, `weighted_f1`).
     pub metric: String,
+    /// How the metric is computed from the outcomes (the mean of per-example values unless
+    /// said otherwise).
+    #[serde(default, skip_serializing_if = "is_mean")]
+    pub statistic: Statistic,
     /// How the examples were predicted.
     pub method: Method,
     /// Example ids (the image's sha256; `sha256#i` for the `i`-th caption of an image).
@@ -336,6 +430,78 @@ pub struct Evidence {
     /// The champion on the same examples, when it could be scored on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub champion: Option<ChampionOutcomes>,
+}
+
+fn is_mean(s: &Statistic) -> bool {
+    *s == Statistic::Mean
+}
+
+impl Evidence {
+    /// Whether `o` can be compared on this evidence's examples: one outcome per example, and
+    /// for a statistic over labels, the predicted labels and the truth.
+    pub fn usable(&self, o: &Outcomes) -> bool {
+        o.values.len() == self.candidate.values.len()
+            && match self.statistic {
+                Statistic::Mean => true,
+                Statistic::WeightedF1 => self.labels_of(o).is_some(),
+            }
+    }
+
+    fn labels_of<'a>(&'a self, o: &'a Outcomes) -> Option<(&'a [u32], &'a [u32])> {
+        let truth = self.truth.as_deref()?;
+        let predicted = o.predicted.as_deref()?;
+        (truth.len() == o.values.len() && predicted.len() == truth.len())
+            .then_some((truth, predicted))
+    }
+
+    /// `o`'s figure on the gate's metric, over every example.
+    pub fn score(&self, o: &Outcomes) -> f64 {
+        match (self.statistic, self.labels_of(o)) {
+            (Statistic::WeightedF1, Some((truth, predicted))) => weighted_f1(truth, predicted),
+            _ => o.mean(),
+        }
+    }
+
+    /// The interval of `o`'s figure.
+    pub fn interval(&self, o: &Outcomes, resamples: u32, confidence: f64, seed: u64) -> Interval {
+        match (self.statistic, self.labels_of(o)) {
+            (Statistic::WeightedF1, Some((truth, predicted))) => bootstrap_statistic(
+                truth.len(),
+                |picks| weighted_f1_of(truth, predicted, picks),
+                resamples,
+                confidence,
+                seed,
+            ),
+            _ => bootstrap_mean(&o.values, resamples, confidence, seed),
+        }
+    }
+
+    /// The interval of the paired difference `a − b` on the same examples (each resample
+    /// draws the same examples for both).
+    pub fn paired(
+        &self,
+        a: &Outcomes,
+        b: &Outcomes,
+        resamples: u32,
+        confidence: f64,
+        seed: u64,
+    ) -> Interval {
+        match (self.statistic, self.labels_of(a), self.labels_of(b)) {
+            (Statistic::WeightedF1, Some((truth, pa)), Some((_, pb))) => bootstrap_statistic(
+                truth.len(),
+                |picks| weighted_f1_of(truth, pa, picks) - weighted_f1_of(truth, pb, picks),
+                resamples,
+                confidence,
+                seed,
+            ),
+            _ => bootstrap_mean(
+                &differences(&a.values, &b.values),
+                resamples,
+                confidence,
+                seed,
+            ),
+        }
+    }
 }
 
 /// The champion's outcomes in an [`Evidence`].
@@ -440,6 +606,103 @@ mod tests {
             Verdict::of([non_inferior(&d, 0.02), beats(&d)]),
             Verdict::Promote
         );
+    }
+
+    #[test]
+    fn weighted_f1_matches_scikit_learn() {
+        // `sklearn.metrics.f1_score(t, p, average="weighted")` (scikit-learn 1.9.1) printed
+        // 0.5885714285714286 and 0.4444444444444444 for these two.
+        let t = [0, 0, 0, 0, 1, 1, 2, 2, 2, 3];
+        let p = [0, 0, 1, 3, 1, 1, 2, 0, 2, 2];
+        assert!((weighted_f1(&t, &p) - 0.5885714285714286).abs() < 1e-15);
+        // Class 2 only predicted: it weighs nothing.
+        assert!((weighted_f1(&[0, 0, 1], &[0, 2, 2]) - 0.4444444444444444).abs() < 1e-15);
+        assert_eq!(weighted_f1(&[], &[]), 0.0);
+        // A resample counts repeats: the first item twice is [0, 0, 0] against [0, 0, 2].
+        let twice = weighted_f1_of(&[0, 1], &[0, 2], &[0, 0, 1]);
+        assert!((twice - weighted_f1(&[0, 0, 1], &[0, 0, 2])).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_recomputed_mean_resamples_like_bootstrap_mean() {
+        // The same draws: a statistic that is the mean gives bootstrap_mean's interval.
+        let v = right(46, &[3, 9, 20]);
+        let by_stat = bootstrap_statistic(
+            v.len(),
+            |picks| picks.iter().map(|&i| v[i]).sum::<f64>() / picks.len() as f64,
+            2000,
+            0.95,
+            7,
+        );
+        let by_mean = bootstrap_mean(&v, 2000, 0.95, 7);
+        assert!((by_stat.mean - by_mean.mean).abs() < 1e-12);
+        assert!((by_stat.lo - by_mean.lo).abs() < 1e-12);
+        assert!((by_stat.hi - by_mean.hi).abs() < 1e-12);
+    }
+
+    /// Evidence on weighted F1 over `truth`, a candidate and one learnt baseline.
+    fn f1_evidence(truth: &[u32], cand: Vec<u32>, base: Vec<u32>) -> Evidence {
+        Evidence {
+            metric: "weighted_f1".into(),
+            statistic: Statistic::WeightedF1,
+            method: Method::TestSplit,
+            items: (0..truth.len()).map(|i| i.to_string()).collect(),
+            truth: Some(truth.to_vec()),
+            candidate: Outcomes::from_labels("candidate", cand, truth),
+            baselines: vec![Outcomes::from_labels("tower", base, truth)],
+            champion: None,
+        }
+    }
+
+    #[test]
+    fn weighted_f1_evidence_is_scored_and_compared_on_the_statistic() {
+        // 300 items: 200 of class 0, 50 each of classes 1 and 2.
+        let truth: Vec<u32> = (0..300)
+            .map(|i| [0, 1, 2][usize::from(i >= 200) + usize::from(i >= 250)])
+            .collect();
+        // The candidate is right everywhere but 10 items; the baseline collapses class 2
+        // into class 0.
+        let cand: Vec<u32> = truth
+            .iter()
+            .enumerate()
+            .map(|(i, t)| if i < 10 { 1 } else { *t })
+            .collect();
+        let base: Vec<u32> = truth.iter().map(|t| if *t == 2 { 0 } else { *t }).collect();
+        let e = f1_evidence(&truth, cand.clone(), base.clone());
+        assert!((e.score(&e.candidate) - weighted_f1(&truth, &cand)).abs() < 1e-15);
+        assert!((e.score(&e.baselines[0]) - weighted_f1(&truth, &base)).abs() < 1e-15);
+        // Not the mean of right/wrong: the baseline's accuracy is 250/300.
+        assert!((e.baselines[0].mean() - 250.0 / 300.0).abs() < 1e-15);
+        assert!(
+            e.score(&e.baselines[0]) < 0.78,
+            "{}",
+            e.score(&e.baselines[0])
+        );
+        let d = e.paired(&e.candidate, &e.baselines[0], 2000, 0.95, 42);
+        let gap = weighted_f1(&truth, &cand) - weighted_f1(&truth, &base);
+        assert!((d.mean - gap).abs() < 1e-12);
+        assert!(d.lo > 0.1 && d.lo < d.mean && d.mean < d.hi, "{d:?}");
+        assert_eq!(beats(&d), Check::Pass);
+        // Against itself: exactly zero on every resample.
+        let same = e.paired(&e.candidate, &e.candidate, 500, 0.95, 1);
+        assert_eq!((same.lo, same.mean, same.hi), (0.0, 0.0, 0.0));
+        let own = e.interval(&e.candidate, 2000, 0.95, 42);
+        assert!(
+            own.lo < own.mean && own.mean <= own.hi && own.hi <= 1.0,
+            "{own:?}"
+        );
+        // Outcomes without predicted labels cannot be scored on weighted F1.
+        let mut no_labels = e.baselines[0].clone();
+        no_labels.predicted = None;
+        assert!(e.usable(&e.candidate) && !e.usable(&no_labels));
+        // Written and read back with its statistic; a mean's evidence omits it.
+        let back: Evidence = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+        let mean = Evidence {
+            statistic: Statistic::Mean,
+            ..e
+        };
+        assert!(!serde_json::to_string(&mean).unwrap().contains("statistic"));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //!   them would flatter it.
 
 use candle_core::{Device, Tensor};
-use contract::evidence::{ChampionOutcomes, Evidence, Method, Outcomes};
+use contract::evidence::{ChampionOutcomes, Evidence, Method, Outcomes, Statistic};
 
 use crate::Result;
 use crate::train::{FitData, Head, TrainConfig, fit};
@@ -232,6 +232,7 @@ fn on_test_split(s: &Splits<'_>, head: &Head, champion: Option<&ChampionRef>) ->
     };
     Ok(Evidence {
         metric: "accuracy".into(),
+        statistic: Statistic::Mean,
         method: Method::TestSplit,
         items: s.test_ids.clone(),
         truth: Some(s.test_y.to_vec()),
@@ -327,6 +328,7 @@ fn cross_validated(
     });
     Ok(Evidence {
         metric: "accuracy".into(),
+        statistic: Statistic::Mean,
         method: Method::CrossValidation {
             folds: folds as u32,
         },

@@ -201,6 +201,13 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
     assert!(r.parity.items >= 20);
     assert!(r.parity.max_abs_diff <= 1e-4 && r.parity.nnef_max_abs_diff <= 1e-4);
     assert_eq!(r.splits.test.len(), r.counts[3]);
+    // The gate's evidence: weighted F1 of title + image, and of each tower alone, recomputed
+    // from the predicted labels, equal to the report's figures.
+    let e = r.evidence.as_ref().unwrap();
+    assert_eq!(e.metric, "weighted_f1");
+    assert!((e.score(&e.candidate) - t.both.weighted_f1).abs() < 1e-12);
+    assert!((e.score(&e.baselines[1]) - t.text.weighted_f1).abs() < 1e-12);
+    assert!((e.score(&e.baselines[2]) - t.image.weighted_f1).abs() < 1e-12);
 
     // The folder is what a consumer loads: the manifest validates, its files match it, and
     // the browser's session (8-bit backbone, NNEF head) classifies a test drawing from its

@@ -2,8 +2,9 @@
 //!
 //! A run hands over its [`Evidence`] (`metrics.json`): the candidate, its baselines and the
 //! champion predicting the same examples ([`trainer::evidence`], the ranking run's queries).
-//! [`decide`] turns each comparison into a paired-bootstrap interval of the per-example
-//! differences at the configured confidence ([`contract::evidence`]):
+//! [`decide`] turns each comparison into a paired-bootstrap interval at the configured
+//! confidence ([`contract::evidence`]): of the per-example differences for a mean (accuracy,
+//! recall at 10), of the difference recomputed on each resample for weighted F1 (products):
 //! - against a **trivial baseline** (majority class, chance), it must be better (the interval
 //!   above 0); against the **strongest learnt baseline** (kNN on the same frozen features, bag
 //!   of words), no worse than `margin` (a head that matches kNN is the better thing to ship: kNN
@@ -20,8 +21,7 @@
 //! trainer) is refused.
 
 use contract::evidence::{
-    Check, Evidence, Interval, McNemar, Outcomes, Verdict, beats, bootstrap_mean, differences,
-    non_inferior,
+    Check, Evidence, Interval, McNemar, Outcomes, Statistic, Verdict, beats, non_inferior,
 };
 use contract::{Task, api::Comparison};
 use wasm_infer::manifest::ModelManifest;
@@ -82,7 +82,7 @@ fn recorded_score(champion: &ModelInfo, task: Task) -> Option<f64> {
             .manifest
             .product_metrics
             .as_ref()
-            .map(|m| m.both.accuracy),
+            .map(|m| m.both.weighted_f1),
     }
 }
 
@@ -112,22 +112,26 @@ pub fn decide(
     champion: Option<&ChampionFigure>,
     cfg: &GateConfig,
 ) -> GateDecision {
-    let interval = |values: &[f64]| bootstrap_mean(values, cfg.resamples, cfg.confidence, cfg.seed);
-    let cand = &evidence.candidate.values;
-    let own = interval(cand);
-    let accuracy = evidence.metric == "accuracy";
+    let candidate = &evidence.candidate;
+    let cand = &candidate.values;
+    let own = evidence.interval(candidate, cfg.resamples, cfg.confidence, cfg.seed);
+    let paired = |other: &Outcomes| {
+        evidence.paired(candidate, other, cfg.resamples, cfg.confidence, cfg.seed)
+    };
+    // McNemar's test compares right/wrong counts: it speaks to accuracy only.
+    let accuracy = evidence.metric == "accuracy" && evidence.statistic == Statistic::Mean;
     let mut comparisons = Vec::new();
     // Baselines: trivial ones must be beaten outright; the strongest learnt one must not be
     // better than the candidate beyond the margin.
-    let usable = |b: &&Outcomes| b.values.len() == cand.len();
+    let usable = |b: &&Outcomes| evidence.usable(b);
     let strongest = evidence
         .baselines
         .iter()
         .filter(usable)
         .filter(|b| !b.trivial)
-        .max_by(|a, b| a.mean().total_cmp(&b.mean()));
+        .max_by(|a, b| evidence.score(a).total_cmp(&evidence.score(b)));
     for b in evidence.baselines.iter().filter(usable) {
-        let d = interval(&differences(cand, &b.values));
+        let d = paired(b);
         let (role, bar, check) = if b.trivial {
             ("baseline", "> 0".to_string(), beats(&d))
         } else if strongest.is_some_and(|s| std::ptr::eq(s, b)) {
@@ -146,7 +150,7 @@ pub fn decide(
         comparisons.push(Comparison {
             against: b.name.clone(),
             role: role.into(),
-            score: b.mean(),
+            score: evidence.score(b),
             paired: true,
             difference: d,
             bar,
@@ -157,19 +161,19 @@ pub fn decide(
     // The champion: paired when the run scored it on the same examples.
     let mut champion_same = None;
     if let Some(ch) = champion {
-        let paired = evidence
+        let scored = evidence
             .champion
             .as_ref()
-            .filter(|c| c.id == ch.id && c.outcomes.values.len() == cand.len());
+            .filter(|c| c.id == ch.id && evidence.usable(&c.outcomes));
         let bar = format!("> −{:.3}", cfg.margin);
-        match paired {
+        match scored {
             Some(c) => {
-                let d = interval(&differences(cand, &c.outcomes.values));
+                let d = paired(&c.outcomes);
                 champion_same = Some(true);
                 comparisons.push(Comparison {
                     against: format!("champion {} ({})", ch.id, c.how),
                     role: "champion".into(),
-                    score: c.outcomes.mean(),
+                    score: evidence.score(&c.outcomes),
                     paired: true,
                     difference: d,
                     bar,
@@ -265,7 +269,7 @@ pub fn decide(
         baseline: evidence
             .baselines
             .iter()
-            .map(Outcomes::mean)
+            .map(|b| evidence.score(b))
             .fold(0.0, f64::max),
         margin: cfg.margin,
         reason,
@@ -273,7 +277,12 @@ pub fn decide(
         n: Some(cand.len() as u32),
         method: Some(method),
         test: Some(format!(
-            "paired bootstrap of per-example differences ({} resamples, {:.0} % two-sided intervals, seed {}){}",
+            "paired bootstrap of {} ({} resamples, {:.0} % two-sided intervals, seed {}){}",
+            match evidence.statistic {
+                Statistic::Mean => "per-example differences",
+                Statistic::WeightedF1 =>
+                    "the difference in weighted F1, recomputed on each resample of the examples",
+            },
             cfg.resamples,
             100.0 * cfg.confidence,
             cfg.seed,
@@ -325,7 +334,7 @@ mod tests {
 
     mod on_evidence {
         use super::*;
-        use contract::evidence::{ChampionOutcomes, Method, Outcomes};
+        use contract::evidence::{ChampionOutcomes, Method, Outcomes, Statistic};
 
         fn right(n: usize, wrong: impl IntoIterator<Item = usize>) -> Vec<u32> {
             let wrong: Vec<usize> = wrong.into_iter().collect();
@@ -338,6 +347,7 @@ mod tests {
             let truth = vec![0u32; n];
             Evidence {
                 metric: "accuracy".into(),
+                statistic: Statistic::Mean,
                 method: Method::TestSplit,
                 items: (0..n).map(|i| format!("{i:064x}")).collect(),
                 truth: Some(truth.clone()),
@@ -451,6 +461,53 @@ mod tests {
                 None,
             );
             assert_eq!(d.verdict, Some(Verdict::Reject), "{}", d.reason);
+        }
+
+        #[test]
+        fn products_are_gated_on_weighted_f1_not_accuracy() {
+            // 1,200 items: 1,080 of class 0 and 40 each of classes 1–3. The champion misses
+            // 120 items of class 0 (calling them 1, 2, 3); the candidate calls everything
+            // class 0. Same accuracy (0.9), but the candidate has dropped three categories.
+            let truth: Vec<u32> = (0..1200u32)
+                .map(|i| if i < 1080 { 0 } else { 1 + (i - 1080) / 40 })
+                .collect();
+            let champion: Vec<u32> = truth
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if i < 120 { 1 + i as u32 % 3 } else { *t })
+                .collect();
+            let candidate = vec![0u32; 1200];
+            let mut e = Evidence {
+                metric: "weighted_f1".into(),
+                statistic: Statistic::WeightedF1,
+                method: Method::TestSplit,
+                items: (0..1200).map(|i| format!("{i:064x}")).collect(),
+                truth: Some(truth.clone()),
+                candidate: Outcomes::from_labels("candidate", candidate.clone(), &truth),
+                baselines: vec![],
+                champion: Some(ChampionOutcomes {
+                    id: "champ".into(),
+                    how: "its head".into(),
+                    outcomes: Outcomes::from_labels("champion", champion.clone(), &truth),
+                }),
+            };
+            let info = champion_info(0.0);
+            let d = verdict(&e, Some(&info));
+            assert_eq!(d.verdict, Some(Verdict::Reject), "{}", d.reason);
+            let f1 = contract::evidence::weighted_f1;
+            assert!((d.candidate - f1(&truth, &candidate)).abs() < 1e-12);
+            let champ = d.comparisons.iter().find(|c| c.role == "champion").unwrap();
+            assert!((champ.score - f1(&truth, &champion)).abs() < 1e-12);
+            assert!(champ.difference.hi < -0.02, "{champ:?}");
+            assert!(champ.mcnemar.is_none(), "McNemar speaks to accuracy only");
+            assert!(d.test.as_deref().unwrap().contains("weighted F1"));
+            assert!(d.reason.contains("weighted_f1"), "{}", d.reason);
+            // The same outcomes judged on accuracy cannot tell the two apart.
+            e.metric = "accuracy".into();
+            e.statistic = Statistic::Mean;
+            let d = verdict(&e, Some(&info));
+            assert_eq!(d.verdict, Some(Verdict::Inconclusive), "{}", d.reason);
+            assert!((d.candidate - 0.9).abs() < 1e-12);
         }
 
         #[test]

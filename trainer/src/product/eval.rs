@@ -53,20 +53,11 @@ pub fn score(truth: &[u32], predicted: &[u32], classes: usize) -> Scores {
 /// Score predictions against truth, per-class figures named by `labels`.
 pub fn score_named(labels: &[String], truth: &[u32], predicted: &[u32]) -> Scores {
     let m = crate::eval::evaluate(labels, truth, predicted, 0);
-    let n = truth.len();
-    let weighted_f1 = if n == 0 {
-        0.0
-    } else {
-        m.per_class
-            .iter()
-            .map(|c| c.f1 * f64::from(c.support))
-            .sum::<f64>()
-            / n as f64
-    };
     Scores {
-        n: n as u32,
+        n: truth.len() as u32,
         accuracy: m.accuracy,
-        weighted_f1,
+        // The gate's statistic, defined once in the contract.
+        weighted_f1: contract::evidence::weighted_f1(truth, predicted),
         macro_f1: m.macro_f1,
         per_class: m.per_class,
     }
@@ -86,5 +77,13 @@ mod tests {
         assert!((s.macro_f1 - f0 / 2.0).abs() < 1e-12);
         assert!((s.accuracy - 0.75).abs() < 1e-12);
         assert_eq!(s.n, 4);
+        // The per-class figures and the contract's weighted F1 agree.
+        let from_classes: f64 = s
+            .per_class
+            .iter()
+            .map(|c| c.f1 * f64::from(c.support))
+            .sum::<f64>()
+            / 4.0;
+        assert!((s.weighted_f1 - from_classes).abs() < 1e-12);
     }
 }

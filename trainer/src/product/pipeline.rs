@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use contract::ModelFiles;
-use contract::evidence::{Evidence, Method, Outcomes};
+use contract::evidence::{Evidence, Method, Outcomes, Statistic};
 use serde::{Deserialize, Serialize};
 use wasm_infer::{
     Encoded, ModelManifest, Preprocess, ProductInputs, ProductMetrics, ProductSession, Task,
@@ -313,7 +313,8 @@ pub fn run(
     let sources = |p: &Part<'_>| p.items.iter().map(|i| i.source.clone()).collect();
     let truth = &test.labels;
     let evidence = Evidence {
-        metric: "accuracy".into(),
+        metric: "weighted_f1".into(),
+        statistic: Statistic::WeightedF1,
         method: Method::TestSplit,
         items: test
             .items

@@ -25,7 +25,7 @@ use crate::run::{
     ShippedBackbone, Trained, View, batched, digest, image_manifest, inference_tensor, onnx_file,
 };
 use crate::{Error, Result};
-use contract::evidence::{Evidence, Method, Outcomes};
+use contract::evidence::{Evidence, Method, Outcomes, Statistic};
 
 /// Images and captions per split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +335,7 @@ fn test_metrics(
         .collect();
     let evidence = Evidence {
         metric: "text_to_image_r10".into(),
+        statistic: Statistic::Mean,
         method: Method::TestSplit,
         items,
         truth: None,
