@@ -1,8 +1,9 @@
 // Runs the wasm32 build of wasm-infer (node flavour) on a product model and prints what it
 // computed as JSON: for each case, the probabilities of the NNEF head on the shared 8-bit NNEF
 // backbone (as browsers load them) from given features and a title, and from an encoded image
-// file decoded in wasm with and without the title. The Rust test (trainer/tests/product.rs)
-// compares them with candle and native tract.
+// file decoded in wasm with and without the title; and `tokenize` of each given text. The Rust
+// test (trainer/tests/product.rs) compares them with candle, native tract and the native
+// tokenizer.
 //
 //   node scripts/wasm-product-parity.mjs PKG_DIR MODEL_DIR CASES_JSON
 import { createRequire } from 'node:module';
@@ -37,4 +38,6 @@ process.stdout.write(JSON.stringify({
     };
   }),
   nothing_error: nothing,
+  // The tokenizer the module offers other engines (benchmarks), on the given texts.
+  tokens: cases.given.map((c) => JSON.parse(wasm.tokenize(c.text, manifest))),
 }));

@@ -267,6 +267,7 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
         .map(|src| set.items.iter().find(|i| &i.source == src).unwrap())
         .collect();
     let mut given = Vec::new();
+    let mut encoded = Vec::new();
     let mut candle = Vec::new();
     let files = tempfile::tempdir().unwrap();
     let mut file_cases = Vec::new();
@@ -302,6 +303,7 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
                     .unwrap(),
             );
             given.push(serde_json::json!({"features": features, "text": text}));
+            encoded.push(e);
         }
         let img = sample.decode().unwrap();
         let path = files.path().join(format!("{n}.png"));
@@ -353,6 +355,18 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
         );
         assert_eq!(got["files"][k]["top"].as_array().unwrap().len(), 3);
     }
+    // wasm's `tokenize` reads a product manifest as the session does (no words: no text).
+    for (k, e) in encoded.iter().enumerate() {
+        let t = &got["tokens"][k];
+        let ids: Vec<i64> = serde_json::from_value(t["ids"].clone()).unwrap();
+        let mask: Vec<f32> = serde_json::from_value(t["mask"].clone()).unwrap();
+        assert_eq!(
+            (ids, mask),
+            (e.ids.clone(), e.mask.clone()),
+            "tokens of case {k}"
+        );
+    }
+    assert!(encoded.iter().any(|e| e.mask.iter().all(|m| *m == 0.0)));
     assert!(
         got["nothing_error"]
             .as_str()

@@ -216,16 +216,24 @@ struct Tokens {
     mask: Vec<f32>,
 }
 
-/// Token ids and mask of a text under a ranking manifest's tokenizer, as JSON
-/// `{"ids": […], "mask": […]}` (for checks: `TextSession.embed` does this itself).
+/// Token ids and mask of a text under a ranking or product manifest's tokenizer, as JSON
+/// `{"ids": […], "mask": […]}` (for checks and for feeding other engines in benchmarks:
+/// `TextSession.embed` and `ProductSession.scores` do this themselves). A product model reads
+/// a text without words as no text (an all-zero mask).
 #[wasm_bindgen]
 pub fn tokenize(text: &str, manifest_json: &str) -> Result<String, JsError> {
     let manifest = ModelManifest::from_json(manifest_json).map_err(js_err)?;
-    let spec = manifest
-        .text
-        .ok_or_else(|| JsError::new("not a ranking model: no tokenizer"))?
-        .tokenizer;
-    let e = Tokenizer::new(spec).map_err(js_err)?.encode(text);
+    let e = match (manifest.text, manifest.product) {
+        (Some(t), _) => Tokenizer::new(t.tokenizer).map_err(js_err)?.encode(text),
+        (None, Some(p)) => Tokenizer::new(p.tokenizer)
+            .map_err(js_err)?
+            .encode_optional(text),
+        (None, None) => {
+            return Err(JsError::new(
+                "no tokenizer: neither a ranking nor a product model",
+            ));
+        }
+    };
     serde_json::to_string(&Tokens {
         ids: e.ids,
         mask: e.mask,
