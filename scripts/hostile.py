@@ -21,6 +21,8 @@ and bucket, attacks it over loopback TCP and checks what a production server mus
      201, the other answers 200 with duplicate=true and the same image id, no 5xx.
   e  50 concurrent approvals past the auto-retrain threshold (WORKERS=0): exactly one
      queued run for the dataset.
+  f  product classification (scripts/hostile_product.py): hostile titles, 200 stalled product
+     predictions, prediction bursts during a product retrain, the registry consistent after.
 
 Each scenario runs on SQLite + local storage and on PostgreSQL + S3 (the servers that
 `scripts/test-services.sh` starts: EDGEML_TEST_POSTGRES_URL, EDGEML_TEST_S3_ENDPOINT; without
@@ -692,6 +694,9 @@ def scenario_a(server, out):
 # ---------------------------------------------------------------------------------------------
 
 STALL_KINDS = ("silent", "partial-head", "partial-body")
+# Product predictions (scenario f, scripts/hostile_product.py): the title cut mid-word, or
+# the title then an image cut mid-file.
+PRODUCT_STALL_KINDS = ("product-title", "product-image")
 
 
 def stall_payload(kind, i):
@@ -703,6 +708,17 @@ def stall_payload(kind, i):
             return b"GET /api/data"
         return b"POST /api/datasets/default/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty"
     boundary = "hostile-stall"
+    if kind.startswith("product-"):
+        head = ("POST /api/predict?task=product HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {256 * 1024}\r\n\r\n").encode()
+        title = f'--{boundary}\r\nContent-Disposition: form-data; name="title"\r\n\r\n'.encode()
+        if kind == "product-title":
+            return head + title + b"a small brown ani"
+        return (head + title + b"a small brown animal\r\n"
+                + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n'
+                  f"Content-Type: image/png\r\n\r\n".encode()
+                + PNG_SIGNATURE + os.urandom(32 * 1024))
     head = (f"POST /api/datasets/{DATASET}/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
             f"Content-Length: {1024 * 1024}\r\n\r\n").encode()
@@ -763,8 +779,8 @@ class HealthProbe(threading.Thread):
             self.stop.wait(max(0.0, 0.2 - (time.perf_counter() - t0)))
 
 
-async def stall_all(port, n):
-    conns = [Stalled(STALL_KINDS[i % 3]) for i in range(n)]
+async def stall_all(port, n, kinds=STALL_KINDS):
+    conns = [Stalled(kinds[i % len(kinds)]) for i in range(n)]
     slots = asyncio.Semaphore(64)
     tasks = [asyncio.create_task(hold_stalled(port, c, i, slots)) for i, c in enumerate(conns)]
     while any(c.opened is None and c.how is None for c in conns):
@@ -1028,6 +1044,15 @@ class Suite:
             self.run_scenario("c bombs", backend, server, scenario_c, self.bombs)
             server.stop()
 
+    def products(self, backend):
+        from hostile_product import scenario_f
+        server = self.new_server(backend, "products", WORKERS=1, TRAIN_ON_START="false",
+                                 AUTO_RETRAIN_AFTER=0, PREDICT_RATE_PER_MIN=1000000,
+                                 PREDICT_BURST=1000000)
+        if self.start_or_fail("f products", backend, server):
+            self.run_scenario("f products", backend, server, scenario_f)
+            server.stop()
+
     def run(self, backend):
         log(f"backend {backend.name}")
         self.shared(backend)
@@ -1035,6 +1060,8 @@ class Suite:
             self.stalled(backend)
         if "c" in self.only:
             self.bombs_scenario(backend)
+        if "f" in self.only:
+            self.products(backend)
 
 
 HEADER = f"{'scenario':<14} {'backend':<9} {'result':<6} details"
@@ -1067,13 +1094,16 @@ def make_seed(work):
     if not os.path.isdir(src):
         raise SystemExit(f"{src} is missing: run scripts/fetch-assets.sh")
     seed = os.path.join(work, "seed")
+    # With each photo its caption (NAME.txt), the title of the product scenario's items.
     for label in sorted(os.listdir(src)):
         if not os.path.isdir(os.path.join(src, label)):
             continue
         photos = sorted(p for p in os.listdir(os.path.join(src, label)) if p.endswith(".png"))
         os.makedirs(os.path.join(seed, label))
         for p in photos[:SEED_PER_LABEL]:
-            shutil.copy(os.path.join(src, label, p), os.path.join(seed, label, p))
+            for name in (p, p[:-4] + ".txt"):
+                if os.path.exists(os.path.join(src, label, name)):
+                    shutil.copy(os.path.join(src, label, name), os.path.join(seed, label, name))
     return seed
 
 
@@ -1087,15 +1117,15 @@ def raise_open_files():
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="a,b,c,d,e", help="scenarios to run, e.g. a,d")
+    p.add_argument("--only", default="a,b,c,d,e,f", help="scenarios to run, e.g. a,d")
     p.add_argument("--backend", default="both", choices=["sqlite", "postgres", "both"])
     p.add_argument("--bin", default=os.environ.get("API_BIN") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "api"))
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = p.parse_args()
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if not args.only <= set("abcde"):
-        p.error("--only takes letters among a,b,c,d,e")
+    if not args.only <= set("abcdef"):
+        p.error("--only takes letters among a,b,c,d,e,f")
     return args
 
 
