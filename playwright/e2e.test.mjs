@@ -718,4 +718,23 @@ test('classifies a product by its title in the browser, offline, live as you typ
   } finally {
     await context.setOffline(false);
   }
+
+  // Admin: the product model's row and detail show its figures, as its run recorded them.
+  await page.evaluate(() => sessionStorage.removeItem('edgeml-admin-token'));
+  await page.goto(`${base}/#/admin`);
+  await page.locator('[data-testid=token]').fill(TOKEN);
+  await page.locator('[data-testid=sign-in]').click();
+  await page.locator(`[data-testid=model-row][data-id="${modelId}"] a`).click();
+  const detail = page.locator(`[data-testid=model-detail][data-id="${modelId}"]`);
+  const rows = await detail.locator('[data-testid=product-metrics] tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent.trim())));
+  const t = metrics.test;
+  assert.deepEqual(rows.slice(1).map((r) => [r[0], r[2]]), [
+    ['title only', t.text.weighted_f1.toFixed(3)],
+    ['image only', t.image.weighted_f1.toFixed(3)],
+    ['title + image', t.both.weighted_f1.toFixed(3)],
+    ['majority class', ''],
+  ]);
+  const perClass = await detail.locator('[data-testid=product-per-class] tr').count();
+  assert.equal(perClass, 1 + t.both.per_class.length);
+  await assertAccessible(page, 'Admin with a product model');
 });

@@ -11,7 +11,7 @@ use crate::net;
 use contract::api::{
     EpochMetrics as Epoch, ModelInfo as Model, Progress, RunInfo as Run, TrainRequest,
 };
-use contract::{Recall, Stage};
+use contract::{ModalityScores, ProductMetrics, Recall, Stage};
 
 #[component]
 pub(super) fn Training(admin: Admin) -> impl IntoView {
@@ -239,10 +239,13 @@ pub(super) fn Models(admin: Admin) -> impl IntoView {
                         view! {
                             <div class="scroll" tabindex="0" role="region" aria-label="Model versions">
                                 <table class="list" data-testid="models">
-                                    <tr><th>"model"</th><th>"task"</th><th>"stage"</th><th>"accuracy / R@10"</th><th>"macro F1"</th><th>"baseline"</th><th>"test images"</th><th>"created"</th><th>"gate"</th><th><span class="sr-only">"actions"</span></th></tr>
+                                    <tr><th>"model"</th><th>"task"</th><th>"stage"</th><th>"accuracy / R@10"</th><th>"macro F1"</th><th>"baseline"</th><th>"test items"</th><th>"created"</th><th>"gate"</th><th><span class="sr-only">"actions"</span></th></tr>
                                     {list.into_iter().map(|m| {
                                         let metrics = m.manifest.metrics.clone();
                                         let rank = m.manifest.rank_metrics.clone();
+                                        // Products: title + image, the figures the gate reads.
+                                        let product = m.manifest.product_metrics.clone();
+                                        let both = product.as_ref().map(|p| p.both.clone());
                                         let task = m.manifest.task.as_str();
                                         let (id1, id2, id3) = (m.id.clone(), m.id.clone(), m.id.clone());
                                         let champion = m.stage == Stage::Champion;
@@ -251,10 +254,10 @@ pub(super) fn Models(admin: Admin) -> impl IntoView {
                                                 <td><a href="#/admin" on:click=move |ev| { ev.prevent_default(); selected.set(Some(id1.clone())); }><code>{m.id.clone()}</code></a></td>
                                                 <td>{task}</td>
                                                 <td><span class=format!("pill stage-{}", m.stage)>{m.stage.to_string()}</span></td>
-                                                <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).unwrap_or_default()}</td>
-                                                <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).unwrap_or_default()}</td>
-                                                <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).unwrap_or_default()}</td>
-                                                <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| pct(x.accuracy)).or_else(|| rank.as_ref().map(|r| pct(r.text_to_image.r10))).or_else(|| both.as_ref().map(|b| pct(b.accuracy))).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| format!("{:.3}", x.macro_f1)).or_else(|| both.as_ref().map(|b| format!("{:.3}", b.macro_f1))).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| pct(x.majority_baseline)).or_else(|| rank.as_ref().map(|r| pct(r.bow_text_to_image.r10.max(r.random_text_to_image.r10)))).or_else(|| product.as_ref().map(|p| pct(p.majority_baseline))).unwrap_or_default()}</td>
+                                                <td>{metrics.as_ref().map(|x| x.n_test.to_string()).or_else(|| rank.as_ref().map(|r| r.n_images.to_string())).or_else(|| both.as_ref().map(|b| b.n.to_string())).unwrap_or_default()}</td>
                                                 <td>{when(m.created_at)}</td>
                                                 <td class="reason" title=m.gate.reason.clone() data-testid="model-verdict">{verdict_word(&m.gate)}</td>
                                                 <td>
@@ -336,6 +339,7 @@ pub(super) fn ModelDetail(model: Model) -> impl IntoView {
                     </div>
                 }
             })}
+            {model.manifest.product_metrics.clone().map(|p| view! { <ProductFigures metrics=p/> })}
             <Suspense fallback=|| ()>
                 {move || history.get().filter(|h| !h.is_empty()).map(|h| {
                     let (loss, acc) = epoch_series(&h);
@@ -348,6 +352,60 @@ pub(super) fn ModelDetail(model: Model) -> impl IntoView {
                     }
                 })}
             </Suspense>
+        </div>
+    }
+}
+
+/// A product model's figures on its test items: the three modalities side by side (the gate
+/// reads weighted F1 of title + image), then F1 per category in each.
+#[component]
+fn ProductFigures(metrics: ProductMetrics) -> impl IntoView {
+    let modalities = [
+        ("title only", metrics.text.clone()),
+        ("image only", metrics.image.clone()),
+        ("title + image", metrics.both.clone()),
+    ];
+    let f1 = |s: &ModalityScores, label: &str| {
+        s.per_class
+            .iter()
+            .find(|c| c.label == label)
+            .map(|c| format!("{:.2}", c.f1))
+            .unwrap_or_default()
+    };
+    let rows: Vec<_> = metrics
+        .both
+        .per_class
+        .iter()
+        .map(|c| {
+            (
+                c.label.clone(),
+                c.support,
+                f1(&metrics.text, &c.label),
+                f1(&metrics.image, &c.label),
+                format!("{:.2}", c.f1),
+            )
+        })
+        .collect();
+    view! {
+        <h4>{format!("Products on the test split ({} items with a title and an image)", metrics.both.n)}</h4>
+        <div class="charts">
+            <div class="scroll" tabindex="0" role="region" aria-label="Product metrics">
+                <table class="list" data-testid="product-metrics">
+                    <tr><th>"input"</th><th>"accuracy"</th><th>"weighted F1"</th><th>"macro F1"</th></tr>
+                    {modalities.into_iter().map(|(name, s)| view! {
+                        <tr><td>{name}</td><td>{pct(s.accuracy)}</td><td>{format!("{:.3}", s.weighted_f1)}</td><td>{format!("{:.3}", s.macro_f1)}</td></tr>
+                    }).collect_view()}
+                    <tr><td>"majority class"</td><td>{pct(metrics.majority_baseline)}</td><td></td><td></td></tr>
+                </table>
+            </div>
+            <div class="scroll" tabindex="0" role="region" aria-label="Product F1 per category">
+                <table class="list" data-testid="product-per-class">
+                    <tr><th>"category"</th><th>"items"</th><th>"F1 title"</th><th>"F1 image"</th><th>"F1 both"</th></tr>
+                    {rows.into_iter().map(|(label, n, t, i, b)| view! {
+                        <tr><td>{label}</td><td>{n}</td><td>{t}</td><td>{i}</td><td>{b}</td></tr>
+                    }).collect_view()}
+                </table>
+            </div>
         </div>
     }
 }
