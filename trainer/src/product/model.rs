@@ -46,6 +46,11 @@ pub struct ProductBatch {
 }
 
 impl ProductBatch {
+    /// Items in the batch.
+    pub fn items(&self) -> Result<usize> {
+        Ok(self.ids.dim(0)?)
+    }
+
     /// A batch from per-item parts: feature rows (`None`: no image) and encoded texts.
     pub fn new(
         features: &[Option<&[f32]>],

@@ -112,12 +112,21 @@ struct Part<'a> {
     labels: Vec<u32>,
 }
 
+/// Positions in `set.items` of the items of `split`, in file order.
+fn positions(set: &ProductSet, split: Split) -> Vec<usize> {
+    (0..set.items.len())
+        .filter(|&k| set.items[k].split == split)
+        .collect()
+}
+
+/// The items of `set` at `picks` as one batch; `texts` is parallel to `set.items`.
 fn part<'a>(
-    items: Vec<&'a ProductItem>,
+    set: &'a ProductSet,
+    picks: &[usize],
     rows: &std::collections::HashMap<String, Vec<f32>>,
     texts: &[Encoded],
-    index: &std::collections::HashMap<*const ProductItem, usize>,
 ) -> Result<Part<'a>> {
+    let items: Vec<&ProductItem> = picks.iter().map(|&k| &set.items[k]).collect();
     let features: Vec<Option<&[f32]>> = items
         .iter()
         .map(|i| {
@@ -126,10 +135,7 @@ fn part<'a>(
                 .and_then(|s| rows.get(&s.sha256).map(Vec::as_slice))
         })
         .collect();
-    let encoded: Vec<&Encoded> = items
-        .iter()
-        .map(|i| &texts[index[&(*i as *const ProductItem)]])
-        .collect();
+    let encoded: Vec<&Encoded> = picks.iter().map(|&k| &texts[k]).collect();
     let batch = ProductBatch::new(&features, &encoded, FEATURE_DIM)?;
     let labels = items.iter().map(|i| i.label as u32).collect();
     Ok(Part {
@@ -197,24 +203,18 @@ pub fn run(
         .iter()
         .map(|i| tokenizer.encode_optional(&i.words()))
         .collect();
-    let index: std::collections::HashMap<*const ProductItem, usize> = set
-        .items
-        .iter()
-        .enumerate()
-        .map(|(k, i)| (i as *const ProductItem, k))
-        .collect();
-    let train = part(train_items, &rows, &texts, &index)?;
-    let val = part(set.split(Split::Val).collect(), &rows, &texts, &index)?;
-    let test_items: Vec<&ProductItem> = set
-        .split(Split::Test)
-        .filter(|i| i.image.is_some() && texts[index[&(*i as *const ProductItem)]].mask[0] > 0.0)
+    let train = part(set, &positions(set, Split::Train), &rows, &texts)?;
+    let val = part(set, &positions(set, Split::Val), &rows, &texts)?;
+    let test_items: Vec<usize> = positions(set, Split::Test)
+        .into_iter()
+        .filter(|&k| set.items[k].image.is_some() && texts[k].mask[0] > 0.0)
         .collect();
     if test_items.is_empty() {
         return Err(Error::Dataset(
             "no test item has both a text and an image to score".into(),
         ));
     }
-    let test = part(test_items, &rows, &texts, &index)?;
+    let test = part(set, &test_items, &rows, &texts)?;
 
     let started = Instant::now();
     let fitted = fit(
@@ -399,7 +399,7 @@ pub fn check_parity(
         &head.nnef,
         manifest.clone(),
     )?;
-    let n = items.labels_len()?.min(32);
+    let n = items.items()?.min(32);
     let (mut onnx, mut nnef) = (Parity::default(), Parity::default());
     for modality in Modality::ALL {
         let b = modality.apply(items)?;
@@ -428,11 +428,4 @@ pub fn check_parity(
         max_abs_diff: onnx.max_abs_diff,
         nnef_max_abs_diff: nnef.max_abs_diff,
     })
-}
-
-impl ProductBatch {
-    /// Items in the batch.
-    pub fn labels_len(&self) -> Result<usize> {
-        Ok(self.ids.dim(0)?)
-    }
 }
