@@ -221,6 +221,25 @@ fn small_run_on_real_drawings_beats_the_majority_in_every_modality() {
     for name in ModelFiles::of(Task::Product) {
         assert_eq!(read(name), run.files.get(name).unwrap(), "{name}");
     }
+    // The browser's head keeps its word table in 8 bits, and the model the run scored is
+    // exactly what that entry decodes to.
+    let nnef_head = read(ModelFiles::PRODUCT_HEAD_NNEF);
+    let mut q8 = Vec::new();
+    for entry in tar::Archive::new(&nnef_head[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".q8") {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            q8.push(wasm_infer::quant::decode_tensor(&bytes).unwrap());
+        }
+    }
+    assert_eq!(q8.len(), 1, "one 8-bit tensor: the word table");
+    let words: Vec<f32> = run.model.words.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(q8[0].shape(), run.model.words.dims());
+    let plain = q8[0].try_as_plain_ram().unwrap();
+    assert_eq!(plain.as_slice::<f32>().unwrap(), &words[..]);
+    assert!(nnef_head.len() * 2 < read(ModelFiles::PRODUCT_HEAD_ONNX).len());
     let backbone_q8 =
         wasm_infer::Backbone::new(&read(ModelFiles::BACKBONE_INT8), &manifest).unwrap();
     let session = ProductSession::from_nnef(

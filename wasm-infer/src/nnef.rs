@@ -187,11 +187,22 @@ fn check_dat(data: &[u8]) -> std::result::Result<(), String> {
 
 /// The ONNX graph `onnx`, with its inputs fixed to `inputs` (one image or one text at a
 /// time, as every session plans it), decluttered by tract and written as an NNEF tar;
-/// `quantise` stores its weights in 8 bits ([`crate::quant::quantise_tar`]). Deterministic:
-/// the same graph gives the same bytes. The result is read back with [`framework`], so a
-/// graph browsers could not load is refused here.
+/// `quantise` stores its weights in 8 bits ([`crate::quant::quantise_tar`]; all but the
+/// stem's). Deterministic: the same graph gives the same bytes. The result is read back with
+/// [`framework`], so a graph browsers could not load is refused here.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn export(onnx: &[u8], inputs: &[TypedFact], quantise: bool) -> Result<Vec<u8>> {
+    let typed = declutter(onnx, inputs)?;
+    let stem = stem_labels(&typed);
+    write(
+        &typed,
+        quantise.then_some(&|label: &str, _: &Tensor| !stem.iter().any(|k| k == label)),
+    )
+}
+
+/// `onnx` with its inputs fixed to `inputs`, typed and decluttered by tract.
+#[cfg(not(target_arch = "wasm32"))]
+fn declutter(onnx: &[u8], inputs: &[TypedFact]) -> Result<TypedModel> {
     use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut std::io::Cursor::new(onnx))
@@ -207,14 +218,18 @@ pub fn export(onnx: &[u8], inputs: &[TypedFact], quantise: bool) -> Result<Vec<u
         .map_err(Error::engine)?;
     // Producer names and versions: not needed to run, and they would pull the cast op in.
     typed.properties.clear();
-    let stem = stem_labels(&typed);
+    Ok(typed)
+}
+
+/// `typed` as an NNEF tar, the tensors `quantise` picks in 8 bits, checked by loading it back.
+#[cfg(not(target_arch = "wasm32"))]
+fn write(typed: &TypedModel, quantise: Option<crate::quant::Pick<'_>>) -> Result<Vec<u8>> {
     let tar = tract_nnef::nnef()
-        .write_to_tar_with_config(&typed, Vec::new(), false, true)
+        .write_to_tar_with_config(typed, Vec::new(), false, true)
         .map_err(Error::engine)?;
-    let out = if quantise {
-        crate::quant::quantise_tar(&tar, &stem)?
-    } else {
-        tar
+    let out = match quantise {
+        Some(wanted) => crate::quant::quantise_tar(&tar, wanted)?,
+        None => tar,
     };
     load(&out)?;
     Ok(out)
@@ -250,10 +265,19 @@ pub fn export_text(onnx: &[u8], len: usize) -> Result<Vec<u8>> {
 }
 
 /// A product head (`features [batch, features]`, `ids [batch, len]` int64, `mask [batch, len]`,
-/// `has_image [batch, 1]` → probabilities) as browsers load it: [`export`] for one item.
+/// `has_image [batch, 1]` → probabilities) as browsers load it: [`export`] for one item, its
+/// word table (`words`: `[vocab, dim]`, nearly all of the head's bytes) in 8 bits, one scale per
+/// word, the rest in `f32`. The trainer scores and exports the table as
+/// [`crate::quant::round_trip`] gives it back, so the file computes what was measured. Refused
+/// when the graph holds no constant of that shape.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn export_product_head(onnx: &[u8], features: usize, len: usize) -> Result<Vec<u8>> {
-    export(
+pub fn export_product_head(
+    onnx: &[u8],
+    features: usize,
+    len: usize,
+    words: [usize; 2],
+) -> Result<Vec<u8>> {
+    let typed = declutter(
         onnx,
         &[
             f32::fact([1, features]),
@@ -261,6 +285,21 @@ pub fn export_product_head(onnx: &[u8], features: usize, len: usize) -> Result<V
             f32::fact([1, len]),
             f32::fact([1, 1]),
         ],
-        false,
-    )
+    )?;
+    let found = std::cell::Cell::new(0);
+    let out = write(
+        &typed,
+        Some(&|_: &str, t: &Tensor| {
+            let hit = t.shape() == words;
+            found.set(found.get() + usize::from(hit));
+            hit
+        }),
+    )?;
+    if found.get() != 1 {
+        return Err(Error::Graph(format!(
+            "the product head holds {} word tables of shape {words:?}, not one",
+            found.get()
+        )));
+    }
+    Ok(out)
 }

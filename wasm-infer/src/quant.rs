@@ -22,6 +22,10 @@
 //!
 //! A channel's scale is its largest magnitude / 127, so every weight is within half a step of
 //! its original.
+//!
+//! The product head (`product_head.nnef`) stores its word table the same way, one scale per
+//! word ([`crate::nnef::export_product_head`]); the trainer scores the values [`round_trip`]
+//! gives back, so what it measured is what the file computes.
 
 use crate::{Error, Result};
 use tract_nnef::prelude::*;
@@ -41,11 +45,14 @@ pub fn decode(bytes: &[u8]) -> Result<TypedModel> {
     crate::nnef::load(bytes).map_err(|e| bad(&e.to_string()))
 }
 
-/// Rewrite an NNEF tar: `f32` tensors of rank ≥ 2 whose label is not in `keep` become
-/// `.q8` entries. Entries keep their order; headers are fixed (mode, owner, time), so the
-/// same tar gives the same bytes.
+/// Which tensors of an NNEF tar go to 8 bits, by label and tensor.
+pub type Pick<'a> = &'a dyn Fn(&str, &Tensor) -> bool;
+
+/// Rewrite an NNEF tar: the `f32` tensors of rank ≥ 2 that `wanted` picks (by label and
+/// tensor) become `.q8` entries. Entries keep their order; headers are fixed (mode, owner,
+/// time), so the same tar gives the same bytes.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn quantise_tar(tar: &[u8], keep: &[String]) -> Result<Vec<u8>> {
+pub fn quantise_tar(tar: &[u8], wanted: Pick<'_>) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut out = tar::Builder::new(Vec::new());
     let mut archive = tar::Archive::new(tar);
@@ -56,9 +63,12 @@ pub fn quantise_tar(tar: &[u8], keep: &[String]) -> Result<Vec<u8>> {
         entry.read_to_end(&mut bytes).map_err(Error::engine)?;
         let name = path.to_string_lossy().into_owned();
         let (name, bytes) = match name.strip_suffix(".dat") {
-            Some(label) if !keep.iter().any(|k| k == label) => {
+            Some(label) => {
                 let tensor = tract_nnef::tensors::read_tensor(&bytes[..]).map_err(Error::engine)?;
-                if tensor.datum_type() == f32::datum_type() && tensor.rank() >= 2 {
+                if tensor.datum_type() == f32::datum_type()
+                    && tensor.rank() >= 2
+                    && wanted(label, &tensor)
+                {
                     (format!("{label}.q8"), encode_tensor(&tensor)?)
                 } else {
                     (name, bytes)
@@ -117,6 +127,17 @@ pub fn encode_tensor(tensor: &Tensor) -> Result<Vec<u8>> {
         }));
     }
     Ok(out)
+}
+
+/// The values an `f32` tensor of `shape` comes back as from a `.q8` entry: what a model
+/// stored in 8 bits computes with, so a trainer can score (and export to ONNX) the very
+/// weights the 8-bit file carries.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn round_trip(values: &[f32], shape: &[usize]) -> Result<Vec<f32>> {
+    let tensor = Tensor::from_shape(shape, values).map_err(Error::engine)?;
+    let back = decode_tensor(&encode_tensor(&tensor)?)?;
+    let plain = back.try_as_plain_ram().map_err(Error::engine)?;
+    Ok(plain.as_slice::<f32>().map_err(Error::engine)?.to_vec())
 }
 
 /// A `.q8` entry back as its `f32` tensor. Refuses a bad magic, a shape that does not

@@ -19,6 +19,17 @@ use crate::{Error, Result};
 /// Name of the image-presence input (`[batch, 1]`, 1 or 0).
 pub const HAS_IMAGE_NAME: &str = "has_image";
 
+/// `model` with its word table as the 8-bit head file stores it (one scale per word,
+/// [`wasm_infer::quant::round_trip`]): the model a run scores and exports, so the ONNX head
+/// (server), the NNEF head (browsers) and the recorded figures are one model.
+pub fn with_shipped_words(model: ProductModel) -> Result<ProductModel> {
+    let (vocab, dim) = model.words.dims2()?;
+    let values = model.words.flatten_all()?.to_vec1::<f32>()?;
+    let back = wasm_infer::quant::round_trip(&values, &[vocab, dim])?;
+    let words = candle_core::Tensor::from_vec(back, (vocab, dim), model.words.device())?;
+    Ok(ProductModel { words, ..model })
+}
+
 /// The product classifier as ONNX bytes.
 pub fn export_product_head(
     model: &ProductModel,

@@ -16,7 +16,7 @@ use wasm_infer::{
 
 use super::data::{ProductItem, ProductSet};
 use super::eval::{Modality, score_named};
-use super::export::{HAS_IMAGE_NAME, IDS_NAME, MASK_NAME, export_product_head};
+use super::export::{HAS_IMAGE_NAME, IDS_NAME, MASK_NAME, export_product_head, with_shipped_words};
 use super::fit::{ProductConfig, ProductEpoch, fit};
 use super::model::{ProductBatch, ProductModel};
 use crate::backbone::{Backbone, FEATURE_DIM};
@@ -233,7 +233,8 @@ pub fn run(
         },
     )?;
     let fit_secs = started.elapsed().as_secs_f64();
-    let model = fitted.model;
+    // Scored as shipped: the word table in 8 bits.
+    let model = with_shipped_words(fitted.model)?;
 
     let mut predicted = Vec::new();
     let mut scores = Vec::new();
@@ -271,7 +272,13 @@ pub fn run(
     let model_id = id.model_id.clone();
     let shipped = ShippedBackbone::of(backbone)?;
     let onnx = export_product_head(&model, config.max_len, &model_id)?;
-    let nnef = wasm_infer::nnef::export_product_head(&onnx, FEATURE_DIM, config.max_len)?;
+    let words = model.words.dims2()?;
+    let nnef = wasm_infer::nnef::export_product_head(
+        &onnx,
+        FEATURE_DIM,
+        config.max_len,
+        [words.0, words.1],
+    )?;
     let head = ExportedHead { onnx, nnef };
     let metrics = ProductMetrics {
         text: text_s,
