@@ -829,26 +829,36 @@ def scenario_b(server, out, n=1000):
 # (c) 100 concurrent decode bombs on upload and predict
 # ---------------------------------------------------------------------------------------------
 
-def train_champion(server, timeout=300):
-    """Train a quick first model (2 epochs, 1 view) and make sure it is the champion."""
-    r = server.post_json("/api/train", {"dataset_id": DATASET, "params": {"epochs": 2, "views": 1}})
-    if r.status != 202:
-        raise RuntimeError(f"POST /api/train answered {r.key()}: {r.snippet()}")
-    run = r.json()
+def wait_run(server, run_id, timeout=300):
+    """Poll a training run until it ends; returns it."""
     deadline = time.time() + timeout
-    while run["status"] in ("queued", "running"):
+    while True:
+        run = server.get_json(f"/api/train/{run_id}")
+        if run["status"] not in ("queued", "running"):
+            return run
         if time.time() > deadline or not server.alive():
-            raise RuntimeError(f"training run {run['id']} did not finish (status {run['status']})")
-        time.sleep(1)
-        run = server.get_json(f"/api/train/{run['id']}")
+            raise RuntimeError(f"training run {run_id} did not finish (status {run['status']})")
+        time.sleep(0.5)
+
+
+def train_champion(server, task="classify", params=None, timeout=300):
+    """Train a quick first model of `task` (by default 2 epochs, 1 view) and make sure it is
+    the champion; returns its manifest."""
+    params = params or {"epochs": 2, "views": 1}
+    r = server.post_json("/api/train", {"dataset_id": DATASET, "task": task, "params": params})
+    if r.status != 202:
+        raise RuntimeError(f"POST /api/train ({task}) answered {r.key()}: {r.snippet()}")
+    run = wait_run(server, r.json()["id"], timeout)
     if run["status"] != "succeeded":
         raise RuntimeError(f"training run {run['id']} {run['status']}: {run.get('error')}")
-    if server.get("/api/models/current?task=classify").status != 200:
+    if server.get(f"/api/models/current?task={task}").status != 200:
         p = server.post_json(f"/api/models/{run['model_id']}/promote", {})
         if p.status != 200:
             raise RuntimeError(f"promote {run['model_id']}: {p.key()} {p.snippet()}")
-    if server.get("/api/models/current?task=classify").status != 200:
-        raise RuntimeError("no champion model after training and promotion")
+    current = server.get(f"/api/models/current?task={task}")
+    if current.status != 200:
+        raise RuntimeError(f"no {task} champion after training and promotion")
+    return current.json()
 
 
 def bomb_requests(count, label):

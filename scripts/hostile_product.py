@@ -32,32 +32,6 @@ def product_request(title=None, photo=None, query="task=product&k=3"):
     return ("POST", f"/api/predict?{query}", body, {"Content-Type": ctype})
 
 
-def wait_run(server, run_id, timeout=300):
-    deadline = time.time() + timeout
-    while True:
-        run = server.get_json(f"/api/train/{run_id}")
-        if run["status"] not in ("queued", "running"):
-            return run
-        if time.time() > deadline or not server.alive():
-            raise RuntimeError(f"training run {run_id} did not finish (status {run['status']})")
-        time.sleep(0.5)
-
-
-def train_product_champion(server):
-    r = server.post_json("/api/train", {"dataset_id": h.DATASET, "task": "product",
-                                        "params": {"epochs": 20}})
-    if r.status != 202:
-        raise RuntimeError(f"POST /api/train (product) answered {r.key()}: {r.snippet()}")
-    run = wait_run(server, r.json()["id"])
-    if run["status"] != "succeeded":
-        raise RuntimeError(f"product run {run['id']} {run['status']}: {run.get('error')}")
-    if server.get("/api/models/current?task=product").status != 200:
-        p = server.post_json(f"/api/models/{run['model_id']}/promote", {})
-        if p.status != 200:
-            raise RuntimeError(f"promote {run['model_id']}: {p.key()} {p.snippet()}")
-    return server.get_json("/api/models/current?task=product")
-
-
 def weighted_f1(truth, predicted):
     """scikit-learn's f1_score(average="weighted"), written out."""
     labels = set(truth) | set(predicted)
@@ -129,7 +103,7 @@ def burst_during_retrain(server, out, title, photo):
         rounds += 1
         if status not in ("queued", "running"):
             break
-    run = wait_run(server, run_id)
+    run = h.wait_run(server, run_id)
     # Then the champion switched under load: the new version promoted by hand and rolled back
     # in turn, from another thread, while the bursts go on; it ends promoted.
     old = server.get_json("/api/models/current?task=product")["model_id"]
@@ -198,7 +172,7 @@ def registry_consistent(server, out):
 
 def scenario_f(server, out):
     t0 = time.time()
-    champion = train_product_champion(server)
+    champion = h.train_champion(server, "product", {"epochs": 20})
     h.log(f"product champion {champion['model_id']} ready after {time.time() - t0:.0f} s")
     src = os.path.join(h.ROOT, "assets/datasets/tuxpaint-photos")
     label = sorted(d for d in os.listdir(src) if os.path.isdir(os.path.join(src, d)))[0]
