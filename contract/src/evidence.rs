@@ -113,15 +113,15 @@ pub fn weighted_f1_of(truth: &[u32], predicted: &[u32], picks: &[usize]) -> f64 
     if picks.is_empty() {
         return 0.0;
     }
-    let classes = truth
-        .iter()
-        .chain(predicted)
-        .max()
-        .map_or(0, |m| *m as usize + 1);
+    // The labels that occur, so a stray large label id cannot size the table.
+    let mut labels: Vec<u32> = truth.iter().chain(predicted).copied().collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let slot = |l: u32| labels.binary_search(&l).unwrap_or_default();
     // Per class: true positives, true count (support), predicted count.
-    let mut counts = vec![[0u32; 3]; classes];
+    let mut counts = vec![[0u32; 3]; labels.len()];
     for &i in picks {
-        let (t, p) = (truth[i] as usize, predicted[i] as usize);
+        let (t, p) = (slot(truth[i]), slot(predicted[i]));
         counts[t][1] += 1;
         counts[p][2] += 1;
         if t == p {
@@ -618,6 +618,9 @@ mod tests {
         // Class 2 only predicted: it weighs nothing.
         assert!((weighted_f1(&[0, 0, 1], &[0, 2, 2]) - 0.4444444444444444).abs() < 1e-15);
         assert_eq!(weighted_f1(&[], &[]), 0.0);
+        // Label ids are names, not sizes: a huge one scores like any other.
+        let far = weighted_f1(&[0, 0, 1, u32::MAX], &[0, 1, 1, u32::MAX]);
+        assert!((far - weighted_f1(&[0, 0, 1, 2], &[0, 1, 1, 2])).abs() < 1e-15);
         // A resample counts repeats: the first item twice is [0, 0, 0] against [0, 0, 2].
         let twice = weighted_f1_of(&[0, 1], &[0, 2], &[0, 0, 1]);
         assert!((twice - weighted_f1(&[0, 0, 1], &[0, 0, 2])).abs() < 1e-15);
