@@ -13,6 +13,8 @@
 #   assets/datasets/openclipart/items.jsonl + svg/   3,193 clip-art drawings in 11 categories,
 #       each with its title and keywords (product classification), from Debian
 #       openclipart-svg (public domain); scripts/openclipart_items.py says what it keeps
+#   assets/datasets/backgrounds/*.jpg                12 nature photographs (backgrounds of the
+#       detection composites, trainer::detect::compose) from Debian mate-backgrounds (GPL-2+)
 #
 # Usage: scripts/fetch-assets.sh [ASSETS_DIR]   (default: ./assets)
 set -euo pipefail
@@ -95,6 +97,27 @@ if [ ! -f "$CLIPART/.complete" ]; then
   touch "$CLIPART/.complete"
 fi
 echo "$CLIPART_SHA  $CLIPART/items.jsonl" | sha256sum --check --quiet
+
+BACKGROUNDS="$ASSETS/datasets/backgrounds"
+# sha256sum of the `sha256sum *.jpg` listing, in name order.
+BACKGROUNDS_SHA=fb1bdd6b07e819992e692199141021d119cd9b1a036797781949392cf6285d86
+if [ ! -f "$BACKGROUNDS/.complete" ]; then
+  echo "fetch-assets: background photographs from Debian"
+  (cd "$work" && apt-get download mate-backgrounds >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null
+    (cd "$work" && apt-get download mate-backgrounds >/dev/null)
+  }
+  dpkg-deb -x "$work"/mate-backgrounds_*.deb "$work/backgrounds"
+  rm -rf "$BACKGROUNDS.tmp" && mkdir -p "$BACKGROUNDS.tmp"
+  cp "$work"/backgrounds/usr/share/backgrounds/mate/nature/*.jpg "$BACKGROUNDS.tmp/"
+  cp "$work"/backgrounds/usr/share/doc/mate-backgrounds/copyright "$BACKGROUNDS.tmp/COPYRIGHT"
+  rm -rf "$BACKGROUNDS" && mv "$BACKGROUNDS.tmp" "$BACKGROUNDS"
+  touch "$BACKGROUNDS/.complete"
+fi
+[ "$(cd "$BACKGROUNDS" && sha256sum *.jpg | sha256sum | cut -d' ' -f1)" = "$BACKGROUNDS_SHA" ] || {
+  echo "fetch-assets: $BACKGROUNDS does not match its checksum; delete it and run again" >&2
+  exit 1
+}
 
 # Verify what we installed against the checksums recorded in the README's data section.
 python3 - "$ASSETS" "$WEIGHTS_SHA" "$PHOTOS_SHA" <<'PY'

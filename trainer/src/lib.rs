@@ -2,6 +2,7 @@
 
 pub mod backbone;
 pub mod dataset;
+pub mod detect;
 pub mod error;
 pub mod eval;
 pub mod evidence;

@@ -1,0 +1,19 @@
+//! Object detection data (issue 14, item 1): images with labelled boxes.
+//!
+//! - [`data`]: the set ([`DetectSet`]: labels, images, boxes, a split by the image's sha256
+//!   like every other set), imported from COCO JSON or from per-image sidecars, validated as a
+//!   whole (a box outside its image or without area, an unknown category or image, a repeated
+//!   id, a missing or undecodable file: a clear error naming the entry, and no set), and
+//!   written back as COCO JSON.
+//! - [`compose`]: the bundled training data. Tux Paint's cut-out photos (an alpha channel
+//!   around the object) pasted 1–4 at a time, at random scales and places, onto real
+//!   photographs (Debian's `mate-backgrounds`, nature folder): every box is the exact extent
+//!   of a stamp's visible pixels. Deterministic by seed (the contract's fully specified
+//!   generator), so a seed gives the same images and boxes on every machine; held-out
+//!   composites use only the stamps of the test split, so no object is seen in training.
+
+pub mod compose;
+pub mod data;
+
+pub use compose::{ComposeConfig, Stamp, compose_set};
+pub use data::{BoxLabel, DetectItem, DetectSet, Rect};
