@@ -2,7 +2,8 @@
 # Start the real servers the api tests run against, on loopback, in a scratch folder:
 #   - PostgreSQL (Debian package, installed if missing), trust auth on 127.0.0.1;
 #   - an S3-compatible server: moto[server] from PyPI, in a venv under $EDGEML_TOOLS;
-#   - SciPy from PyPI (a venv there too), the reference of the gate's statistics test.
+#   - SciPy and pycocotools from PyPI (a venv there too), the references of the gate's
+#     statistics test and of the detection mAP test.
 # Source it: `source scripts/test-services.sh` exports EDGEML_TEST_POSTGRES_URL,
 # EDGEML_TEST_S3_ENDPOINT, EDGEML_TEST_SCIPY_PYTHON and a `stop_test_services` function (also run on EXIT).
 set -euo pipefail
@@ -51,14 +52,16 @@ if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
   # venv scripts carry the absolute path of the folder they were created in.
   sed -i "1s|$MOTO_VENV.tmp|$MOTO_VENV|" "$MOTO_VENV"/bin/moto_server "$MOTO_VENV"/bin/pip
 fi
-# SciPy, the reference the gate's statistics are checked against (contract/tests/scipy_reference.rs).
+# SciPy, the reference the gate's statistics are checked against (contract/tests/scipy_reference.rs),
+# and pycocotools, the reference of the detection mAP (contract/tests/coco_reference.rs).
 SCIPY_VERSION=1.14.1
+PYCOCOTOOLS_VERSION=2.0.11
 SCIPY_VENV="$TOOLS/scipy-$SCIPY_VERSION"
-if [ ! -x "$SCIPY_VENV/bin/python" ] || ! "$SCIPY_VENV/bin/python" -c 'import scipy' 2>/dev/null; then
-  echo "installing scipy==$SCIPY_VERSION from PyPI"
+if [ ! -x "$SCIPY_VENV/bin/python" ] || ! "$SCIPY_VENV/bin/python" -c 'import scipy, pycocotools' 2>/dev/null; then
+  echo "installing scipy==$SCIPY_VERSION and pycocotools==$PYCOCOTOOLS_VERSION from PyPI"
   rm -rf "$SCIPY_VENV"
   python3 -m venv "$SCIPY_VENV" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$SCIPY_VENV"; }
-  "$SCIPY_VENV/bin/pip" install -q --disable-pip-version-check "scipy==$SCIPY_VERSION"
+  "$SCIPY_VENV/bin/pip" install -q --disable-pip-version-check "scipy==$SCIPY_VERSION" "pycocotools==$PYCOCOTOOLS_VERSION"
 fi
 export EDGEML_TEST_SCIPY_PYTHON="$SCIPY_VENV/bin/python"
 

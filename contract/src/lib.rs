@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod api;
+pub mod detection;
 pub mod error;
 pub mod evidence;
 pub mod files;
