@@ -19,6 +19,7 @@ use trainer::run::{DirStore, FeatureStore, Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Task};
 
+mod compose_cli;
 mod product_cli;
 
 #[derive(Parser)]
@@ -90,6 +91,9 @@ enum Command {
     /// Train a product classifier on items with a title, keywords and an image (text only,
     /// image only or both); write product_head.onnx + metrics.json.
     Product(product_cli::ProductArgs),
+    /// Write the bundled detection data: cut-out photos pasted onto background photographs,
+    /// boxes exact, as COCO folders (train, val, test).
+    Compose(compose_cli::ComposeArgs),
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
         /// Model folder written by `train`.
@@ -235,6 +239,7 @@ fn main() -> Result<()> {
             rank_cli(&dataset, &backbone, cache, &names, &config, &out)?;
         }
         Command::Product(args) => product_cli::product_cli(args)?,
+        Command::Compose(args) => compose_cli::compose_cli(args)?,
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {

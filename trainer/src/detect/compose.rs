@@ -5,7 +5,10 @@ use image::{RgbaImage, imageops};
 use contract::evidence::SplitMix64;
 
 use super::data::{BoxLabel, DetectItem, DetectSet, Rect};
-use crate::dataset::{Split, digest};
+use std::path::Path;
+
+use crate::dataset::{Dataset, Split, digest};
+use crate::error::io;
 use crate::{Error, Result};
 
 /// How composites are drawn.
@@ -222,4 +225,63 @@ pub fn compose_set(
         });
     }
     Ok(DetectSet { labels, items })
+}
+
+/// The background photographs of `dir` (every `.jpg`, `.jpeg` or `.png`, in name order),
+/// decoded.
+pub fn load_backgrounds(dir: &Path) -> Result<Vec<RgbaImage>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(Error::Dataset(format!(
+            "no background photo in {}",
+            dir.display()
+        )));
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(io(p))?;
+            crate::dataset::decode_image(&bytes)
+                .map_err(|e| Error::Dataset(format!("{}: {e}", p.display())))
+        })
+        .collect()
+}
+
+/// Composites of the cut-outs of `photos` that fall in `split` (so a held-out split shows
+/// only held-out objects), labelled with the photos' classes; the seed is `cfg.seed` plus
+/// the split's rank, so the three splits draw differently.
+pub fn compose_split(
+    photos: &Dataset,
+    backgrounds: &[RgbaImage],
+    split: Split,
+    cfg: &ComposeConfig,
+) -> Result<DetectSet> {
+    let stamps = photos
+        .split(split)
+        .map(|s| {
+            Ok(Stamp {
+                label: s.label,
+                pixels: s.decode()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let offset = match split {
+        Split::Train => 0,
+        Split::Val => 1,
+        Split::Test => 2,
+    };
+    let cfg = ComposeConfig {
+        seed: cfg.seed.wrapping_add(offset),
+        ..cfg.clone()
+    };
+    compose_set(&stamps, photos.labels.clone(), backgrounds, split, &cfg)
 }

@@ -15,5 +15,5 @@
 pub mod compose;
 pub mod data;
 
-pub use compose::{ComposeConfig, Stamp, compose_set};
+pub use compose::{ComposeConfig, Stamp, compose_set, compose_split, load_backgrounds};
 pub use data::{BoxLabel, DetectItem, DetectSet, Rect};
