@@ -24,6 +24,16 @@ mkdir -p "$ASSETS/backbone" "$ASSETS/datasets"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Download a Debian package (refreshing the package lists once if apt does not know it) and
+# unpack it into a folder.
+unpack_deb() {
+  (cd "$work" && apt-get download "$1" >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null
+    (cd "$work" && apt-get download "$1" >/dev/null)
+  }
+  dpkg-deb -x "$work/$1"_*.deb "$2"
+}
+
 PTH_SHA=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
 WEIGHTS_SHA=fdd24c5cc307fe552704979a9ae56bb84c33ca614037c7ae0521f54b1639f839
 PHOTOS_SHA=beb6932667abfdc10d6c25c2e4a814d805275c9e086175600d4daed55ce53447
@@ -61,11 +71,7 @@ echo "$CLASSES_SHA  $CLASSES" | sha256sum --check --quiet
 DATA="$ASSETS/datasets/tuxpaint-photos"
 if [ ! -f "$DATA/.complete" ]; then
   echo "fetch-assets: Tux Paint stamp photos from Debian"
-  (cd "$work" && apt-get download tuxpaint-stamps-default >/dev/null 2>&1) || {
-    apt-get update -qq >/dev/null
-    (cd "$work" && apt-get download tuxpaint-stamps-default >/dev/null)
-  }
-  dpkg-deb -x "$work"/tuxpaint-stamps-default_*.deb "$work/deb"
+  unpack_deb tuxpaint-stamps-default "$work/deb"
   stamps="$work/deb/usr/share/tuxpaint/stamps"
   rm -rf "$DATA.tmp" && mkdir -p "$DATA.tmp"
   # Real photos only: drop the cartoon folders and mirrored duplicates.
@@ -86,11 +92,7 @@ CLIPART="$ASSETS/datasets/openclipart"
 CLIPART_SHA=4328e690f2db39522afe7fa1351fd9743769fa5dcd08bac2e5295db08124ffb5
 if [ ! -f "$CLIPART/.complete" ]; then
   echo "fetch-assets: Open Clip Art drawings from Debian"
-  (cd "$work" && apt-get download openclipart-svg >/dev/null 2>&1) || {
-    apt-get update -qq >/dev/null
-    (cd "$work" && apt-get download openclipart-svg >/dev/null)
-  }
-  dpkg-deb -x "$work"/openclipart-svg_*.deb "$work/clipart"
+  unpack_deb openclipart-svg "$work/clipart"
   rm -rf "$CLIPART.tmp" && mkdir -p "$CLIPART.tmp"
   python3 scripts/openclipart_items.py "$work/clipart/usr/share/openclipart/svg" "$CLIPART.tmp"
   rm -rf "$CLIPART" && mv "$CLIPART.tmp" "$CLIPART"
@@ -103,11 +105,7 @@ BACKGROUNDS="$ASSETS/datasets/backgrounds"
 BACKGROUNDS_SHA=fb1bdd6b07e819992e692199141021d119cd9b1a036797781949392cf6285d86
 if [ ! -f "$BACKGROUNDS/.complete" ]; then
   echo "fetch-assets: background photographs from Debian"
-  (cd "$work" && apt-get download mate-backgrounds >/dev/null 2>&1) || {
-    apt-get update -qq >/dev/null
-    (cd "$work" && apt-get download mate-backgrounds >/dev/null)
-  }
-  dpkg-deb -x "$work"/mate-backgrounds_*.deb "$work/backgrounds"
+  unpack_deb mate-backgrounds "$work/backgrounds"
   rm -rf "$BACKGROUNDS.tmp" && mkdir -p "$BACKGROUNDS.tmp"
   cp "$work"/backgrounds/usr/share/backgrounds/mate/nature/*.jpg "$BACKGROUNDS.tmp/"
   cp "$work"/backgrounds/usr/share/doc/mate-backgrounds/copyright "$BACKGROUNDS.tmp/COPYRIGHT"

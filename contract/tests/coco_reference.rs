@@ -6,8 +6,7 @@
 // Test helpers panic on purpose: the panic message is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
 use contract::detection::{Detection, Truth, mean_ap};
 use contract::evidence::SplitMix64;
@@ -71,8 +70,6 @@ fn case(seed: u64, images: usize, classes: u32) -> (Vec<Truth>, Vec<Detection>) 
 }
 
 fn pycocotools(images: usize, classes: u32, truths: &[Truth], dets: &[Detection]) -> (f64, f64) {
-    let python = std::env::var("EDGEML_TEST_SCIPY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/coco_reference.py");
     let doc = serde_json::json!({
         "images": images,
         "classes": classes,
@@ -85,26 +82,7 @@ fn pycocotools(images: usize, classes: u32, truths: &[Truth], dets: &[Detection]
             serde_json::json!([d.image, d.label, d.score, x, y, w, h])
         }).collect::<Vec<_>>(),
     });
-    let mut child = Command::new(&python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{python} {script} failed (pycocotools from PyPI is needed: `source scripts/test-services.sh` installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = common::reference_python("coco_reference.py", &doc.to_string(), "pycocotools");
     let v: Vec<f64> = text
         .split_whitespace()
         .map(|x| x.parse().unwrap())
