@@ -19,7 +19,7 @@ use trainer::run::{DirStore, FeatureStore, Progress, RunMeta, pixels};
 use trainer::train::{Head, TrainConfig};
 use wasm_infer::{ModelManifest, Task};
 
-mod compose_cli;
+mod detect_cli;
 mod product_cli;
 
 #[derive(Parser)]
@@ -93,7 +93,10 @@ enum Command {
     Product(product_cli::ProductArgs),
     /// Write the bundled detection data: cut-out photos pasted onto background photographs,
     /// boxes exact, as COCO folders (train, val, test).
-    Compose(compose_cli::ComposeArgs),
+    Compose(detect_cli::ComposeArgs),
+    /// Score the trivial detector on a COCO folder: one full-image box of a classifier's top
+    /// class per image (COCO mAP@0.5 and mAP@[.5:.95]).
+    DetectBaseline(detect_cli::BaselineArgs),
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
         /// Model folder written by `train`.
@@ -239,7 +242,8 @@ fn main() -> Result<()> {
             rank_cli(&dataset, &backbone, cache, &names, &config, &out)?;
         }
         Command::Product(args) => product_cli::product_cli(args)?,
-        Command::Compose(args) => compose_cli::compose_cli(args)?,
+        Command::Compose(args) => detect_cli::compose_cli(args)?,
+        Command::DetectBaseline(args) => detect_cli::baseline_cli(args)?,
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {

@@ -8,9 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
+use contract::detection::mean_ap;
 use contract::evidence::SplitMix64;
 use image::RgbaImage;
 use trainer::dataset::{Dataset, Split};
+use trainer::detect::baseline::full_image_boxes;
 use trainer::detect::compose::{background, paste};
 use trainer::detect::{ComposeConfig, DetectSet, Stamp, compose_set};
 
@@ -175,6 +177,34 @@ fn coco_import_reads_boxes_and_refuses_bad_entries_by_name() {
     // The entry is named.
     let e = with(&|c| c["annotations"][2]["bbox"] = serde_json::json!([1, 1, 40, 30]));
     assert!(e.contains("annotation 12") && e.contains("32×32"), "{e}");
+}
+
+#[test]
+fn the_full_image_baseline_boxes_each_image_with_the_top_class() {
+    let dir = coco_folder(&good());
+    let set = DetectSet::import_coco(&dir.path().join("annotations.json")).unwrap();
+    assert_eq!(set.truths().len(), 3);
+    // A classifier whose labels come in another order: matched by name.
+    let names = ["dog".to_string(), "cat".to_string()];
+    let probs = [vec![0.8f32, 0.2], vec![0.3, 0.7]];
+    let dets = full_image_boxes(&set, &names, |i| Ok(probs[i].clone())).unwrap();
+    assert_eq!(dets.len(), 2);
+    assert_eq!(
+        (dets[0].label, dets[0].score, dets[0].bbox),
+        (1, 0.8, [0.0, 0.0, 64.0, 48.0])
+    );
+    assert_eq!(
+        (dets[1].label, dets[1].score, dets[1].bbox),
+        (0, 0.7, [0.0, 0.0, 32.0, 32.0])
+    );
+    // Image a's "dog" box is the whole image, found; of the two "cat" boxes only b's (IoU
+    // 900/1024 with the whole of b) is: recall 1/2 at precision 1, 51 of 101 recall points.
+    let m = mean_ap(&set.truths(), &dets, 2);
+    assert!((m.per_class_ap50[0].unwrap() - 51.0 / 101.0).abs() < 1e-12);
+    assert!((m.per_class_ap50[1].unwrap() - 1.0).abs() < 1e-12);
+    let unknown = ["dog".to_string(), "bird".to_string()];
+    let e = full_image_boxes(&set, &unknown, |i| Ok(probs[i].clone())).unwrap_err();
+    assert!(e.to_string().contains("\"bird\""), "{e}");
 }
 
 #[test]

@@ -11,7 +11,10 @@
 //!   of a stamp's visible pixels. Deterministic by seed (the contract's fully specified
 //!   generator), so a seed gives the same images and boxes on every machine; held-out
 //!   composites use only the stamps of the test split, so no object is seen in training.
+//! - [`baseline`]: the trivial detector to beat: one full-image box of an image classifier's
+//!   top class.
 
+pub mod baseline;
 pub mod compose;
 pub mod data;
 
