@@ -712,3 +712,42 @@ async fn registration_needs_ownership_sqlite() {
 async fn registration_needs_ownership_postgres() {
     registration_needs_ownership(Sql::Postgres).await;
 }
+
+/// Heartbeats every millisecond, so a beat is waiting on the run's row whenever the
+/// registration transaction holds it: every run must still register and finish. (A worker
+/// that awaited its beats beside the training future deadlocked here: the beat waited for the
+/// transaction, and the transaction's future was no longer polled.)
+async fn beats_never_stall_registration(sql: Sql) {
+    let s = TestServer::start(sql, Blobs::Local, |_| {}).await;
+    seed_approved(&s, 10).await;
+    let st = s.state().clone();
+    let mut w = st.worker(Default::default());
+    w.heartbeat = std::time::Duration::from_millis(1);
+    for _ in 0..3 {
+        let run = jobs::enqueue(s.db(), "default", &quick(), "manual")
+            .await
+            .unwrap();
+        let done = tokio::time::timeout(std::time::Duration::from_secs(180), w.run_once())
+            .await
+            .expect("a run with a beat every millisecond did not finish in 180 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.0, run.id);
+        assert!(
+            matches!(done.1, jobs::Outcome::Succeeded(_)),
+            "{:?}",
+            done.1
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beats_never_stall_registration_sqlite() {
+    beats_never_stall_registration(Sql::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beats_never_stall_registration_postgres() {
+    beats_never_stall_registration(Sql::Postgres).await;
+}

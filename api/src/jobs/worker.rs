@@ -147,26 +147,48 @@ impl Worker {
         tracing::info!(run = %run.id, worker = %self.id, attempt = run.attempts, "training run claimed");
         let work = self.train(&run, live.clone(), cancel.clone());
         tokio::pin!(work);
-        let mut tick = tokio::time::interval(self.heartbeat);
-        let mut lost = false;
+        // Heartbeats run in a task of their own. A beat updates the run's row, which the
+        // registration transaction (inside `work`) holds locked until it commits: a beat
+        // awaited in this loop would stop `work` from being polled, and neither would finish.
+        let lost = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Notify::new());
+        let beats = {
+            let (me, id, live, cancel) =
+                (self.clone(), run.id.clone(), live.clone(), cancel.clone());
+            let (lost, stop) = (lost.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(me.heartbeat);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => match me.beat(&id, &live).await {
+                            Ok(Some(false)) => {}
+                            Ok(Some(true)) => cancel.store(true, Ordering::Relaxed),
+                            Ok(None) => {
+                                lost.store(true, Ordering::Relaxed);
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                            Err(e) => tracing::warn!(run = %id, error = %e, "heartbeat failed"),
+                        },
+                        _ = stop.notified() => break,
+                    }
+                }
+            })
+        };
         let mut interrupted = false;
         let result = loop {
             tokio::select! {
                 r = &mut work => break r,
-                _ = tick.tick() => {
-                    match self.beat(&run.id, &live).await {
-                        Ok(Some(false)) => {}
-                        Ok(Some(true)) => cancel.store(true, Ordering::Relaxed),
-                        Ok(None) => { lost = true; cancel.store(true, Ordering::Relaxed); }
-                        Err(e) => tracing::warn!(run = %run.id, error = %e, "heartbeat failed"),
-                    }
-                }
                 _ = &mut stopping, if !interrupted => {
                     interrupted = true;
                     cancel.store(true, Ordering::Relaxed);
                 }
             }
         };
+        stop.notify_one();
+        if let Err(e) = beats.await {
+            tracing::warn!(run = %run.id, error = %e, "heartbeat task ended abnormally");
+        }
+        let lost = lost.load(Ordering::Relaxed);
         let _ = self.beat(&run.id, &live).await;
         let outcome = match result {
             _ if lost => Outcome::Lost,
