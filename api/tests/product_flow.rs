@@ -34,6 +34,8 @@ async fn flow(sql: Sql, blobs: Blobs) {
         ),
         (json!({"task": "product", "params": {"dim": 0}}), "dim"),
         (json!({"task": "product", "params": {"views": 2}}), "views"),
+        // Detectors train with `trainer detect`: the server has no boxes yet.
+        (json!({"task": "detect"}), "need boxes"),
     ] {
         let r = s.admin_post("/api/train").json(&body).send().await.unwrap();
         assert_eq!(r.status(), 422, "{body}");
@@ -41,6 +43,12 @@ async fn flow(sql: Sql, blobs: Blobs) {
         assert!(e["detail"].as_str().unwrap().contains(names), "{e}");
     }
     assert_eq!(s.json("/api/train").await.as_array().unwrap().len(), 0);
+    let r = s
+        .get("/api/models/current?task=detect")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no detector is registered");
 
     let (run, events) = s
         .train_and_follow(json!({"task": "product", "params": {"epochs": 40, "seed": 3}}))

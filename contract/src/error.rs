@@ -10,6 +10,10 @@ pub enum Error {
     /// The document is not valid JSON for its schema.
     #[error("manifest is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A detection head's output that cannot be decoded into boxes: the wrong number of
+    /// values for its shape, or an image without area.
+    #[error("cannot decode detections: {0}")]
+    Detections(String),
     /// A name that is not one of an enum's values (e.g. a task or status read from a row).
     #[error("unknown {kind} {value:?} (expected one of: {expected})")]
     UnknownName {

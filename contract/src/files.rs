@@ -39,6 +39,11 @@ impl ModelFiles {
     pub const PRODUCT_HEAD_ONNX: &'static str = "product_head.onnx";
     /// Product classification: the head as NNEF, the manifest's `nnef`.
     pub const PRODUCT_HEAD_NNEF: &'static str = "product_head.nnef";
+    /// Detection: the head (the backbone's feature map → class and box maps), the manifest's
+    /// `onnx`.
+    pub const DETECT_HEAD_ONNX: &'static str = "detect_head.onnx";
+    /// Detection: the head as NNEF, the manifest's `nnef`.
+    pub const DETECT_HEAD_NNEF: &'static str = "detect_head.nnef";
     /// The [`ModelManifest`](crate::ModelManifest) as JSON.
     pub const MANIFEST: &'static str = "manifest.json";
     /// Per-epoch curves and test figures of the run that made the model.
@@ -84,6 +89,12 @@ impl ModelFiles {
                 Self::MANIFEST,
                 Self::METRICS,
             ],
+            Task::Detect => &[
+                Self::DETECT_HEAD_ONNX,
+                Self::DETECT_HEAD_NNEF,
+                Self::MANIFEST,
+                Self::METRICS,
+            ],
         }
     }
 
@@ -93,6 +104,7 @@ impl ModelFiles {
             Task::Classify => Self::HEAD_ONNX,
             Task::Rank => Self::IMAGE_HEAD_ONNX,
             Task::Product => Self::PRODUCT_HEAD_ONNX,
+            Task::Detect => Self::DETECT_HEAD_ONNX,
         }
     }
 
@@ -102,6 +114,7 @@ impl ModelFiles {
             Task::Classify => Self::HEAD_NNEF,
             Task::Rank => Self::IMAGE_HEAD_NNEF,
             Task::Product => Self::PRODUCT_HEAD_NNEF,
+            Task::Detect => Self::DETECT_HEAD_NNEF,
         }
     }
 
@@ -111,7 +124,7 @@ impl ModelFiles {
         let legacy = match task {
             Task::Classify => Some(Self::MODEL_ONNX),
             Task::Rank => Some(Self::IMAGE_ONNX),
-            Task::Product => None,
+            Task::Product | Task::Detect => None,
         };
         Self::of(task).contains(&name) || legacy == Some(name)
     }

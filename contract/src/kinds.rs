@@ -109,6 +109,8 @@ named_enum! {
         Rank = "rank",
         /// A title, an image, or both → probabilities over the manifest's `labels`.
         Product = "product",
+        /// Image → boxes, each with one of the manifest's `labels` and a score.
+        Detect = "detect",
     }
 }
 
@@ -191,7 +193,7 @@ mod tests {
         let err = "Classify".parse::<Task>().err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unknown task \"Classify\" (expected one of: classify, rank, product)")
+            Some("unknown task \"Classify\" (expected one of: classify, rank, product, detect)")
         );
         assert!(serde_json::from_str::<Stage>("\"retired\"").is_err());
     }

@@ -15,7 +15,7 @@ pub use error::{Error, Result};
 pub use files::ModelFiles;
 pub use kinds::{ImageStatus, RunStatus, Stage, Task};
 pub use manifest::{
-    BackboneRef, ClassMetrics, Dim, Estimate, EvalMetrics, FileDigest, GalleryFiles, Layout,
+    BackboneRef, ClassMetrics, Dim, Estimate, EvalMetrics, FileDigest, Fit, GalleryFiles, Layout,
     MANIFEST_SCHEMA_VERSION, ModalityScores, ModelManifest, OnnxFile, Preprocess, ProductInputs,
     ProductMetrics, RankMetrics, Recall, TensorSpec, TextTower,
 };

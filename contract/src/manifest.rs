@@ -142,6 +142,29 @@ pub struct Preprocess {
     pub std: [f32; 3],
     /// Axis order of the input tensor.
     pub layout: Layout,
+    /// How the image becomes the square input: the centred crop (classifiers; absent in
+    /// manifests written before detection), or the whole image stretched (detection: nothing
+    /// is cut off, and a box maps back to the image by scaling each axis).
+    #[serde(default, skip_serializing_if = "Fit::is_center_crop")]
+    pub fit: Fit,
+}
+
+/// How an image becomes the model's square input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// The centred square of side `crop_fraction × min(width, height)`.
+    #[default]
+    CenterCrop,
+    /// The whole image, each axis scaled to the input side (`crop_fraction` unused).
+    Stretch,
+}
+
+impl Fit {
+    /// The default, left out of the JSON.
+    pub fn is_center_crop(&self) -> bool {
+        *self == Fit::CenterCrop
+    }
 }
 
 impl Preprocess {
@@ -157,6 +180,7 @@ impl Preprocess {
             mean: [127.0 / 255.0; 3],
             std: [128.0 / 255.0; 3],
             layout: Layout::Nchw,
+            fit: Fit::CenterCrop,
         }
     }
 
@@ -368,6 +392,12 @@ pub struct ModelManifest {
     /// Product models: test figures per modality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_metrics: Option<ProductMetrics>,
+    /// Detection models: the head's output layout and how clients turn it into boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<crate::detection::DetectionSpec>,
+    /// Detection models: COCO figures on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_metrics: Option<crate::detection::DetectionMetrics>,
     /// Ranking models with a gallery: its files' digests (absent in manifests written before
     /// galleries were hashed, and in models exported without a gallery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -450,11 +480,18 @@ impl ModelManifest {
                     ModelFiles::BACKBONE_ONNX
                 ));
             }
-            if b.output.name.is_empty()
-                || !matches!(b.output.shape.as_slice(), [Dim::Symbol(_), Dim::Fixed(n)] if *n > 0)
-            {
+            // Detection heads read the feature map, every other head the pooled features.
+            let (shape_ok, want) = match (self.task, b.output.shape.as_slice()) {
+                (Task::Detect, [Dim::Symbol(_), Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)]) => {
+                    (*c > 0 && *h > 0 && h == w, "[batch, channels, side, side]")
+                }
+                (Task::Detect, _) => (false, "[batch, channels, side, side]"),
+                (_, [Dim::Symbol(_), Dim::Fixed(n)]) => (*n > 0, "[batch, dim]"),
+                _ => (false, "[batch, dim]"),
+            };
+            if b.output.name.is_empty() || !shape_ok {
                 return bad(format!(
-                    "backbone output {:?} {} must be named and [batch, dim]",
+                    "backbone output {:?} {} must be named and {want}",
                     b.output.name,
                     b.output.shape_string()
                 ));
@@ -510,10 +547,19 @@ impl ModelManifest {
                 self.task
             ));
         }
+        if self.task != Task::Detect
+            && (self.detection.is_some() || self.detection_metrics.is_some())
+        {
+            return bad(format!(
+                "a {} model has no detection layout or figures",
+                self.task
+            ));
+        }
         match self.task {
             Task::Classify => self.validate_classifier(),
             Task::Rank => self.validate_ranking(),
             Task::Product => self.validate_product(),
+            Task::Detect => self.validate_detector(),
         }
     }
 

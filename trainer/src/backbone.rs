@@ -18,6 +18,8 @@ use crate::{Error, Result};
 pub const INPUT_SIZE: usize = 224;
 /// Width of the pooled feature vector.
 pub const FEATURE_DIM: usize = 1280;
+/// Side of the feature map before pooling: the input side over the backbone's stride, 32.
+pub const MAP_SIDE: usize = INPUT_SIZE / 32;
 const BN_EPS: f32 = 1e-3;
 
 /// One convolution with its folded BatchNorm, optionally followed by ReLU6.
@@ -297,8 +299,15 @@ impl Backbone {
         })
     }
 
-    /// Pooled features `[n, 1280]` for a batch `[n, 3, 224, 224]`.
+    /// Pooled features `[n, 1280]` for a batch `[n, 3, 224, 224]`: the mean of
+    /// [`Backbone::feature_map`] over its cells.
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.feature_map(images)?.mean((2, 3))?)
+    }
+
+    /// The feature map before pooling, `[n, 1280, 7, 7]` ([`MAP_SIDE`]: one cell per 32
+    /// pixels of the input) for a batch `[n, 3, 224, 224]`: what detection heads read.
+    pub fn feature_map(&self, images: &Tensor) -> Result<Tensor> {
         let (_, c, h, w) = images.dims4()?;
         if (c, h, w) != (3, INPUT_SIZE, INPUT_SIZE) {
             return Err(Error::Dataset(format!(
@@ -318,8 +327,7 @@ impl Backbone {
                 x = (x + input)?;
             }
         }
-        x = self.head.forward(&x)?;
-        Ok(x.mean((2, 3))?)
+        self.head.forward(&x)
     }
 }
 

@@ -121,3 +121,153 @@ pub fn baseline_cli(args: BaselineArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `trainer detect`'s arguments.
+#[derive(clap::Args)]
+pub struct DetectArgs {
+    /// A folder with `train/`, `val/` and `test/` COCO folders (as `trainer compose` writes),
+    /// or one COCO folder (`annotations.json`), split by each image's sha256.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output model folder (replaced atomically when the run succeeds).
+    #[arg(long)]
+    out: PathBuf,
+    /// EfficientNet-Lite0 safetensors (default: assets/backbone/efficientnet_lite0.safetensors).
+    #[arg(long, env = "EDGEML_BACKBONE")]
+    weights: Option<PathBuf>,
+    /// Keep backbone feature maps in this folder, keyed by (backbone, image, view).
+    #[arg(long, env = "EDGEML_FEATURE_CACHE")]
+    feature_cache: Option<PathBuf>,
+    /// Maximum epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Channels of the head's hidden layers.
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// AdamW learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The set's labels and its three splits: the folder's `train/`, `val/`, `test/` when it has
+/// them (their labels must agree), else its own `annotations.json` split by sha256.
+pub fn load_splits(
+    data: &std::path::Path,
+) -> Result<(Vec<String>, [Vec<trainer::detect::DetectItem>; 3])> {
+    let coco = |dir: &std::path::Path| {
+        DetectSet::import_coco(&dir.join("annotations.json"))
+            .with_context(|| format!("importing {}", dir.display()))
+    };
+    if data.join("train").is_dir() {
+        let mut labels = None;
+        let mut parts = Vec::new();
+        for name in ["train", "val", "test"] {
+            let set = coco(&data.join(name))?;
+            if labels.get_or_insert_with(|| set.labels.clone()) != &set.labels {
+                anyhow::bail!(
+                    "{name}/ has labels {:?}, train/ has {:?}",
+                    set.labels,
+                    labels
+                );
+            }
+            parts.push(set.items);
+        }
+        let [train, val, test]: [Vec<_>; 3] = parts
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three splits"))?;
+        Ok((labels.unwrap_or_default(), [train, val, test]))
+    } else {
+        let set = coco(data)?;
+        let pick = |s: Split| set.items.iter().filter(|i| i.split == s).cloned().collect();
+        Ok((
+            set.labels.clone(),
+            [pick(Split::Train), pick(Split::Val), pick(Split::Test)],
+        ))
+    }
+}
+
+/// Train, score, print.
+pub fn detect_cli(args: DetectArgs) -> Result<()> {
+    let (labels, [train, val, test]) = load_splits(&args.data)?;
+    println!(
+        "{} labels; {} train, {} val, {} test images",
+        labels.len(),
+        train.len(),
+        val.len(),
+        test.len()
+    );
+    let backbone = super::load_backbone(args.weights)?;
+    let d = trainer::detect::fit::DetectConfig::default();
+    let config = trainer::detect::fit::DetectConfig {
+        epochs: args.epochs.unwrap_or(d.epochs),
+        hidden: args.hidden.unwrap_or(d.hidden),
+        lr: args.lr.unwrap_or(d.lr),
+        seed: args.seed.unwrap_or(d.seed),
+        ..d
+    };
+    let cache = args.feature_cache.map(trainer::run::DirStore::new);
+    let bar = super::progress_bar();
+    let mut on_progress = |p: trainer::run::Progress| {
+        super::show_epochs(&bar, p, "focal + L1", "ONNX + NNEF head, tract parity");
+        true
+    };
+    let (tr, va, te): (Vec<_>, Vec<_>, Vec<_>) = (
+        train.iter().collect(),
+        val.iter().collect(),
+        test.iter().collect(),
+    );
+    let splits = trainer::detect::pipeline::Splits {
+        train: &tr,
+        val: &va,
+        test: &te,
+    };
+    let run = trainer::detect::pipeline::run(
+        splits,
+        &labels,
+        &backbone,
+        cache.as_ref().map(|c| c as &dyn trainer::run::FeatureStore),
+        &config,
+        &trainer::run::RunMeta::default(),
+        &args.out,
+        &mut on_progress,
+    )?;
+    bar.finish_and_clear();
+    let r = &run.report;
+    println!(
+        "model {} in {}: best epoch {} of {}",
+        r.model_id,
+        args.out.display(),
+        r.best_epoch,
+        r.history.len()
+    );
+    println!(
+        "test ({} images, {} boxes): mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}",
+        r.test.images, r.test.boxes, r.test.map50, r.test.map50_95
+    );
+    println!(
+        "boxes shown from a score of {:.2} (validation F1 {:.3} at IoU 0.5)",
+        r.shown.min_score, r.shown.val_f1
+    );
+    for (label, ap) in r.labels.iter().zip(&r.test.per_class_ap50) {
+        match ap {
+            Some(ap) => println!("  {label:<12} AP@0.5 {ap:.4}"),
+            None => println!("  {label:<12} (no true box)"),
+        }
+    }
+    println!(
+        "candle vs tract on {} test images: max |Δ| {:.1e} (ONNX head), {:.1e} (NNEF head), {:.1e} (from the image, f32 backbone); {} boxes shown, the same; backbone {:.1} s ({} computed, {} cached), training {:.1} s",
+        r.parity.images,
+        r.parity.max_abs_diff,
+        r.parity.nnef_max_abs_diff,
+        r.parity.image_max_abs_diff,
+        r.parity.boxes,
+        r.seconds[0],
+        r.feature_cache.computed,
+        r.feature_cache.hits,
+        r.seconds[1]
+    );
+    Ok(())
+}

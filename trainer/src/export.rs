@@ -7,7 +7,10 @@
 //! A model is two graphs, composed at inference:
 //! - the **backbone** (one file per backbone weights, shared by every version and task, so its
 //!   bytes must not depend on any model): `image [batch, 3, 224, 224]` → Conv (+ Clip 0..6)
-//!   × 49 with residual Adds → GlobalAveragePool → Flatten → `features [batch, 1280]`;
+//!   × 49 with residual Adds → `feature_map [batch, 1280, 7, 7]` (what detection heads read)
+//!   → GlobalAveragePool → Flatten → `features [batch, 1280]` (what every other head reads).
+//!   Two outputs of one file: a session plans the one its manifest names, and tract drops
+//!   what that output does not need;
 //! - the classifier's **head** (a few kilobytes per version): `features` → Gemm → Softmax →
 //!   `probs [batch, classes]`.
 //!
@@ -17,7 +20,7 @@
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::backbone::{Backbone, ConvLayer, FEATURE_DIM, INPUT_SIZE};
+use crate::backbone::{Backbone, ConvLayer, FEATURE_DIM, INPUT_SIZE, MAP_SIDE};
 use crate::train::Head;
 use crate::{Error, Result};
 
@@ -27,6 +30,8 @@ pub const OPSET: i64 = 13;
 pub const INPUT_NAME: &str = "image";
 /// Name of the backbone's output, the heads' input.
 pub const FEATURES_NAME: &str = "features";
+/// Name of the backbone's feature map before pooling, detection heads' input.
+pub const FEATURE_MAP_NAME: &str = "feature_map";
 /// Name of the probabilities output.
 pub const OUTPUT_NAME: &str = "probs";
 /// Name of the batch dimension symbol.
@@ -159,8 +164,9 @@ impl GraphBuilder {
         });
     }
 
-    /// The frozen backbone from `image` to pooled features `[batch, FEATURE_DIM]`.
-    pub(crate) fn backbone(&mut self, backbone: &Backbone) -> String {
+    /// The frozen backbone from `image` to its feature map `[batch, FEATURE_DIM, 7, 7]` and
+    /// pooled features `[batch, FEATURE_DIM]`.
+    pub(crate) fn backbone(&mut self, backbone: &Backbone) -> (String, String) {
         // Scalars for Clip (opset ≥ 11 takes min/max as inputs).
         self.initializer("relu6.min", &[], &[0.0]);
         self.initializer("relu6.max", &[], &[6.0]);
@@ -181,9 +187,10 @@ impl GraphBuilder {
                 );
             }
         }
-        x = self.conv(&backbone.head, x);
-        x = self.node("GlobalAveragePool", "pool", vec![x], vec![]);
-        self.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)])
+        let map = self.conv(&backbone.head, x);
+        let x = self.node("GlobalAveragePool", "pool", vec![map.clone()], vec![]);
+        let pooled = self.node("Flatten", "flatten", vec![x], vec![attr_int("axis", 1)]);
+        (map, pooled)
     }
 
     pub(crate) fn node(
@@ -239,23 +246,36 @@ impl GraphBuilder {
     }
 }
 
-/// The frozen backbone as ONNX bytes: `image` → `features`. The bytes depend only on the
-/// backbone's weights (and this exporter), so every model on it shares one file.
+/// The frozen backbone as ONNX bytes: `image` → `features` and `feature_map`. The bytes
+/// depend only on the backbone's weights (and this exporter), so every model on it shares one
+/// file.
 pub fn export_backbone(backbone: &Backbone) -> Vec<u8> {
     let mut g = GraphBuilder::default();
-    let x = g.backbone(backbone);
-    g.output_node("Identity", vec![x], vec![], FEATURES_NAME);
+    let (map, pooled) = g.backbone(backbone);
+    g.output_node("Identity", vec![pooled], vec![], FEATURES_NAME);
+    g.output_node("Identity", vec![map], vec![], FEATURE_MAP_NAME);
     let graph = g.finish(
         "edgeml-backbone",
         vec![image_input()],
-        vec![features_info()],
+        vec![features_info(), feature_map_info()],
     );
     encode_model(
         graph,
         format!(
-            "EfficientNet-Lite0 (frozen, weights sha256 {}): image → pooled features",
+            "EfficientNet-Lite0 (frozen, weights sha256 {}): image → pooled features, and the \
+             feature map before pooling",
             backbone.weights_sha256
         ),
+    )
+}
+
+/// The `feature_map [batch, FEATURE_DIM, 7, 7]` value: the backbone's second output,
+/// detection heads' input.
+pub(crate) fn feature_map_info() -> pb::ValueInfoProto {
+    let side = Some(MAP_SIDE as i64);
+    value_info(
+        FEATURE_MAP_NAME,
+        &[None, Some(FEATURE_DIM as i64), side, side],
     )
 }
 

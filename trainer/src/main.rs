@@ -97,6 +97,8 @@ enum Command {
     /// Score the trivial detector on a COCO folder: one full-image box of a classifier's top
     /// class per image (COCO mAP@0.5 and mAP@[.5:.95]).
     DetectBaseline(detect_cli::BaselineArgs),
+    /// Train an object detector (a head on the backbone's feature map) on COCO folders.
+    Detect(detect_cli::DetectArgs),
     /// Score an exported model (with tract, as deployed) on a dataset's test split.
     Eval {
         /// Model folder written by `train`.
@@ -244,6 +246,7 @@ fn main() -> Result<()> {
         Command::Product(args) => product_cli::product_cli(args)?,
         Command::Compose(args) => detect_cli::compose_cli(args)?,
         Command::DetectBaseline(args) => detect_cli::baseline_cli(args)?,
+        Command::Detect(args) => detect_cli::detect_cli(args)?,
         Command::Eval { model, data } => eval(&model, &data)?,
         Command::Predict { model, top, images } => predict(&model, top, &images)?,
         Command::Export {

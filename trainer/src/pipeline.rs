@@ -383,7 +383,7 @@ fn parity_on(
     {
         let mut batch = Vec::new();
         for s in group {
-            batch.extend(inference_tensor(s, &manifest.preprocess)?);
+            batch.extend(inference_tensor(*s, &manifest.preprocess)?);
         }
         let tract = session.run(&batch)?;
         for (t, q) in tract.iter().zip(shipped.run(&batch)?) {

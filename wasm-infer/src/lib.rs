@@ -17,9 +17,9 @@ pub mod bindings;
 pub use contract::{manifest, tokenizer};
 pub use error::{Error, Result};
 pub use manifest::{
-    BackboneRef, ClassMetrics, Dim, EvalMetrics, Layout, MANIFEST_SCHEMA_VERSION, ModalityScores,
-    ModelManifest, OnnxFile, Preprocess, ProductInputs, ProductMetrics, RankMetrics, Recall, Task,
-    TensorSpec, TextTower,
+    BackboneRef, ClassMetrics, Dim, EvalMetrics, Fit, Layout, MANIFEST_SCHEMA_VERSION,
+    ModalityScores, ModelManifest, OnnxFile, Preprocess, ProductInputs, ProductMetrics,
+    RankMetrics, Recall, Task, TensorSpec, TextTower,
 };
 pub use preprocess::{CropBox, PixelFormat, Pixels};
 pub use product::ProductSession;

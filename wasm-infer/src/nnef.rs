@@ -257,6 +257,13 @@ pub fn export_head(onnx: &[u8], features: usize) -> Result<Vec<u8>> {
     export(onnx, &[f32::fact([1, features])], false)
 }
 
+/// A head on the backbone's feature map (`[batch, channels, side, side]`, detection) as
+/// browsers load it: [`export`] for one map, weights in `f32`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn export_map_head(onnx: &[u8], [channels, side]: [usize; 2]) -> Result<Vec<u8>> {
+    export(onnx, &[f32::fact([1, channels, side, side])], false)
+}
+
 /// A ranking text encoder (`ids [batch, len]` int64, `mask [batch, len]` float → embedding)
 /// as browsers load it: [`export`] for one text of `len` tokens.
 #[cfg(not(target_arch = "wasm32"))]

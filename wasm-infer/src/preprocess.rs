@@ -4,13 +4,13 @@
 //! Steps, all in `f32` and in a fixed order (no fused multiply-add, no platform maths), so the
 //! result is bit-identical on x86-64 and wasm32:
 //! 1. composite each pixel over [`Preprocess::background`] using its alpha;
-//! 2. take a crop box (the centred square of side `crop_fraction × min(w, h)` for inference, a
-//!    random box for training augmentation) and resample it to `size × size` with a separable
+//! 2. take a crop box (for inference the centred square of side `crop_fraction × min(w, h)`,
+//!    or the whole image for detection ([`crate::Fit`]); a random box for training augmentation) and resample it to `size × size` with a separable
 //!    triangle filter whose support widens when downscaling (antialiased bilinear);
 //! 3. optionally mirror horizontally;
 //! 4. scale to `[0, 1]`, subtract `mean`, divide by `std`, write planar RGB (CHW).
 
-use crate::{Error, Preprocess, Result};
+use crate::{Error, Fit, Preprocess, Result};
 
 /// Channel order of the pixel buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,16 @@ pub struct CropBox {
 }
 
 impl CropBox {
+    /// The whole image.
+    pub fn whole(width: u32, height: u32) -> Self {
+        CropBox {
+            x: 0.0,
+            y: 0.0,
+            w: width as f32,
+            h: height as f32,
+        }
+    }
+
     /// The centred square whose side is `fraction × min(width, height)`.
     pub fn center(width: u32, height: u32, fraction: f32) -> Self {
         let side = fraction * width.min(height) as f32;
@@ -94,9 +104,13 @@ impl CropBox {
     }
 }
 
-/// The inference tensor for one image: centre crop, no flip. `3 × size × size` values, CHW.
+/// The inference tensor for one image: the region [`Preprocess::fit`] names (the centred
+/// crop, or the whole image), no flip. `3 × size × size` values, CHW.
 pub fn image_to_tensor(pixels: &Pixels<'_>, p: &Preprocess) -> Result<Vec<f32>> {
-    let crop = CropBox::center(pixels.width, pixels.height, p.crop_fraction);
+    let crop = match p.fit {
+        Fit::CenterCrop => CropBox::center(pixels.width, pixels.height, p.crop_fraction),
+        Fit::Stretch => CropBox::whole(pixels.width, pixels.height),
+    };
     image_to_tensor_with(pixels, p, crop, false)
 }
 

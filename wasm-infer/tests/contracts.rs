@@ -82,6 +82,8 @@ fn manifest() -> ModelManifest {
         rank_metrics: None,
         product: None,
         product_metrics: None,
+        detection: None,
+        detection_metrics: None,
         gallery: None,
         backbone_sha256: None,
     }
@@ -419,4 +421,173 @@ fn batched(name: &str, n: usize) -> TensorSpec {
         name: name.into(),
         shape: vec![Dim::Symbol("batch".into()), Dim::Fixed(n)],
     }
+}
+
+/// A detector's manifest: labels, the backbone's feature map in, maps out, the whole image.
+fn detect_manifest() -> ModelManifest {
+    let map = |name: &str, c: usize| TensorSpec {
+        name: name.into(),
+        shape: vec![
+            Dim::Symbol("batch".into()),
+            Dim::Fixed(c),
+            Dim::Fixed(7),
+            Dim::Fixed(7),
+        ],
+    };
+    let base = manifest();
+    let mut backbone = base.backbone.clone().unwrap();
+    backbone.output = map("feature_map", 1280);
+    ModelManifest {
+        model_id: "detect-test".into(),
+        task: Task::Detect,
+        onnx: OnnxFile {
+            file: "detect_head.onnx".into(),
+            ..base.onnx.clone()
+        },
+        nnef: Some(FileDigest {
+            file: "detect_head.nnef".into(),
+            sha256: "ad".repeat(32),
+            bytes: 12,
+        }),
+        backbone: Some(backbone),
+        output: map("maps", 2 + 4),
+        preprocess: Preprocess {
+            fit: Fit::Stretch,
+            crop_fraction: 1.0,
+            ..Preprocess::efficientnet_lite()
+        },
+        metrics: None,
+        detection: Some(contract::detection::DetectionSpec {
+            side: 7,
+            decode: contract::detection::DecodeParams {
+                min_score: 0.3,
+                nms_iou: 0.5,
+                max_detections: 100,
+            },
+        }),
+        detection_metrics: Some(contract::detection::DetectionMetrics {
+            images: 3,
+            boxes: 5,
+            map50: 0.5,
+            map50_95: 0.25,
+            per_class_ap50: vec![Some(0.5), None],
+        }),
+        ..base
+    }
+}
+
+#[test]
+fn detection_manifests_need_a_map_in_and_maps_out() {
+    let m = detect_manifest();
+    m.validate().unwrap();
+    assert_eq!(ModelManifest::from_json(&m.to_json().unwrap()).unwrap(), m);
+    assert_eq!(
+        m.head_shape(),
+        Some(contract::detection::HeadShape {
+            classes: 2,
+            side: 7
+        })
+    );
+    type Mutation = Box<dyn Fn(&mut ModelManifest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("needs its output layout", Box::new(|m| m.detection = None)),
+        (
+            "must be [batch, 7, 7, 7]",
+            Box::new(|m| m.labels.push("bird".into())),
+        ),
+        (
+            "must be [batch, 6, 14, 14]",
+            Box::new(|m| {
+                if let Some(d) = m.detection.as_mut() {
+                    d.side = 14;
+                }
+            }),
+        ),
+        (
+            "[batch, channels, side, side]",
+            Box::new(|m| m.backbone = manifest().backbone),
+        ),
+        (
+            "must be \"stretch\"",
+            Box::new(|m| m.preprocess = Preprocess::efficientnet_lite()),
+        ),
+        (
+            "runs on a backbone's feature map",
+            Box::new(|m| {
+                m.backbone = None;
+                m.nnef = None;
+            }),
+        ),
+        (
+            "min_score and nms_iou in [0, 1]",
+            Box::new(|m| {
+                if let Some(d) = m.detection.as_mut() {
+                    d.decode.min_score = 1.5;
+                }
+            }),
+        ),
+        (
+            "2 per-label figures for 3 labels",
+            Box::new(|m| {
+                m.labels.push("bird".into());
+                m.output.shape[1] = Dim::Fixed(3 + 4);
+            }),
+        ),
+        ("appears twice", Box::new(|m| m.labels[1] = "cat".into())),
+    ];
+    for (expected, mutate) in cases {
+        let mut m = detect_manifest();
+        mutate(&mut m);
+        let err = m.validate().unwrap_err().to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+    // Detection fields on another task's manifest are refused; a classifier's backbone
+    // output must stay the pooled features.
+    let classifier = ModelManifest {
+        detection: detect_manifest().detection,
+        ..manifest()
+    };
+    let err = classifier.validate().unwrap_err().to_string();
+    assert!(err.contains("no detection layout"), "{err}");
+    let mut classifier = manifest();
+    classifier.backbone = detect_manifest().backbone;
+    let err = classifier.validate().unwrap_err().to_string();
+    assert!(err.contains("[batch, dim]"), "{err}");
+}
+
+#[test]
+fn stretching_keeps_the_whole_image() {
+    // 8 × 2: the left quarter red, the rest blue. The centre crop (the middle 2 × 2) sees
+    // only blue; stretched, the first quarter of every row is red.
+    let mut data = Vec::new();
+    for _ in 0..2 {
+        for x in 0..8 {
+            data.extend_from_slice(if x < 2 { &[255, 0, 0] } else { &[0, 0, 255] });
+        }
+    }
+    let px = Pixels::new(8, 2, PixelFormat::Rgb8, &data).unwrap();
+    let crop = Preprocess {
+        size: 4,
+        crop_fraction: 1.0,
+        ..Preprocess::efficientnet_lite()
+    };
+    let stretch = Preprocess {
+        fit: Fit::Stretch,
+        ..crop.clone()
+    };
+    // Channel 0, row 0: red is 1.0 after normalisation, blue's red channel −0.99; the
+    // triangle filter blends neighbours.
+    let red = |t: &[f32], x: usize| t[x] > 0.5;
+    let cropped = image_to_tensor(&px, &crop).unwrap();
+    assert!((0..4).all(|x| !red(&cropped, x)), "{:?}", &cropped[..4]);
+    let whole = image_to_tensor(&px, &stretch).unwrap();
+    assert!(red(&whole, 0) && !red(&whole, 3), "{:?}", &whole[..4]);
+    // The default is left out of the JSON, so manifests written before it read the same.
+    let json = serde_json::to_string(&crop).unwrap();
+    assert!(!json.contains("fit"), "{json}");
+    assert!(
+        serde_json::to_string(&stretch)
+            .unwrap()
+            .contains("\"fit\":\"stretch\"")
+    );
 }

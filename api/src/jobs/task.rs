@@ -29,6 +29,9 @@ pub const TASKS: [&str; 3] = ["classify", "rank", "product"];
 /// The task named `name` (`classify`, `rank`, `product`); an unknown name is invalid input
 /// (422).
 pub fn task_named(name: &str) -> Result<Task> {
+    if name == Task::Detect.as_str() {
+        return Err(detect_not_served());
+    }
     name.parse::<Task>()
         .ok()
         .filter(|t| TASKS.contains(&t.as_str()))
@@ -125,7 +128,18 @@ pub fn parse_task_params(
         Task::Classify => serde_json::to_value(parse::<Classify>(params)?)?,
         Task::Rank => serde_json::to_value(parse::<Rank>(params)?)?,
         Task::Product => serde_json::to_value(parse::<Product>(params)?)?,
+        Task::Detect => return Err(detect_not_served()),
     })
+}
+
+/// Detection models train with `trainer detect` for now: the server has no boxes to train
+/// on until uploads carry them.
+pub fn detect_not_served() -> Error {
+    Error::Invalid(
+        "task \"detect\" is not trained by the server yet: its images need boxes, which \
+         uploads do not carry; train a detector with `trainer detect`"
+            .into(),
+    )
 }
 
 /// Merge classification parameters over [`TrainConfig`]'s defaults and validate.

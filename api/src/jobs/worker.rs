@@ -363,6 +363,7 @@ impl Worker {
             Task::Classify => self.train_task::<Classify>(run, live, cancel).await,
             Task::Rank => self.train_task::<Rank>(run, live, cancel).await,
             Task::Product => self.train_task::<Product>(run, live, cancel).await,
+            Task::Detect => Err(super::task::detect_not_served()),
         }
     }
 

@@ -83,6 +83,11 @@ fn recorded_score(champion: &ModelInfo, task: Task) -> Option<f64> {
             .product_metrics
             .as_ref()
             .map(|m| m.both.weighted_f1),
+        Task::Detect => champion
+            .manifest
+            .detection_metrics
+            .as_ref()
+            .map(|m| m.map50),
     }
 }
 

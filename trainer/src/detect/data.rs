@@ -356,3 +356,17 @@ impl DetectSet {
         Ok(())
     }
 }
+
+impl crate::run::Picture for DetectItem {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn decode(&self) -> Result<image::RgbaImage> {
+        decode_image(&self.bytes).map_err(|e| Error::Dataset(format!("{}: {e}", self.source)))
+    }
+}

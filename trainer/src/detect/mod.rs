@@ -1,4 +1,5 @@
-//! Object detection data (issue 14, item 1): images with labelled boxes.
+//! Object detection: images with labelled boxes, and a detector trained on them as a head on
+//! the frozen backbone's feature map.
 //!
 //! - [`data`]: the set ([`DetectSet`]: labels, images, boxes, a split by the image's sha256
 //!   like every other set), imported from COCO JSON or from per-image sidecars, validated as a
@@ -13,10 +14,18 @@
 //!   composites use only the stamps of the test split, so no object is seen in training.
 //! - [`baseline`]: the trivial detector to beat: one full-image box of an image classifier's
 //!   top class.
+//! - [`model`], [`fit`], [`export`], [`pipeline`]: the detector — a CenterNet-style head with
+//!   FCOS-style boxes on the backbone's `[1280, 7, 7]` feature map, its targets and losses,
+//!   its ONNX graph, and the whole run to a model folder. Its output is decoded into boxes by
+//!   `contract::detection::decode`, shared with the api and the browser.
 
 pub mod baseline;
 pub mod compose;
 pub mod data;
+pub mod export;
+pub mod fit;
+pub mod model;
+pub mod pipeline;
 
 pub use compose::{ComposeConfig, Stamp, compose_set, compose_split, load_backgrounds};
 pub use data::{BoxLabel, DetectItem, DetectSet, Rect};

@@ -393,7 +393,7 @@ pub fn check_parity(
     let mut image = Parity::default();
     let mut browser = Parity::default();
     for (s, c) in images.iter().zip(&candle_img) {
-        let x = inference_tensor(s, &manifest.preprocess)?;
+        let x = inference_tensor(*s, &manifest.preprocess)?;
         image.compare("image embeddings", c, &session.run(&x)?.remove(0))?;
         browser.compare(
             "image embeddings (NNEF head, 8-bit backbone)",

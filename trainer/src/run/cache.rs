@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasm_infer::CropBox;
 
+use crate::backbone::{FEATURE_DIM, MAP_SIDE};
 use crate::{Error, Result};
 
 /// Version of the way views are drawn and preprocessed; a change makes a new key space.
@@ -36,6 +37,9 @@ const MAGIC: &[u8; 8] = b"EMLFEAT1";
 pub enum View {
     /// The inference view: resize the short side, centre crop (what the browser computes).
     Clean,
+    /// The detection view: the whole image stretched to the input (nothing cut off), and the
+    /// backbone's feature map before pooling (`[1280, 7, 7]`) rather than its mean.
+    WholeMap,
     /// Augmented view `index` with crop areas in `[min_area, 1]` of the image.
     Augmented {
         /// 0-based view number.
@@ -51,13 +55,18 @@ impl View {
     pub fn name(&self) -> String {
         match self {
             View::Clean => "clean".into(),
+            View::WholeMap => "whole-map".into(),
             View::Augmented { index, min_area } => format!("aug{index}-a{min_area}"),
         }
     }
 
     /// The crop and flip of this augmented view of the image with this sha256 and size; the
-    /// same for every run. `None` for [`View::Clean`].
+    /// same for every run; the whole image for [`View::WholeMap`]; `None` for [`View::Clean`]
+    /// (the centred crop of the inference preprocessing).
     pub fn crop(&self, image_sha256: &str, width: u32, height: u32) -> Option<(CropBox, bool)> {
+        if *self == View::WholeMap {
+            return Some((CropBox::whole(width, height), false));
+        }
         let View::Augmented { index, min_area } = *self else {
             return None;
         };
@@ -71,6 +80,24 @@ impl View {
         Some(super::features::random_view(
             &mut rng, width, height, min_area,
         ))
+    }
+}
+
+impl View {
+    /// Floats the backbone gives for one image through this view.
+    pub fn floats(&self) -> usize {
+        match self {
+            View::WholeMap => FEATURE_DIM * MAP_SIDE * MAP_SIDE,
+            _ => FEATURE_DIM,
+        }
+    }
+
+    /// The shape of `n` images' features through this view.
+    pub fn shape(&self, n: usize) -> Vec<usize> {
+        match self {
+            View::WholeMap => vec![n, FEATURE_DIM, MAP_SIDE, MAP_SIDE],
+            _ => vec![n, FEATURE_DIM],
+        }
     }
 }
 

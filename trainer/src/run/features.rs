@@ -13,7 +13,7 @@ use wasm_infer::{CropBox, PixelFormat, Pixels, Preprocess};
 
 use super::cache::{self, CacheStats, FeatureStore, View};
 use super::meta::Progress;
-use crate::backbone::{Backbone, FEATURE_DIM, INPUT_SIZE};
+use crate::backbone::{Backbone, INPUT_SIZE};
 use crate::dataset::Sample;
 use crate::{Error, Result};
 
@@ -30,9 +30,34 @@ pub fn pixels(img: &RgbaImage) -> Result<Pixels<'_>> {
     )?)
 }
 
-/// Decode a sample and preprocess it for inference (centre crop), as the browser does.
-pub fn inference_tensor(sample: &Sample, prep: &Preprocess) -> Result<Vec<f32>> {
-    Ok(image_to_tensor(&pixels(&sample.decode()?)?, prep)?)
+/// An image a feature pass reads: a classification [`Sample`], a detection item.
+pub trait Picture {
+    /// Lower-case hex sha256 of the file's bytes (the feature cache's key).
+    fn sha256(&self) -> &str;
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// The decoded pixels.
+    fn decode(&self) -> Result<RgbaImage>;
+}
+
+impl Picture for Sample {
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn decode(&self) -> Result<RgbaImage> {
+        Sample::decode(self)
+    }
+}
+
+/// Decode an image and preprocess it for inference (as the manifest's preprocessing says),
+/// as the browser does.
+pub fn inference_tensor(image: &(impl Picture + ?Sized), prep: &Preprocess) -> Result<Vec<f32>> {
+    Ok(image_to_tensor(&pixels(&image.decode()?)?, prep)?)
 }
 
 /// A random resized crop (area fraction in `[min_area, 1]`, aspect 3/4–4/3) plus a coin flip.
@@ -62,13 +87,18 @@ pub(crate) fn random_view(rng: &mut StdRng, w: u32, h: u32, min_area: f32) -> (C
     )
 }
 
-/// Decode a sample and preprocess it through `view` (its fixed crop and flip, or the
-/// inference view).
-pub fn view_tensor(sample: &Sample, view: &View, prep: &Preprocess) -> Result<Vec<f32>> {
-    match view.crop(&sample.sha256, sample.width, sample.height) {
-        None => inference_tensor(sample, prep),
+/// Decode an image and preprocess it through `view` (its fixed crop and flip, the whole
+/// image, or the inference view).
+pub fn view_tensor(
+    image: &(impl Picture + ?Sized),
+    view: &View,
+    prep: &Preprocess,
+) -> Result<Vec<f32>> {
+    let (width, height) = image.size();
+    match view.crop(image.sha256(), width, height) {
+        None => inference_tensor(image, prep),
         Some((crop, flip)) => Ok(image_to_tensor_with(
-            &pixels(&sample.decode()?)?,
+            &pixels(&image.decode()?)?,
             prep,
             crop,
             flip,
@@ -76,11 +106,13 @@ pub fn view_tensor(sample: &Sample, view: &View, prep: &Preprocess) -> Result<Ve
     }
 }
 
-/// Run the backbone over prepared input tensors, [`FEATURE_BATCH`] at a time; `tick` gets the
-/// size of each finished batch and cancels the pass by returning false. `count` (the images
-/// expected) only words the error when there are none.
+/// Run the backbone over prepared input tensors, [`FEATURE_BATCH`] at a time: pooled
+/// features, or the feature map for [`View::WholeMap`]; `tick` gets the size of each
+/// finished batch and cancels the pass by returning false. `count` (the images expected) only
+/// words the error when there are none.
 pub fn features_of(
     backbone: &Backbone,
+    view: &View,
     inputs: impl Iterator<Item = Result<Vec<f32>>>,
     count: usize,
     tick: &mut dyn FnMut(usize) -> bool,
@@ -102,7 +134,10 @@ pub fn features_of(
             }
         }
         let batch = Tensor::from_slice(&buf, (n, 3, INPUT_SIZE, INPUT_SIZE), &Device::Cpu)?;
-        out.push(backbone.features(&batch)?);
+        out.push(match view {
+            View::WholeMap => backbone.feature_map(&batch)?,
+            _ => backbone.features(&batch)?,
+        });
         if !tick(n) {
             return Err(Error::Cancelled);
         }
@@ -190,10 +225,11 @@ impl<'a> FeaturePass<'a> {
         self.stats
     }
 
-    /// `[samples.len(), FEATURE_DIM]` features of `samples` through `view`, in order.
-    pub fn features(
+    /// The features of `samples` through `view`, in order: `[samples.len(), FEATURE_DIM]`,
+    /// or `[samples.len(), FEATURE_DIM, 7, 7]` for [`View::WholeMap`] ([`View::shape`]).
+    pub fn features<P: Picture>(
         &mut self,
-        samples: &[&Sample],
+        samples: &[&P],
         view: View,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Tensor> {
@@ -203,7 +239,7 @@ impl<'a> FeaturePass<'a> {
         let sha = &self.backbone.weights_sha256;
         let keys: Vec<String> = samples
             .iter()
-            .map(|s| cache::key(sha, &s.sha256, &view))
+            .map(|s| cache::key(sha, s.sha256(), &view))
             .collect();
         let mut rows: Vec<Option<Vec<f32>>> = vec![None; samples.len()];
         if let Some(store) = self.store {
@@ -215,7 +251,7 @@ impl<'a> FeaturePass<'a> {
                 for (j, entry) in found.into_iter().enumerate().take(chunk.len()) {
                     let i = c * CACHE_BATCH + j;
                     let Some(bytes) = entry else { continue };
-                    match cache::decode(&keys[i], &bytes, FEATURE_DIM) {
+                    match cache::decode(&keys[i], &bytes, view.floats()) {
                         Some(v) => rows[i] = Some(v),
                         None => self.stats.corrupt += 1,
                     }
@@ -235,9 +271,10 @@ impl<'a> FeaturePass<'a> {
                 .iter()
                 .map(|&i| view_tensor(samples[i], &view, &self.prep));
             let counter = &mut self.counter;
-            let computed = features_of(self.backbone, inputs, part.len(), &mut |n| {
+            let computed = features_of(self.backbone, &view, inputs, part.len(), &mut |n| {
                 counter.tick(n, progress)
             })?
+            .flatten_from(1)?
             .to_vec2::<f32>()?;
             self.stats.computed += part.len();
             let mut entries = Vec::new();
@@ -256,7 +293,7 @@ impl<'a> FeaturePass<'a> {
         let flat: Vec<f32> = rows.into_iter().flatten().flatten().collect();
         Ok(Tensor::from_vec(
             flat,
-            (samples.len(), FEATURE_DIM),
+            view.shape(samples.len()),
             &Device::Cpu,
         )?)
     }

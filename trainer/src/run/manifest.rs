@@ -1,5 +1,6 @@
 //! The manifest of an image model, built the same way for every task: identity, the shared
-//! backbone's file (`image [batch, 3, size, size]` in, `features [batch, 1280]` out), the
+//! backbone's file (`image [batch, 3, size, size]` in, `features [batch, 1280]` out, or
+//! `feature_map [batch, 1280, 7, 7]` for detection), the
 //! head's hash and size, one `[batch, n]` output. Task pipelines fill in their own fields
 //! (metrics, the text tower) on top.
 
@@ -14,8 +15,10 @@ use wasm_infer::{
 };
 
 use super::meta::Identity;
-use crate::backbone::{Backbone, FEATURE_DIM};
-use crate::export::{BATCH_SYMBOL, FEATURES_NAME, INPUT_NAME, OPSET, export_backbone};
+use crate::backbone::{Backbone, FEATURE_DIM, MAP_SIDE};
+use crate::export::{
+    BATCH_SYMBOL, FEATURE_MAP_NAME, FEATURES_NAME, INPUT_NAME, OPSET, export_backbone,
+};
 
 /// The frozen backbone as shipped: its ONNX bytes (the same for every model on these
 /// weights), the same graph as NNEF with 8-bit weights (what browsers run), the manifest entry
@@ -52,6 +55,16 @@ impl ShippedBackbone {
             spec,
             weights_sha256: backbone.weights_sha256.clone(),
         })
+    }
+
+    /// The manifest's `backbone` for a model of `task`: the output its head reads (the
+    /// feature map for detection, the pooled features otherwise) of the one shared file.
+    pub fn spec_for(&self, task: Task) -> BackboneRef {
+        let mut spec = self.spec.clone();
+        if task == Task::Detect {
+            spec.output = batched(FEATURE_MAP_NAME, &[FEATURE_DIM, MAP_SIDE, MAP_SIDE]);
+        }
+        spec
     }
 
     /// The tract session of a model on the `f32` backbone: what candle's parity is checked
@@ -164,9 +177,11 @@ pub fn image_manifest(
         rank_metrics: None,
         product: None,
         product_metrics: None,
+        detection: None,
+        detection_metrics: None,
         gallery: None,
         backbone_sha256: Some(backbone.weights_sha256.clone()),
-        backbone: Some(backbone.spec.clone()),
+        backbone: Some(backbone.spec_for(task)),
     }
 }
 

@@ -15,7 +15,8 @@ pub mod parity;
 
 pub use cache::{CacheStats, DirStore, FeatureStore, View};
 pub use features::{
-    FEATURE_BATCH, FeatureCounter, FeaturePass, features_of, inference_tensor, pixels, view_tensor,
+    FEATURE_BATCH, FeatureCounter, FeaturePass, Picture, features_of, inference_tensor, pixels,
+    view_tensor,
 };
 pub use folder::{ModelFolder, Trained, replace_dir, write_file};
 pub use manifest::{

@@ -131,6 +131,23 @@ impl WasmSession {
         classified(&top, now_ms() - t0, img.width(), img.height())
     }
 
+    /// The boxes a detection model shows on RGBA pixels (canvas `ImageData.data`) of any
+    /// size. Returns JSON `{"boxes": [{"label", "score", "bbox": [x, y, w, h]}, …], "ms",
+    /// "width", "height"}`: best first, in the image's pixels; `ms` is preprocessing,
+    /// inference and decoding.
+    pub fn detect(&self, rgba: &[u8], width: u32, height: u32) -> Result<String, JsError> {
+        let t0 = now_ms();
+        let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
+        let boxes = self.inner.detect(&pixels).map_err(js_err)?;
+        let out = serde_json::json!({
+            "boxes": boxes,
+            "ms": now_ms() - t0,
+            "width": width,
+            "height": height,
+        });
+        serde_json::to_string(&out).map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// Unit embedding of an encoded image file (ranking models; decoded in wasm like
     /// `classifyImage`).
     #[wasm_bindgen(js_name = embedImage)]

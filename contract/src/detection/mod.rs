@@ -1,9 +1,16 @@
 //! Detection boxes and their evaluation, defined once: intersection over union, class-wise
-//! non-maximum suppression, and COCO's average precision (what `pycocotools`' `COCOeval`
+//! non-maximum suppression, the decoding of a detection head's maps into boxes ([`decode`]),
+//! and COCO's average precision (what `pycocotools`' `COCOeval`
 //! reports for boxes: all areas, at most 100 detections per image and category, 101 recall
 //! points; mAP@0.5 is its `stats[1]`, mAP@[.5:.95] its `stats[0]`).
 
 use serde::{Deserialize, Serialize};
+
+pub mod decode;
+pub mod manifest;
+
+pub use decode::{DecodeParams, HeadShape, decode};
+pub use manifest::{DetectionMetrics, DetectionSpec};
 
 /// A box in pixels: left, top, width, height (COCO's `bbox`).
 pub type Xywh = [f32; 4];
@@ -29,6 +36,17 @@ pub struct Detection {
     /// Confidence.
     pub score: f32,
     /// Where.
+    pub bbox: Xywh,
+}
+
+/// A box as clients show it: the label's name, the score, where (in the image's pixels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelledBox {
+    /// The label.
+    pub label: String,
+    /// Confidence, 0–1.
+    pub score: f32,
+    /// Left, top, width, height in pixels.
     pub bbox: Xywh,
 }
 

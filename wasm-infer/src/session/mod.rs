@@ -10,12 +10,19 @@
 use sha2::{Digest, Sha256};
 use tract_nnef::prelude::*;
 
-use crate::manifest::{BackboneRef, Dim, ModelManifest, Task, TensorSpec};
+use crate::manifest::{BackboneRef, ModelManifest, Task};
 use crate::preprocess::{Pixels, image_to_tensor};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::{Error, Result};
 
 pub(crate) type Runnable = Arc<TypedRunnableModel>;
+
+mod detect;
+mod plan;
+
+#[cfg(not(target_arch = "wasm32"))]
+use plan::plan_for;
+use plan::{check_text_inputs, one_of, plan_typed, run_one};
 
 pub use contract::api::Prediction;
 
@@ -226,11 +233,8 @@ impl Session {
     pub fn composed(backbone: Arc<Backbone>, head: &[u8], manifest: ModelManifest) -> Result<Self> {
         let spec = Self::check_backbone(&backbone, &manifest)?;
         verify_file(head, &manifest.onnx)?;
-        let dim = match spec.output.shape.as_slice() {
-            [_, Dim::Fixed(d)] => *d,
-            _ => unreachable!("validated: [batch, dim]"),
-        };
-        let head = plan_for(head, (&spec.output, &manifest.output), f32::fact([1, dim]))?;
+        let one = one_of(&spec.output)?;
+        let head = plan_for(head, (&spec.output, &manifest.output), f32::fact(one))?;
         Ok(Session {
             manifest,
             graph: Graph::Composed { backbone, head },
@@ -315,11 +319,26 @@ impl Session {
             }
             Graph::Composed { backbone, head } => {
                 let features = backbone.features(image)?;
-                let input =
-                    Tensor::from_shape(&[1, features.len()], &features).map_err(Error::engine)?;
+                let shape = one_of(&backbone.spec.output)?;
+                let input = Tensor::from_shape(&shape, &features).map_err(Error::engine)?;
                 run_one(head, tvec!(input.into()))
             }
         }
+    }
+
+    /// The head alone on one image's backbone output (`features`, as
+    /// [`Backbone::features`] gives it): for callers that keep features (a page asking two
+    /// questions of one photo) and for checking a head against its trainer on the same input.
+    pub fn run_features(&self, features: &[f32]) -> Result<Vec<f32>> {
+        let Graph::Composed { backbone, head } = &self.graph else {
+            return Err(Error::manifest(format!(
+                "model {} is one whole graph: it has no head to run alone",
+                self.manifest.model_id
+            )));
+        };
+        let shape = one_of(&backbone.spec.output)?;
+        let input = Tensor::from_shape(&shape, features).map_err(Error::engine)?;
+        run_one(head, tvec!(input.into()))
     }
 
     /// Run a batch of preprocessed images (`n × 3 × size × size` values, as produced by
@@ -546,141 +565,4 @@ pub fn top_k(scores: &[f32], labels: &[String], k: usize) -> Vec<Prediction> {
             score: scores[i],
         })
         .collect()
-}
-
-/// Parse `onnx`, check its input and output against `io`, and plan it for one input of
-/// `fact` (the batch dimension fixed: see [`Session::new`]).
-#[cfg(not(target_arch = "wasm32"))]
-fn plan_for(onnx: &[u8], io: (&TensorSpec, &TensorSpec), fact: TypedFact) -> Result<Runnable> {
-    use tract_onnx::prelude::{Framework as _, InferenceModelExt as _};
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(onnx))
-        .map_err(Error::engine)?;
-    let typed = model.clone().into_typed().map_err(Error::engine)?;
-    check_io(&typed, io, false)?;
-    drop(typed);
-    let typed = model
-        .with_input_fact(0, fact.into())
-        .and_then(|m| m.into_typed())
-        .and_then(|m| m.into_decluttered())
-        .map_err(Error::engine)?;
-    optimise(typed)
-}
-
-/// Check a graph planned for one input (an NNEF file, [`crate::nnef`]) against `io`, and
-/// plan it.
-fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> Result<Runnable> {
-    check_io(&model, io, true)?;
-    // Natively the depthwise op is swapped into the decluttered graph. In wasm there is no
-    // swap, and `into_optimized` declutters first anyway: a separate pass would declutter
-    // twice (about 24 ms of a 190 ms session build under node).
-    #[cfg(not(target_arch = "wasm32"))]
-    let model = model.into_decluttered().map_err(Error::engine)?;
-    optimise(model)
-}
-
-/// Swap in the depthwise op natively ([`crate::depthwise`]; in wasm tract's own depthwise
-/// kernels are faster), optimise, make runnable.
-fn optimise(typed: TypedModel) -> Result<Runnable> {
-    #[cfg(not(target_arch = "wasm32"))]
-    let typed = {
-        let mut typed = typed;
-        crate::depthwise::install(&mut typed).map_err(Error::engine)?;
-        typed
-    };
-    typed
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(Error::engine)
-}
-
-/// The text encoder's inputs (their names, in order) must be the manifest's ids and mask.
-fn check_text_inputs<'a>(
-    names: impl Iterator<Item = &'a String>,
-    text: &crate::TextTower,
-) -> Result<()> {
-    let names: Vec<&String> = names.collect();
-    if names != [&text.ids.name, &text.mask.name] {
-        return Err(Error::Graph(format!(
-            "text encoder inputs are {names:?}, manifest says [{:?}, {:?}]",
-            text.ids.name, text.mask.name
-        )));
-    }
-    Ok(())
-}
-
-/// Run a plan on one input; its first output as one row (`[1, n]`).
-fn run_one(plan: &Runnable, inputs: TVec<TValue>) -> Result<Vec<f32>> {
-    let outputs = plan.run(inputs).map_err(Error::engine)?;
-    let out = outputs
-        .first()
-        .ok_or_else(|| Error::Engine("model produced no output".into()))?;
-    let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
-    if view.shape().len() != 2 || view.shape()[0] != 1 {
-        return Err(Error::Graph(format!(
-            "output shape {:?} for one image",
-            view.shape()
-        )));
-    }
-    Ok(view.iter().copied().collect())
-}
-
-/// Compare the graph's declared input/output names and shapes with the manifest's specs; a
-/// graph planned for one input (`one`) has 1 where the manifest says `batch`.
-fn check_io(
-    model: &TypedModel,
-    (input, output): (&TensorSpec, &TensorSpec),
-    one: bool,
-) -> Result<()> {
-    if model.inputs.len() != 1 || model.outputs.len() != 1 {
-        return Err(Error::Graph(format!(
-            "expected 1 input and 1 output, graph has {} and {}",
-            model.inputs.len(),
-            model.outputs.len()
-        )));
-    }
-    let pairs = [
-        ("input", model.inputs[0], input),
-        ("output", model.outputs[0], output),
-    ];
-    for (what, outlet, spec) in pairs {
-        // Inputs are source nodes named after the input; outputs carry the ONNX value name
-        // as the outlet label.
-        let name = model
-            .outlet_label(outlet)
-            .unwrap_or(&model.node(outlet.node).name);
-        if *name != spec.name {
-            return Err(Error::Graph(format!(
-                "{what} is named {name:?} in the graph, {:?} in the manifest",
-                spec.name
-            )));
-        }
-        let fact = model.outlet_fact(outlet).map_err(Error::engine)?;
-        if fact.datum_type != f32::datum_type() {
-            return Err(Error::Graph(format!(
-                "{what} is {:?}, not f32",
-                fact.datum_type
-            )));
-        }
-        let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
-        let matches = dims.len() == spec.shape.len()
-            && dims
-                .iter()
-                .zip(&spec.shape)
-                .all(|(d, m)| match (d.to_i64(), m) {
-                    (Ok(v), Dim::Fixed(n)) => usize::try_from(v).is_ok_and(|v| v == *n),
-                    (Err(_), Dim::Symbol(_)) => !one,
-                    (Ok(1), Dim::Symbol(_)) => one,
-                    _ => false,
-                });
-        if !matches {
-            let graph: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-            return Err(Error::Graph(format!(
-                "{what} {name:?} has shape [{}] in the graph, {} in the manifest",
-                graph.join(", "),
-                spec.shape_string()
-            )));
-        }
-    }
-    Ok(())
 }
