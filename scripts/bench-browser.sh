@@ -9,7 +9,9 @@
 #
 # Installs what it needs: assets, the wasm build (scripts/build-wasm.sh), Debian chromium,
 # npm playwright-core + onnxruntime-web (scripts/bench-browser/package-lock.json). Trains a
-# model into target/bench-model on first use (about a minute), or uses $BENCH_MODEL.
+# model into target/bench-model on first use (about a minute), or uses $BENCH_MODEL (any task's
+# model folder with a shared backbone, e.g. a detector from `trainer detect`: the input is then
+# the photo stretched whole, as its manifest says).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-50}
@@ -23,7 +25,7 @@ export BENCH_PHOTO2=${photos[1]}
 EDGEML_WASM_RELAXED=1 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
-if [ ! -f "$MODEL/head.nnef" ]; then
+if [ ! -f "$MODEL/manifest.json" ]; then
   cargo run --release -p trainer -- train --data assets/datasets/tuxpaint-photos --out "$MODEL"
 fi
 input=$(mktemp --suffix .bin)

@@ -1,4 +1,5 @@
-// Browser benchmark (not a test): the same ONNX run by tract-wasm (wasm-infer) and by
+// Browser benchmark (not a test): the same ONNX (any task's model folder: its manifest names
+// the files) run by tract-wasm (wasm-infer) and by
 // onnxruntime-web (wasm backend, 1 thread) in the same headless Chromium. Prints a markdown
 // table: cold start (uncached and cached), median/p90 of N runs, bytes shipped (raw and gzip),
 // ratios. tract runs twice: the simd128 module and the relaxed-SIMD one. BENCH_ROUNDS (default
@@ -31,6 +32,13 @@ const size = (files) => files.reduce((acc, f) => {
   const b = readFileSync(f);
   return { raw: acc.raw + b.length, gzip: acc.gzip + gzipSync(b, { level: 9 }).length };
 }, { raw: 0, gzip: 0 });
+const manifest = JSON.parse(readFileSync(join(modelDir, 'manifest.json'), 'utf8'));
+const files = {
+  backbone: manifest.backbone.onnx.file,
+  backboneQ8: manifest.backbone.int8.file,
+  head: manifest.onnx.file,
+  headNnef: manifest.nnef.file,
+};
 const tractBytes = size([join(pkgDir, 'wasm_infer_bg.wasm'), join(pkgDir, 'wasm_infer.js')]);
 const relaxedBytes = size([join(relaxedDir, 'wasm_infer_bg.wasm'), join(pkgDir, 'wasm_infer.js')]);
 const ortBytes = size([join(ortDir, 'ort-wasm-simd-threaded.wasm'), join(ortDir, 'ort-wasm-simd-threaded.mjs'), join(ortDir, 'ort.wasm.min.mjs')]);
@@ -53,7 +61,7 @@ const summary = (e) => {
     run: median(visits.map(([a]) => a.model.median)),
     p90: median(visits.map(([a]) => a.model.p90)),
     perRound: visits.map(([a]) => a.model.median),
-    full: e.startsWith('ort') ? null : median(visits.map(([a]) => a.full.median)),
+    full: e.startsWith('ort') || !visits[0][0].full ? null : median(visits.map(([a]) => a.full.median)),
     probs: visits[0][0].probs,
     top: visits[0][0].top,
   };
@@ -68,8 +76,13 @@ const maxDiff = (a, b) => Math.max(...a.map((p, i) => Math.abs(p - b[i])));
 const mb = (n) => (n / 1e6).toFixed(2);
 const f = (v) => v.toFixed(1);
 const r2 = (a, b) => (a / b).toFixed(2);
-console.log(`model: backbone ${statSync(join(modelDir, 'backbone.onnx')).size} bytes (f32; 8-bit: ${statSync(join(modelDir, 'backbone.q8')).size}) + head ${statSync(join(modelDir, 'head.onnx')).size} bytes (NNEF: ${statSync(join(modelDir, 'head.nnef')).size}); ${rounds} rounds, engines interleaved; each round one fresh profile per engine: a first visit (uncached, 5 warm-up + ${runs} timed runs) then a returning visit (runtime and model from the HTTP cache)`);
-console.log(`agreement on the shared input: tract simd128 vs ort same top-1 = ${argmax(t.probs) === argmax(o.probs)}, max |Δp| = ${maxDiff(t.probs, o.probs).toExponential(1)}; relaxed vs simd128 same top-1 = ${argmax(x.probs) === argmax(t.probs)}, max |Δp| = ${maxDiff(x.probs, t.probs).toExponential(1)}`);
+console.log(`model (${manifest.task}, ${manifest.model_id}): backbone ${statSync(join(modelDir, files.backbone)).size} bytes (f32; 8-bit: ${statSync(join(modelDir, files.backboneQ8)).size}) + head ${statSync(join(modelDir, files.head)).size} bytes (NNEF: ${statSync(join(modelDir, files.headNnef)).size}); ${rounds} rounds, engines interleaved; each round one fresh profile per engine: a first visit (uncached, 5 warm-up + ${runs} timed runs) then a returning visit (runtime and model from the HTTP cache)`);
+if (manifest.task === 'classify') {
+  console.log(`agreement on the shared input: tract simd128 vs ort same top-1 = ${argmax(t.probs) === argmax(o.probs)}, max |Δp| = ${maxDiff(t.probs, o.probs).toExponential(1)}; relaxed vs simd128 same top-1 = ${argmax(x.probs) === argmax(t.probs)}, max |Δp| = ${maxDiff(x.probs, t.probs).toExponential(1)}`);
+} else {
+  // tract runs the 8-bit backbone, onnxruntime the f32 one: the outputs differ by that.
+  console.log(`agreement on the shared input (${t.probs.length} outputs): tract simd128 vs ort max |Δ| = ${maxDiff(t.probs, o.probs).toExponential(1)}; relaxed vs simd128 max |Δ| = ${maxDiff(x.probs, t.probs).toExponential(1)}`);
+}
 console.log(`model run median per round, ms: tract simd128 ${t.perRound.map(f).join(' / ')}; tract relaxed ${x.perRound.map(f).join(' / ')}; ort ${o.perRound.map(f).join(' / ')}; ort 2 threads ${o2.perRound.map(f).join(' / ')}`);
 console.log('');
 console.log('| engine | cold start uncached: navigation → first output, ms | cold start cached, ms | session create uncached / cached, ms | model run median ms | p90 ms | runtime shipped (wasm + js), MB raw / gzip |');
@@ -83,13 +96,13 @@ const ratio = (name, s, b) => console.log(`| ratio ${name} / ort | ${r2(s.cold, 
 ratio('tract simd128', t, tractBytes);
 ratio('tract relaxed', x, relaxedBytes);
 console.log('');
-console.log(`tract full path (decode PNG + preprocess + run, classifyImage), median over rounds: simd128 ${f(t.full)} ms, relaxed ${f(x.full)} ms; top-1 ${t.top[0].label} (${t.top[0].score.toFixed(3)})`);
+if (t.full !== null) console.log(`tract full path (decode PNG + preprocess + run, classifyImage), median over rounds: simd128 ${f(t.full)} ms, relaxed ${f(x.full)} ms; top-1 ${t.top[0].label} (${t.top[0].score.toFixed(3)})`);
 // Bytes a browser downloads: on the first visit (runtime + backbone + head) and after a retrain
 // (the new head only: both engines given the same split files, the backbone cached).
-const tractModel = size([join(modelDir, 'backbone.q8'), join(modelDir, 'head.nnef')]);
-const ortModel = size([join(modelDir, 'backbone.onnx'), join(modelDir, 'head.onnx')]);
-const update = size([join(modelDir, 'head.nnef')]);
-const ortUpdate = size([join(modelDir, 'head.onnx')]);
+const tractModel = size([join(modelDir, files.backboneQ8), join(modelDir, files.headNnef)]);
+const ortModel = size([join(modelDir, files.backbone), join(modelDir, files.head)]);
+const update = size([join(modelDir, files.headNnef)]);
+const ortUpdate = size([join(modelDir, files.head)]);
 console.log('');
 console.log('| engine | first visit: runtime + backbone + head, MB raw / gzip | update after a retrain (head), KB raw / gzip |');
 console.log('|---|---|---|');

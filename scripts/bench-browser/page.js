@@ -4,6 +4,8 @@
 // a PNG photo). runs=0 stops at the first output (the returning visit of a cached run).
 // `tract` is the simd128 module the app ships, `tract-relaxed` the same code built with
 // relaxed SIMD (measured, not shipped: BENCHMARKS.md); one glue file loads either.
+// Any task's model folder (the files and the backbone output its head reads come from its
+// manifest); the whole path is timed for classifiers.
 // Both engines run the same graph as two files, the shared backbone then the head: tract the
 // 8-bit backbone file the app ships (expanded to f32 when the session is built, so the same
 // f32 compute), onnxruntime-web the f32 ONNX (it cannot read the 8-bit file).
@@ -35,13 +37,18 @@ async function time(fn) {
   return { median: median(ms), p90: pct(ms, 0.9), min: Math.min(...ms), n: ms.length };
 }
 
+// The model's manifest: which files, which backbone output the head reads (the pooled
+// features, or the feature map of a detector), which task.
+const manifestText = fetch('/model/manifest.json').then((r) => r.text());
+
 async function tract(wasm) {
   const { default: init, Backbone, Session } = await import('/pkg/wasm_infer.js');
+  const manifest = await manifestText;
+  const m = JSON.parse(manifest);
   // tract-wasm loads what browsers get: the NNEF files written at export (same model).
-  const [manifest, backboneBytes, onnx, input] = await Promise.all([
-    fetch('/model/manifest.json').then((r) => r.text()),
-    bytes('/model/backbone.q8'),
-    bytes('/model/head.nnef'),
+  const [backboneBytes, onnx, input] = await Promise.all([
+    bytes(`/model/${m.backbone.int8.file}`),
+    bytes(`/model/${m.nnef.file}`),
     fetch('/input.bin').then((r) => r.arrayBuffer()).then((b) => new Float32Array(b)),
   ]);
   await init(wasm);
@@ -61,6 +68,7 @@ async function tract(wasm) {
   // timed runs alternate two inputs so every run is a whole pass.
   const inputs = alternating(input);
   const model = await time(() => session.run(inputs()));
+  if (m.task !== 'classify') return { cold, sessionMs, probs: first, model, full: null, top: null };
   const photo = await bytes('/photo.png');
   const photo2 = await bytes('/photo2.png');
   let flip = false;
@@ -74,9 +82,10 @@ async function ort(threads) {
   ortm.env.wasm.numThreads = threads;
   ortm.env.wasm.simd = true;
   ortm.env.wasm.wasmPaths = '/ort/';
+  const m = JSON.parse(await manifestText);
   const [backboneBytes, onnx, input] = await Promise.all([
-    bytes('/model/backbone.onnx'),
-    bytes('/model/head.onnx'),
+    bytes(`/model/${m.backbone.onnx.file}`),
+    bytes(`/model/${m.onnx.file}`),
     fetch('/input.bin').then((r) => r.arrayBuffer()).then((b) => new Float32Array(b)),
   ]);
   const t0 = performance.now();
@@ -84,9 +93,11 @@ async function ort(threads) {
   const session = await ortm.InferenceSession.create(onnx, { executionProviders: ['wasm'] });
   const sessionMs = performance.now() - t0;
   const feeds = { [backbone.inputNames[0]]: new ortm.Tensor('float32', input, [1, 3, 224, 224]) };
+  // The backbone's output the head reads, asked for by name (the file has two).
+  const features = m.backbone.output.name;
   const run = async () => {
-    const f = await backbone.run(feeds);
-    return session.run({ [session.inputNames[0]]: f[backbone.outputNames[0]] });
+    const f = await backbone.run(feeds, [features]);
+    return session.run({ [session.inputNames[0]]: f[features] });
   };
   const out = await run();
   const first = Array.from(out[session.outputNames[0]].data);

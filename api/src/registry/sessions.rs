@@ -21,7 +21,8 @@ pub async fn load_manifest(storage: &Storage, id: &str) -> Result<ModelManifest>
     )?)
 }
 
-/// Backbones loaded in this process, by the sha256 of their f32 file: every session on one
+/// Backbones loaded in this process, by the sha256 of their f32 file and the output planned
+/// (the pooled features, or the feature map detection heads read): every session on one
 /// shares it (one parse, one optimised plan, one copy of the weights in memory); dropped with
 /// the last. The server runs the f32 file, the reference the 8-bit one (what browsers download)
 /// is measured against: its size costs nothing here, and the server's answers are the model's
@@ -32,24 +33,27 @@ static BACKBONES: std::sync::Mutex<Vec<(String, std::sync::Weak<Backbone>)>> =
 /// The backbone `manifest` names, shared with the sessions already on it, or loaded from
 /// storage (checked against the manifest) and shared from now on.
 async fn backbone_for(storage: &Storage, manifest: &ModelManifest) -> Result<Arc<Backbone>> {
-    let full = manifest
+    let spec = manifest
         .backbone
         .as_ref()
-        .map(|b| b.onnx.clone())
         .ok_or_else(|| Error::Internal("the model has no separate backbone".into()))?;
-    let sha = full.sha256.to_ascii_lowercase();
-    let loaded = |sha: &str| {
+    let full = spec.onnx.clone();
+    let key = format!("{}:{}", full.sha256.to_ascii_lowercase(), spec.output.name);
+    let loaded = |key: &str| {
         let mut all = BACKBONES.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|(_, w)| w.strong_count() > 0);
         all.iter()
-            .find(|(s, _)| s == sha)
+            .find(|(k, _)| k == key)
             .and_then(|(_, w)| w.upgrade())
     };
-    if let Some(b) = loaded(&sha) {
+    if let Some(b) = loaded(&key) {
         return Ok(b);
     }
     let onnx = storage
-        .get(&ModelFiles::backbone_key(&full.file, &sha))
+        .get(&ModelFiles::backbone_key(
+            &full.file,
+            &full.sha256.to_ascii_lowercase(),
+        ))
         .await?;
     let m = manifest.clone();
     let backbone = tokio::task::spawn_blocking(move || Backbone::full(&onnx, &m))
@@ -57,13 +61,13 @@ async fn backbone_for(storage: &Storage, manifest: &ModelManifest) -> Result<Arc
         .map_err(|e| Error::Internal(e.to_string()))??;
     let backbone = Arc::new(backbone);
     // Two loads that raced keep the first one registered; both work.
-    if let Some(b) = loaded(&sha) {
+    if let Some(b) = loaded(&key) {
         return Ok(b);
     }
     BACKBONES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((sha, Arc::downgrade(&backbone)));
+        .push((key, Arc::downgrade(&backbone)));
     Ok(backbone)
 }
 

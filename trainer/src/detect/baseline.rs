@@ -9,17 +9,7 @@ use crate::{Error, Result};
 impl DetectSet {
     /// Every true box, for [`contract::detection::mean_ap`] (`image`: the item's index).
     pub fn truths(&self) -> Vec<Truth> {
-        self.items
-            .iter()
-            .enumerate()
-            .flat_map(|(image, item)| {
-                item.boxes.iter().map(move |b| Truth {
-                    image,
-                    label: b.label as u32,
-                    bbox: [b.rect.x, b.rect.y, b.rect.w, b.rect.h],
-                })
-            })
-            .collect()
+        super::fit::truths(&self.items.iter().collect::<Vec<_>>())
     }
 }
 
