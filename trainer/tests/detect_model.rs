@@ -199,6 +199,31 @@ fn a_detector_trains_exports_and_agrees_with_tract() {
     assert!((0.05..=0.95).contains(&shown_at.min_score), "{shown_at:?}");
     assert!(r.report.shown.val_f1 > 0.0, "{:?}", r.report.shown);
 
+    // The NNEF head keeps its two large weight tensors in 8 bits (the rest f32); candle
+    // scored those very values, so the parity below holds for the NNEF head too.
+    let nnef = std::fs::read(out.join(ModelFiles::DETECT_HEAD_NNEF)).unwrap();
+    let mut q8 = Vec::new();
+    for entry in tar::Archive::new(&nnef[..]).entries().unwrap() {
+        let name = entry
+            .unwrap()
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".q8") {
+            q8.push(name);
+        }
+    }
+    assert_eq!(q8.len(), 2, "{q8:?}");
+    let onnx = std::fs::metadata(out.join(ModelFiles::DETECT_HEAD_ONNX))
+        .unwrap()
+        .len();
+    assert!(
+        (nnef.len() as u64) * 3 < onnx,
+        "{} vs {onnx} bytes",
+        nnef.len()
+    );
+
     // candle = tract: the heads on the same maps, and the ONNX pair from the image.
     let p = r.report.parity;
     assert_eq!(p.images, 8);

@@ -258,10 +258,39 @@ pub fn export_head(onnx: &[u8], features: usize) -> Result<Vec<u8>> {
 }
 
 /// A head on the backbone's feature map (`[batch, channels, side, side]`, detection) as
-/// browsers load it: [`export`] for one map, weights in `f32`.
+/// browsers load it: [`export`] for one map, the weight tensors of `quantised` sizes (values
+/// each; the detection head's 1×1 reduction of the backbone's channels and its 3×3 layer,
+/// nearly all of its bytes) in 8 bits, one scale per output channel as the backbone's; the
+/// rest `f32`. The trainer scores and exports those tensors as [`crate::quant::round_trip`]
+/// gives them back, so the file computes what was measured. Refused unless each size names
+/// exactly one tensor of the graph.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn export_map_head(onnx: &[u8], [channels, side]: [usize; 2]) -> Result<Vec<u8>> {
-    export(onnx, &[f32::fact([1, channels, side, side])], false)
+pub fn export_map_head(
+    onnx: &[u8],
+    [channels, side]: [usize; 2],
+    quantised: &[usize],
+) -> Result<Vec<u8>> {
+    let typed = declutter(onnx, &[f32::fact([1, channels, side, side])])?;
+    let found = std::cell::RefCell::new(vec![0usize; quantised.len()]);
+    let out = write(
+        &typed,
+        Some(
+            &|_: &str, t: &Tensor| match quantised.iter().position(|&n| n == t.len()) {
+                Some(k) => {
+                    found.borrow_mut()[k] += 1;
+                    true
+                }
+                None => false,
+            },
+        ),
+    )?;
+    if found.borrow().iter().any(|&n| n != 1) {
+        return Err(Error::Graph(format!(
+            "the head's weights of {quantised:?} values were found {:?} times, not once each",
+            found.borrow()
+        )));
+    }
+    Ok(out)
 }
 
 /// A ranking text encoder (`ids [batch, len]` int64, `mask [batch, len]` float → embedding)

@@ -75,6 +75,27 @@ pub fn activate(raw: &Tensor, classes: usize) -> Result<Tensor> {
 }
 
 impl DetectHead {
+    /// The weights stored in 8 bits by the NNEF head (`wasm_infer::nnef::export_map_head`):
+    /// the 1×1 reduction and the 3×3 layer, nearly all of the head's bytes.
+    pub fn quantised_sizes(&self) -> [usize; 2] {
+        [self.reduce_w.elem_count(), self.mix_w.elem_count()]
+    }
+
+    /// The head as its NNEF file computes: the reduction's and the 3×3 layer's weights through
+    /// the 8-bit round trip (one scale per output channel), the rest as they are.
+    pub fn shipped(self) -> Result<DetectHead> {
+        let trip = |t: Tensor| -> Result<Tensor> {
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            let back = wasm_infer::quant::round_trip(&values, t.dims())?;
+            Ok(Tensor::from_vec(back, t.dims(), t.device())?)
+        };
+        Ok(DetectHead {
+            reduce_w: trip(self.reduce_w)?,
+            mix_w: trip(self.mix_w)?,
+            ..self
+        })
+    }
+
     /// The weights in [`WEIGHT_NAMES`] order.
     pub fn tensors(&self) -> [&Tensor; 6] {
         [

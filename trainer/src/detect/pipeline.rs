@@ -59,7 +59,7 @@ pub struct Splits<'a> {
 /// Feature maps and the fitted head, before export.
 #[derive(Debug)]
 pub struct Trained {
-    /// The fit.
+    /// The fit, its head as shipped ([`DetectHead::shipped`]).
     pub fit: DetectFit,
     /// Test mAP.
     pub test: MeanAp,
@@ -111,6 +111,11 @@ pub fn train(
         },
     )?;
     let fit_secs = started.elapsed().as_secs_f64();
+    // Scored as shipped: the large weights in 8 bits.
+    let fitted = DetectFit {
+        head: fitted.head.shipped()?,
+        ..fitted
+    };
     let test = score(&fitted.head, &test_maps, splits.test)?;
     let shown = shown_threshold(&fitted.head, &val_maps, splits.val)?;
     Ok(Trained {
@@ -268,7 +273,8 @@ pub fn run(
     let model_id = id.model_id.clone();
     let shipped = ShippedBackbone::of(backbone)?;
     let onnx = export_detect_head(&head, &model_id)?;
-    let nnef = wasm_infer::nnef::export_map_head(&onnx, [FEATURE_DIM, MAP_SIDE])?;
+    let nnef =
+        wasm_infer::nnef::export_map_head(&onnx, [FEATURE_DIM, MAP_SIDE], &head.quantised_sizes())?;
     let exported = ExportedHead { onnx, nnef };
     let test_truths = truths(splits.test);
     let test = DetectionMetrics {
