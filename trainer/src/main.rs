@@ -108,9 +108,10 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Classify image files with an exported model (tract, as deployed); prints the top-k labels.
+    /// Run an exported model (tract, as deployed) on image files: a classifier's top-k labels,
+    /// or the boxes a detector shows (label, score, [x, y, width, height] in pixels).
     Predict {
-        /// Model folder written by `train`.
+        /// Model folder written by `train` or `detect`.
         #[arg(long)]
         model: PathBuf,
         /// How many labels to print per image.
@@ -560,13 +561,27 @@ fn predict(model: &Path, k: usize, images: &[PathBuf]) -> Result<()> {
         let img = trainer::dataset::decode_image(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let started = std::time::Instant::now();
-        let top = session.classify(&pixels(&img)?, k)?;
+        let found: Vec<String> = if session.manifest().task == Task::Detect {
+            session
+                .detect(&pixels(&img)?)?
+                .iter()
+                .map(|b| {
+                    let [x, y, w, h] = b.bbox;
+                    format!(
+                        "{} {:.3} [{x:.1}, {y:.1}, {w:.1}, {h:.1}]",
+                        b.label, b.score
+                    )
+                })
+                .collect()
+        } else {
+            session
+                .classify(&pixels(&img)?, k)?
+                .iter()
+                .map(|p| format!("{} {:.3}", p.label, p.score))
+                .collect()
+        };
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        let labels: Vec<String> = top
-            .iter()
-            .map(|p| format!("{} {:.3}", p.label, p.score))
-            .collect();
-        println!("{}\t{}\t({ms:.1} ms)", path.display(), labels.join(", "));
+        println!("{}\t{}\t({ms:.1} ms)", path.display(), found.join(", "));
     }
     Ok(())
 }

@@ -262,6 +262,43 @@ fn a_detector_trains_exports_and_agrees_with_tract() {
     decode(&browser, shape, (te[0].width, te[0].height), 0, &shown_at).unwrap();
 
     wasm_agrees(&r.head, &backbone, &out, &te[..3]);
+
+    // `trainer predict` on a detector prints the boxes the browser's session shows (on the
+    // first test image where it shows some).
+    let shown_on = |item: &DetectItem| {
+        let img = trainer::dataset::decode_image(&item.bytes).unwrap();
+        session
+            .detect(&trainer::run::pixels(&img).unwrap())
+            .unwrap()
+    };
+    let pick = te
+        .iter()
+        .copied()
+        .find(|i| !shown_on(i).is_empty())
+        .expect("the detector shows no box on any test image");
+    let photo = tmp.path().join("photo.png");
+    std::fs::write(&photo, &pick.bytes).unwrap();
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["predict", "--model"])
+        .arg(&out)
+        .arg(&photo)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let line = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let fields: Vec<&str> = line.trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 3, "{line}");
+    let expected: Vec<String> = shown_on(pick)
+        .iter()
+        .map(|b| {
+            let [x, y, w, h] = b.bbox;
+            format!(
+                "{} {:.3} [{x:.1}, {y:.1}, {w:.1}, {h:.1}]",
+                b.label, b.score
+            )
+        })
+        .collect();
+    assert_eq!(fields[1], expected.join(", "), "{line}");
 }
 
 /// The wasm32 build on `items`: the same preprocessed tensor as native, maps within the
