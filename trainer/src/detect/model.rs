@@ -42,9 +42,6 @@ pub struct DetectHead {
     pub out_b: Tensor,
 }
 
-/// The head's weights by name, in the order of [`DetectHead::tensors`].
-pub const WEIGHT_NAMES: [&str; 6] = ["reduce_w", "reduce_b", "mix_w", "mix_b", "out_w", "out_b"];
-
 /// A conv with bias, `x [n, c, h, w]`.
 pub(crate) fn conv(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
     let y = x.conv2d(w, padding, 1, 1, 1)?;
@@ -96,7 +93,8 @@ impl DetectHead {
         })
     }
 
-    /// The weights in [`WEIGHT_NAMES`] order.
+    /// The weights: reduction, 3×3 layer, output; each weight then its bias (the order
+    /// [`raw`] reads them in).
     pub fn tensors(&self) -> [&Tensor; 6] {
         [
             &self.reduce_w,
@@ -111,11 +109,6 @@ impl DetectHead {
     /// Classes it detects.
     pub fn classes(&self) -> Result<usize> {
         Ok(self.out_b.dim(0)? - 4)
-    }
-
-    /// Hidden channels.
-    pub fn hidden(&self) -> Result<usize> {
-        Ok(self.reduce_b.dim(0)?)
     }
 
     /// The head's output (the layout [`contract::detection::decode`] reads) for feature maps

@@ -357,7 +357,7 @@ pub fn run(
 }
 
 /// Test images compared by [`check_parity`].
-const PARITY_IMAGES: usize = 8;
+pub const PARITY_IMAGES: usize = 8;
 
 /// The head's maps of up to [`PARITY_IMAGES`] test images, by candle and by tract on the
 /// exported bytes: the ONNX head (as the api loads it) and the NNEF head (as browsers load
