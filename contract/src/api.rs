@@ -15,7 +15,7 @@ mod runs;
 pub use datasets::{DatasetInfo, LabelCount, NAME_PATTERN, Name, NewDataset, NewLabel};
 pub use health::{Check, Health, Liveness};
 pub use images::{
-    Caption, CaptionPage, ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded,
+    Caption, CaptionPage, ImageBox, ImagePage, ImageReview, ImageRow, UploadResponse, Uploaded,
 };
 pub use limits::Limits;
 pub use models::{Comparison, GateDecision, ModelInfo};

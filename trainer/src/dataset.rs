@@ -89,6 +89,11 @@ impl Sample {
         })
     }
 
+    /// The encoded file, as imported.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
     /// Decode the pixels (RGBA8). The bytes already decoded once at import (or at upload, for
     /// the api's snapshots), so this only fails if memory runs out.
     pub fn decode(&self) -> Result<RgbaImage> {

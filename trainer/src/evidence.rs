@@ -231,6 +231,7 @@ fn on_test_split(s: &Splits<'_>, head: &Head, champion: Option<&ChampionRef>) ->
         _ => None,
     };
     Ok(Evidence {
+        boxes: None,
         metric: "accuracy".into(),
         statistic: Statistic::Mean,
         method: Method::TestSplit,
@@ -327,6 +328,7 @@ fn cross_validated(
         outcomes: Outcomes::from_labels("champion", champ_p, &truth),
     });
     Ok(Evidence {
+        boxes: None,
         metric: "accuracy".into(),
         statistic: Statistic::Mean,
         method: Method::CrossValidation {

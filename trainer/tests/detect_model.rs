@@ -236,6 +236,28 @@ fn a_detector_trains_exports_and_agrees_with_tract() {
     assert_eq!(again.map50, r.report.test.map50);
     assert_eq!(again.map50_95, r.report.test.map50_95);
     assert_eq!(r.report.test.boxes, truths(&te).len());
+    // The gate's evidence: the same mAP@0.5, recomputed from the matched detections, against
+    // a whole-image baseline on the same test images.
+    let e = r.report.evidence.as_ref().unwrap();
+    assert_eq!(e.metric, "map50");
+    assert_eq!(e.items.len(), te.len());
+    assert!((e.score(&e.candidate) - r.report.test.map50).abs() < 1e-12);
+    assert!(e.score(&e.baselines[0]) < r.report.test.map50);
+    assert!(e.baselines[0].trivial);
+    // The champion's path (the api scores a champion so): its ONNX head through tract on the
+    // run's test maps, decoded alike, gives the same figure.
+    let session = load_session(&out).unwrap();
+    let shape = session.manifest().head_shape().unwrap();
+    let champ = trainer::detect::evidence::champion_on_maps(&r.test_maps, &te, shape, |m| {
+        Ok(session.run_features(m)?)
+    })
+    .unwrap();
+    assert!(
+        (e.score(&champ) - r.report.test.map50).abs() < 1e-3,
+        "{} vs {}",
+        e.score(&champ),
+        r.report.test.map50
+    );
 
     // It learnt: on the images it trained on, most boxes are found and placed (the maps come
     // back from the cache the run filled).

@@ -12,7 +12,7 @@ pub struct DatasetInfo {
     pub id: String,
     /// Unique name.
     pub name: String,
-    /// `classify` or `rank`.
+    /// `classify` (labelled images) or `detect` (images with labelled boxes).
     #[cfg_attr(feature = "openapi", schema(inline))]
     pub task: Task,
     /// Labels with per-status counts, sorted by name.
@@ -62,6 +62,11 @@ pub struct NewDataset {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Name>, max_items = 1000))]
     pub labels: Vec<String>,
+    /// What its images carry: `classify` (default: a label per image; ranking and product
+    /// runs read the same images with their captions) or `detect` (labelled boxes per image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub task: Option<crate::Task>,
 }
 
 /// Label creation request.

@@ -43,6 +43,24 @@ pub struct ImageRow {
     #[serde(default)]
     #[cfg_attr(feature = "sql", sqlx(skip))]
     pub captions: Vec<Caption>,
+    /// Detection datasets: its boxes, in the order they were drawn (empty elsewhere).
+    #[serde(default)]
+    #[cfg_attr(feature = "sql", sqlx(skip))]
+    pub boxes: Vec<ImageBox>,
+}
+
+/// A labelled box on an image of a detection dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ImageBox {
+    /// One of the dataset's labels.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::api::Name))]
+    pub label: String,
+    /// Left, top, width, height in the image's pixels (COCO's `bbox`): finite, a positive
+    /// area, inside the image.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f32>, min_items = 4, max_items = 4))]
+    pub bbox: crate::detection::Xywh,
 }
 
 /// One caption of an image, reviewed like images: only approved captions reach training and

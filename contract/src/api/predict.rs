@@ -19,9 +19,13 @@ pub struct Prediction {
 pub struct PredictResponse {
     /// Model that answered.
     pub model_id: String,
-    /// Top-k labels, best first.
+    /// Top-k labels, best first (empty for `task=detect`).
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub predictions: Vec<Prediction>,
+    /// `task=detect`: the boxes the detector shows, best first (the browser's own answer for
+    /// the same image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boxes: Option<Vec<crate::detection::LabelledBox>>,
     /// Preprocessing + inference time in milliseconds (decode excluded).
     pub ms: f64,
 }

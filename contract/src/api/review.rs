@@ -26,10 +26,16 @@ pub struct Decision {
     pub id: String,
     /// What to do.
     pub action: Action,
-    /// New label (required for `relabel`, optional for `approve`).
+    /// New label (required for `relabel`, optional for `approve`; not for images of
+    /// detection datasets, whose labels are their boxes').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::api::Name>))]
     pub label: Option<String>,
+    /// Images of detection datasets: their corrected boxes, replacing the stored ones (1 to
+    /// 100, with any action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
+    pub boxes: Option<Vec<crate::api::ImageBox>>,
 }
 
 /// What a reviewer does with one caption.

@@ -6,8 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
+mod ap;
 pub mod decode;
 pub mod manifest;
+
+pub use ap::{
+    ApTable, Hit, MAX_DETECTIONS, MeanAp, average_precision, iou_thresholds, matches, mean_ap,
+    truth_labels,
+};
 
 pub use decode::{DecodeParams, HeadShape, decode};
 pub use manifest::{DetectionMetrics, DetectionSpec};
@@ -26,6 +32,22 @@ pub fn iou(a: &Xywh, b: &Xywh) -> f64 {
     if union > 0.0 { inter / union } else { 0.0 }
 }
 
+/// Why `bbox` cannot be a box of a `width × height` image (`None` when it can): finite, a
+/// positive area, inside the image. Every box stored or trained on passes this check.
+pub fn box_problem(bbox: &Xywh, width: u32, height: u32) -> Option<String> {
+    let [x, y, w, h] = *bbox;
+    if bbox.iter().any(|c| !c.is_finite()) {
+        return Some(format!("box {bbox:?} is not finite"));
+    }
+    if w <= 0.0 || h <= 0.0 {
+        return Some(format!("box {bbox:?} has no area"));
+    }
+    if x < 0.0 || y < 0.0 || x + w > width as f32 || y + h > height as f32 {
+        return Some(format!("box {bbox:?} leaves the {width}×{height} image"));
+    }
+    None
+}
+
 /// A detector's answer on one image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
@@ -41,12 +63,14 @@ pub struct Detection {
 
 /// A box as clients show it: the label's name, the score, where (in the image's pixels).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelledBox {
     /// The label.
     pub label: String,
     /// Confidence, 0–1.
     pub score: f32,
     /// Left, top, width, height in pixels.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f32>, min_items = 4, max_items = 4))]
     pub bbox: Xywh,
 }
 
@@ -77,157 +101,6 @@ pub fn nms(detections: &[Detection], threshold: f64) -> Vec<Detection> {
         }
     }
     kept
-}
-
-/// COCO's ten IoU thresholds, 0.5 to 0.95 (as `numpy.linspace(.5, .95, 10)` gives them).
-pub fn iou_thresholds() -> Vec<f64> {
-    let step = (0.95 - 0.5) / 9.0;
-    (0..10)
-        .map(|i| {
-            if i == 9 {
-                0.95
-            } else {
-                f64::from(i) * step + 0.5
-            }
-        })
-        .collect()
-}
-
-/// COCO's 101 recall points, 0 to 1 (as `numpy.linspace(0, 1, 101)` gives them).
-fn recall_points() -> Vec<f64> {
-    (0..=100)
-        .map(|i| if i == 100 { 1.0 } else { f64::from(i) * 0.01 })
-        .collect()
-}
-
-/// Most detections per image and class that count (COCO's `maxDets` 100).
-pub const MAX_DETECTIONS: usize = 100;
-
-/// Average precision per class at one IoU threshold, COCO's way: per image, a class's
-/// detections (best first, at most [`MAX_DETECTIONS`]) each take the unmatched true box of
-/// that class with the highest IoU ≥ `threshold` (a later box wins a tie); over all images,
-/// precision is made non-increasing and read at the 101 recall points. `None` for a class
-/// with no true box.
-pub fn average_precision(
-    truths: &[Truth],
-    detections: &[Detection],
-    classes: u32,
-    threshold: f64,
-) -> Vec<Option<f64>> {
-    let images = truths
-        .iter()
-        .map(|t| t.image)
-        .chain(detections.iter().map(|d| d.image))
-        .max()
-        .map_or(0, |m| m + 1);
-    let points = recall_points();
-    (0..classes)
-        .map(|class| {
-            let positives = truths.iter().filter(|t| t.label == class).count();
-            if positives == 0 {
-                return None;
-            }
-            // (score, matched) of every counted detection, image by image.
-            let mut scored: Vec<(f32, bool)> = Vec::new();
-            for image in 0..images {
-                let gts: Vec<&Truth> = truths
-                    .iter()
-                    .filter(|t| t.image == image && t.label == class)
-                    .collect();
-                let mut dts: Vec<&Detection> = detections
-                    .iter()
-                    .filter(|d| d.image == image && d.label == class)
-                    .collect();
-                dts.sort_by(|a, b| b.score.total_cmp(&a.score));
-                dts.truncate(MAX_DETECTIONS);
-                let mut taken = vec![false; gts.len()];
-                for d in dts {
-                    let mut best = threshold.min(1.0 - 1e-10);
-                    let mut matched = None;
-                    for (g, t) in gts.iter().enumerate() {
-                        if taken[g] {
-                            continue;
-                        }
-                        let o = iou(&d.bbox, &t.bbox);
-                        if o < best {
-                            continue;
-                        }
-                        best = o;
-                        matched = Some(g);
-                    }
-                    if let Some(g) = matched {
-                        taken[g] = true;
-                    }
-                    scored.push((d.score, matched.is_some()));
-                }
-            }
-            // All images' detections, best first (stable: image order within a score).
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let (mut tp, mut fp) = (0.0f64, 0.0f64);
-            let mut recall = Vec::with_capacity(scored.len());
-            let mut precision = Vec::with_capacity(scored.len());
-            for &(_, hit) in &scored {
-                if hit {
-                    tp += 1.0;
-                } else {
-                    fp += 1.0;
-                }
-                recall.push(tp / positives as f64);
-                precision.push(tp / (fp + tp + f64::EPSILON));
-            }
-            for i in (1..precision.len()).rev() {
-                if precision[i] > precision[i - 1] {
-                    precision[i - 1] = precision[i];
-                }
-            }
-            let sum: f64 = points
-                .iter()
-                .map(|&r| {
-                    let at = recall.partition_point(|&x| x < r);
-                    precision.get(at).copied().unwrap_or(0.0)
-                })
-                .sum();
-            Some(sum / points.len() as f64)
-        })
-        .collect()
-}
-
-/// COCO box metrics of a detector on a set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MeanAp {
-    /// mAP@0.5: average precision at IoU 0.5, over the classes that have true boxes.
-    pub map50: f64,
-    /// mAP@[.5:.95]: the same averaged over the ten IoU thresholds 0.5, 0.55, …, 0.95.
-    pub map50_95: f64,
-    /// Per class: AP@0.5 (`None`: no true box of that class).
-    pub per_class_ap50: Vec<Option<f64>>,
-}
-
-/// [`MeanAp`] of `detections` against `truths` over `classes` classes (0 when no class has a
-/// true box).
-pub fn mean_ap(truths: &[Truth], detections: &[Detection], classes: u32) -> MeanAp {
-    let mean = |v: &[f64]| {
-        if v.is_empty() {
-            0.0
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    let per_threshold: Vec<Vec<Option<f64>>> = iou_thresholds()
-        .into_iter()
-        .map(|t| average_precision(truths, detections, classes, t))
-        .collect();
-    let present = |aps: &[Option<f64>]| aps.iter().flatten().copied().collect::<Vec<f64>>();
-    MeanAp {
-        map50: mean(&present(&per_threshold[0])),
-        map50_95: mean(
-            &per_threshold
-                .iter()
-                .flat_map(|a| present(a))
-                .collect::<Vec<_>>(),
-        ),
-        per_class_ap50: per_threshold[0].clone(),
-    }
 }
 
 #[cfg(test)]

@@ -107,6 +107,10 @@ pub enum Statistic {
     /// computed from the predicted labels of the whole set, not a mean of per-example values,
     /// so its intervals resample examples and recompute it.
     WeightedF1,
+    /// COCO mAP@0.5 over the examples (images): computed from every model's matched
+    /// detections ([`Outcomes::hits`]) and the images' true boxes ([`Evidence::boxes`]), so its
+    /// intervals resample images and recompute it ([`crate::detection::ApTable`]).
+    Map50,
 }
 
 /// Support-weighted F1 of `predicted` against `truth` (equal lengths) over the examples
@@ -444,6 +448,7 @@ mod tests {
     /// Evidence on weighted F1 over `truth`, a candidate and one learnt baseline.
     fn f1_evidence(truth: &[u32], cand: Vec<u32>, base: Vec<u32>) -> Evidence {
         Evidence {
+            boxes: None,
             metric: "weighted_f1".into(),
             statistic: Statistic::WeightedF1,
             method: Method::TestSplit,
@@ -520,5 +525,58 @@ mod tests {
             hi: 0.0,
         };
         assert_eq!(beats(&same), Fail);
+    }
+
+    /// mAP@0.5 evidence: the score is COCO's mAP of the matched detections; intervals
+    /// resample images; a model without matched detections cannot be compared.
+    #[test]
+    fn map50_is_recomputed_on_resampled_images() {
+        use crate::detection::Hit;
+        // Ten images, one box of label i % 2 each.
+        let boxes: Vec<Vec<u32>> = (0..10).map(|i| vec![i % 2]).collect();
+        // The candidate finds 8 of them (scores high), misses 2 and adds 2 false boxes (low).
+        let mut hits: Vec<Hit> = (0..8).map(|i| Hit(i, i % 2, 0.9, true)).collect();
+        hits.push(Hit(8, 0, 0.2, false));
+        hits.push(Hit(9, 1, 0.1, false));
+        let candidate = Outcomes::from_hits("candidate", hits, &boxes);
+        assert_eq!(candidate.values[..8], [1.0; 8]);
+        assert_eq!(candidate.values[8..], [0.0; 2]);
+        let nothing = Outcomes::from_hits("whole image", Vec::new(), &boxes).trivial();
+        let e = Evidence {
+            metric: "map50".into(),
+            statistic: Statistic::Map50,
+            method: Method::TestSplit,
+            items: (0..10).map(|i| format!("img{i}")).collect(),
+            truth: None,
+            boxes: Some(boxes.clone()),
+            candidate: candidate.clone(),
+            baselines: vec![nothing.clone()],
+            champion: None,
+        };
+        // Label 0: 4 of 5 found at the top: precision 1 at the 81 recall points 0 to 0.8, none
+        // beyond → AP = 81/101; label 1 the same.
+        let ap = 81.0 / 101.0;
+        assert!(
+            (e.score(&candidate) - ap).abs() < 1e-12,
+            "{}",
+            e.score(&candidate)
+        );
+        assert_eq!(e.score(&nothing), 0.0);
+        let own = e.interval(&candidate, 500, 0.95, 7);
+        assert!(own.lo < ap && own.hi <= 1.0 && own.lo > 0.0, "{own:?}");
+        let d = e.paired(&candidate, &nothing, 500, 0.95, 7);
+        assert!((d.mean - ap).abs() < 1e-12 && d.lo > 0.0, "{d:?}");
+        assert_eq!(beats(&d), Check::Pass);
+        // Same seed, same interval.
+        assert_eq!(e.interval(&candidate, 500, 0.95, 7), own);
+        // Without the images' boxes, or without matched detections: not comparable.
+        let mut blind = e.clone();
+        blind.boxes = None;
+        assert!(!blind.usable(&candidate));
+        let unmatched = Outcomes {
+            hits: None,
+            ..candidate.clone()
+        };
+        assert!(!e.usable(&unmatched) && e.usable(&candidate));
     }
 }

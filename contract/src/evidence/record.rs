@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::detection::{ApTable, Hit};
+
 use super::{
     Interval, Statistic, bootstrap_mean, bootstrap_statistic, differences, weighted_f1,
     weighted_f1_of,
@@ -52,6 +54,10 @@ pub struct Outcomes {
     /// Ranking: the 1-based rank of each query's match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranks: Option<Vec<f64>>,
+    /// Detection: every counted detection (COCO's matching at IoU 0.5), `[image, label,
+    /// score, hit]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits: Option<Vec<Hit>>,
     /// A baseline that knows nothing of the images (majority class, chance): the candidate must
     /// beat it outright. A baseline that learns from the same features (kNN, bag of words) is
     /// a model in its own right: the candidate must be no worse than the strongest of those
@@ -73,6 +79,7 @@ impl Outcomes {
             values,
             predicted: Some(predicted),
             ranks: None,
+            hits: None,
             trivial: false,
         }
     }
@@ -84,6 +91,38 @@ impl Outcomes {
             values: ranks.iter().map(|r| f64::from(u8::from(*r <= k))).collect(),
             predicted: None,
             ranks: Some(ranks),
+            hits: None,
+            trivial: false,
+        }
+    }
+
+    /// A detector's outcomes on images with true boxes of `truth_labels` (per image, the
+    /// labels of its boxes): its matched detections, and per image the share of its true boxes
+    /// found (1 for an image without any), shown next to the mAP.
+    pub fn from_hits(name: impl Into<String>, hits: Vec<Hit>, truth_labels: &[Vec<u32>]) -> Self {
+        let mut found = vec![0usize; truth_labels.len()];
+        for h in hits.iter().filter(|h| h.3) {
+            if let Some(f) = found.get_mut(h.0 as usize) {
+                *f += 1;
+            }
+        }
+        let values = truth_labels
+            .iter()
+            .zip(&found)
+            .map(|(t, &f)| {
+                if t.is_empty() {
+                    1.0
+                } else {
+                    f as f64 / t.len() as f64
+                }
+            })
+            .collect();
+        Outcomes {
+            name: name.into(),
+            values,
+            predicted: None,
+            ranks: None,
+            hits: Some(hits),
             trivial: false,
         }
     }
@@ -123,6 +162,9 @@ pub struct Evidence {
     /// Classification: the true label index of each example.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truth: Option<Vec<u32>>,
+    /// Detection: the labels of each example's true boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boxes: Option<Vec<Vec<u32>>>,
     /// The candidate.
     pub candidate: Outcomes,
     /// Baselines scored on the same examples.
@@ -144,7 +186,26 @@ impl Evidence {
             && match self.statistic {
                 Statistic::Mean => true,
                 Statistic::WeightedF1 => self.labels_of(o).is_some(),
+                Statistic::Map50 => self.table_of(o).is_some(),
             }
+    }
+
+    /// `o`'s matched detections as an AP table over the evidence's images (the classes: the
+    /// highest label seen + 1).
+    fn table_of(&self, o: &Outcomes) -> Option<ApTable> {
+        let boxes = self.boxes.as_deref()?;
+        let hits = o.hits.as_deref()?;
+        if boxes.len() != o.values.len() {
+            return None;
+        }
+        let classes = boxes
+            .iter()
+            .flatten()
+            .copied()
+            .chain(hits.iter().map(|h| h.1))
+            .max()
+            .map_or(0, |m| m + 1);
+        Some(ApTable::new(boxes, hits, classes))
     }
 
     fn labels_of<'a>(&'a self, o: &'a Outcomes) -> Option<(&'a [u32], &'a [u32])> {
@@ -156,6 +217,11 @@ impl Evidence {
 
     /// `o`'s figure on the gate's metric, over every example.
     pub fn score(&self, o: &Outcomes) -> f64 {
+        if self.statistic == Statistic::Map50
+            && let Some(t) = self.table_of(o)
+        {
+            return t.unweighted();
+        }
         match (self.statistic, self.labels_of(o)) {
             (Statistic::WeightedF1, Some((truth, predicted))) => weighted_f1(truth, predicted),
             _ => o.mean(),
@@ -164,6 +230,17 @@ impl Evidence {
 
     /// The interval of `o`'s figure.
     pub fn interval(&self, o: &Outcomes, resamples: u32, confidence: f64, seed: u64) -> Interval {
+        if self.statistic == Statistic::Map50
+            && let Some(t) = self.table_of(o)
+        {
+            return bootstrap_statistic(
+                t.images(),
+                |picks| t.mean(&weights(picks, t.images())),
+                resamples,
+                confidence,
+                seed,
+            );
+        }
         match (self.statistic, self.labels_of(o)) {
             (Statistic::WeightedF1, Some((truth, predicted))) => bootstrap_statistic(
                 truth.len(),
@@ -186,6 +263,21 @@ impl Evidence {
         confidence: f64,
         seed: u64,
     ) -> Interval {
+        if self.statistic == Statistic::Map50
+            && let (Some(ta), Some(tb)) = (self.table_of(a), self.table_of(b))
+        {
+            let n = ta.images();
+            return bootstrap_statistic(
+                n,
+                |picks| {
+                    let w = weights(picks, n);
+                    ta.mean(&w) - tb.mean(&w)
+                },
+                resamples,
+                confidence,
+                seed,
+            );
+        }
         match (self.statistic, self.labels_of(a), self.labels_of(b)) {
             (Statistic::WeightedF1, Some((truth, pa)), Some((_, pb))) => bootstrap_statistic(
                 truth.len(),
@@ -202,6 +294,17 @@ impl Evidence {
             ),
         }
     }
+}
+
+/// How many times each of `n` examples was drawn.
+fn weights(picks: &[usize], n: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n];
+    for &i in picks {
+        if let Some(x) = w.get_mut(i) {
+            *x += 1.0;
+        }
+    }
+    w
 }
 
 /// The champion's outcomes in an [`Evidence`].

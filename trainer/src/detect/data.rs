@@ -41,21 +41,7 @@ impl Rect {
     /// Why this box cannot be in a `width × height` image (`None` when it can): finite, a
     /// positive area, inside the image.
     pub fn problem(&self, width: u32, height: u32) -> Option<String> {
-        let v = [self.x, self.y, self.w, self.h];
-        if v.iter().any(|c| !c.is_finite()) {
-            return Some(format!("box {v:?} is not finite"));
-        }
-        if self.w <= 0.0 || self.h <= 0.0 {
-            return Some(format!("box {v:?} has no area"));
-        }
-        if self.x < 0.0
-            || self.y < 0.0
-            || self.x + self.w > width as f32
-            || self.y + self.h > height as f32
-        {
-            return Some(format!("box {v:?} leaves the {width}×{height} image"));
-        }
-        None
+        contract::detection::box_problem(&[self.x, self.y, self.w, self.h], width, height)
     }
 }
 

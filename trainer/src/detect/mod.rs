@@ -18,10 +18,13 @@
 //!   FCOS-style boxes on the backbone's `[1280, 7, 7]` feature map, its targets and losses,
 //!   its ONNX graph, and the whole run to a model folder. Its output is decoded into boxes by
 //!   `contract::detection::decode`, shared with the api and the browser.
+//! - [`evidence`]: what the registry's gate decides on (mAP@0.5 on the test images, against
+//!   a whole-image baseline and the champion, resampled image by image).
 
 pub mod baseline;
 pub mod compose;
 pub mod data;
+pub mod evidence;
 pub mod export;
 pub mod fit;
 pub mod model;

@@ -11,6 +11,7 @@ use contract::ModelFiles;
 use contract::detection::{
     DecodeParams, Detection, DetectionMetrics, DetectionSpec, MeanAp, decode, iou,
 };
+use contract::evidence::Evidence;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasm_infer::{Fit, ModelManifest, Preprocess, Session, Task};
@@ -192,6 +193,10 @@ pub struct DetectReport {
     /// Every test detection (down to a score of 0.001, as COCO scores them): what the figures
     /// were computed from.
     pub detections: Vec<Detection>,
+    /// What the registry's gate decides on: mAP@0.5 on the test images, the candidate's and
+    /// the baseline's detections matched to the true boxes ([`super::evidence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
 }
 
 /// A finished run: the head, the report and the model folder's files.
@@ -205,6 +210,9 @@ pub struct DetectRun {
     pub manifest: ModelManifest,
     /// Every file of the model folder, as written.
     pub files: ModelFolder,
+    /// The test images' feature maps (`[images, 1280, 7, 7]`, in the order of
+    /// [`DetectReport::test_images`]): a champion's head is scored on them.
+    pub test_maps: Tensor,
 }
 
 /// Content id of what a detector trains on: the labels, and each image's sha256 with its
@@ -319,6 +327,7 @@ pub fn run(
             &DecodeParams::evaluation(),
         )?);
     }
+    let evidence = super::evidence::evidence(splits.train, splits.test, &detections, labels.len());
     let report = DetectReport {
         model_id,
         created_at,
@@ -339,6 +348,7 @@ pub fn run(
         feature_cache: trained.feature_cache,
         test_images: splits.test.iter().map(|i| i.source.clone()).collect(),
         detections,
+        evidence: Some(evidence),
     };
     let files = ModelFolder::new()
         .with(ModelFiles::BACKBONE_ONNX, shipped.bytes)
@@ -353,6 +363,7 @@ pub fn run(
         report,
         manifest,
         files,
+        test_maps: trained.test_maps,
     })
 }
 

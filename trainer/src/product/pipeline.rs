@@ -320,6 +320,7 @@ pub fn run(
     let sources = |p: &Part<'_>| p.items.iter().map(|i| i.source.clone()).collect();
     let truth = &test.labels;
     let evidence = Evidence {
+        boxes: None,
         metric: "weighted_f1".into(),
         statistic: Statistic::WeightedF1,
         method: Method::TestSplit,

@@ -334,6 +334,7 @@ fn test_metrics(
         .flat_map(|s| (0..s.captions.len()).map(move |i| format!("{}#{i}", s.sha256)))
         .collect();
     let evidence = Evidence {
+        boxes: None,
         metric: "text_to_image_r10".into(),
         statistic: Statistic::Mean,
         method: Method::TestSplit,
@@ -343,6 +344,7 @@ fn test_metrics(
         baselines: vec![
             Outcomes::from_ranks("bag of words", bow_r, 10.0),
             Outcomes {
+                hits: None,
                 name: "chance".into(),
                 values: vec![chance.r10; test_p.len()],
                 predicted: None,
