@@ -68,14 +68,15 @@ def hostile_inputs(server, out, photo):
     out.note_odd("hostile input", resps, set(range(400, 500)))
     out.check(not bad, f"{len(bad)} of {len(resps)} hostile product predictions not a 4xx "
                        "with a JSON {error, detail}")
-    # Twenty admins asking at once for a detector, which the server cannot train yet (uploads
-    # carry no boxes): each a 422 that says so, and no run is queued.
+    # Twenty admins asking at once for a detector on the dataset of labelled images (detectors
+    # train on a detection dataset's boxes): each a 422 that says so, and no run is queued.
     runs = len(server.get_json("/api/train"))
     train = json.dumps({"dataset_id": h.DATASET, "task": "detect"}).encode()
     post = ("POST", "/api/train", train, {"Content-Type": "application/json", **h.ADMIN})
     resps = h.fire_together(server.port, [post] * 20)
     refused = [r for r in resps
-               if r.status == 422 and clear_error(r) and "boxes" in r.json()["detail"]]
+               if r.status == 422 and clear_error(r)
+               and "holds labelled images, not boxes" in r.json()["detail"]]
     out.num(f"detect_train={h.histogram(resps)}")
     out.check(len(refused) == 20, f"{20 - len(refused)} of 20 detection trainings not a 422 "
                                   "saying why")

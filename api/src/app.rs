@@ -55,7 +55,14 @@ pub async fn bootstrap(st: &AppState) -> Result<()> {
             }
         }
         labels.sort();
-        images::create_dataset(&st.db, Some("default"), "default", &labels).await?;
+        images::create_dataset(
+            &st.db,
+            Some("default"),
+            "default",
+            &labels,
+            contract::Task::Classify,
+        )
+        .await?;
         if let Some(d) = dir {
             seed_images(st, &d, &labels).await?;
         }

@@ -84,6 +84,7 @@ impl<S> Slot<S> {
 pub struct Predictor {
     classify: Slot<Session>,
     product: Slot<ProductSession>,
+    detect: Slot<Session>,
     /// Predictions running now (see `Predictor::start`).
     running: AtomicUsize,
 }
@@ -115,6 +116,7 @@ impl Predictor {
     pub async fn invalidate(&self) {
         *self.classify.champion.write().await = None;
         *self.product.champion.write().await = None;
+        *self.detect.champion.write().await = None;
     }
 
     /// The classification champion's session, loading it from storage when it changed.
@@ -131,6 +133,17 @@ impl Predictor {
         self.product
             .session(db, "product", |id| async move {
                 registry::load_product_session(storage, &id).await
+            })
+            .await
+    }
+}
+
+impl Predictor {
+    /// The detection champion's session, loading it from storage when it changed.
+    pub async fn detect_session(&self, db: &Db, storage: &Storage) -> Result<Arc<Session>> {
+        self.detect
+            .session(db, "detect", |id| async move {
+                registry::load_session(storage, &id).await
             })
             .await
     }
@@ -177,6 +190,32 @@ pub async fn predict(
             Ok(PredictResponse {
                 model_id: session.manifest().model_id.clone(),
                 predictions,
+                boxes: None,
+                ms: t0.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+        .await
+}
+
+/// Validate and decode an image (within the decode budget), then find objects in it with the
+/// detection champion: the boxes the browser's session shows for the same image.
+pub async fn predict_detect(
+    ctx: PredictCtx<'_>,
+    filename: String,
+    bytes: Bytes,
+    limits: Limits,
+) -> Result<PredictResponse> {
+    let session = ctx.predictor.detect_session(ctx.db, ctx.storage).await?;
+    let (_running, threads) = ctx.predictor.start();
+    ctx.decode
+        .with_decoded(filename, bytes, limits, move |_, img| {
+            let t0 = Instant::now();
+            let pixels = trainer::pipeline::pixels(&img)?;
+            let boxes = wasm_infer::session::with_threads(threads, || session.detect(&pixels))?;
+            Ok(PredictResponse {
+                model_id: session.manifest().model_id.clone(),
+                predictions: Vec::new(),
+                boxes: Some(boxes),
                 ms: t0.elapsed().as_secs_f64() * 1e3,
             })
         })
@@ -223,6 +262,7 @@ pub async fn predict_product(
         Ok(PredictResponse {
             model_id: session.manifest().model_id.clone(),
             predictions,
+            boxes: None,
             ms: t0.elapsed().as_secs_f64() * 1e3,
         })
     };

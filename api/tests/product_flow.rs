@@ -34,14 +34,28 @@ async fn flow(sql: Sql, blobs: Blobs) {
         ),
         (json!({"task": "product", "params": {"dim": 0}}), "dim"),
         (json!({"task": "product", "params": {"views": 2}}), "views"),
-        // Detectors train with `trainer detect`: the server has no boxes yet.
-        (json!({"task": "detect"}), "need boxes"),
     ] {
         let r = s.admin_post("/api/train").json(&body).send().await.unwrap();
         assert_eq!(r.status(), 422, "{body}");
         let e: Value = r.json().await.unwrap();
         assert!(e["detail"].as_str().unwrap().contains(names), "{e}");
     }
+    // Detectors train on a detection dataset, and the seeded one holds labelled images.
+    let r = s
+        .admin_post("/api/train")
+        .json(&json!({"task": "detect"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no detection dataset"),
+        "{e}"
+    );
     assert_eq!(s.json("/api/train").await.as_array().unwrap().len(), 0);
     let r = s
         .get("/api/models/current?task=detect")

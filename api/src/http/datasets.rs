@@ -25,7 +25,16 @@ pub(super) async fn create_dataset(
 ) -> Result<(StatusCode, Json<DatasetInfo>)> {
     Ok((
         StatusCode::CREATED,
-        Json(images::create_dataset(&st.db, None, &b.name, &b.labels).await?),
+        Json(
+            images::create_dataset(
+                &st.db,
+                None,
+                &b.name,
+                &b.labels,
+                b.task.unwrap_or(contract::Task::Classify),
+            )
+            .await?,
+        ),
     ))
 }
 

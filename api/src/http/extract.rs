@@ -133,7 +133,9 @@ pub async fn read_form(mut mp: Multipart, fields: &[&str], max_files: usize) -> 
             }
             None => {
                 let text = field.text().await?;
-                if text.len() > 1024 {
+                // A box list (up to 100 boxes) is longer than a label or a caption.
+                let cap = if name == "boxes" { 16 * 1024 } else { 1024 };
+                if text.len() > cap {
                     return Err(Error::BadRequest(format!("field {name:?} is too long")));
                 }
                 form.fields.insert(name, text);

@@ -23,9 +23,14 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by utoipa's derive, never built
 pub(super) struct UploadForm {
-    /// Label for every file in the request (one of the dataset's labels).
-    #[schema(value_type = contract::api::Name)]
-    label: String,
+    /// Label for every file in the request (one of the dataset's labels); not sent to a
+    /// detection dataset, whose images take their labels from their boxes.
+    #[schema(value_type = Option<contract::api::Name>)]
+    label: Option<String>,
+    /// Detection datasets only, and then required with exactly one file: the image's boxes,
+    /// a JSON array of 1 to 100 `{"label": NAME, "bbox": [x, y, w, h]}` (pixels; inside the
+    /// image, a positive area, known labels).
+    boxes: Option<String>,
     /// Optional caption for every file in the request (for image-text ranking): 1 to 500
     /// characters, not only spaces, no control characters.
     #[schema(
@@ -108,7 +113,12 @@ pub(super) async fn upload(
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
     let result = async {
         let who = uploader(&headers, admin, &client)?;
-        let form = read_form(mp?, &["label", "caption", "files"], st.cfg.max_files).await?;
+        let form = read_form(
+            mp?,
+            &["label", "caption", "boxes", "files"],
+            st.cfg.max_files,
+        )
+        .await?;
         if !admin {
             let n = u32::try_from(form.files.len()).unwrap_or(u32::MAX);
             take(
@@ -134,17 +144,52 @@ async fn upload_files(
     form: Form,
     uploader: &Uploader,
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
-    images::require_dataset(&st.db, dataset_id).await?;
-    let label = form
-        .fields
-        .get("label")
-        .cloned()
-        .ok_or_else(|| Error::BadRequest("missing 'label' field".into()))?;
+    let detect = images::dataset_task(&st.db, dataset_id).await? == contract::Task::Detect;
     if form.files.is_empty() {
         return Err(Error::BadRequest(
             "no files in the request (send one or more file fields)".into(),
         ));
     }
+    // A detection image is labelled by its boxes: one image per request, with its boxes.
+    let boxes = match (detect, form.fields.get("boxes")) {
+        (true, Some(json)) => images::boxes::parse_boxes(json)?,
+        (true, None) => {
+            return Err(Error::BadRequest(
+                "missing 'boxes' field: images of a detection dataset come with their boxes".into(),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(Error::Invalid(format!(
+                "dataset {dataset_id:?} holds labelled images: boxes go to a detection dataset"
+            )));
+        }
+        (false, None) => Vec::new(),
+    };
+    let label = if detect {
+        if form.fields.contains_key("label") {
+            return Err(Error::Invalid(
+                "images of a detection dataset take their labels from their boxes: send \
+                 'boxes', not 'label'"
+                    .into(),
+            ));
+        }
+        if form.files.len() != 1 {
+            return Err(Error::BadRequest(format!(
+                "boxes belong to one image: send one file per request (got {})",
+                form.files.len()
+            )));
+        }
+        images::boxes::main_label(&boxes)
+            .ok_or_else(|| {
+                Error::Invalid("an image of a detection dataset needs at least one box".into())
+            })?
+            .to_string()
+    } else {
+        form.fields
+            .get("label")
+            .cloned()
+            .ok_or_else(|| Error::BadRequest("missing 'label' field".into()))?
+    };
     let limits = st.limits();
     let caption = form.fields.get("caption").cloned();
     if let Some(c) = &caption {
@@ -154,6 +199,7 @@ async fn upload_files(
     for f in form.files {
         let mut c = st.decode.check(f.filename, f.bytes, limits).await?;
         c.captions.extend(caption.clone());
+        c.boxes.clone_from(&boxes);
         checked.push(c);
     }
     let stored = images::ingest(

@@ -29,8 +29,9 @@ pub struct PredictQuery {
     /// How many labels (default 5, at most 100).
     #[param(minimum = 1, maximum = 100)]
     pub k: Option<usize>,
-    /// `classify` (default: an image → labels) or `product` (a title and/or an image →
-    /// categories, by the product champion).
+    /// `classify` (default: an image → labels), `product` (a title and/or an image →
+    /// categories, by the product champion) or `detect` (an image → labelled boxes, by the
+    /// detection champion; `k` is not read).
     #[param(value_type = Option<String>)]
     pub task: Option<String>,
 }
@@ -45,40 +46,47 @@ pub(super) async fn predict_handler(
     Q(q): Q<PredictQuery>,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Json<PredictResponse>> {
-    let result = async {
-        let ctx = predict::PredictCtx {
-            predictor: &st.predictor,
-            db: &st.db,
-            storage: &st.storage,
-            decode: &st.decode,
-        };
-        let k = q.k.unwrap_or(5);
-        match q.task.as_deref().unwrap_or("classify") {
-            "classify" => {
-                let form = read_form(mp?, &["file", "title"], 1).await?;
-                if form.fields.contains_key("title") {
-                    return Err(Error::Invalid(
-                        "the title field is read by task=product only".into(),
-                    ));
-                }
-                let f =
-                    form.files.into_iter().next().ok_or_else(|| {
+    let result =
+        async {
+            let ctx = predict::PredictCtx {
+                predictor: &st.predictor,
+                db: &st.db,
+                storage: &st.storage,
+                decode: &st.decode,
+            };
+            let k = q.k.unwrap_or(5);
+            match q.task.as_deref().unwrap_or("classify") {
+                "classify" => {
+                    let form = read_form(mp?, &["file", "title"], 1).await?;
+                    if form.fields.contains_key("title") {
+                        return Err(Error::Invalid(
+                            "the title field is read by task=product only".into(),
+                        ));
+                    }
+                    let f = form.files.into_iter().next().ok_or_else(|| {
                         Error::BadRequest("send the image as a file field".into())
                     })?;
-                predict::predict(ctx, f.filename, f.bytes, st.predict_limits(), k).await
+                    predict::predict(ctx, f.filename, f.bytes, st.predict_limits(), k).await
+                }
+                "product" => {
+                    let mut form = read_form(mp?, &["file", "title"], 1).await?;
+                    let title = form.fields.remove("title").unwrap_or_default();
+                    let image = form.files.into_iter().next().map(|f| (f.filename, f.bytes));
+                    predict::predict_product(ctx, title, image, st.predict_limits(), k).await
+                }
+                "detect" => {
+                    let form = read_form(mp?, &["file"], 1).await?;
+                    let f = form.files.into_iter().next().ok_or_else(|| {
+                        Error::BadRequest("send the image as a file field".into())
+                    })?;
+                    predict::predict_detect(ctx, f.filename, f.bytes, st.predict_limits()).await
+                }
+                other => Err(Error::Invalid(format!(
+                    "task {other:?} has no server prediction (classify, product, detect)"
+                ))),
             }
-            "product" => {
-                let mut form = read_form(mp?, &["file", "title"], 1).await?;
-                let title = form.fields.remove("title").unwrap_or_default();
-                let image = form.files.into_iter().next().map(|f| (f.filename, f.bytes));
-                predict::predict_product(ctx, title, image, st.predict_limits(), k).await
-            }
-            other => Err(Error::Invalid(format!(
-                "task {other:?} has no server prediction (classify, product)"
-            ))),
         }
-    }
-    .await;
+        .await;
     st.metrics
         .predictions
         .with_label_values(&[if result.is_ok() { "ok" } else { "error" }])

@@ -48,14 +48,23 @@ pub(super) async fn start_training(
     };
     let task = req.task.as_deref().unwrap_or("classify");
     let params = jobs::parse_task_params(task, req.params.as_ref())?;
+    // Without a dataset: the first one that holds what the task trains on (boxes for
+    // detectors, labelled images otherwise).
+    let detect = task == contract::Task::Detect.as_str();
     let dataset = match req.dataset_id {
         Some(d) => d,
         None => images::list_datasets(&st.db)
             .await?
             .into_iter()
-            .next()
+            .find(|d| (d.task == contract::Task::Detect) == detect)
             .map(|d| d.id)
-            .ok_or_else(|| Error::NotFound("no dataset yet".into()))?,
+            .ok_or_else(|| {
+                Error::NotFound(if detect {
+                    "no detection dataset yet (POST /api/datasets with \"task\": \"detect\")".into()
+                } else {
+                    "no dataset yet".into()
+                })
+            })?,
     };
     let run = jobs::enqueue_task(&st.db, &dataset, task, &params, "manual").await?;
     st.wake.notify_waiters();

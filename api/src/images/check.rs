@@ -35,6 +35,8 @@ pub struct Checked {
     pub bytes: Bytes,
     /// Captions to store with the image (ranking datasets); may be empty.
     pub captions: Vec<String>,
+    /// Boxes to store with the image (detection datasets, where they are required).
+    pub boxes: Vec<super::boxes::ImageBox>,
 }
 
 /// Longest caption accepted, in characters.
@@ -164,6 +166,7 @@ fn decode(filename: &str, bytes: Bytes, h: Header) -> Result<(Checked, image::Rg
         height: h.height,
         bytes,
         captions: Vec::new(),
+        boxes: Vec::new(),
     };
     Ok((checked, pixels))
 }

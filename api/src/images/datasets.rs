@@ -7,16 +7,25 @@ use sqlx::Row;
 use crate::db::Db;
 use crate::util::{new_id, now_ms};
 use crate::{Error, Result};
-use contract::ImageStatus;
 pub use contract::api::{DatasetInfo, LabelCount};
+use contract::{ImageStatus, Task};
 
-/// Create a dataset with its labels.
+/// Create a dataset with its labels, for labelled images (`Task::Classify`, which ranking and
+/// product runs also read) or for images with boxes (`Task::Detect`).
 pub async fn create_dataset(
     db: &Db,
     id: Option<&str>,
     name: &str,
     labels: &[String],
+    task: Task,
 ) -> Result<DatasetInfo> {
+    if !matches!(task, Task::Classify | Task::Detect) {
+        return Err(Error::Invalid(format!(
+            "a dataset holds labelled images (classify; ranking and product runs read them too) \
+             or images with boxes (detect), not {:?}",
+            task.as_str()
+        )));
+    }
     trainer::dataset::validate_label(name)
         .map_err(|e| Error::Invalid(format!("dataset name: {e}")))?;
     for l in labels {
@@ -39,7 +48,7 @@ pub async fn create_dataset(
     sqlx::query("INSERT INTO datasets (id, name, task, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&id)
         .bind(name)
-        .bind(contract::Task::Classify)
+        .bind(task)
         .bind(now)
         .execute(&mut *tx)
         .await?;

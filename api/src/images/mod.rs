@@ -1,9 +1,11 @@
 //! Datasets, labels and labeled images, one module per job: [`check`] (upload validation),
 //! [`datasets`] (datasets and labels), [`upload`] (content-addressed ingest: blob first, then
 //! row, all-or-nothing per request), [`query`] (listing, status checks, captions), [`review`]
-//! (approve, reject, relabel) and [`sweep`] (orphan blobs). The plain functions are
+//! (approve, reject, relabel, correct boxes), [`boxes`] (the boxes of detection datasets'
+//! images) and [`sweep`] (orphan blobs). The plain functions are
 //! re-exported here; the HTTP handlers and the tests call them.
 
+pub mod boxes;
 pub mod check;
 pub mod datasets;
 pub mod query;
@@ -11,6 +13,7 @@ pub mod review;
 pub mod sweep;
 pub mod upload;
 
+pub use boxes::{ImageBox, MAX_BOXES, approved_boxes, check_boxes, dataset_task};
 pub use check::{
     Checked, DecodeBudget, Header, Limits, MAX_CAPTION_CHARS, check_and_decode, check_image,
     inspect, validate_caption, validate_filename, validate_uploader,

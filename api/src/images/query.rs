@@ -67,7 +67,7 @@ pub async fn list_images(db: &Db, q: &ImageQuery) -> Result<ImagePage> {
 const CAPTION_COLUMNS: &str = "c.image_id, i.dataset_id, i.label, c.caption, c.uploader, c.status, \
      c.created_at, c.reviewed_at, c.reviewed_by";
 
-/// Fill in the captions of a page of images (one query for the page).
+/// Fill in the captions and boxes of a page of images (one query each for the page).
 async fn attach_captions(db: &Db, images: &mut [ImageRow]) -> Result<()> {
     if images.is_empty() {
         return Ok(());
@@ -88,8 +88,11 @@ async fn attach_captions(db: &Db, images: &mut [ImageRow]) -> Result<()> {
     for c in rows {
         by_image.entry(c.image_id.clone()).or_default().push(c);
     }
+    let ids: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
+    let mut boxes = super::boxes::boxes_of_images(db, &ids).await?;
     for img in images {
         img.captions = by_image.remove(&img.id).unwrap_or_default();
+        img.boxes = boxes.remove(&img.id).unwrap_or_default();
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! Review decisions: approve, reject or relabel images and approve or reject captions, all in
-//! one transaction. Deciding a pending image decides its pending captions the same way (the
-//! reviewer saw them on the image's card); captions added later to an approved image wait in
-//! the caption queue.
+//! Review decisions: approve, reject or relabel images (or correct the boxes of a detection
+//! dataset's image) and approve or reject captions, all in one transaction. Deciding a pending
+//! image decides its pending captions the same way (the reviewer saw them on the image's
+//! card); captions added later to an approved image wait in the caption queue.
 
 pub use contract::api::{Action, Caption, CaptionAction, CaptionDecision, Decision};
 
@@ -77,6 +77,19 @@ async fn decide_image(
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no image {:?}", d.id)))?;
+    let task: contract::Task = sqlx::query_scalar("SELECT task FROM datasets WHERE id = $1")
+        .bind(&img.dataset_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if task == contract::Task::Detect {
+        return decide_boxed(tx, &img, d, reviewer, now).await;
+    }
+    if d.boxes.is_some() {
+        return Err(Error::Invalid(format!(
+            "image {:?} is in a dataset of labelled images: it has no boxes to correct",
+            d.id
+        )));
+    }
     let label = match (&d.label, d.action) {
         (Some(l), _) => {
             let known: i64 = sqlx::query_scalar(
@@ -102,11 +115,7 @@ async fn decide_image(
         }
         (None, _) => img.label.clone(),
     };
-    let new_status = match d.action {
-        Action::Approve => ImageStatus::Approved,
-        Action::Reject => ImageStatus::Rejected,
-        Action::Relabel => img.status,
-    };
+    let new_status = status_after(&img, d.action);
     sqlx::query(
         "UPDATE images SET label = $1, status = $2, reviewed_at = $3, reviewed_by = $4 WHERE id = $5",
     )
@@ -117,6 +126,84 @@ async fn decide_image(
     .bind(&d.id)
     .execute(&mut **tx)
     .await?;
+    captions_follow(tx, &img, new_status, reviewer, now).await
+}
+
+/// The status a decision leaves an image in.
+fn status_after(img: &ImageRow, action: Action) -> ImageStatus {
+    match action {
+        Action::Approve => ImageStatus::Approved,
+        Action::Reject => ImageStatus::Rejected,
+        Action::Relabel => img.status,
+    }
+}
+
+/// A decision on an image of a detection dataset: its label is its boxes' (a corrected set
+/// of boxes replaces the stored one, checked like an upload's); `relabel` needs boxes.
+async fn decide_boxed(
+    tx: &mut Tx<'_>,
+    img: &ImageRow,
+    d: &Decision,
+    reviewer: &str,
+    now: i64,
+) -> Result<(bool, Vec<String>)> {
+    if d.label.is_some() {
+        return Err(Error::Invalid(format!(
+            "image {:?} is in a detection dataset: correct its boxes, not its label",
+            d.id
+        )));
+    }
+    let label = match &d.boxes {
+        Some(boxes) => {
+            let labels: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM labels WHERE dataset_id = $1 ORDER BY name")
+                    .bind(&img.dataset_id)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            let (w, h) = (
+                u32::try_from(img.width).unwrap_or(0),
+                u32::try_from(img.height).unwrap_or(0),
+            );
+            super::boxes::check_boxes(boxes, w, h, &labels).map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!("image {:?}: {m}", d.id)),
+                Error::UnknownLabel(m) => Error::UnknownLabel(format!("image {:?}: {m}", d.id)),
+                other => other,
+            })?;
+            super::boxes::write_boxes(tx, &img.id, boxes).await?;
+            super::boxes::main_label(boxes)
+                .unwrap_or(&img.label)
+                .to_string()
+        }
+        None if d.action == Action::Relabel => {
+            return Err(Error::BadRequest(format!(
+                "relabel of {:?} needs its corrected boxes",
+                d.id
+            )));
+        }
+        None => img.label.clone(),
+    };
+    let new_status = status_after(img, d.action);
+    sqlx::query(
+        "UPDATE images SET label = $1, status = $2, reviewed_at = $3, reviewed_by = $4 WHERE id = $5",
+    )
+    .bind(&label)
+    .bind(new_status)
+    .bind(now)
+    .bind(reviewer)
+    .bind(&d.id)
+    .execute(&mut **tx)
+    .await?;
+    captions_follow(tx, img, new_status, reviewer, now).await
+}
+
+/// The pending captions decided with their pending image; whether it became approved.
+async fn captions_follow(
+    tx: &mut Tx<'_>,
+    img: &ImageRow,
+    new_status: ImageStatus,
+    reviewer: &str,
+    now: i64,
+) -> Result<(bool, Vec<String>)> {
     // The card showed the pending image with its pending captions: they share its fate.
     let mut decided = Vec::new();
     if img.status == ImageStatus::Pending && new_status != ImageStatus::Pending {
@@ -127,7 +214,7 @@ async fn decide_image(
         .bind(new_status)
         .bind(now)
         .bind(reviewer)
-        .bind(&d.id)
+        .bind(&img.id)
         .bind(ImageStatus::Pending)
         .fetch_all(&mut **tx)
         .await?;

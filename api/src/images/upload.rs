@@ -292,6 +292,9 @@ async fn insert_rows(
         .bind(uploader.admin.then(|| uploader.name.clone()))
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() > 0 && !f.boxes.is_empty() {
+            super::boxes::write_boxes(&mut tx, id, &f.boxes).await?;
+        }
         if inserted.rows_affected() == 0 {
             let (other, l, s): (String, String, ImageStatus) = sqlx::query_as(
                 "SELECT id, label, status FROM images WHERE dataset_id = $1 AND sha256 = $2",
@@ -351,6 +354,16 @@ pub async fn ingest(
     caps: PendingCaps,
 ) -> Result<Vec<Uploaded>> {
     let known = labels(db, dataset_id).await?;
+    let detect = super::boxes::dataset_task(db, dataset_id).await? == contract::Task::Detect;
+    for f in &files {
+        if detect {
+            super::boxes::check_boxes(&f.boxes, f.width, f.height, &known)?;
+        } else if !f.boxes.is_empty() {
+            return Err(Error::Invalid(format!(
+                "dataset {dataset_id:?} holds labelled images: boxes go to a detection dataset"
+            )));
+        }
+    }
     if !known.iter().any(|l| l == label) {
         return Err(Error::UnknownLabel(format!(
             "dataset {dataset_id:?} has no label {label:?} (labels: {})",

@@ -110,6 +110,23 @@ async fn insert_run(
     auto: bool,
 ) -> Result<String> {
     let ds = crate::images::get_dataset(db, dataset_id).await?;
+    // Detectors train on boxes, every other task on labelled images.
+    if (task == Task::Detect) != (ds.task == Task::Detect) {
+        return Err(Error::Invalid(if task == Task::Detect {
+            format!(
+                "dataset {:?} holds labelled images, not boxes: a detector trains on a \
+                 detection dataset (POST /api/datasets with \"task\": \"detect\")",
+                ds.id
+            )
+        } else {
+            format!(
+                "dataset {:?} holds images with boxes: it trains detectors (task \"detect\"), \
+                 not {:?}",
+                ds.id,
+                task.as_str()
+            )
+        }));
+    }
     let id = new_id("run");
     sqlx::query(
         "INSERT INTO runs (id, dataset_id, task, params, status, reason, progress, epochs, cancel_requested, attempts, created_at, auto) \
@@ -310,11 +327,22 @@ pub async fn maybe_auto_retrain(
     if (fresh as u64) < threshold {
         return Ok(None);
     }
+    // A detection dataset retrains its detector; any other its classifier.
+    let (task, params) = match crate::images::dataset_task(db, dataset_id).await? {
+        Task::Detect => (
+            Task::Detect,
+            serde_json::to_value(trainer::detect::fit::DetectConfig::default())?,
+        ),
+        _ => (
+            Task::Classify,
+            serde_json::to_value(TrainConfig::default())?,
+        ),
+    };
     let queued = insert_run(
         db,
         dataset_id,
-        Task::Classify,
-        &serde_json::to_value(TrainConfig::default())?,
+        task,
+        &params,
         &format!("auto: {fresh} newly approved images"),
         true,
     )

@@ -3,10 +3,12 @@
 //! implementing the trait and naming it in [`TASKS`] and the two dispatches
 //! ([`parse_task_params`], `Worker::train`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use contract::api::ImageBox;
 use contract::{ModelFiles, Task};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,14 +26,11 @@ use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// Tasks a run can train.
-pub const TASKS: [&str; 3] = ["classify", "rank", "product"];
+pub const TASKS: [&str; 4] = ["classify", "rank", "product", "detect"];
 
-/// The task named `name` (`classify`, `rank`, `product`); an unknown name is invalid input
-/// (422).
+/// The task named `name` (`classify`, `rank`, `product`, `detect`); an unknown name is
+/// invalid input (422).
 pub fn task_named(name: &str) -> Result<Task> {
-    if name == Task::Detect.as_str() {
-        return Err(detect_not_served());
-    }
     name.parse::<Task>()
         .ok()
         .filter(|t| TASKS.contains(&t.as_str()))
@@ -50,6 +49,8 @@ pub struct Job<C> {
     pub config: C,
     /// The approved images the run trains on.
     pub dataset: Dataset,
+    /// Their boxes, by image id (the samples' `source`), for tasks that read boxes.
+    pub boxes: HashMap<String, Vec<ImageBox>>,
     /// The frozen backbone (loaded once per process).
     pub backbone: Arc<Backbone>,
     /// The backbone's weights file; its folder also holds `imagenet_classes.txt`.
@@ -79,6 +80,8 @@ pub trait TrainTask {
     const PARAMS: &'static str;
     /// Whether the snapshot carries the images' captions.
     const CAPTIONS: bool;
+    /// Whether the run reads the images' boxes.
+    const BOXES: bool = false;
     /// Hyper-parameters: absent keys take the defaults, unknown keys are refused (the config
     /// types deny unknown fields).
     type Config: Serialize + DeserializeOwned + Default + Send + 'static;
@@ -128,18 +131,8 @@ pub fn parse_task_params(
         Task::Classify => serde_json::to_value(parse::<Classify>(params)?)?,
         Task::Rank => serde_json::to_value(parse::<Rank>(params)?)?,
         Task::Product => serde_json::to_value(parse::<Product>(params)?)?,
-        Task::Detect => return Err(detect_not_served()),
+        Task::Detect => serde_json::to_value(parse::<super::detect::Detect>(params)?)?,
     })
-}
-
-/// Detection models train with `trainer detect` for now: the server has no boxes to train
-/// on until uploads carry them.
-pub fn detect_not_served() -> Error {
-    Error::Invalid(
-        "task \"detect\" is not trained by the server yet: its images need boxes, which \
-         uploads do not carry; train a detector with `trainer detect`"
-            .into(),
-    )
 }
 
 /// Merge classification parameters over [`TrainConfig`]'s defaults and validate.

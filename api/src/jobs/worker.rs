@@ -13,6 +13,7 @@ use trainer::backbone::Backbone;
 use trainer::run::{FeatureStore, Progress, RunMeta};
 use trainer::train::EpochMetrics;
 
+use super::detect::Detect;
 use super::features::StorageFeatures;
 use super::queue::{RunRow, claim_next};
 use super::task::{Classify, Job, Product, Rank, TrainTask};
@@ -363,7 +364,7 @@ impl Worker {
             Task::Classify => self.train_task::<Classify>(run, live, cancel).await,
             Task::Rank => self.train_task::<Rank>(run, live, cancel).await,
             Task::Product => self.train_task::<Product>(run, live, cancel).await,
-            Task::Detect => Err(super::task::detect_not_served()),
+            Task::Detect => self.train_task::<Detect>(run, live, cancel).await,
         }
     }
 
@@ -377,6 +378,11 @@ impl Worker {
     ) -> Result<String> {
         let config: T::Config = serde_json::from_str(&run.params)?;
         let dataset = self.snapshot(run, T::CAPTIONS, &cancel).await?;
+        let boxes = if T::BOXES {
+            crate::images::approved_boxes(&self.db, &run.dataset_id).await?
+        } else {
+            Default::default()
+        };
         let parent = registry::current(&self.db, T::TASK.as_str())
             .await?
             .map(|m| m.id);
@@ -386,6 +392,7 @@ impl Worker {
         let job = Job {
             config,
             dataset,
+            boxes,
             backbone,
             backbone_path: self.backbone_path.clone(),
             features: self.feature_cache.then(|| {

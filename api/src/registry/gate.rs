@@ -287,6 +287,8 @@ pub fn decide(
                 Statistic::Mean => "per-example differences",
                 Statistic::WeightedF1 =>
                     "the difference in weighted F1, recomputed on each resample of the examples",
+                Statistic::Map50 =>
+                    "the difference in mAP@0.5, recomputed on each resample of the images",
             },
             cfg.resamples,
             100.0 * cfg.confidence,
@@ -351,6 +353,7 @@ mod tests {
             let n = cand.len();
             let truth = vec![0u32; n];
             Evidence {
+                boxes: None,
                 metric: "accuracy".into(),
                 statistic: Statistic::Mean,
                 method: Method::TestSplit,
@@ -483,6 +486,7 @@ mod tests {
                 .collect();
             let candidate = vec![0u32; 1200];
             let mut e = Evidence {
+                boxes: None,
                 metric: "weighted_f1".into(),
                 statistic: Statistic::WeightedF1,
                 method: Method::TestSplit,

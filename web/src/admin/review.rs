@@ -287,5 +287,6 @@ fn decision(id: &str, action: Action, label: Option<String>) -> Decision {
         id: id.to_string(),
         action,
         label,
+        boxes: None,
     }
 }

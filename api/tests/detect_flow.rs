@@ -1,0 +1,458 @@
+//! Object detection through the api, on SQLite + local storage and PostgreSQL + S3: a
+//! detection dataset takes images with their boxes (bad boxes refused with nothing stored),
+//! review corrects boxes, a `task: "detect"` run trains on the approved images and their boxes
+//! through the same jobs, gate (mAP@0.5, resampled image by image) and registry as the other
+//! tasks, `POST /api/predict?task=detect` answers with the boxes the browser's files give, and
+//! a second run is paired with the champion on the same test images.
+
+// Test helpers panic on purpose: the panic message is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Blobs, Sql, TOKEN, TestServer, root};
+use contract::api::ImageBox;
+use contract::detection::iou;
+use serde_json::{Value, json};
+use trainer::dataset::{Dataset, Split};
+use trainer::detect::{ComposeConfig, DetectSet, Stamp, compose_set};
+use wasm_infer::{Backbone, ModelManifest, PixelFormat, Pixels, Session, Task};
+
+const LABELS: [&str; 3] = ["animals", "food", "vehicles"];
+
+/// Composites of Tux Paint cut-outs of three labels on the bundled backgrounds, exact boxes.
+fn composites(count: usize, seed: u64) -> DetectSet {
+    let photos = Dataset::import_folder(&root().join("assets/datasets/tuxpaint-photos")).unwrap();
+    let mut stamps = Vec::new();
+    for (k, name) in LABELS.iter().enumerate() {
+        let label = photos.labels.iter().position(|l| l == name).unwrap();
+        stamps.extend(
+            photos
+                .samples
+                .iter()
+                .filter(|s| s.label == label)
+                .take(24)
+                .map(|s| Stamp {
+                    label: k,
+                    pixels: s.decode().unwrap(),
+                }),
+        );
+    }
+    let backgrounds =
+        trainer::detect::load_backgrounds(&root().join("assets/datasets/backgrounds")).unwrap();
+    let cfg = ComposeConfig {
+        size: 256,
+        count,
+        min_objects: 1,
+        max_objects: 2,
+        min_scale: 0.35,
+        max_scale: 0.6,
+        seed,
+        ..ComposeConfig::default()
+    };
+    let labels = LABELS.iter().map(|l| l.to_string()).collect();
+    compose_set(&stamps, labels, &backgrounds, Split::Train, &cfg).unwrap()
+}
+
+fn boxes_of(set: &DetectSet, i: usize) -> Vec<ImageBox> {
+    set.items[i]
+        .boxes
+        .iter()
+        .map(|b| ImageBox {
+            label: set.labels[b.label].clone(),
+            bbox: [b.rect.x, b.rect.y, b.rect.w, b.rect.h],
+        })
+        .collect()
+}
+
+/// `POST /api/datasets/{dataset}/images` with the given form fields and files.
+async fn upload(
+    s: &TestServer,
+    dataset: &str,
+    fields: &[(&str, String)],
+    files: &[&[u8]],
+    admin: bool,
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.clone());
+    }
+    for (i, f) in files.iter().enumerate() {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(f.to_vec()).file_name(format!("c{i}.png")),
+        );
+    }
+    let mut req = s
+        .http
+        .post(s.url(&format!("/api/datasets/{dataset}/images")))
+        .multipart(form);
+    if admin {
+        req = req.bearer_auth(TOKEN);
+    }
+    req.send().await.unwrap()
+}
+
+/// A refused upload: what it tries, its fields, its files, the status and what the error says.
+type BadUpload<'a> = (&'a str, Vec<(&'a str, String)>, Vec<&'a [u8]>, u16, &'a str);
+
+async fn box_rows(s: &TestServer) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM boxes")
+        .fetch_one(s.db().pool())
+        .await
+        .unwrap()
+}
+
+async fn flow(sql: Sql, blobs: Blobs) {
+    let s = TestServer::start(sql, blobs, |c| {
+        c.workers = 1;
+    })
+    .await;
+    let set = composites(160, 21);
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "objects", "labels": LABELS, "task": "detect"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ds: Value = r.json().await.unwrap();
+    assert_eq!(ds["task"], "detect");
+    let id = ds["id"].as_str().unwrap().to_string();
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "labelled", "labels": ["animals"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let labelled: Value = r.json().await.unwrap();
+    assert_eq!(labelled["task"], "classify");
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "ranked", "task": "rank"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "a dataset holds labels or boxes");
+
+    // Bad boxes: a clear error, nothing stored (no row, no blob, no box).
+    let png = set.items[0].bytes.to_vec();
+    let good = serde_json::to_string(&boxes_of(&set, 0)).unwrap();
+    let two = [png.as_slice(), set.items[1].bytes.as_ref()];
+    let cases: Vec<BadUpload> = vec![
+        (
+            "outside the image",
+            vec![(
+                "boxes",
+                r#"[{"label": "food", "bbox": [200, 10, 80, 40]}]"#.into(),
+            )],
+            vec![&png],
+            422,
+            "leaves the 256×256 image",
+        ),
+        (
+            "no area",
+            vec![(
+                "boxes",
+                r#"[{"label": "food", "bbox": [20, 10, 0, 40]}]"#.into(),
+            )],
+            vec![&png],
+            422,
+            "has no area",
+        ),
+        (
+            "unknown label",
+            vec![(
+                "boxes",
+                r#"[{"label": "cars", "bbox": [20, 10, 30, 40]}]"#.into(),
+            )],
+            vec![&png],
+            422,
+            "no label \"cars\"",
+        ),
+        (
+            "no box",
+            vec![("boxes", "[]".into())],
+            vec![&png],
+            422,
+            "at least one box",
+        ),
+        (
+            "not boxes",
+            vec![("boxes", r#"{"label": "food"}"#.into())],
+            vec![&png],
+            422,
+            "JSON array",
+        ),
+        ("no boxes field", vec![], vec![&png], 400, "missing 'boxes'"),
+        (
+            "a label instead",
+            vec![("boxes", good.clone()), ("label", "food".into())],
+            vec![&png],
+            422,
+            "take their labels from their boxes",
+        ),
+        (
+            "two images, one set of boxes",
+            vec![("boxes", good.clone())],
+            two.to_vec(),
+            400,
+            "one file per request",
+        ),
+    ];
+    for (what, fields, files, status, says) in cases {
+        let r = upload(&s, &id, &fields, &files, true).await;
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["detail"].as_str().unwrap().contains(says), "{what}: {e}");
+    }
+    let r = upload(
+        &s,
+        labelled["id"].as_str().unwrap(),
+        &[("label", "animals".into()), ("boxes", good.clone())],
+        &[&png],
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 422, "boxes on a dataset of labelled images");
+    assert_eq!(s.counts().await, (0, 0));
+    assert_eq!(box_rows(&s).await, 0);
+
+    // A contributor's image waits with its boxes; the admin corrects them while approving.
+    let r = upload(&s, &id, &[("boxes", good.clone())], &[&png], false).await;
+    assert_eq!(r.status(), 201);
+    let up: Value = r.json().await.unwrap();
+    let first = up["images"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(up["images"][0]["status"], "pending");
+    let page = s
+        .json(&format!("/api/images?dataset={id}&status=pending"))
+        .await;
+    let row = &page["images"][0];
+    let stored: Vec<ImageBox> = serde_json::from_value(row["boxes"].clone()).unwrap();
+    assert_eq!(stored, boxes_of(&set, 0));
+    let mut corrected = boxes_of(&set, 0);
+    corrected[0].bbox[0] = (corrected[0].bbox[0] - 2.0).max(0.0);
+    let bad = json!({"decisions": [{"id": first, "action": "approve",
+        "boxes": [{"label": "food", "bbox": [0, 0, 300, 10]}]}]});
+    let r = s.admin_post("/api/review").json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 422, "a corrected box outside the image");
+    let still = s
+        .json(&format!("/api/images?dataset={id}&status=pending"))
+        .await;
+    assert_eq!(still["total"], 1, "nothing applied");
+    let r = s
+        .admin_post("/api/review")
+        .json(&json!({"decisions": [{"id": first, "action": "approve", "boxes": corrected}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let reviewed: Value = r.json().await.unwrap();
+    let row = &reviewed["images"][0];
+    assert_eq!(row["status"], "approved");
+    let now: Vec<ImageBox> = serde_json::from_value(row["boxes"].clone()).unwrap();
+    assert_eq!(now, corrected);
+
+    // The same new image with its boxes sent twenty times at once: one row, its boxes once.
+    let fields = [("boxes", serde_json::to_string(&boxes_of(&set, 1)).unwrap())];
+    let files = [set.items[1].bytes.as_ref()];
+    let burst =
+        futures::future::join_all((0..20).map(|_| upload(&s, &id, &fields, &files, true))).await;
+    let mut ids = Vec::new();
+    for r in burst {
+        assert!(r.status() == 201 || r.status() == 200, "{}", r.status());
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["images"][0]["id"].as_str().unwrap().to_string());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one image for twenty identical uploads");
+    assert_eq!(
+        box_rows(&s).await as usize,
+        corrected.len() + set.items[1].boxes.len()
+    );
+
+    // The admin's images are approved with their boxes.
+    for i in 2..set.items.len() {
+        let boxes = serde_json::to_string(&boxes_of(&set, i)).unwrap();
+        let r = upload(&s, &id, &[("boxes", boxes)], &[&set.items[i].bytes], true).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let total: usize = set.items.iter().map(|i| i.boxes.len()).sum();
+    assert_eq!(box_rows(&s).await as usize, total);
+
+    // Runs and datasets must hold the same kind of thing.
+    for (body, says) in [
+        (
+            json!({"task": "classify", "dataset_id": id}),
+            "holds images with boxes",
+        ),
+        (
+            json!({"task": "detect", "dataset_id": labelled["id"]}),
+            "holds labelled images, not boxes",
+        ),
+        (json!({"task": "detect", "params": {"epochs": 0}}), "epochs"),
+    ] {
+        let r = s.admin_post("/api/train").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["detail"].as_str().unwrap().contains(says), "{e}");
+    }
+
+    let (run, events) = s
+        .train_and_follow(json!({"task": "detect", "params": {"epochs": 40, "seed": 3}}))
+        .await;
+    assert_eq!(run["task"], "detect");
+    assert_eq!(
+        run["dataset_id"],
+        id.as_str(),
+        "the detection dataset, unnamed"
+    );
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let model_id = done["model_id"].as_str().unwrap().to_string();
+    let info = s.json(&format!("/api/models/{model_id}")).await;
+    assert_eq!(info["task"], "detect");
+    let gate = &info["gate"];
+    assert_eq!(gate["metric"], "map50");
+    assert!(gate["test"].as_str().unwrap().contains("mAP@0.5"), "{gate}");
+    let dm = &info["manifest"]["detection_metrics"];
+    println!(
+        "api detector {model_id}: test mAP@0.5 {} mAP@[.5:.95] {} on {} images; gate {}",
+        dm["map50"], dm["map50_95"], dm["images"], gate["reason"]
+    );
+    // The gate's figure is the run's own test mAP@0.5.
+    assert!(
+        (gate["candidate"].as_f64().unwrap() - dm["map50"].as_f64().unwrap()).abs() < 1e-9,
+        "{gate}"
+    );
+    assert_eq!(info["stage"], "champion", "{gate}");
+    let metrics = s
+        .json(&format!("/api/models/{model_id}/metrics.json"))
+        .await;
+    let evidence: contract::evidence::Evidence =
+        serde_json::from_value(metrics["evidence"].clone()).unwrap();
+    assert_eq!(evidence.baselines[0].name, "whole image, most boxed label");
+    let test_shas: Vec<&str> = set
+        .items
+        .iter()
+        .filter(|i| Split::of_digest(&hex(&i.sha256)) == Split::Test)
+        .map(|i| i.sha256.as_str())
+        .collect();
+    let mut recorded: Vec<&str> = evidence.items.iter().map(String::as_str).collect();
+    recorded.sort_unstable();
+    let mut expected = test_shas.clone();
+    expected.sort_unstable();
+    assert_eq!(recorded, expected, "the test split is the images' hash's");
+
+    // The server's boxes for a test image: the model's own, and the browser's files (8-bit
+    // backbone, 8-bit NNEF head) find the same objects.
+    let k = set
+        .items
+        .iter()
+        .position(|i| i.sha256 == test_shas[0])
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(set.items[k].bytes.to_vec()).file_name("t.png"),
+    );
+    let r = s
+        .http
+        .post(s.url("/api/predict?task=detect"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["model_id"], model_id.as_str());
+    let served: Vec<contract::detection::LabelledBox> =
+        serde_json::from_value(p["boxes"].clone()).unwrap();
+    let text = s
+        .get("/api/models/current?task=detect")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let manifest = ModelManifest::from_json(&text).unwrap();
+    assert_eq!(manifest.task, Task::Detect);
+    let get = |path: String| {
+        let r = s.get(&path);
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let nnef = manifest.nnef.clone().unwrap();
+    let head = get(format!("/api/models/{model_id}/{}", nnef.file)).await;
+    let shipped = manifest.backbone.as_ref().unwrap().shipped();
+    let backbone = get(contract::ModelFiles::backbone_url(
+        &shipped.file,
+        &shipped.sha256,
+    ))
+    .await;
+    let browser = Session::composed_nnef(
+        Arc::new(Backbone::new(&backbone, &manifest).unwrap()),
+        &head,
+        manifest.clone(),
+    )
+    .unwrap();
+    let img = trainer::dataset::decode_image(&set.items[k].bytes).unwrap();
+    let pixels = Pixels::new(img.width(), img.height(), PixelFormat::Rgba8, img.as_raw()).unwrap();
+    let local = browser.detect(&pixels).unwrap();
+    println!("server boxes {served:?}\nbrowser boxes {local:?}");
+    // Clear boxes (well above the shown score) are found by both, same label, same place.
+    let min = manifest.detection.unwrap().decode.min_score + 0.1;
+    for (a, b) in [(&served, &local), (&local, &served)] {
+        for x in a.iter().filter(|x| x.score >= min) {
+            assert!(
+                b.iter()
+                    .any(|y| y.label == x.label && iou(&x.bbox, &y.bbox) >= 0.75),
+                "{x:?} not in {b:?}"
+            );
+        }
+    }
+
+    // A second run is paired with the champion on the same test images.
+    let (_, events) = s
+        .train_and_follow(json!({"task": "detect", "params": {"epochs": 20, "seed": 4}}))
+        .await;
+    let done = &events.last().unwrap().data;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let second = done["model_id"].as_str().unwrap().to_string();
+    let gate = &s.json(&format!("/api/models/{second}")).await["gate"];
+    assert_eq!(gate["champion_id"], model_id.as_str());
+    assert_eq!(gate["champion_same_split"], true, "{gate}");
+    let again: contract::evidence::Evidence = serde_json::from_value(
+        s.json(&format!("/api/models/{second}/metrics.json")).await["evidence"].clone(),
+    )
+    .unwrap();
+    assert_eq!(again.items, evidence.items);
+    // The champion's head through tract on the run's test maps: its own recorded mAP.
+    let vs = gate["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "champion")
+        .unwrap();
+    assert!(
+        (vs["score"].as_f64().unwrap() - dm["map50"].as_f64().unwrap()).abs() < 1e-3,
+        "{vs} vs {dm}"
+    );
+    s.stop().await;
+}
+
+fn hex(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+on_both_backends!(flow: detect_end_to_end_sqlite_local, detect_end_to_end_postgres_s3);
