@@ -16,6 +16,7 @@ import { chromium } from 'playwright-core';
 
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const apiBin = process.env.EDGEML_API_BIN || join(root, 'target/release/api');
+export const trainerBin = process.env.EDGEML_TRAINER_BIN || join(root, 'target/release/trainer');
 export const dist = process.env.EDGEML_WEB_DIST || join(root, 'dist');
 export const photos = join(root, 'assets/datasets/tuxpaint-photos');
 export const shots = join(root, 'playwright/screenshots');
@@ -177,19 +178,24 @@ export async function serverPredict(base, bytes) {
 // list shown, once the new result is on the page.
 export async function classifyInPage(page, path, { drop = false } = {}) {
   const run = Number(await page.locator('[data-testid=predictions]').getAttribute('data-run', { timeout: 100 }).catch(() => 0)) + 1;
-  if (drop) {
-    // Drop the file on the drop zone, as a user dragging it from their desktop.
-    const bytes = [...readFileSync(path)];
-    const dt = await page.evaluateHandle(([b, name]) => {
-      const t = new DataTransfer();
-      t.items.add(new File([new Uint8Array(b)], name, { type: 'image/png' }));
-      return t;
-    }, [bytes, path.split('/').pop()]);
-    await page.locator('[data-testid=drop]').dispatchEvent('drop', { dataTransfer: dt });
-  } else {
-    await page.locator('[data-testid=file]').setInputFiles(path);
-  }
+  await give(page, path, drop);
   return predictionsShown(page, run);
+}
+
+// Give the Predict page a file: picked, or dropped on the drop zone as a user dragging it from
+// their desktop.
+async function give(page, path, drop) {
+  if (!drop) {
+    await page.locator('[data-testid=file]').setInputFiles(path);
+    return;
+  }
+  const bytes = [...readFileSync(path)];
+  const dt = await page.evaluateHandle(([b, name]) => {
+    const t = new DataTransfer();
+    t.items.add(new File([new Uint8Array(b)], name, { type: 'image/png' }));
+    return t;
+  }, [bytes, path.split('/').pop()]);
+  await page.locator('[data-testid=drop]').dispatchEvent('drop', { dataTransfer: dt });
 }
 
 // The `run`-th result's list, once it is on the page.
@@ -197,4 +203,24 @@ export async function predictionsShown(page, run) {
   const list = page.locator(`[data-testid=predictions][data-run="${run}"]`);
   await list.waitFor({ timeout: 60_000 });
   return list.locator('li').evaluateAll((lis) => lis.map((li) => ({ label: li.dataset.label, score: Number(li.dataset.score) })));
+}
+
+// Intersection over union of two [x, y, w, h] boxes (contract::detection::iou).
+export function iou(a, b) {
+  const iw = Math.max(0, Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]));
+  const ih = Math.max(0, Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]));
+  const inter = iw * ih;
+  const union = a[2] * a[3] + b[2] * b[3] - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+// Find the objects in a file on the Predict page (its Detect tab; picked, or dropped on the
+// drop zone); resolves to the boxes listed, once the new answer is on the page.
+export async function detectInPage(page, path, { drop = false } = {}) {
+  const run = Number(await page.locator('[data-testid=detected]').getAttribute('data-run', { timeout: 100 }).catch(() => 0)) + 1;
+  await give(page, path, drop);
+  await page.locator(`[data-testid=detected][data-run="${run}"]`).waitFor({ timeout: 120_000 });
+  return page.locator('[data-testid=boxes] li').evaluateAll((lis) => lis.map((li) => ({
+    label: li.dataset.label, score: Number(li.dataset.score), bbox: li.dataset.bbox.split(',').map(Number),
+  })));
 }

@@ -1,6 +1,6 @@
 // Inference worker: message passing and caching only. The page's requests and this worker's
 // replies are typed in Rust (contract::worker::{ToWorker, FromWorker}); everything computed
-// (classification, embeddings, gallery search, captions) is wasm-infer's Rust, compiled to
+// (classification, detection, embeddings, gallery search, captions) is wasm-infer's Rust, compiled to
 // wasm. Here: fetch manifests network-first (cached copy offline), check every downloaded model
 // file against its manifest's sha256 and size (WebCrypto) before it is cached or used, keep
 // content-addressed model files in Cache Storage (fetched once, older versions evicted only
@@ -16,10 +16,12 @@ const MODELS = 'edgeml-models';
 const META = 'edgeml-meta';
 const RANK = 'edgeml-rank';
 const PRODUCT = 'edgeml-product';
+const DETECT = 'edgeml-detect';
 const BACKBONES = 'edgeml-backbones';
 const CURRENT = '/api/models/current?task=classify';
 const CURRENT_RANK = '/api/models/current?task=rank';
 const CURRENT_PRODUCT = '/api/models/current?task=product';
+const CURRENT_DETECT = '/api/models/current?task=detect';
 const LOCAL = { db: 'edgeml-local', store: 'vectors', keyOptions: { keyPath: 'id' } };
 const ready = init({ module_or_path: '/pkg/wasm_infer_bg.wasm' });
 let session = null;
@@ -33,8 +35,12 @@ const refusedRank = new Set();
 let rankNotice = null;
 // The product champion: { id, session, features (of the image last given, or null) }.
 let product = null;
-// Backbones of this worker's life by sha256: a promise of `{ backbone, cached }`, shared by
-// every session on it (one download, one compile, one forward pass per image for both tasks).
+// The detection champion: { id, session }.
+let detector = null;
+// Backbones of this worker's life by sha256 and the output planned (the pooled features, or
+// the feature map detectors read): a promise of `{ backbone, cached }`, shared by every session
+// on it (one download, one compile, one forward pass per image for the tasks that share it).
+// The file is the same for both outputs: it is downloaded and cached once.
 const backbones = new Map();
 
 // A downloaded file that is not the one its manifest describes.
@@ -144,8 +150,9 @@ async function keep(cacheName, base, files) {
 // download (checked against the manifest, kept for good once its session is built). A refused
 // backbone is forgotten, so the next attempt downloads it again.
 function backboneFor(text, progress) {
-  const spec = shippedBackbone(JSON.parse(text));
-  const sha = spec.sha256.toLowerCase();
+  const manifest = JSON.parse(text);
+  const spec = shippedBackbone(manifest);
+  const sha = `${spec.sha256.toLowerCase()}:${manifest.backbone.output.name}`;
   if (!backbones.has(sha)) {
     const loading = (async () => {
       const url = backboneUrl(spec);
@@ -181,7 +188,7 @@ function backboneUrl(spec) {
 // Drop cached backbones that no kept manifest (classification, ranking, product) runs on.
 async function pruneBackbones() {
   const used = new Set();
-  for (const url of [CURRENT, CURRENT_RANK, CURRENT_PRODUCT]) {
+  for (const url of [CURRENT, CURRENT_RANK, CURRENT_PRODUCT, CURRENT_DETECT]) {
     const text = await keptManifest(url);
     const m = text && JSON.parse(text);
     if (m && m.backbone && m.backbone.int8) used.add(backboneUrl(shippedBackbone(m)));
@@ -326,6 +333,30 @@ async function loadProduct() {
   return product;
 }
 
+// The detection champion, loaded once per version: its NNEF head on the shared backbone's
+// feature map. A version whose files are refused leaves the loaded one answering.
+async function loadDetector() {
+  await ready;
+  const { text, fresh } = await manifestText(CURRENT_DETECT);
+  const manifest = JSON.parse(text);
+  if (detector && detector.id === manifest.model_id) return detector;
+  const base = `/api/models/${manifest.model_id}/`;
+  const loaded = await sessionFor(text, DETECT, base);
+  await keep(DETECT, base, loaded.files);
+  if (fresh) await keepManifest(CURRENT_DETECT, text);
+  detector = { id: manifest.model_id, session: loaded.session };
+  await pruneBackbones();
+  return detector;
+}
+
+async function detectRequest(msg) {
+  const d = await loadDetector();
+  const r = JSON.parse(msg.type === 'detect'
+    ? d.session.detectImage(await wasmReadable(msg.bytes))
+    : d.session.detect(msg.rgba, msg.width, msg.height));
+  postMessage({ type: 'detect_result', model_id: d.id, boxes: r.boxes, width: r.width, height: r.height, ms: r.ms });
+}
+
 async function productRequest(msg) {
   const p = await loadProduct();
   if (msg.type === 'load_product') {
@@ -398,6 +429,9 @@ self.onmessage = async (e) => {
     } else if (['load_product', 'product_classify', 'product_image'].includes(msg.type)) {
       // Product problems are reported apart: the other pages keep working without them.
       await productRequest(msg).catch((err) => postMessage({ type: 'product_error', message: String((err && err.message) || err) }));
+    } else if (msg.type === 'detect' || msg.type === 'detect_rgba') {
+      // Detection problems are reported apart: classification keeps working without them.
+      await detectRequest(msg).catch((err) => postMessage({ type: 'detect_error', message: String((err && err.message) || err) }));
     } else if (['load_rank', 'search', 'similar', 'captions'].includes(msg.type)) {
       // Search problems are reported apart: classification keeps working without them.
       await rankRequest(msg).catch((err) => postMessage({ type: 'rank_error', message: String((err && err.message) || err) }));

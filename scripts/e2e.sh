@@ -8,5 +8,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd playwright && npm ci --no-audit --no-fund --loglevel=error)
 rm -rf playwright/screenshots
-EDGEML_API_BIN="$(realpath "$TARGET_DIR/release/api")" EDGEML_WEB_DIST="$(realpath dist)" \
+# The trainer writes the detection composites the detection test uploads.
+[ -x "$TARGET_DIR/release/trainer" ] || cargo build --release -p trainer --bin trainer
+EDGEML_API_BIN="$(realpath "$TARGET_DIR/release/api")" EDGEML_TRAINER_BIN="$(realpath "$TARGET_DIR/release/trainer")" \
+  EDGEML_WEB_DIST="$(realpath dist)" \
   node --test --test-concurrency=1 playwright/e2e.test.mjs playwright/people.test.mjs

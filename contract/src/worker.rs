@@ -71,6 +71,15 @@ pub enum ToWorker {
         /// How many categories to return.
         k: usize,
     },
+    /// Find objects in an encoded image file (payload `bytes`) with the detection champion.
+    Detect,
+    /// Find objects in a camera frame (payload `rgba`: canvas `ImageData.data`).
+    DetectRgba {
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+    },
     /// Embed an image contributed from this browser (payload `blob`) so Search finds it before
     /// the next retrain.
     AddLocal {
@@ -89,8 +98,9 @@ impl ToWorker {
         match self {
             ToWorker::Classify { .. }
             | ToWorker::Captions { .. }
-            | ToWorker::ProductImage { .. } => Some("bytes"),
-            ToWorker::ClassifyRgba { .. } => Some("rgba"),
+            | ToWorker::ProductImage { .. }
+            | ToWorker::Detect => Some("bytes"),
+            ToWorker::ClassifyRgba { .. } | ToWorker::DetectRgba { .. } => Some("rgba"),
             ToWorker::AddLocal { .. } => Some("blob"),
             _ => None,
         }
@@ -189,6 +199,24 @@ pub enum FromWorker {
         predictions: Vec<Prediction>,
         /// The head's run (plus the backbone's, when an image was just given), milliseconds.
         ms: f64,
+    },
+    /// The detection champion's boxes on an image, computed in this browser.
+    DetectResult {
+        /// The detector that answered.
+        model_id: String,
+        /// The boxes shown, best first, in the image's pixels.
+        boxes: Vec<crate::detection::LabelledBox>,
+        /// The image's width in pixels.
+        width: u32,
+        /// The image's height in pixels.
+        height: u32,
+        /// Preprocessing, inference and decoding, in milliseconds.
+        ms: f64,
+    },
+    /// Detection is unavailable or failed (the other pages keep working).
+    DetectError {
+        /// Why, in words.
+        message: String,
     },
     /// Product classification is unavailable or failed (the other pages keep working).
     ProductError {

@@ -6,15 +6,16 @@ import { withStore } from '/idb.js';
 
 const OUTBOX = { db: 'edgeml', store: 'outbox', keyOptions: { keyPath: 'id', autoIncrement: true } };
 
-// Keep one contribution (dataset, label, uploader, optional caption) as one item per request:
-// `groups` is File[][], each group within the server's limits (web/src/limits.rs splits the
-// selection). One transaction: all items are kept or none.
-export function outboxAdd(dataset, label, uploader, groups, caption) {
+// Keep one contribution (dataset, label, uploader, optional caption; for a detection dataset its
+// one image's boxes, as JSON, instead of a label) as one item per request: `groups` is File[][],
+// each group within the server's limits (web/src/limits.rs splits the selection). One
+// transaction: all items are kept or none.
+export function outboxAdd(dataset, label, uploader, groups, caption, boxes) {
   const created = Date.now();
   return withStore(OUTBOX, 'readwrite', (s) => {
     for (const files of groups) {
       s.add({
-        dataset, label, uploader, caption: caption || '', created,
+        dataset, label, uploader, caption: caption || '', boxes: boxes || '', created,
         files: Array.from(files, (f) => ({ name: f.name, type: f.type, blob: f })),
       });
     }
@@ -43,7 +44,9 @@ export function outboxDelete(id) {
 // POST one kept contribution as multipart; resolves to {status, body} (status 0: no network).
 export function uploadItem(url, item, onProgress) {
   const form = new FormData();
-  form.append('label', item.label);
+  // A detection image is labelled by its boxes.
+  if (item.boxes) form.append('boxes', item.boxes);
+  else form.append('label', item.label);
   if (item.caption) form.append('caption', item.caption);
   for (const f of item.files) form.append('files', f.blob, f.name);
   return new Promise((ok) => {

@@ -91,6 +91,19 @@ fn apply(r: Replies, msg: FromWorker) {
             ms,
         } => r.products.done((title, with_image, predictions, ms)),
         FromWorker::ProductError { message } => r.products.error.set(Some(message)),
+        FromWorker::DetectResult {
+            model_id,
+            boxes,
+            width,
+            height,
+            ms,
+        } => r.predict.detected(predict::Found {
+            model_id,
+            boxes,
+            size: (width, height),
+            ms,
+        }),
+        FromWorker::DetectError { message } => r.predict.detect_failed(message),
         FromWorker::Error { message } => {
             r.predict.busy.set(false);
             r.status.set(format!("error: {message}"));

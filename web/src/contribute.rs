@@ -1,13 +1,17 @@
 //! Contribute page: labelled images for the next training, through the outbox. A selection is
 //! checked against the server's limits first: split into requests that fit, or refused at once
-//! with the reason (nothing queued).
+//! with the reason (nothing queued). For a detection dataset, one image at a time with the boxes
+//! drawn on it ([`crate::boxes::BoxEditor`]).
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::boxes::BoxEditor;
 use crate::limits::{self, Picked};
 use crate::{Ctx, net, outbox};
-use contract::api::{DatasetInfo as Dataset, LabelCount};
+use contract::Task;
+use contract::api::{DatasetInfo as Dataset, ImageBox, LabelCount};
+use wasm_bindgen_futures::JsFuture;
 
 const DATASETS_KEY: &str = "edgeml-datasets";
 const UPLOADER_KEY: &str = "edgeml-uploader";
@@ -39,6 +43,12 @@ pub fn ContributePage() -> impl IntoView {
         datasets()
     });
     let label = RwSignal::new(String::new());
+    // Which dataset (by position in the list): the first unless another is chosen.
+    let which = RwSignal::new(0usize);
+    // A detection image being boxed: its object URL and size; the file itself; its boxes.
+    let drawing = RwSignal::new(None::<(String, (u32, u32))>);
+    let drawn_file = StoredValue::new_local(None::<web_sys::File>);
+    let boxes = RwSignal::new(Vec::<ImageBox>::new());
     let uploader = RwSignal::new(remembered_uploader());
     let chosen = RwSignal::new(0usize);
     let caption = RwSignal::new(String::new());
@@ -56,21 +66,59 @@ pub fn ContributePage() -> impl IntoView {
             .map_or(0, |f| f.length());
         chosen.set(n as usize);
     };
+    // A detection image: shown to draw on once its size is known.
+    let on_image = move |ev: web_sys::Event| {
+        let Some(file) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .and_then(|i| i.files())
+            .and_then(|f| f.get(0))
+        else {
+            return;
+        };
+        boxes.set(Vec::new());
+        leptos::task::spawn_local(async move {
+            match picture(&file).await {
+                Ok((url, size)) => {
+                    if let Some((old, _)) = drawing.get_untracked() {
+                        let _ = web_sys::Url::revoke_object_url(&old);
+                    }
+                    drawn_file.set_value(Some(file));
+                    drawing.set(Some((url, size)));
+                    chosen.set(1);
+                }
+                Err(e) => message.set(Some(e)),
+            }
+        });
+    };
     let submit = move |ev: web_sys::SubmitEvent| {
         ev.prevent_default();
+        let Some(set) = sets
+            .get_untracked()
+            .and_then(|r| r.ok())
+            .and_then(|s| s.into_iter().nth(which.get_untracked()))
+        else {
+            message.set(Some("no dataset to contribute to yet".into()));
+            return;
+        };
+        if set.task == Task::Detect {
+            send_boxed(
+                ctx,
+                &set,
+                uploader.get_untracked(),
+                drawn_file,
+                boxes,
+                message,
+                drawing,
+                chosen,
+            );
+            return;
+        }
         let Some(input) = file_ref.get_untracked() else {
             return;
         };
         let files = chosen_files(&input);
         let lab = label.get_untracked();
-        let Some(set) = sets
-            .get_untracked()
-            .and_then(|r| r.ok())
-            .and_then(|s| s.into_iter().next())
-        else {
-            message.set(Some("no dataset to contribute to yet".into()));
-            return;
-        };
         if lab.is_empty() || files.is_empty() {
             message.set(Some("choose a label and at least one image".into()));
             return;
@@ -103,7 +151,7 @@ pub fn ContributePage() -> impl IntoView {
             .map(|g| g.iter().map(|&i| &files[i]).collect::<js_sys::Array>())
             .collect();
         leptos::task::spawn_local(async move {
-            match outbox::add(ctx, &set.id, &lab, &who, &groups, &cap).await {
+            match outbox::add(ctx, &set.id, &lab, &who, &groups, &cap, "").await {
                 Ok(()) => {
                     let online = ctx.online.get_untracked();
                     message.set(Some(queued(online, n, &lab, requests)));
@@ -123,11 +171,30 @@ pub fn ContributePage() -> impl IntoView {
             {move || sets.get().map(|r| match r {
                 Err(e) => view! { <p class="error">{format!("labels not available: {e}")}</p> }.into_any(),
                 Ok(sets) => {
-                    let set = sets.into_iter().next();
+                    let names: Vec<(usize, String)> = sets.iter().map(|s| s.name.clone()).enumerate().collect();
+                    let several = names.len() > 1;
+                    let set = sets.into_iter().nth(which.get());
+                    let detect = set.as_ref().is_some_and(|s| s.task == Task::Detect);
                     let labels = set.as_ref().map(|s| s.labels.clone()).unwrap_or_default();
                     let counts = labels.clone();
+                    let names_for_boxes: Vec<String> = labels.iter().map(|l| l.name.clone()).collect();
                     view! {
                         <form class="contribute" on:submit=submit>
+                            {several.then(|| view! {
+                                <label>"Dataset "
+                                    <select data-testid="dataset" prop:value=move || which.get().to_string()
+                                        on:change=move |ev| {
+                                            which.set(event_target_value(&ev).parse().unwrap_or(0));
+                                            label.set(String::new());
+                                            boxes.set(Vec::new());
+                                            drawing.set(None);
+                                            chosen.set(0);
+                                        }>
+                                        {names.into_iter().map(|(i, n)| view! { <option value=i.to_string()>{n}</option> }).collect_view()}
+                                    </select>
+                                </label>
+                            })}
+                            {(!detect).then(|| view! {
                             <label>"Label "
                                 <select data-testid="label" prop:value=move || label.get()
                                     on:change=move |ev| label.set(event_target_value(&ev))>
@@ -135,10 +202,22 @@ pub fn ContributePage() -> impl IntoView {
                                     {labels.into_iter().map(|l| view! { <option value=l.name.clone()>{l.name.clone()}</option> }).collect_view()}
                                 </select>
                             </label>
+                            })}
                             <label>"Your name (optional) "
                                 <input data-testid="uploader" maxlength="64" prop:value=move || uploader.get()
                                     on:input=move |ev| uploader.set(event_target_value(&ev))/>
                             </label>
+                            {if detect { view! {
+                                <label>"Image "
+                                    <input type="file" accept="image/*" data-testid="box-image" on:change=on_image/>
+                                </label>
+                                {move || drawing.get().map(|(url, size)| view! {
+                                    <BoxEditor src=url size labels=names_for_boxes.clone() boxes name="contribute"/>
+                                })}
+                                <button type="submit" data-testid="send" disabled=move || drawing.get().is_none() || boxes.get().is_empty()>
+                                    {move || format!("Send the image with {} box(es)", boxes.get().len())}
+                                </button>
+                            }.into_any() } else { view! {
                             <label>"Caption or product title (optional) "
                                 <input data-testid="caption" maxlength=move || ob.limits.get().max_caption_chars placeholder="A koala in a tree." prop:value=move || caption.get()
                                     on:input=move |ev| caption.set(event_target_value(&ev))/>
@@ -149,6 +228,7 @@ pub fn ContributePage() -> impl IntoView {
                             <button type="submit" data-testid="send" disabled=move || chosen.get() == 0>
                                 {move || format!("Send {} image(s)", chosen.get())}
                             </button>
+                            }.into_any() }}
                         </form>
                         <LabelCounts counts/>
                     }.into_any()
@@ -263,4 +343,79 @@ fn remember_uploader(who: &str) {
     if let Some(s) = net::storage() {
         let _ = s.set_item(UPLOADER_KEY, who);
     }
+}
+
+/// An image file's object URL and size in pixels (decoded by the browser to measure it).
+async fn picture(file: &web_sys::File) -> Result<(String, (u32, u32)), String> {
+    let url = web_sys::Url::create_object_url_with_blob(file)
+        .map_err(|_| "could not read the image".to_string())?;
+    let img = web_sys::HtmlImageElement::new().map_err(|_| "no image element".to_string())?;
+    img.set_src(&url);
+    if JsFuture::from(img.decode()).await.is_err() {
+        let _ = web_sys::Url::revoke_object_url(&url);
+        return Err("this file is not an image the browser can show".into());
+    }
+    Ok((url, (img.natural_width(), img.natural_height())))
+}
+
+/// The label a detection image is listed under: its largest box's (as the server lists it).
+fn main_label(boxes: &[ImageBox]) -> String {
+    boxes
+        .iter()
+        .rev()
+        .max_by(|a, b| (a.bbox[2] * a.bbox[3]).total_cmp(&(b.bbox[2] * b.bbox[3])))
+        .map(|b| b.label.clone())
+        .unwrap_or_default()
+}
+
+/// Keep a detection image with its boxes in the outbox (one request: one image), then clear the
+/// drawing.
+#[allow(clippy::too_many_arguments)]
+fn send_boxed(
+    ctx: Ctx,
+    set: &Dataset,
+    who: String,
+    file: StoredValue<Option<web_sys::File>, LocalStorage>,
+    boxes: RwSignal<Vec<ImageBox>>,
+    message: RwSignal<Option<String>>,
+    drawing: RwSignal<Option<(String, (u32, u32))>>,
+    chosen: RwSignal<usize>,
+) {
+    let drawn = boxes.get_untracked();
+    let Some(file) = file.get_value() else {
+        message.set(Some("choose an image and draw its boxes".into()));
+        return;
+    };
+    if drawn.is_empty() {
+        message.set(Some("draw at least one box around an object".into()));
+        return;
+    }
+    if let Some(problem) = limits::uploader_problem(&who) {
+        message.set(Some(format!("not sent: {problem}")));
+        return;
+    }
+    remember_uploader(&who);
+    let Ok(json) = serde_json::to_string(&drawn) else {
+        return;
+    };
+    let lab = main_label(&drawn);
+    let group: js_sys::Array = std::iter::once(js_sys::Array::of1(&file)).collect();
+    let dataset = set.id.clone();
+    let n = drawn.len();
+    leptos::task::spawn_local(async move {
+        match outbox::add(ctx, &dataset, &lab, &who, &group, "", &json).await {
+            Ok(()) => {
+                let online = ctx.online.get_untracked();
+                message.set(Some(if online {
+                    format!("1 image with {n} box(es): sending…")
+                } else {
+                    format!("offline: 1 image with {n} box(es) kept in this browser, sent when the connection returns")
+                }));
+                boxes.set(Vec::new());
+                drawing.set(None);
+                chosen.set(0);
+            }
+            Err(e) => message.set(Some(e)),
+        }
+    });
 }

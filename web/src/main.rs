@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
+mod boxes;
 mod bridge;
 mod chart;
 mod contribute;

@@ -30,6 +30,7 @@ extern "C" {
         uploader: &str,
         groups: &js_sys::Array,
         caption: &str,
+        boxes: &str,
     ) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_name = outboxSplit, catch)]
     async fn outbox_split(item: &JsValue, groups: JsValue) -> Result<JsValue, JsValue>;
@@ -145,7 +146,8 @@ fn describe(item: &JsValue) -> Waiting {
 }
 
 /// Keep a contribution, one item per request (`groups`: arrays of files, split by
-/// [`limits::plan`]), and try to send it.
+/// [`limits::plan`]), and try to send it. `boxes`: for a detection dataset, the one image's
+/// boxes as JSON (sent instead of the label, which is then only shown); empty otherwise.
 pub async fn add(
     ctx: Ctx,
     dataset: &str,
@@ -153,8 +155,9 @@ pub async fn add(
     uploader: &str,
     groups: &js_sys::Array,
     caption: &str,
+    boxes: &str,
 ) -> Result<(), String> {
-    outbox_add(dataset, label, uploader, groups, caption)
+    outbox_add(dataset, label, uploader, groups, caption, boxes)
         .await
         .map_err(|e| format!("could not keep the images in this browser: {}", text(&e)))?;
     flush(ctx);
@@ -234,8 +237,12 @@ async fn send_all(ctx: Ctx) -> Result<(), String> {
                     // the ranking model's image encoder), before any retrain.
                     let blobs = js_sys::Array::from(&field(&item, "files"));
                     let caption = field(&item, "caption").as_string().unwrap_or_default();
+                    // (Images with boxes belong to a detection dataset, not to the gallery.)
+                    let boxed = field(&item, "boxes")
+                        .as_string()
+                        .is_some_and(|b| !b.is_empty());
                     for (i, u) in r.images.iter().enumerate() {
-                        if !u.duplicate {
+                        if !u.duplicate && !boxed {
                             let msg = ToWorker::AddLocal {
                                 id: u.id.clone(),
                                 label: r.label.clone(),

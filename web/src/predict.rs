@@ -1,17 +1,49 @@
-//! Predict page: pick, drop or photograph an image; the worker classifies it in this browser.
+//! Predict page: pick, drop or photograph an image; the worker classifies it, or finds the
+//! objects in it (boxes drawn over the image), in this browser.
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use contract::api::Prediction;
+use contract::detection::LabelledBox;
 use contract::worker::ToWorker;
 
 use crate::Ctx;
 
+/// What the page asks of an image.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Its labels.
+    Classify,
+    /// The objects in it, boxed.
+    Detect,
+}
+
+/// A detection answer: the boxes over an image of `width × height` pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    /// The detector that answered.
+    pub model_id: String,
+    /// The boxes, best first, in the image's pixels.
+    pub boxes: Vec<LabelledBox>,
+    /// The image's size in pixels.
+    pub size: (u32, u32),
+    /// Milliseconds in this browser.
+    pub ms: f64,
+}
+
 /// What the page shows; lives in the app so a result survives a visit to another page.
 #[derive(Clone, Copy)]
 pub struct State {
+    /// Classify or detect.
+    pub mode: RwSignal<Mode>,
+    /// The last detection answer.
+    pub found: RwSignal<Option<Found>>,
+    /// Why detection is unavailable or failed.
+    pub detect_error: RwSignal<Option<String>>,
+    /// Detection answers so far (tells a new answer from the previous one).
+    pub detections: RwSignal<u32>,
     /// Last result and the milliseconds it took.
     pub result: RwSignal<Option<(Vec<Prediction>, f64)>>,
     /// Object or data URL of the image being classified.
@@ -26,6 +58,10 @@ impl State {
     /// Nothing picked yet.
     pub fn new() -> Self {
         Self {
+            mode: RwSignal::new(Mode::Classify),
+            found: RwSignal::new(None),
+            detect_error: RwSignal::new(None),
+            detections: RwSignal::new(0),
             result: RwSignal::new(None),
             preview: RwSignal::new(None),
             busy: RwSignal::new(false),
@@ -40,6 +76,20 @@ impl State {
         self.result.set(Some((predictions, ms)));
     }
 
+    /// The worker found objects.
+    pub fn detected(&self, found: Found) {
+        self.busy.set(false);
+        self.detect_error.set(None);
+        self.detections.update(|n| *n += 1);
+        self.found.set(Some(found));
+    }
+
+    /// Detection failed.
+    pub fn detect_failed(&self, message: String) {
+        self.busy.set(false);
+        self.detect_error.set(Some(message));
+    }
+
     fn show(&self, url: Option<String>) {
         if let Some(old) = self.preview.get_untracked()
             && old.starts_with("blob:")
@@ -48,6 +98,8 @@ impl State {
         }
         self.preview.set(url);
         self.result.set(None);
+        self.found.set(None);
+        self.detect_error.set(None);
         self.busy.set(true);
     }
 }
@@ -63,7 +115,11 @@ fn classify_file(ctx: Ctx, file: web_sys::File) {
             return;
         };
         let bytes = js_sys::Uint8Array::new(&buf);
-        ctx.send(ToWorker::Classify { k: 5 }, Some(bytes.into()));
+        let msg = match ctx.predict.mode.get_untracked() {
+            Mode::Classify => ToWorker::Classify { k: 5 },
+            Mode::Detect => ToWorker::Detect,
+        };
+        ctx.send(msg, Some(bytes.into()));
     });
 }
 
@@ -136,14 +192,18 @@ fn snap(ctx: Ctx, video: &web_sys::HtmlVideoElement) -> Result<(), String> {
     let rgba = js_sys::Uint8Array::from(&data.data().0[..]);
     ctx.predict
         .show(canvas.to_data_url_with_type("image/jpeg").ok());
-    ctx.send(
-        ToWorker::ClassifyRgba {
+    let msg = match ctx.predict.mode.get_untracked() {
+        Mode::Classify => ToWorker::ClassifyRgba {
             width: w,
             height: h,
             k: 5,
         },
-        Some(rgba.into()),
-    );
+        Mode::Detect => ToWorker::DetectRgba {
+            width: w,
+            height: h,
+        },
+    };
+    ctx.send(msg, Some(rgba.into()));
     Ok(())
 }
 
@@ -178,9 +238,24 @@ pub fn PredictPage() -> impl IntoView {
         }
     };
 
+    let mode = ctx.predict.mode;
+    let tab = move |m: Mode, text: &'static str, id: &'static str| {
+        view! {
+            <button role="tab" data-testid=id aria-selected=move || (mode.get() == m).to_string()
+                class=move || if mode.get() == m { "mode on" } else { "mode" }
+                on:click=move |_| mode.set(m)>{text}</button>
+        }
+    };
     view! {
         <h1>"Predict"</h1>
-        <p class="hint">"Pick, drop or photograph an image: it is classified in this browser, not on the server."</p>
+        <div class="modes" role="tablist" aria-label="What to ask of the image">
+            {tab(Mode::Classify, "Classify", "mode-classify")}
+            {tab(Mode::Detect, "Detect objects", "mode-detect")}
+        </div>
+        <p class="hint">{move || match mode.get() {
+            Mode::Classify => "Pick, drop or photograph an image: it is classified in this browser, not on the server.",
+            Mode::Detect => "Pick, drop or photograph an image: the objects in it are found and boxed in this browser, not on the server.",
+        }}</p>
         <label
             class=move || if dragging.get() { "drop over" } else { "drop" }
             data-testid="drop"
@@ -192,7 +267,83 @@ pub fn PredictPage() -> impl IntoView {
             <input type="file" accept="image/*" data-testid="file" on:change=on_file/>
         </label>
         <CameraPanel/>
-        <PredictionResult/>
+        {move || match mode.get() {
+            Mode::Classify => view! { <PredictionResult/> }.into_any(),
+            Mode::Detect => view! { <DetectionResult/> }.into_any(),
+        }}
+    }
+}
+
+/// Colours of boxes and their labels, by label: distinct, and dark enough for text on the
+/// page's background (contrast ≥ 4.5:1).
+const BOX_COLOURS: [&str; 6] = [
+    "#b0102f", "#1e6b2a", "#2f4bb0", "#8f4400", "#6a1b8a", "#005f5f",
+];
+
+/// The last detection: the image with its boxes drawn over it, and the boxes as a list.
+#[component]
+fn DetectionResult() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.predict;
+    view! {
+        <div class="result">
+            <div class="answer" aria-live="polite" data-testid="answer">
+                <p data-testid="busy" hidden=move || !st.busy.get()>"finding objects…"</p>
+                <p class="error" data-testid="detect-error" hidden=move || st.detect_error.get().is_none()>
+                    {move || st.detect_error.get().unwrap_or_default()}
+                </p>
+                {move || st.found.get().map(|f| {
+                    let (w, h) = f.size;
+                    // Label text in the image's pixels, so it reads the same at any image size.
+                    let font = format!("{:.0}", (w.max(h) as f32 / 22.0).max(8.0));
+                    let lift = (w.max(h) as f32 / 22.0).max(8.0);
+                    let mut labels: Vec<String> = f.boxes.iter().map(|b| b.label.clone()).collect();
+                    labels.sort();
+                    labels.dedup();
+                    let colour = move |label: &str| {
+                        let i = labels.iter().position(|l| l == label).unwrap_or(0);
+                        BOX_COLOURS[i % BOX_COLOURS.len()]
+                    };
+                    let rects = f.boxes.iter().map(|b| {
+                        let [x, y, bw, bh] = b.bbox;
+                        let c = colour(&b.label);
+                        let text = format!("{} {:.0} %", b.label, b.score * 100.0);
+                        let ty = if y > lift { y - lift / 4.0 } else { y + lift };
+                        view! {
+                            <g>
+                                <rect x=x y=y width=bw height=bh fill="none" stroke=c stroke-width="3" vector-effect="non-scaling-stroke"/>
+                                <text x=x + 2.0 y=ty fill=c font-size=font.clone() class="box-label">{text}</text>
+                            </g>
+                        }
+                    }).collect_view();
+                    let items = f.boxes.iter().map(|b| {
+                        let [x, y, bw, bh] = b.bbox;
+                        view! {
+                            <li data-label=b.label.clone() data-score=b.score.to_string()
+                                data-bbox=format!("{x},{y},{bw},{bh}")>
+                                <span class="label" style=format!("color: {}", colour(&b.label))>{b.label.clone()}</span>
+                                <span class="score">{format!("{:.1} %", b.score * 100.0)}</span>
+                                <span class="where">{format!("at {x:.0}, {y:.0}, {bw:.0} × {bh:.0} px")}</span>
+                            </li>
+                        }
+                    }).collect_view();
+                    let n = f.boxes.len();
+                    view! {
+                        <figure class="detected" data-testid="detected" data-run=st.detections.get_untracked().to_string()>
+                            {st.preview.get_untracked().map(|url| view! { <img class="preview" src=url alt="the image searched for objects"/> })}
+                            <svg class="boxes" viewBox=format!("0 0 {w} {h}") preserveAspectRatio="none" aria-hidden="true">{rects}</svg>
+                        </figure>
+                        <p data-testid="box-count">{match n {
+                            0 => "No object found.".to_string(),
+                            1 => "1 object found:".to_string(),
+                            n => format!("{n} objects found:"),
+                        }}</p>
+                        <ol class="boxes-list" aria-label="Objects found, most likely first" data-testid="boxes" data-ms=f.ms.to_string() data-width=w.to_string() data-height=h.to_string()>{items}</ol>
+                        <p class="timing" data-testid="timing">{format!("{:.0} ms in this browser, detector {}", f.ms, f.model_id)}</p>
+                    }
+                })}
+            </div>
+        </div>
     }
 }
 

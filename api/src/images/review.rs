@@ -116,17 +116,29 @@ async fn decide_image(
         (None, _) => img.label.clone(),
     };
     let new_status = status_after(&img, d.action);
+    record(tx, &d.id, (&label, new_status), reviewer, now).await?;
+    captions_follow(tx, &img, new_status, reviewer, now).await
+}
+
+/// Write a decision's label and status on image `id`, with who decided and when.
+async fn record(
+    tx: &mut Tx<'_>,
+    id: &str,
+    (label, status): (&str, ImageStatus),
+    reviewer: &str,
+    now: i64,
+) -> Result<()> {
     sqlx::query(
         "UPDATE images SET label = $1, status = $2, reviewed_at = $3, reviewed_by = $4 WHERE id = $5",
     )
-    .bind(&label)
-    .bind(new_status)
+    .bind(label)
+    .bind(status)
     .bind(now)
     .bind(reviewer)
-    .bind(&d.id)
+    .bind(id)
     .execute(&mut **tx)
     .await?;
-    captions_follow(tx, &img, new_status, reviewer, now).await
+    Ok(())
 }
 
 /// The status a decision leaves an image in.
@@ -183,16 +195,7 @@ async fn decide_boxed(
         None => img.label.clone(),
     };
     let new_status = status_after(img, d.action);
-    sqlx::query(
-        "UPDATE images SET label = $1, status = $2, reviewed_at = $3, reviewed_by = $4 WHERE id = $5",
-    )
-    .bind(&label)
-    .bind(new_status)
-    .bind(now)
-    .bind(reviewer)
-    .bind(&d.id)
-    .execute(&mut **tx)
-    .await?;
+    record(tx, &d.id, (&label, new_status), reviewer, now).await?;
     captions_follow(tx, img, new_status, reviewer, now).await
 }
 

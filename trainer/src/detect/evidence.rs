@@ -8,11 +8,11 @@
 //! learnt nothing about where objects are.
 
 use candle_core::Tensor;
-use contract::detection::{DecodeParams, Detection, HeadShape, decode, matches, truth_labels};
+use contract::detection::{DecodeParams, Detection, HeadShape, matches, truth_labels};
 use contract::evidence::{ChampionOutcomes, Evidence, Method, Outcomes, Statistic};
 
 use super::data::DetectItem;
-use super::fit::truths;
+use super::fit::{decode_rows, truths};
 use crate::Result;
 
 /// The gate's metric for detectors.
@@ -44,16 +44,7 @@ pub fn outcomes_from_maps(
     maps: &[Vec<f32>],
     shape: HeadShape,
 ) -> Result<Outcomes> {
-    let mut found = Vec::new();
-    for (k, (row, item)) in maps.iter().zip(items).enumerate() {
-        found.extend(decode(
-            row,
-            shape,
-            (item.width, item.height),
-            k,
-            &DecodeParams::evaluation(),
-        )?);
-    }
+    let found = decode_rows(maps, items, shape, &DecodeParams::evaluation())?;
     Ok(outcomes(name, items, &found, shape.classes as u32))
 }
 

@@ -13,7 +13,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use contract::detection::{DecodeParams, Detection, MeanAp, Truth, decode, mean_ap};
+use contract::detection::{DecodeParams, Detection, HeadShape, MeanAp, Truth, decode, mean_ap};
 use rand::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -231,7 +231,17 @@ pub fn detections(
     side: usize,
     params: &DecodeParams,
 ) -> Result<Vec<Detection>> {
-    let shape = head.shape(side)?;
+    decode_rows(outputs, items, head.shape(side)?, params)
+}
+
+/// Decode maps of a head of `shape` (one row per item) into the items' pixels (`image`: the
+/// item's index).
+pub fn decode_rows(
+    outputs: &[Vec<f32>],
+    items: &[&DetectItem],
+    shape: HeadShape,
+    params: &DecodeParams,
+) -> Result<Vec<Detection>> {
     let mut all = Vec::new();
     for (image, (row, item)) in outputs.iter().zip(items).enumerate() {
         all.extend(decode(

@@ -316,17 +316,12 @@ pub fn run(
         (&trained.test_maps, splits.test),
     )?;
     let outputs = head.outputs(&trained.test_maps, 64)?;
-    let shape = head.shape(MAP_SIDE)?;
-    let mut detections = Vec::new();
-    for (k, (row, item)) in outputs.iter().zip(splits.test).enumerate() {
-        detections.extend(decode(
-            row,
-            shape,
-            (item.width, item.height),
-            k,
-            &DecodeParams::evaluation(),
-        )?);
-    }
+    let detections = super::fit::decode_rows(
+        &outputs,
+        splits.test,
+        head.shape(MAP_SIDE)?,
+        &DecodeParams::evaluation(),
+    )?;
     let evidence = super::evidence::evidence(splits.train, splits.test, &detections, labels.len());
     let report = DetectReport {
         model_id,

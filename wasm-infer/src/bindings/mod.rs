@@ -136,16 +136,16 @@ impl WasmSession {
     /// "width", "height"}`: best first, in the image's pixels; `ms` is preprocessing,
     /// inference and decoding.
     pub fn detect(&self, rgba: &[u8], width: u32, height: u32) -> Result<String, JsError> {
+        detected(&self.inner, now_ms(), rgba, width, height)
+    }
+
+    /// The boxes a detection model shows on an encoded image file, decoded in wasm like
+    /// `classifyImage`. Same JSON as `detect`; `ms` includes decoding.
+    #[wasm_bindgen(js_name = detectImage)]
+    pub fn detect_image(&self, bytes: &[u8]) -> Result<String, JsError> {
         let t0 = now_ms();
-        let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
-        let boxes = self.inner.detect(&pixels).map_err(js_err)?;
-        let out = serde_json::json!({
-            "boxes": boxes,
-            "ms": now_ms() - t0,
-            "width": width,
-            "height": height,
-        });
-        serde_json::to_string(&out).map_err(|e| JsError::new(&e.to_string()))
+        let img = decode_image(bytes).map_err(|e| JsError::new(&format!("image: {e}")))?;
+        detected(&self.inner, t0, img.as_raw(), img.width(), img.height())
     }
 
     /// Unit embedding of an encoded image file (ranking models; decoded in wasm like
@@ -176,6 +176,25 @@ impl WasmSession {
     pub fn manifest_json(&self) -> Result<String, JsError> {
         self.inner.manifest().to_json().map_err(js_err)
     }
+}
+
+/// The boxes `session` shows on RGBA pixels, as `Session.detect`'s JSON (`ms` since `t0`).
+fn detected(
+    session: &Session,
+    t0: f64,
+    rgba: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<String, JsError> {
+    let pixels = Pixels::new(width, height, PixelFormat::Rgba8, rgba).map_err(js_err)?;
+    let boxes = session.detect(&pixels).map_err(js_err)?;
+    let out = serde_json::json!({
+        "boxes": boxes,
+        "ms": now_ms() - t0,
+        "width": width,
+        "height": height,
+    });
+    serde_json::to_string(&out).map_err(|e| JsError::new(&e.to_string()))
 }
 
 /// The model input tensor for RGBA pixels under a manifest's preprocessing (for checks and

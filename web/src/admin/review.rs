@@ -1,15 +1,18 @@
-//! Review: the queue of pending images (with their captions) and the queue of captions sent
-//! for images already approved.
+//! Review: the queue of pending images (with their captions; a detection image with its boxes,
+//! which the admin can correct) and the queue of captions sent for images already approved.
 
 use leptos::prelude::*;
 
+use std::collections::HashMap;
+
 use super::{Admin, CAPTION_PAGE, when};
+use crate::boxes::BoxEditor;
 use crate::net;
-use contract::ImageStatus;
 use contract::api::{
     Action, Caption, CaptionAction, CaptionDecision, CaptionPage, DatasetInfo as Dataset, Decision,
-    ImagePage, ImageRow as Image, ReviewRequest,
+    ImageBox, ImagePage, ImageRow as Image, ReviewRequest,
 };
+use contract::{ImageStatus, Task};
 
 #[component]
 pub(super) fn Review(admin: Admin) -> impl IntoView {
@@ -18,13 +21,18 @@ pub(super) fn Review(admin: Admin) -> impl IntoView {
         let token = admin.token.get();
         async move { net::get::<ImagePage>("/api/review?limit=48", Some(&token)).await }
     });
+    // Each dataset's labels, and whether its images carry boxes.
     let labels = LocalResource::new(move || async move {
         net::get::<Vec<Dataset>>("/api/datasets", None)
             .await
             .ok()
-            .and_then(|d| d.into_iter().next())
-            .map(|d| d.labels.into_iter().map(|l| l.name).collect::<Vec<_>>())
             .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                let names = d.labels.into_iter().map(|l| l.name).collect::<Vec<_>>();
+                (d.id, (names, d.task == Task::Detect))
+            })
+            .collect::<HashMap<_, _>>()
     });
     let decide = move |decisions: Vec<Decision>| {
         leptos::task::spawn_local(admin.review(ReviewRequest {
@@ -55,8 +63,13 @@ pub(super) fn Review(admin: Admin) -> impl IntoView {
                             <p data-testid="queue-total">{format!("{} image(s) wait for review", page.total)}
                                 " " <button data-testid="approve-all" on:click=approve_all>"Approve all shown"</button></p>
                             <div class="cards">
-                                {page.images.into_iter().map(|img| view! {
-                                    <ReviewCard img=img labels=labels.clone() token=admin.token() decide=decide/>
+                                {page.images.into_iter().map(|img| {
+                                    let (names, detect) = labels.get(&img.dataset_id).cloned().unwrap_or_default();
+                                    if detect {
+                                        view! { <BoxedCard img=img labels=names token=admin.token() decide=decide/> }.into_any()
+                                    } else {
+                                        view! { <ReviewCard img=img labels=names token=admin.token() decide=decide/> }.into_any()
+                                    }
                                 }).collect_view()}
                             </div>
                         }.into_any()
@@ -126,10 +139,52 @@ pub(super) fn ReviewCard(
     }
 }
 
-/// A protected image, fetched with the token into a blob URL (the token never goes into a URL);
-/// the URL is revoked when the image leaves the page.
+/// A pending image of a detection dataset: its boxes drawn over it, correctable (drawn again,
+/// relabelled, deleted) before it is approved; the corrected boxes replace the sent ones.
 #[component]
-pub(super) fn Thumb(image_id: String, token: String, alt: String) -> impl IntoView {
+pub(super) fn BoxedCard(
+    img: Image,
+    labels: Vec<String>,
+    token: String,
+    decide: impl Fn(Vec<Decision>) + Copy + 'static,
+) -> impl IntoView {
+    let boxes = RwSignal::new(img.boxes.clone());
+    let sent = img.boxes.clone();
+    let changed = move || boxes.get() != sent;
+    let (a, r, s) = (img.id.clone(), img.id.clone(), img.id.clone());
+    let with_boxes = move |id: &str, action: Action| {
+        let drawn: Vec<ImageBox> = boxes.get_untracked();
+        Decision {
+            boxes: Some(drawn),
+            ..decision(id, action, None)
+        }
+    };
+    let approve = move |_| decide(vec![with_boxes(&a, Action::Approve)]);
+    let reject = move |_| decide(vec![decision(&r, Action::Reject, None)]);
+    let save = move |_| decide(vec![with_boxes(&s, Action::Relabel)]);
+    let src = protected(&img.id, token);
+    let size = (
+        u32::try_from(img.width).unwrap_or(1),
+        u32::try_from(img.height).unwrap_or(1),
+    );
+    view! {
+        <div class="card wide" data-testid="review-card" data-file=img.filename.clone() data-id=img.id.clone()>
+            {move || src.get().map(|u| view! {
+                <BoxEditor src=u size labels=labels.clone() boxes name="review"/>
+            })}
+            <div class="meta">{img.filename.clone()} <br/> {format!("{}×{} · by {}", img.width, img.height, img.uploader)}</div>
+            <div class="buttons">
+                <button data-testid="approve" aria-label=format!("Approve {} with its boxes", img.filename) disabled=move || boxes.get().is_empty() on:click=approve>"Approve"</button>
+                <button data-testid="reject" aria-label=format!("Reject {}", img.filename) on:click=reject>"Reject"</button>
+                <button data-testid="save-boxes" aria-label=format!("Save the boxes of {}", img.filename) hidden=move || !changed() on:click=save>"Save boxes"</button>
+            </div>
+        </div>
+    }
+}
+
+/// A protected image, fetched with the token into a blob URL (the token never goes into a URL);
+/// the URL is revoked when the component that asked leaves the page.
+fn protected(image_id: &str, token: String) -> RwSignal<Option<String>> {
     let src = RwSignal::new(None::<String>);
     let url = format!("/api/images/{image_id}/blob");
     leptos::task::spawn_local(async move {
@@ -145,6 +200,13 @@ pub(super) fn Thumb(image_id: String, token: String, alt: String) -> impl IntoVi
             let _ = web_sys::Url::revoke_object_url(&u);
         }
     });
+    src
+}
+
+/// A protected image's thumbnail.
+#[component]
+pub(super) fn Thumb(image_id: String, token: String, alt: String) -> impl IntoView {
+    let src = protected(&image_id, token);
     move || {
         src.get()
             .map(|s| view! { <img class="thumb" src=s alt=alt.clone()/> })
