@@ -187,7 +187,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
             422,
             "JSON array",
         ),
-        ("no boxes field", vec![], vec![&png], 400, "missing 'boxes'"),
+        ("no boxes field", vec![], vec![&png], 422, "missing 'boxes'"),
         (
             "a label instead",
             vec![("boxes", good.clone()), ("label", "food".into())],
@@ -199,7 +199,7 @@ async fn flow(sql: Sql, blobs: Blobs) {
             "two images, one set of boxes",
             vec![("boxes", good.clone())],
             two.to_vec(),
-            400,
+            422,
             "one file per request",
         ),
     ];
@@ -282,6 +282,8 @@ async fn flow(sql: Sql, blobs: Blobs) {
     }
     let total: usize = set.items.iter().map(|i| i.boxes.len()).sum();
     assert_eq!(box_rows(&s).await as usize, total);
+
+    coco_import(&s, labelled["id"].as_str().unwrap()).await;
 
     // Runs and datasets must hold the same kind of thing.
     for (body, says) in [
@@ -445,6 +447,169 @@ async fn flow(sql: Sql, blobs: Blobs) {
         "{vs} vs {dm}"
     );
     s.stop().await;
+}
+
+/// A refused COCO import: what is wrong, the document, the files, the status, what it says.
+type BadImport<'a> = (&'a str, String, Vec<(String, Vec<u8>)>, u16, &'a str);
+
+/// `POST /api/datasets/{dataset}/coco` with a COCO document and files.
+async fn post_coco(
+    s: &TestServer,
+    dataset: &str,
+    annotations: &str,
+    files: &[(String, Vec<u8>)],
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new().text("annotations", annotations.to_string());
+    for (name, bytes) in files {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+        );
+    }
+    s.http
+        .post(s.url(&format!("/api/datasets/{dataset}/coco")))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A COCO folder (as `trainer compose` writes them) imported through the api: refused with
+/// the entry named and nothing stored when any part is wrong; stored and approved with every
+/// box otherwise.
+async fn coco_import(s: &TestServer, labelled: &str) {
+    // A dataset of its own, so the flow's training set is untouched.
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "imported", "labels": LABELS, "task": "detect"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let dataset = created["id"].as_str().unwrap();
+    let set = composites(6, 77);
+    let dir = tempfile::tempdir().unwrap();
+    set.write_coco(dir.path()).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("annotations.json")).unwrap())
+            .unwrap();
+    let files: Vec<(String, Vec<u8>)> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let name = i["file_name"].as_str().unwrap().to_string();
+            let bytes = std::fs::read(dir.path().join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect();
+    let before = (s.counts().await, box_rows(s).await);
+    let bad = |f: &dyn Fn(&mut Value)| {
+        let mut d = doc.clone();
+        f(&mut d);
+        d.to_string()
+    };
+    let cases: Vec<BadImport> = vec![
+        (
+            "a box outside its image",
+            bad(&|d| d["annotations"][0]["bbox"] = json!([250, 0, 40, 40])),
+            files.clone(),
+            422,
+            "leaves the 256×256 image",
+        ),
+        (
+            "an unknown category",
+            bad(&|d| d["annotations"][1]["category_id"] = json!(99)),
+            files.clone(),
+            422,
+            "unknown category id 99",
+        ),
+        (
+            "a repeated image id",
+            bad(&|d| d["images"][1]["id"] = d["images"][0]["id"].clone()),
+            files.clone(),
+            422,
+            "appears twice",
+        ),
+        (
+            "a category the dataset lacks",
+            bad(&|d| d["categories"][0]["name"] = json!("boats")),
+            files.clone(),
+            422,
+            "\"boats\" is not a label of the dataset",
+        ),
+        (
+            "a named file missing",
+            doc.to_string(),
+            files[1..].to_vec(),
+            422,
+            "no file named",
+        ),
+        (
+            "a file the document does not name",
+            bad(&|d| {
+                let gone = d["images"].as_array_mut().unwrap().pop().unwrap()["id"].clone();
+                d["annotations"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|a| a["image_id"] != gone);
+            }),
+            files.clone(),
+            422,
+            "is not an image of the annotations",
+        ),
+        ("not JSON", "{".into(), files.clone(), 422, "annotations"),
+    ];
+    for (what, text, files, status, says) in cases {
+        let r = post_coco(s, dataset, &text, &files).await;
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["detail"].as_str().unwrap().contains(says), "{what}: {e}");
+    }
+    let r = post_coco(s, labelled, &doc.to_string(), &files).await;
+    assert_eq!(r.status(), 422, "COCO into a dataset of labelled images");
+    assert_eq!(
+        (s.counts().await, box_rows(s).await),
+        before,
+        "nothing stored"
+    );
+
+    // The same import eight times at once: every image stored once, with its boxes once.
+    let text = doc.to_string();
+    let answers =
+        futures::future::join_all((0..8).map(|_| post_coco(s, dataset, &text, &files))).await;
+    let mut ups = Vec::new();
+    for r in answers {
+        assert!(r.status() == 201 || r.status() == 200, "{}", r.status());
+        ups.push(r.json::<Value>().await.unwrap());
+    }
+    let ids = |u: &Value| -> Vec<String> {
+        u["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        ups.iter().all(|u| ids(u) == ids(&ups[0])),
+        "the same images for every import"
+    );
+    let up = &ups[0];
+    let images = up["images"].as_array().unwrap();
+    assert_eq!(images.len(), set.items.len());
+    for (k, u) in images.iter().enumerate() {
+        assert_eq!(u["status"], "approved");
+        let row = s
+            .json(&format!("/api/images/{}", u["id"].as_str().unwrap()))
+            .await;
+        let stored: Vec<ImageBox> = serde_json::from_value(row["boxes"].clone()).unwrap();
+        assert_eq!(stored, boxes_of(&set, k), "image {k}");
+    }
+    let added: usize = set.items.iter().map(|i| i.boxes.len()).sum();
+    assert_eq!(box_rows(s).await, before.1 + added as i64);
 }
 
 fn hex(s: &str) -> [u8; 32] {

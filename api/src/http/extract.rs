@@ -134,7 +134,12 @@ pub async fn read_form(mut mp: Multipart, fields: &[&str], max_files: usize) -> 
             None => {
                 let text = field.text().await?;
                 // A box list (up to 100 boxes) is longer than a label or a caption.
-                let cap = if name == "boxes" { 16 * 1024 } else { 1024 };
+                // A COCO document (up to 200 images' boxes) longer still.
+                let cap = match name.as_str() {
+                    "boxes" => 16 * 1024,
+                    "annotations" => 1024 * 1024,
+                    _ => 1024,
+                };
                 if text.len() > cap {
                     return Err(Error::BadRequest(format!("field {name:?} is too long")));
                 }

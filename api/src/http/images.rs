@@ -154,7 +154,7 @@ async fn upload_files(
     let boxes = match (detect, form.fields.get("boxes")) {
         (true, Some(json)) => images::boxes::parse_boxes(json)?,
         (true, None) => {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "missing 'boxes' field: images of a detection dataset come with their boxes".into(),
             ));
         }
@@ -174,7 +174,7 @@ async fn upload_files(
             ));
         }
         if form.files.len() != 1 {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "boxes belong to one image: send one file per request (got {})",
                 form.files.len()
             )));
@@ -185,10 +185,13 @@ async fn upload_files(
             })?
             .to_string()
     } else {
-        form.fields
-            .get("label")
-            .cloned()
-            .ok_or_else(|| Error::BadRequest("missing 'label' field".into()))?
+        // Optional in the form's schema (detection datasets take boxes instead), required
+        // here: a semantic refusal.
+        form.fields.get("label").cloned().ok_or_else(|| {
+            Error::Invalid(format!(
+                "missing 'label' field: images of dataset {dataset_id:?} are labelled"
+            ))
+        })?
     };
     let limits = st.limits();
     let caption = form.fields.get("caption").cloned();
@@ -235,6 +238,85 @@ async fn upload_files(
         status,
         Json(UploadResponse {
             dataset_id: dataset_id.to_string(),
+            label,
+            images: stored,
+            auto_retrain: auto,
+        }),
+    ))
+}
+
+// The multipart body of a COCO import, for the OpenAPI document only.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by utoipa's derive, never built
+pub(super) struct CocoForm {
+    /// The COCO JSON document (`images` with `id`, `file_name`, `width`, `height`;
+    /// `annotations` with `id`, `image_id`, `category_id`, `bbox` [x, y, w, h] in pixels;
+    /// `categories` with `id` and `name`, each one of the dataset's labels), at most 1 MiB.
+    annotations: String,
+    /// The images it names, each file named as its `file_name` (PNG, JPEG, WebP, GIF, BMP).
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1, max_items = 200)]
+    files: Vec<Vec<u8>>,
+}
+
+#[utoipa::path(post, path = "/api/datasets/{id}/coco", tag = "images",
+    params(("id" = String, Path, description = "detection dataset id")),
+    request_body(content = inline(CocoForm), content_type = "multipart/form-data"),
+    responses((status = 201, body = UploadResponse, description = "stored and approved, with their boxes"), (status = 200, body = UploadResponse, description = "every image was already in the dataset: nothing stored"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 408, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "a bad document, box or image: the entry named, nothing stored"), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn import_coco(
+    State(st): State<Shared>,
+    _: Admin,
+    P(dataset_id): P<String>,
+    mp: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadResponse>)> {
+    let form = read_form(mp?, &["annotations", "files"], st.cfg.max_files).await?;
+    let annotations = form.fields.get("annotations").cloned().ok_or_else(|| {
+        Error::BadRequest("missing 'annotations' field (the COCO JSON document)".into())
+    })?;
+    if form.files.is_empty() {
+        return Err(Error::BadRequest(
+            "no files in the request (send the images the document names)".into(),
+        ));
+    }
+    let limits = st.limits();
+    let mut checked = Vec::with_capacity(form.files.len());
+    for f in form.files {
+        checked.push(st.decode.check(f.filename, f.bytes, limits).await?);
+    }
+    let who = Uploader {
+        name: "admin".into(),
+        admin: true,
+        client: String::new(),
+    };
+    let stored = images::coco::import_coco(
+        &st.db,
+        &st.storage,
+        &dataset_id,
+        &annotations,
+        checked,
+        &who,
+        st.pending_caps(),
+    )
+    .await?;
+    let fresh = stored.iter().filter(|u| !u.duplicate).count();
+    st.metrics
+        .uploads
+        .with_label_values(&["stored"])
+        .inc_by(fresh as u64);
+    let label = stored.first().map(|u| u.label.clone()).unwrap_or_default();
+    let auto = st.auto_retrain(&dataset_id).await;
+    Ok((
+        if fresh > 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(UploadResponse {
+            dataset_id,
             label,
             images: stored,
             auto_retrain: auto,

@@ -140,6 +140,14 @@ fn api_routes(st: &Shared) -> Router<Shared> {
                 .layer(declared_limit.clone()),
         )
         .route(
+            "/datasets/{id}/coco",
+            post(images::import_coco)
+                .layer::<_, std::convert::Infallible>(budget.clone())
+                .layer(body_limit)
+                .layer(meter(Metered::Upload))
+                .layer(declared_limit.clone()),
+        )
+        .route(
             "/predict",
             post(predict::predict_handler)
                 .layer::<_, std::convert::Infallible>(budget)

@@ -191,6 +191,10 @@ mod tests {
         );
         assert_eq!(main_label(&[]), None);
         assert!(parse_boxes("[{\"label\": \"cat\", \"bbox\": [1, 2, 3]}]").is_err());
+        // A number beyond f32's range parses, then fails the check as not finite.
+        let huge = parse_boxes("[{\"label\": \"cat\", \"bbox\": [1e300, 2, 3, 4]}]").unwrap();
+        let e = check_boxes(&huge, 100, 50, &labels).unwrap_err();
+        assert!(e.to_string().contains("not finite"), "{e}");
         assert!(parse_boxes("[{\"label\": \"cat\", \"bbox\": [1, 2, 3, 4], \"x\": 1}]").is_err());
         assert_eq!(
             parse_boxes("[{\"label\": \"cat\", \"bbox\": [1, 2, 3, 4]}]").unwrap(),

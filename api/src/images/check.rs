@@ -37,6 +37,8 @@ pub struct Checked {
     pub captions: Vec<String>,
     /// Boxes to store with the image (detection datasets, where they are required).
     pub boxes: Vec<super::boxes::ImageBox>,
+    /// Its own label, over the request's (images of a COCO import: their largest box's).
+    pub label: Option<String>,
 }
 
 /// Longest caption accepted, in characters.
@@ -167,6 +169,7 @@ fn decode(filename: &str, bytes: Bytes, h: Header) -> Result<(Checked, image::Rg
         bytes,
         captions: Vec::new(),
         boxes: Vec::new(),
+        label: None,
     };
     Ok((checked, pixels))
 }

@@ -10,6 +10,9 @@ use crate::{Error, Result};
 pub use contract::api::{DatasetInfo, LabelCount};
 use contract::{ImageStatus, Task};
 
+/// Most labels a new dataset is created with (the documented `maxItems`).
+pub const MAX_LABELS: usize = 1000;
+
 /// Create a dataset with its labels, for labelled images (`Task::Classify`, which ranking and
 /// product runs also read) or for images with boxes (`Task::Detect`).
 pub async fn create_dataset(
@@ -28,6 +31,12 @@ pub async fn create_dataset(
     }
     trainer::dataset::validate_label(name)
         .map_err(|e| Error::Invalid(format!("dataset name: {e}")))?;
+    if labels.len() > MAX_LABELS {
+        return Err(Error::Invalid(format!(
+            "{} labels (at most {MAX_LABELS})",
+            labels.len()
+        )));
+    }
     for l in labels {
         trainer::dataset::validate_label(l).map_err(|e| Error::Invalid(e.to_string()))?;
     }

@@ -7,6 +7,7 @@
 
 pub mod boxes;
 pub mod check;
+pub mod coco;
 pub mod datasets;
 pub mod query;
 pub mod review;

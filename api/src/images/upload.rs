@@ -150,7 +150,10 @@ async fn plan(
     };
     let mut p = Plan::default();
     let mut first_of: HashMap<String, usize> = HashMap::new();
+    let request_label = label;
     for f in files {
+        let label = f.label.clone();
+        let label = label.as_deref().unwrap_or(request_label);
         if let Some(&i) = first_of.get(&f.sha256) {
             let id = p.results[i].id.clone();
             p.captions
@@ -268,7 +271,9 @@ async fn insert_rows(
     };
     let mut tx = db.begin_write().await?;
     let mut winner: HashMap<String, String> = HashMap::new();
+    let request_label = label;
     for (f, id) in &p.fresh {
+        let label = f.label.as_deref().unwrap_or(request_label);
         let inserted = sqlx::query(
             "INSERT INTO images (id, dataset_id, sha256, label, status, format, bytes, width, height, \
              filename, uploader, client, created_at, reviewed_at, reviewed_by) \
@@ -364,11 +369,17 @@ pub async fn ingest(
             )));
         }
     }
-    if !known.iter().any(|l| l == label) {
-        return Err(Error::UnknownLabel(format!(
-            "dataset {dataset_id:?} has no label {label:?} (labels: {})",
-            known.join(", ")
-        )));
+    for label in files
+        .iter()
+        .map(|f| f.label.as_deref().unwrap_or(label))
+        .chain([label])
+    {
+        if !known.iter().any(|l| l == label) {
+            return Err(Error::UnknownLabel(format!(
+                "dataset {dataset_id:?} has no label {label:?} (labels: {})",
+                known.join(", ")
+            )));
+        }
     }
     for f in &files {
         for c in &f.captions {

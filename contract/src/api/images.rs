@@ -60,7 +60,15 @@ pub struct ImageBox {
     /// Left, top, width, height in the image's pixels (COCO's `bbox`): finite, a positive
     /// area, inside the image.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<f32>, min_items = 4, max_items = 4))]
+    #[serde(deserialize_with = "any_number")]
     pub bbox: crate::detection::Xywh,
+}
+
+/// Four JSON numbers of any size as `f32`: one beyond `f32`'s range becomes infinite, which the
+/// box check then refuses as not finite (a 422 naming the box, not a parse error).
+fn any_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<crate::detection::Xywh, D::Error> {
+    let v = <[f64; 4]>::deserialize(d)?;
+    Ok(v.map(|x| x as f32))
 }
 
 /// One caption of an image, reviewed like images: only approved captions reach training and

@@ -126,13 +126,19 @@ fn rect([x, y, w, h]: [f32; 4]) -> Rect {
     Rect { x, y, w, h }
 }
 
-/// An image file read, hashed and decoded once.
-struct Loaded {
-    sha256: String,
-    split: Split,
-    width: u32,
-    height: u32,
-    bytes: Arc<[u8]>,
+/// An image file read, hashed and measured once (by [`DetectSet::parse_coco`]'s caller).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+    /// Its split (by the sha256).
+    pub split: Split,
+    /// Width in pixels, as decoded.
+    pub width: u32,
+    /// Height in pixels, as decoded.
+    pub height: u32,
+    /// The encoded file.
+    pub bytes: Arc<[u8]>,
 }
 
 /// Read, hash and decode an image file inside `root`.
@@ -166,10 +172,21 @@ impl DetectSet {
     /// entry.
     pub fn import_coco(path: &Path) -> Result<DetectSet> {
         let name = path.display().to_string();
-        let bad = |m: String| Error::Dataset(format!("{name}: {m}"));
-        let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let coco: Coco = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let text = std::fs::read(path).map_err(|e| Error::Dataset(format!("{name}: {e}")))?;
         let root = path.parent().unwrap_or(Path::new("."));
+        Self::parse_coco(&name, &text, |file| load_image(root, file))
+    }
+
+    /// [`DetectSet::import_coco`] of COCO JSON text (`name` names it in errors), each image
+    /// file given by `load` (its `file_name` → the file read, hashed and decoded, or why not):
+    /// the same checks, all or nothing.
+    pub fn parse_coco(
+        name: &str,
+        text: &[u8],
+        mut load: impl FnMut(&str) -> std::result::Result<Loaded, String>,
+    ) -> Result<DetectSet> {
+        let bad = |m: String| Error::Dataset(format!("{name}: {m}"));
+        let coco: Coco = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
 
         let mut labels = Vec::new();
         let mut category = HashMap::new();
@@ -189,8 +206,7 @@ impl DetectSet {
             if index.insert(im.id, items.len()).is_some() {
                 return Err(bad(format!("image id {} appears twice", im.id)));
             }
-            let l = load_image(root, &im.file_name)
-                .map_err(|e| bad(format!("image {}: {e}", im.id)))?;
+            let l = load(&im.file_name).map_err(|e| bad(format!("image {}: {e}", im.id)))?;
             if (l.width, l.height) != (im.width, im.height) {
                 return Err(bad(format!(
                     "image {} ({}) is {}×{}, the file says {}×{}",
