@@ -610,6 +610,137 @@ async fn coco_import(s: &TestServer, labelled: &str) {
     }
     let added: usize = set.items.iter().map(|i| i.boxes.len()).sum();
     assert_eq!(box_rows(s).await, before.1 + added as i64);
+
+    coco_export(s, dataset, labelled, &set, &files).await;
+}
+
+/// The way out: `GET /api/datasets/{id}/coco` gives the approved images and their boxes as the
+/// COCO document the import reads back (files bound by sha256, served at `coco_url`), paged.
+async fn coco_export(
+    s: &TestServer,
+    dataset: &str,
+    labelled: &str,
+    set: &DetectSet,
+    files: &[(String, Vec<u8>)],
+) {
+    let export = |dataset: &str, query: &str| {
+        s.get(&format!("/api/datasets/{dataset}/coco{query}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let doc: Value = export(dataset, "").await.unwrap().json().await.unwrap();
+    assert_eq!(doc["info"]["total_images"], set.items.len());
+    let names: Vec<&str> = doc["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, LABELS);
+    let images = doc["images"].as_array().unwrap();
+    assert_eq!(images.len(), set.items.len());
+    let mut renamed = Vec::new();
+    for im in images {
+        let sha = im["sha256"].as_str().unwrap();
+        let k = set.items.iter().position(|i| i.sha256 == sha).unwrap();
+        // Named as uploaded, sized, served where it says, with the boxes imported.
+        assert_eq!(im["file_name"], files[k].0.as_str());
+        assert_eq!(
+            (im["width"].as_u64(), im["height"].as_u64()),
+            (Some(256), Some(256))
+        );
+        let served = s
+            .get(im["coco_url"].as_str().unwrap())
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.bytes().await.unwrap().as_ref(), &files[k].1[..]);
+        let boxes: Vec<ImageBox> = doc["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["image_id"] == im["id"])
+            .map(|a| ImageBox {
+                label: LABELS[a["category_id"].as_u64().unwrap() as usize - 1].into(),
+                bbox: serde_json::from_value(a["bbox"].clone()).unwrap(),
+            })
+            .collect();
+        assert_eq!(boxes, boxes_of(set, k), "image {k}");
+        renamed.push(files[k].clone());
+    }
+    // Read back into a new dataset: the same document again (but for where files are served).
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "reimported", "labels": LABELS, "task": "detect"}))
+        .send()
+        .await
+        .unwrap();
+    let again: Value = r.json().await.unwrap();
+    let again = again["id"].as_str().unwrap();
+    let r = post_coco(s, again, &doc.to_string(), &renamed).await;
+    assert_eq!(r.status(), 201);
+    let back: Value = export(again, "").await.unwrap().json().await.unwrap();
+    // Each image with its boxes, by sha256 (ids count in each dataset's own order).
+    let canonical = |d: &Value| {
+        let mut out: Vec<(String, Value, Vec<Value>)> = d["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|im| {
+                let boxes = d["annotations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|a| a["image_id"] == im["id"])
+                    .map(|a| json!([a["category_id"], a["bbox"], a["area"], a["iscrowd"]]))
+                    .collect();
+                let file = json!([im["file_name"], im["width"], im["height"]]);
+                (im["sha256"].as_str().unwrap().to_string(), file, boxes)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        (d["categories"].clone(), out)
+    };
+    assert_eq!(canonical(&back), canonical(&doc));
+    // A document bound to other files is refused: two files swapped under their names.
+    let mut swapped = renamed.clone();
+    let (a, b) = (swapped[0].1.clone(), swapped[1].1.clone());
+    (swapped[0].1, swapped[1].1) = (b, a);
+    let r = post_coco(s, again, &doc.to_string(), &swapped).await;
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not the file annotated"),
+        "{e}"
+    );
+
+    // Paged; admins only; detection datasets only; bounds checked.
+    let page: Value = export(dataset, "?limit=2&offset=4")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["info"]["offset"], 4);
+    let shas = |v: &[Value]| -> Vec<Value> { v.iter().map(|i| i["sha256"].clone()).collect() };
+    assert_eq!(
+        shas(page["images"].as_array().unwrap()),
+        shas(&images[4..6])
+    );
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(export(labelled, "").await.unwrap()), 422);
+    assert_eq!(status(export("nope", "").await.unwrap()), 404);
+    assert_eq!(status(export(dataset, "?limit=0").await.unwrap()), 400);
+    let anonymous = s
+        .get(&format!("/api/datasets/{dataset}/coco"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 }
 
 fn hex(s: &str) -> [u8; 32] {
@@ -621,3 +752,57 @@ fn hex(s: &str) -> [u8; 32] {
 }
 
 on_both_backends!(flow: detect_end_to_end_sqlite_local, detect_end_to_end_postgres_s3);
+
+/// Auto-retrain on a detection dataset waits until its approved images fall in every split
+/// (a detector trains, selects and is gated on all three); then one run is queued, a detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_retrain_waits_for_every_split() {
+    let s = TestServer::start(Sql::Sqlite, Blobs::Local, |c| c.auto_retrain_after = 2).await;
+    let r = s
+        .admin_post("/api/datasets")
+        .json(&json!({"name": "objects", "labels": LABELS, "task": "detect"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ds: Value = r.json().await.unwrap();
+    let id = ds["id"].as_str().unwrap().to_string();
+    let set = composites(40, 5);
+    let of = |split: Split| {
+        (0..set.items.len())
+            .filter(|&i| Split::of_digest(&hex(&set.items[i].sha256)) == split)
+            .collect::<Vec<_>>()
+    };
+    let (train, val, test) = (of(Split::Train), of(Split::Val), of(Split::Test));
+    assert!(train.len() >= 3 && !val.is_empty() && !test.is_empty());
+    let send = |i: usize| {
+        let boxes = serde_json::to_string(&boxes_of(&set, i)).unwrap();
+        let bytes = set.items[i].bytes.to_vec();
+        let (s, id) = (&s, &id);
+        async move {
+            let r = upload(s, id, &[("boxes", boxes)], &[&bytes], true).await;
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Three approved training images pass the threshold, but no image is in validation or test.
+    for &i in &train[..3] {
+        let up = send(i).await;
+        assert_eq!(
+            up["auto_retrain"],
+            Value::Null,
+            "image {i}: only training images"
+        );
+    }
+    let up = send(val[0]).await;
+    assert_eq!(up["auto_retrain"], Value::Null, "no test image yet");
+    let up = send(test[0]).await;
+    let run = up["auto_retrain"]
+        .as_str()
+        .expect("every split now: queued");
+    let info = s.json(&format!("/api/train/{run}")).await;
+    assert_eq!(info["task"], "detect");
+    assert_eq!(info["status"], "queued");
+    assert!(info["reason"].as_str().unwrap().starts_with("auto: 5 "));
+    s.stop().await;
+}

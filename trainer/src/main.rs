@@ -99,12 +99,13 @@ enum Command {
     DetectBaseline(detect_cli::BaselineArgs),
     /// Train an object detector (a head on the backbone's feature map) on COCO folders.
     Detect(detect_cli::DetectArgs),
-    /// Score an exported model (with tract, as deployed) on a dataset's test split.
+    /// Score an exported model (with tract, as deployed): a classifier on a dataset's test
+    /// split, a detector on a COCO folder (mAP@0.5 and mAP@[.5:.95]).
     Eval {
-        /// Model folder written by `train`.
+        /// Model folder written by `train` or `detect`.
         #[arg(long)]
         model: PathBuf,
-        /// Dataset root.
+        /// Dataset root (a classifier), or a COCO folder with `annotations.json` (a detector).
         #[arg(long)]
         data: PathBuf,
     },
@@ -506,6 +507,9 @@ fn print_report(r: &RunReport, out: &Path) {
 fn eval(model: &Path, data: &Path) -> Result<()> {
     let session = trainer::run::load_session(model)
         .with_context(|| format!("loading the model in {}", model.display()))?;
+    if session.manifest().task == Task::Detect {
+        return detect_cli::eval_detector(&session, data);
+    }
     let manifest = session.manifest().clone();
     let dataset = import(data)?;
     let mut truth = Vec::new();

@@ -96,6 +96,15 @@ fn coco_import_reads_boxes_and_refuses_bad_entries_by_name() {
     for (x, y) in back.items.iter().zip(&set.items) {
         assert_eq!((&x.sha256, &x.boxes), (&y.sha256, &y.boxes));
     }
+    // It binds each file by its sha256 (any case), which the reader checks.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("annotations.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["images"][1]["sha256"], set.items[1].sha256.as_str());
+    let mut upper = good();
+    upper["images"][1]["sha256"] = set.items[1].sha256.to_uppercase().into();
+    let dir = coco_folder(&upper);
+    DetectSet::import_coco(&dir.path().join("annotations.json")).unwrap();
 
     let with = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut c = good();
@@ -162,6 +171,10 @@ fn coco_import_reads_boxes_and_refuses_bad_entries_by_name() {
         (
             "category 3",
             Box::new(|c| c["categories"][0]["name"] = "".into()),
+        ),
+        (
+            "image 2 (b.png) is not the file annotated",
+            Box::new(|c| c["images"][1]["sha256"] = "00".repeat(32).into()),
         ),
         (
             "missing field `categories`",

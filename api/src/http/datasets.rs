@@ -1,10 +1,11 @@
-//! Dataset routes: list, create, one dataset with its label counts, add a label.
+//! Dataset routes: list, create, one dataset with its label counts, add a label, export a
+//! detection dataset as COCO.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::extract::{Admin, J, P, Shared};
+use super::extract::{Admin, J, P, Q, Shared};
 pub use contract::api::{NewDataset, NewLabel};
 
 use crate::Result;
@@ -56,4 +57,30 @@ pub(super) async fn add_label(
     J(b): J<NewLabel>,
 ) -> Result<Json<DatasetInfo>> {
     Ok(Json(images::add_label(&st.db, &id, &b.name).await?))
+}
+
+/// A page of a COCO export.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// Images in this page, oldest approved first (1-5000, default 5000).
+    limit: Option<i64>,
+    /// Images skipped (0-10000000, default 0).
+    offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/datasets/{id}/coco", tag = "images", params(("id" = String, Path, description = "detection dataset id"), ExportQuery),
+    responses((status = 200, body = Object, description = "the approved images and their boxes as a COCO document (`info` with `total_images` and `offset`; each image with `file_name`, `width`, `height`, `sha256` and `coco_url`), which `POST /api/datasets/{id}/coco` reads back"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "not a detection dataset")),
+    security(("bearer" = [])))]
+pub(super) async fn export_coco(
+    State(st): State<Shared>,
+    _: Admin,
+    P(id): P<String>,
+    Q(q): Q<ExportQuery>,
+) -> Result<Json<serde_json::Value>> {
+    Ok(Json(
+        images::coco::export_coco(&st.db, &id, q.limit, q.offset).await?,
+    ))
 }

@@ -215,16 +215,29 @@ async fn upload_files(
         st.pending_caps(),
     )
     .await?;
+    Ok(answer_stored(st, dataset_id, label, stored, uploader.admin).await)
+}
+
+/// The answer to an upload or an import that stored `stored`: counted in the metrics, an
+/// auto-retrain queued when an admin's images (approved as they arrive) may have crossed the
+/// threshold, 201 when anything new was stored, else 200.
+async fn answer_stored(
+    st: &AppState,
+    dataset_id: &str,
+    label: String,
+    stored: Vec<images::Uploaded>,
+    admin: bool,
+) -> (StatusCode, Json<UploadResponse>) {
     let fresh = stored.iter().filter(|u| !u.duplicate).count();
-    st.metrics
-        .uploads
-        .with_label_values(&["stored"])
-        .inc_by(fresh as u64);
-    st.metrics
-        .uploads
-        .with_label_values(&["duplicate"])
-        .inc_by((stored.len() - fresh) as u64);
-    let auto = if uploader.admin {
+    let count = |kind: &str, n: usize| {
+        st.metrics
+            .uploads
+            .with_label_values(&[kind])
+            .inc_by(n as u64);
+    };
+    count("stored", fresh);
+    count("duplicate", stored.len() - fresh);
+    let auto = if admin {
         st.auto_retrain(dataset_id).await
     } else {
         None
@@ -234,7 +247,7 @@ async fn upload_files(
     } else {
         StatusCode::OK
     };
-    Ok((
+    (
         status,
         Json(UploadResponse {
             dataset_id: dataset_id.to_string(),
@@ -242,7 +255,7 @@ async fn upload_files(
             images: stored,
             auto_retrain: auto,
         }),
-    ))
+    )
 }
 
 // The multipart body of a COCO import, for the OpenAPI document only.
@@ -273,6 +286,19 @@ pub(super) async fn import_coco(
     P(dataset_id): P<String>,
     mp: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadResponse>)> {
+    let result = coco_files(&st, &dataset_id, mp).await;
+    if result.is_err() {
+        st.metrics.uploads.with_label_values(&["rejected"]).inc();
+    }
+    result
+}
+
+/// Check and import the files of a COCO import form (the plain logic behind the handler).
+async fn coco_files(
+    st: &AppState,
+    dataset_id: &str,
+    mp: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadResponse>)> {
     let form = read_form(mp?, &["annotations", "files"], st.cfg.max_files).await?;
     let annotations = form.fields.get("annotations").cloned().ok_or_else(|| {
         Error::BadRequest("missing 'annotations' field (the COCO JSON document)".into())
@@ -295,33 +321,15 @@ pub(super) async fn import_coco(
     let stored = images::coco::import_coco(
         &st.db,
         &st.storage,
-        &dataset_id,
+        dataset_id,
         &annotations,
         checked,
         &who,
         st.pending_caps(),
     )
     .await?;
-    let fresh = stored.iter().filter(|u| !u.duplicate).count();
-    st.metrics
-        .uploads
-        .with_label_values(&["stored"])
-        .inc_by(fresh as u64);
     let label = stored.first().map(|u| u.label.clone()).unwrap_or_default();
-    let auto = st.auto_retrain(&dataset_id).await;
-    Ok((
-        if fresh > 0 {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        Json(UploadResponse {
-            dataset_id,
-            label,
-            images: stored,
-            auto_retrain: auto,
-        }),
-    ))
+    Ok(answer_stored(st, dataset_id, label, stored, true).await)
 }
 
 #[utoipa::path(get, path = "/api/images", tag = "images", params(ImageQuery),

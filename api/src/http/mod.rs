@@ -145,7 +145,8 @@ fn api_routes(st: &Shared) -> Router<Shared> {
                 .layer::<_, std::convert::Infallible>(budget.clone())
                 .layer(body_limit)
                 .layer(meter(Metered::Upload))
-                .layer(declared_limit.clone()),
+                .layer(declared_limit.clone())
+                .get(datasets::export_coco),
         )
         .route(
             "/predict",

@@ -226,7 +226,7 @@ impl utoipa::Modify for CommonResponses {
     info(title = "edgeml api", description = "Labeled uploads, review, retraining, model registry and predictions. \
         Browsers download the shared backbone once from /api/backbones/{sha256}.q8 (NNEF, 8-bit weights) and the champion's \
         small head from /api/models/{id}/head.nnef, and classify locally."),
-    paths(images::upload, images::import_coco, datasets::list_datasets, datasets::create_dataset, datasets::get_dataset, datasets::add_label,
+    paths(images::upload, images::import_coco, datasets::export_coco, datasets::list_datasets, datasets::create_dataset, datasets::get_dataset, datasets::add_label,
         images::list_images, images::image_statuses, images::get_image, images::image_blob,
         images::review_queue, images::caption_queue, images::review, training::start_training, training::list_runs, training::get_run,
         training::cancel_run, training::run_events,

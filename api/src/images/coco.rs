@@ -4,16 +4,18 @@
 //! COCO reader (repeated ids, unknown images or categories, boxes outside their image or
 //! without area, sizes that disagree with the files: the entry named), every category one of
 //! the dataset's labels, every image with at least one box and every file named by the
-//! document — then ingested like an upload, in one transaction.
+//! document — then ingested like an upload, in one transaction. And the way out: a dataset's
+//! approved images and their boxes as the same COCO document ([`export_coco`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use contract::Task;
+use contract::api::ImageRow;
+use contract::{ImageStatus, Task};
 use trainer::dataset::Split;
-use trainer::detect::DetectSet;
 use trainer::detect::data::Loaded;
+use trainer::detect::{BoxLabel, CocoEntry, DetectSet, Rect, coco_document};
 
-use super::boxes::{ImageBox, check_boxes, dataset_task, main_label};
+use super::boxes::{ImageBox, boxes_of_images, check_boxes, dataset_task, main_label};
 use super::check::Checked;
 use super::datasets::labels;
 use super::upload::{PendingCaps, Uploaded, Uploader, ingest};
@@ -113,4 +115,85 @@ pub fn boxed(annotations: &str, files: Vec<Checked>, known: &[String]) -> Result
         )));
     }
     Ok(out)
+}
+
+/// Most images one export page holds (`limit`'s bound).
+pub const EXPORT_PAGE: i64 = 5000;
+
+/// The approved images of detection dataset `dataset_id` (oldest first, `limit` from
+/// `offset`) and their boxes as a COCO document, in the format [`import_coco`] reads back:
+/// each image's `file_name` is its uploaded name (made unique with its hash's head when two
+/// share one), its `sha256` binds the file, its `coco_url` is where the file is served;
+/// `info` says which page of how many images this is.
+pub async fn export_coco(
+    db: &Db,
+    dataset_id: &str,
+    limit: Option<i64>,
+    offset: Option<i64>,
+) -> Result<serde_json::Value> {
+    let limit = crate::util::in_range("limit", limit, 1, EXPORT_PAGE)?.unwrap_or(EXPORT_PAGE);
+    let offset = crate::util::in_range("offset", offset, 0, 10_000_000)?.unwrap_or(0);
+    if dataset_task(db, dataset_id).await? != Task::Detect {
+        return Err(Error::Invalid(format!(
+            "dataset {dataset_id:?} holds labelled images, not boxes: only a detection dataset \
+             exports as COCO"
+        )));
+    }
+    let known = labels(db, dataset_id).await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE dataset_id = $1 AND status = $2")
+            .bind(dataset_id)
+            .bind(ImageStatus::Approved)
+            .fetch_one(db.pool())
+            .await?;
+    let rows: Vec<ImageRow> = sqlx::query_as(
+        "SELECT * FROM images WHERE dataset_id = $1 AND status = $2 \
+         ORDER BY created_at, id LIMIT $3 OFFSET $4",
+    )
+    .bind(dataset_id)
+    .bind(ImageStatus::Approved)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.pool())
+    .await?;
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut boxes = boxes_of_images(db, &ids).await?;
+    let mut names = HashSet::new();
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut file_name = r.filename.clone();
+        if !names.insert(file_name.clone()) {
+            file_name = format!("{}-{}", &r.sha256[..12], r.filename);
+            names.insert(file_name.clone());
+        }
+        let boxes = boxes
+            .remove(&r.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|b| {
+                let label = known.iter().position(|l| *l == b.label).ok_or_else(|| {
+                    Error::Internal(format!("image {}: box label {:?} unknown", r.id, b.label))
+                })?;
+                let [x, y, w, h] = b.bbox;
+                Ok(BoxLabel {
+                    label,
+                    rect: Rect { x, y, w, h },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        entries.push(CocoEntry {
+            file_name,
+            width: u32::try_from(r.width).unwrap_or_default(),
+            height: u32::try_from(r.height).unwrap_or_default(),
+            sha256: Some(r.sha256.clone()),
+            url: Some(format!("/api/images/{}/blob", r.id)),
+            boxes,
+        });
+    }
+    let info = serde_json::json!({
+        "description": format!("edgeml detection dataset {dataset_id}: approved images and their boxes"),
+        "total_images": total,
+        "offset": offset,
+    });
+    Ok(coco_document(&known, entries, Some(info)))
 }

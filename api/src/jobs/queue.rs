@@ -4,6 +4,7 @@
 
 pub use contract::api::RunInfo;
 use contract::{ImageStatus, RunStatus, Task};
+use trainer::dataset::Split;
 use trainer::train::TrainConfig;
 
 use super::task::task_named;
@@ -329,6 +330,12 @@ pub async fn maybe_auto_retrain(
     }
     // A detection dataset retrains its detector; any other its classifier.
     let (task, params) = match crate::images::dataset_task(db, dataset_id).await? {
+        // A detector trains, selects and is gated on images of all three splits: until the
+        // approved ones fall in each, a run would only fail; the approvals keep counting.
+        Task::Detect if !every_split(db, dataset_id).await? => {
+            tracing::info!(dataset = %dataset_id, fresh, "auto-retrain waits for approved images in every split");
+            return Ok(None);
+        }
         Task::Detect => (
             Task::Detect,
             serde_json::to_value(trainer::detect::fit::DetectConfig::default())?,
@@ -355,4 +362,30 @@ pub async fn maybe_auto_retrain(
     };
     tracing::info!(run = %id, fresh, "auto-retrain queued");
     Ok(Some(get_run(db, &id).await?))
+}
+
+/// Whether the dataset's approved images fall in all three splits (train, validation, test;
+/// an image's split is fixed by its content's hash, as the trainer assigns it).
+async fn every_split(db: &Db, dataset_id: &str) -> Result<bool> {
+    let digests: Vec<String> =
+        sqlx::query_scalar("SELECT sha256 FROM images WHERE dataset_id = $1 AND status = $2")
+            .bind(dataset_id)
+            .bind(ImageStatus::Approved)
+            .fetch_all(db.pool())
+            .await?;
+    let mut seen = [false; 3];
+    for hex_digest in &digests {
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut raw)
+            .map_err(|e| Error::Internal(format!("stored sha256 {hex_digest:?}: {e}")))?;
+        seen[match Split::of_digest(&raw) {
+            Split::Train => 0,
+            Split::Val => 1,
+            Split::Test => 2,
+        }] = true;
+        if seen == [true; 3] {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -95,6 +95,79 @@ struct CocoImage {
     file_name: String,
     width: u32,
     height: u32,
+    /// The file's sha256 (lower-case hex), when the document binds its files: checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    /// Where the file can be fetched (COCO's own field; not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coco_url: Option<String>,
+}
+
+/// One image of a COCO document to write (see [`coco_document`]).
+#[derive(Debug, Clone)]
+pub struct CocoEntry {
+    /// Its `file_name`.
+    pub file_name: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The file's sha256, written so a reader can check it has the very file.
+    pub sha256: Option<String>,
+    /// Where the file can be fetched (`coco_url`).
+    pub url: Option<String>,
+    /// Its boxes (labels index the document's categories).
+    pub boxes: Vec<BoxLabel>,
+}
+
+/// The COCO JSON document (`info` when given, `images`, `annotations` with `bbox` and `area`,
+/// `categories`) of `entries` on `labels`, ids counted from 1 in order: the one format
+/// [`DetectSet::write_coco`] writes, the api exports and [`DetectSet::parse_coco`] reads.
+pub fn coco_document(
+    labels: &[String],
+    entries: Vec<CocoEntry>,
+    info: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut images = Vec::with_capacity(entries.len());
+    let mut annotations = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        let image_id = i as u64 + 1;
+        for b in &e.boxes {
+            annotations.push(CocoAnnotation {
+                id: annotations.len() as u64 + 1,
+                image_id,
+                category_id: b.label as u64 + 1,
+                bbox: [b.rect.x, b.rect.y, b.rect.w, b.rect.h],
+                area: b.rect.area(),
+                iscrowd: 0,
+            });
+        }
+        images.push(CocoImage {
+            id: image_id,
+            file_name: e.file_name,
+            width: e.width,
+            height: e.height,
+            sha256: e.sha256,
+            coco_url: e.url,
+        });
+    }
+    let categories: Vec<CocoCategory> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, name)| CocoCategory {
+            id: i as u64 + 1,
+            name: name.clone(),
+        })
+        .collect();
+    let mut doc = serde_json::json!({
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    });
+    if let Some(info) = info {
+        doc["info"] = info;
+    }
+    doc
 }
 
 #[derive(Deserialize, Serialize)]
@@ -207,6 +280,16 @@ impl DetectSet {
                 return Err(bad(format!("image id {} appears twice", im.id)));
             }
             let l = load(&im.file_name).map_err(|e| bad(format!("image {}: {e}", im.id)))?;
+            if let Some(want) = im
+                .sha256
+                .as_deref()
+                .filter(|w| !w.eq_ignore_ascii_case(&l.sha256))
+            {
+                return Err(bad(format!(
+                    "image {} ({}) is not the file annotated: its sha256 is {}, the document says {want}",
+                    im.id, im.file_name, l.sha256
+                )));
+            }
             if (l.width, l.height) != (im.width, im.height) {
                 return Err(bad(format!(
                     "image {} ({}) is {}×{}, the file says {}×{}",
@@ -311,9 +394,8 @@ impl DetectSet {
     /// (or its own bytes' format), ids counted from 1 in order.
     pub fn write_coco(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut images = Vec::new();
-        let mut annotations = Vec::new();
-        for (i, item) in self.items.iter().enumerate() {
+        let mut entries = Vec::with_capacity(self.items.len());
+        for item in &self.items {
             let ext = if item.bytes.starts_with(b"\x89PNG") {
                 "png"
             } else {
@@ -322,37 +404,16 @@ impl DetectSet {
             let file_name = format!("{}.{ext}", item.sha256);
             let path = dir.join(&file_name);
             std::fs::write(&path, &item.bytes).map_err(io(&path))?;
-            images.push(CocoImage {
-                id: i as u64 + 1,
+            entries.push(CocoEntry {
                 file_name,
                 width: item.width,
                 height: item.height,
+                sha256: Some(item.sha256.clone()),
+                url: None,
+                boxes: item.boxes.clone(),
             });
-            for b in &item.boxes {
-                annotations.push(CocoAnnotation {
-                    id: annotations.len() as u64 + 1,
-                    image_id: i as u64 + 1,
-                    category_id: b.label as u64 + 1,
-                    bbox: [b.rect.x, b.rect.y, b.rect.w, b.rect.h],
-                    area: b.rect.area(),
-                    iscrowd: 0,
-                });
-            }
         }
-        let categories: Vec<CocoCategory> = self
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, name)| CocoCategory {
-                id: i as u64 + 1,
-                name: name.clone(),
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "images": images,
-            "annotations": annotations,
-            "categories": categories,
-        });
+        let doc = coco_document(&self.labels, entries, None);
         let path = dir.join("annotations.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?).map_err(io(&path))?;
         Ok(())

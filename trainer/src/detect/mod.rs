@@ -31,4 +31,4 @@ pub mod model;
 pub mod pipeline;
 
 pub use compose::{ComposeConfig, Stamp, compose_set, compose_split, load_backgrounds};
-pub use data::{BoxLabel, DetectItem, DetectSet, Rect};
+pub use data::{BoxLabel, CocoEntry, DetectItem, DetectSet, Rect, coco_document};
