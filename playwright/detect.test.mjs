@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  TOKEN, admin, assertAccessible, detectInPage, iou, launch, root, shots, startApi,
+  TOKEN, admin, assertAccessible, detectInPage, drag, iou, launch, root, shots, startApi,
   trainChampion, trainerBin, waitFor,
 } from './harness.mjs';
 
@@ -66,22 +66,12 @@ test('finds objects in a held-out image offline: boxes drawn, as the server find
 
   // Contribute: pick the detection dataset, the image, a label; drag a box (a sloppy one, 12 px
   // off); send it.
-  const drag = async (canvas, [x, y, w, h], size) => {
-    const bb = await page.locator(canvas).boundingBox();
-    const sx = bb.width / size[0]; const sy = bb.height / size[1];
-    await page.mouse.move(bb.x + x * sx, bb.y + y * sy);
-    await page.mouse.down();
-    await page.mouse.move(bb.x + (x + w / 2) * sx, bb.y + (y + h / 2) * sy, { steps: 4 });
-    await page.mouse.move(bb.x + (x + w) * sx, bb.y + (y + h) * sy, { steps: 4 });
-    await page.mouse.up();
-  };
-  const size = [mine.width, mine.height];
   await page.goto(`${base}/#/contribute`);
   await page.locator('[data-testid=dataset]').selectOption({ label: 'objects' });
   await page.locator('[data-testid=box-image]').setInputFiles({ name: 'e2e-boxes.png', mimeType: 'image/png', buffer: readFileSync(join(dir, 'train', mine.file_name)) });
   await page.locator('[data-testid=contribute-label]').selectOption(truth.label);
   const sloppy = [truth.bbox[0] + 12, truth.bbox[1] + 12, truth.bbox[2] - 12, truth.bbox[3] - 12];
-  await drag('[data-testid=contribute-canvas]', sloppy, size);
+  await drag(page, '[data-testid=contribute-canvas]', sloppy);
   await page.locator('[data-testid=contribute-boxes][data-count="1"]').waitFor();
   await page.screenshot({ path: join(shots, 'contribute-boxes.png'), fullPage: true });
   await assertAccessible(page, 'Contribute: a box drawn on a detection image');
@@ -91,6 +81,22 @@ test('finds objects in a held-out image offline: boxes drawn, as the server find
   assert.equal(sent.boxes.length, 1);
   assert.equal(sent.boxes[0].label, truth.label);
   assert.ok(iou(sent.boxes[0].bbox, sloppy) > 0.95, JSON.stringify(sent.boxes));
+
+  // The uploads queued an auto-retrain; its end refetches the review queue and redraws the
+  // cards (unsent edits are kept, a drag in progress is not): let it finish first.
+  await waitFor('no run queued or running', async () => {
+    const runs = await (await fetch(`${base}/api/train`)).json();
+    return runs.every((r) => !['queued', 'running'].includes(r.status));
+  }, 600_000);
+
+  // Another contribution waits for review beside it (a held-out composite: it is rejected).
+  const held = coco('test');
+  const another = held.images[0];
+  const fd = new FormData();
+  fd.append('boxes', JSON.stringify(boxesOf(held, another)));
+  fd.append('files', new Blob([readFileSync(join(dir, 'test', another.file_name))]), 'e2e-other.png');
+  const up = await fetch(`${base}/api/datasets/${dataset}/images`, { method: 'POST', body: fd });
+  assert.equal(up.status, 201, await up.text());
 
   // Admin: the card shows the box; the admin deletes it, draws the right one and approves.
   await page.evaluate(() => sessionStorage.removeItem('edgeml-admin-token'));
@@ -102,10 +108,16 @@ test('finds objects in a held-out image offline: boxes drawn, as the server find
   await card.locator('[data-testid=delete-box]').click();
   await card.locator('[data-testid=review-boxes][data-count="0"]').waitFor({ state: 'attached' });
   await card.locator('[data-testid=review-label]').selectOption(truth.label);
-  await drag(`[data-testid=review-card][data-file="e2e-boxes.png"] [data-testid=review-canvas]`, truth.bbox, size);
+  await drag(page, '[data-testid=review-card][data-file="e2e-boxes.png"] [data-testid=review-canvas]', truth.bbox);
   await card.locator('[data-testid=review-boxes][data-count="1"]').waitFor();
   await page.screenshot({ path: join(shots, 'admin-review-boxes.png'), fullPage: true });
   await assertAccessible(page, 'Admin review of a detection image');
+  // Rejecting another card refetches the queue and redraws every card: the unsent box stays.
+  const other = page.locator('[data-testid=review-card][data-file="e2e-other.png"]');
+  await other.locator('[data-testid=reject]').click();
+  await other.waitFor({ state: 'detached' });
+  await card.locator('[data-testid=review-boxes][data-count="1"]').waitFor();
+  await card.locator('[data-testid=save-boxes]').waitFor({ state: 'visible' });
   await card.locator('[data-testid=approve]').click();
   const approved = await waitFor('the approval', async () => {
     const all = await (await fetch(`${base}/api/images?dataset=${dataset}&status=approved&limit=500`, { headers: admin })).json();

@@ -214,6 +214,20 @@ export function iou(a, b) {
   return union > 0 ? inter / union : 0;
 }
 
+// Drag a box [x, y, w, h] (in the image's pixels) over a box editor's canvas, as a hand does:
+// press at one corner, move through the middle, release at the other.
+export async function drag(page, canvas, [x, y, w, h]) {
+  const el = page.locator(canvas);
+  const [, , iw, ih] = (await el.getAttribute('viewBox')).split(' ').map(Number);
+  const bb = await el.boundingBox();
+  const sx = bb.width / iw; const sy = bb.height / ih;
+  await page.mouse.move(bb.x + x * sx, bb.y + y * sy);
+  await page.mouse.down();
+  await page.mouse.move(bb.x + (x + w / 2) * sx, bb.y + (y + h / 2) * sy, { steps: 4 });
+  await page.mouse.move(bb.x + (x + w) * sx, bb.y + (y + h) * sy, { steps: 4 });
+  await page.mouse.up();
+}
+
 // Find the objects in a file on the Predict page (its Detect tab; picked, or dropped on the
 // drop zone); resolves to the boxes listed, once the new answer is on the page.
 export async function detectInPage(page, path, { drop = false } = {}) {

@@ -34,6 +34,9 @@ pub(super) fn Review(admin: Admin) -> impl IntoView {
             })
             .collect::<HashMap<_, _>>()
     });
+    // Boxes the admin edited but has not sent, by image: the queue is redrawn whenever it is
+    // fetched again (a decision, a finished run), and the edits must outlive its cards.
+    let edits: Edits = StoredValue::new(HashMap::new());
     let decide = move |decisions: Vec<Decision>| {
         leptos::task::spawn_local(admin.review(ReviewRequest {
             decisions,
@@ -66,7 +69,7 @@ pub(super) fn Review(admin: Admin) -> impl IntoView {
                                 {page.images.into_iter().map(|img| {
                                     let (names, detect) = labels.get(&img.dataset_id).cloned().unwrap_or_default();
                                     if detect {
-                                        view! { <BoxedCard img=img labels=names token=admin.token() decide=decide/> }.into_any()
+                                        view! { <BoxedCard img=img labels=names token=admin.token() decide=decide edits/> }.into_any()
                                     } else {
                                         view! { <ReviewCard img=img labels=names token=admin.token() decide=decide/> }.into_any()
                                     }
@@ -79,6 +82,9 @@ pub(super) fn Review(admin: Admin) -> impl IntoView {
         </section>
     }
 }
+
+/// Unsent box edits by image id (see [`Review`]).
+type Edits = StoredValue<HashMap<String, Vec<ImageBox>>>;
 
 #[component]
 pub(super) fn ReviewCard(
@@ -147,9 +153,22 @@ pub(super) fn BoxedCard(
     labels: Vec<String>,
     token: String,
     decide: impl Fn(Vec<Decision>) + Copy + 'static,
+    edits: Edits,
 ) -> impl IntoView {
-    let boxes = RwSignal::new(img.boxes.clone());
+    let kept = edits.with_value(|m| m.get(&img.id).cloned());
+    let boxes = RwSignal::new(kept.unwrap_or_else(|| img.boxes.clone()));
     let sent = img.boxes.clone();
+    let (id, unsent) = (img.id.clone(), sent.clone());
+    Effect::new(move |_| {
+        let now = boxes.get();
+        edits.update_value(|m| {
+            if now == unsent {
+                m.remove(&id);
+            } else {
+                m.insert(id.clone(), now);
+            }
+        });
+    });
     let changed = move || boxes.get() != sent;
     let (a, r, s) = (img.id.clone(), img.id.clone(), img.id.clone());
     let with_boxes = move |id: &str, action: Action| {
