@@ -12,4 +12,5 @@ rm -rf playwright/screenshots
 [ -x "$TARGET_DIR/release/trainer" ] || cargo build --release -p trainer --bin trainer
 EDGEML_API_BIN="$(realpath "$TARGET_DIR/release/api")" EDGEML_TRAINER_BIN="$(realpath "$TARGET_DIR/release/trainer")" \
   EDGEML_WEB_DIST="$(realpath dist)" \
-  node --test --test-concurrency=1 playwright/e2e.test.mjs playwright/detect.test.mjs playwright/people.test.mjs
+  node --test --test-concurrency=1 playwright/e2e.test.mjs playwright/detect.test.mjs playwright/real-boxes.test.mjs \
+  playwright/people.test.mjs

@@ -15,6 +15,10 @@
 #       openclipart-svg (public domain); scripts/openclipart_items.py says what it keeps
 #   assets/datasets/backgrounds/*.jpg                12 nature photographs (backgrounds of the
 #       detection composites, trainer::detect::compose) from Debian mate-backgrounds (GPL-2+)
+#   assets/datasets/real-photos/                     17 real photographs (13 ImageNet samples
+#       from PyPI foolbox==3.3.4, MIT; 4 from PyPI scikit-image==0.24.0, CC0 / public domain)
+#       and annotations.json: their boxes, drawn by hand in the app, from
+#       fixtures/real-photos (the detection test set of real photos; see its README)
 #
 # Usage: scripts/fetch-assets.sh [ASSETS_DIR]   (default: ./assets)
 set -euo pipefail
@@ -116,6 +120,34 @@ fi
   echo "fetch-assets: $BACKGROUNDS does not match its checksum; delete it and run again" >&2
   exit 1
 }
+
+REAL="$ASSETS/datasets/real-photos"
+if [ ! -f "$REAL/.complete" ]; then
+  echo "fetch-assets: real photographs from PyPI (foolbox, scikit-image)"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check foolbox==3.3.4 -d "$work/real"
+  # Only the sample images are used: any platform's wheel holds the same ones.
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check --only-binary=:all: \
+    --python-version 3.11 --platform manylinux_2_17_x86_64 scikit-image==0.24.0 -d "$work/real"
+  rm -rf "$REAL.tmp" && mkdir -p "$REAL.tmp"
+  python3 - "$work/real" "$REAL.tmp" fixtures/real-photos/SHA256SUMS <<'PY'
+import glob, os, sys, zipfile
+src, out, sums = sys.argv[1:]
+wheels = {"foolbox": "foolbox/data/", "scikit_image": "skimage/data/"}
+names = [line.split()[1] for line in open(sums) if line.strip()]
+for whl in glob.glob(os.path.join(src, "*.whl")):
+    z = zipfile.ZipFile(whl)
+    folder = next(f for k, f in wheels.items() if os.path.basename(whl).startswith(k))
+    for n in names:
+        if folder + n in z.namelist():
+            with open(os.path.join(out, n), "wb") as f:
+                f.write(z.read(folder + n))
+PY
+  (cd "$REAL.tmp" && sha256sum --check --quiet "$OLDPWD/fixtures/real-photos/SHA256SUMS")
+  rm -rf "$REAL" && mv "$REAL.tmp" "$REAL"
+  touch "$REAL/.complete"
+fi
+# The boxes come from the repository (refreshed on every run); the files they bind, from above.
+[ -f fixtures/real-photos/annotations.json ] && cp fixtures/real-photos/annotations.json "$REAL/"
 
 # Verify what we installed against the checksums recorded in the README's data section.
 python3 - "$ASSETS" "$WEIGHTS_SHA" "$PHOTOS_SHA" <<'PY'
