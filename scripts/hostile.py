@@ -23,6 +23,9 @@ and bucket, attacks it over loopback TCP and checks what a production server mus
      queued run for the dataset.
   f  product classification (scripts/hostile_product.py): hostile titles, 200 stalled product
      predictions, prediction bursts during a product retrain, the registry consistent after.
+  g  images with boxes (scripts/hostile_detect.py): hostile boxes and COCO documents, 20
+     identical boxed uploads and COCO imports, 200 stalled ones, kill -9 during a burst of
+     them: every acknowledged image there with its bytes and its boxes.
 
 Each scenario runs on SQLite + local storage and on PostgreSQL + S3 (the servers that
 `scripts/test-services.sh` starts: EDGEML_TEST_POSTGRES_URL, EDGEML_TEST_S3_ENDPOINT; without
@@ -735,9 +738,10 @@ class Stalled:
         self.kind, self.opened, self.closed, self.how, self.answer = kind, None, None, None, b""
 
 
-async def hold_stalled(port, conn, i, connect_slots):
-    """Open, send the partial payload, then read until the server closes (EOF or reset).
-    Cancelled at the deadline, a connection stays `closed=None` (still open)."""
+async def hold_stalled(port, conn, i, connect_slots, payload=None):
+    """Open, send the partial payload (`payload(kind, i)`, by default `stall_payload`), then
+    read until the server closes (EOF or reset). Cancelled at the deadline, a connection stays
+    `closed=None` (still open)."""
     try:
         async with connect_slots:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
@@ -746,7 +750,7 @@ async def hold_stalled(port, conn, i, connect_slots):
         return
     conn.opened = time.monotonic()
     try:
-        writer.write(stall_payload(conn.kind, i))
+        writer.write((payload or stall_payload)(conn.kind, i))
         await writer.drain()
         while True:
             data = await reader.read(65536)
@@ -779,10 +783,11 @@ class HealthProbe(threading.Thread):
             self.stop.wait(max(0.0, 0.2 - (time.perf_counter() - t0)))
 
 
-async def stall_all(port, n, kinds=STALL_KINDS):
+async def stall_all(port, n, kinds=STALL_KINDS, payload=None):
     conns = [Stalled(kinds[i % len(kinds)]) for i in range(n)]
     slots = asyncio.Semaphore(64)
-    tasks = [asyncio.create_task(hold_stalled(port, c, i, slots)) for i, c in enumerate(conns)]
+    tasks = [asyncio.create_task(hold_stalled(port, c, i, slots, payload))
+             for i, c in enumerate(conns)]
     while any(c.opened is None and c.how is None for c in conns):
         await asyncio.sleep(0.05)
     last_open = max((c.opened for c in conns if c.opened), default=time.monotonic())
@@ -1063,6 +1068,14 @@ class Suite:
             self.run_scenario("f products", backend, server, scenario_f)
             server.stop()
 
+    def detection(self, backend):
+        from hostile_detect import scenario_g
+        server = self.new_server(backend, "detection", WORKERS=0, TRAIN_ON_START="false",
+                                 AUTO_RETRAIN_AFTER=0)
+        if self.start_or_fail("g boxes", backend, server):
+            self.run_scenario("g boxes", backend, server, scenario_g)
+            server.stop()
+
     def run(self, backend):
         log(f"backend {backend.name}")
         self.shared(backend)
@@ -1072,6 +1085,8 @@ class Suite:
             self.bombs_scenario(backend)
         if "f" in self.only:
             self.products(backend)
+        if "g" in self.only:
+            self.detection(backend)
 
 
 HEADER = f"{'scenario':<14} {'backend':<9} {'result':<6} details"
@@ -1127,15 +1142,15 @@ def raise_open_files():
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="a,b,c,d,e,f", help="scenarios to run, e.g. a,d")
+    p.add_argument("--only", default="a,b,c,d,e,f,g", help="scenarios to run, e.g. a,d")
     p.add_argument("--backend", default="both", choices=["sqlite", "postgres", "both"])
     p.add_argument("--bin", default=os.environ.get("API_BIN") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "release", "api"))
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = p.parse_args()
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if not args.only <= set("abcdef"):
-        p.error("--only takes letters among a,b,c,d,e,f")
+    if not args.only <= set("abcdefg"):
+        p.error("--only takes letters among a,b,c,d,e,f,g")
     return args
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fault-and-load acceptance suite against the api release binary (scripts/hostile.py):
 # kill -9 during uploads, 1,000 stalled connections, decode bombs, duplicate-upload races,
-# concurrent approvals, hostile and stalled product predictions during a retrain. Runs on
+# concurrent approvals, hostile and stalled product predictions during a retrain, hostile,
+# stalled, duplicated and killed uploads and COCO imports with boxes. Runs on
 # SQLite + local storage, and on PostgreSQL + S3 when `scripts/test-services.sh` was sourced
 # first (as scripts/test.sh does).
-#   scripts/hostile.sh [--only a,b,c,d,e,f] [--backend sqlite|postgres|both] [--keep]
+#   scripts/hostile.sh [--only a,b,c,d,e,f,g] [--backend sqlite|postgres|both] [--keep]
 # Binary: ${API_BIN:-${CARGO_TARGET_DIR:-target}/release/api}. HOSTILE_BOMBS sets the number
 # of decode bombs (default 100).
 set -euo pipefail
