@@ -1,7 +1,8 @@
 //! The detection model: its targets decode back to the true boxes; a head trained on a few
 //! bundled composites fits them, is scored from the detections it reports, and its exported
 //! ONNX and NNEF heads (and the whole ONNX pair from the image) agree with candle — natively
-//! and in the wasm32 build, whose session decodes the same boxes.
+//! and in the wasm32 build, whose session decodes the same boxes; `trainer eval` scores it as
+//! browsers run it, on held-out composites and on the real photos boxed by hand.
 //! Needs `scripts/fetch-assets.sh` and `scripts/build-wasm.sh` (the README's test command runs
 //! both first).
 
@@ -321,6 +322,63 @@ fn a_detector_trains_exports_and_agrees_with_tract() {
         })
         .collect();
     assert_eq!(fields[1], expected.join(", "), "{line}");
+
+    // `trainer eval` on a detector: the held-out composites as a COCO folder, scored as
+    // browsers run the model — the mAP of the tract session's outputs decoded for scoring.
+    let held = tmp.path().join("held");
+    test.write_coco(&held).unwrap();
+    let (head_line, printed) = eval_printed(&out, &held);
+    assert!(head_line.starts_with("12 images, "), "{head_line}");
+    let mut found = Vec::new();
+    for (image, item) in te.iter().enumerate() {
+        let input = trainer::run::inference_tensor(*item, &m.preprocess).unwrap();
+        let row = session.run(&input).unwrap().remove(0);
+        let size = (item.width, item.height);
+        found.extend(decode(&row, shape, size, image, &DecodeParams::evaluation()).unwrap());
+    }
+    let expected = mean_ap(&truths(&te), &found, labels.len() as u32);
+    assert_eq!(
+        printed,
+        format!(
+            "mAP@0.5 {:.4}  mAP@[.5:.95] {:.4}",
+            expected.map50, expected.map50_95
+        )
+    );
+    // And on the real photos boxed by hand (fixtures/real-photos, installed beside the photos
+    // by fetch-assets): the committed boxes, every photo read.
+    let real = assets().join("datasets/real-photos");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/real-photos/annotations.json");
+    assert_eq!(
+        std::fs::read(real.join("annotations.json")).unwrap(),
+        std::fs::read(&fixture).unwrap(),
+        "run scripts/fetch-assets.sh: the installed boxes are not the committed ones"
+    );
+    let set = DetectSet::import_coco(&real.join("annotations.json")).unwrap();
+    assert_eq!((set.items.len(), set.truths().len()), (17, 34));
+    let (head_line, printed) = eval_printed(&out, &real);
+    assert!(
+        head_line.starts_with("17 images, 34 true boxes"),
+        "{head_line}"
+    );
+    assert!(printed.starts_with("mAP@0.5 "), "{printed}");
+}
+
+/// `trainer eval --model MODEL --data DATA`: its first line and its mAP line.
+fn eval_printed(model: &Path, data: &Path) -> (String, String) {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["eval", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    let map = lines.next().unwrap_or_default().to_string();
+    (first, map)
 }
 
 /// The wasm32 build on `items`: the same preprocessed tensor as native, maps within the

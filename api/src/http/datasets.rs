@@ -63,9 +63,11 @@ pub(super) async fn add_label(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ExportQuery {
-    /// Images in this page, oldest approved first (1-5000, default 5000).
+    /// Images in this page, oldest approved first (default 5000).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<i64>,
-    /// Images skipped (0-10000000, default 0).
+    /// Images skipped (default 0).
+    #[param(minimum = 0, maximum = 10000000)]
     offset: Option<i64>,
 }
 
