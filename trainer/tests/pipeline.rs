@@ -359,7 +359,9 @@ fn refuses_tampered_models(
 /// of a fresh pass.
 fn heads_share_one_backbone_and_its_last_pass(session: &Session, onnx: &[u8], dataset: &Dataset) {
     let backbone = session.backbone().unwrap().clone();
-    // Every depthwise layer of the deployed plan runs wasm-infer's kernel, not tract's.
+    // Every convolution of the deployed plan runs wasm-infer's kernels, not tract's, with the
+    // bias, ReLU6 and residual adds after it folded in: 16 depthwise layers; 32 1×1
+    // convolutions and the stem.
     let ops: Vec<String> = backbone
         .plan()
         .model()
@@ -369,7 +371,22 @@ fn heads_share_one_backbone_and_its_last_pass(session: &Session, onnx: &[u8], da
         .collect();
     let ours = ops.iter().filter(|o| *o == "EdgeDepthwiseConv").count();
     assert_eq!(ours, 16, "EfficientNet-Lite0 has 16 depthwise layers");
-    assert!(!ops.iter().any(|o| o == "DepthWiseConv"), "{ops:?}");
+    let pointwise = ops.iter().filter(|o| *o == "EdgePointwiseConv").count();
+    assert_eq!(pointwise, 33, "{ops:?}");
+    for theirs in [
+        "DepthWiseConv",
+        "OptMatMul",
+        "EinSum",
+        "OptBinChain",
+        "Add",
+        "Max",
+        "Min",
+    ] {
+        assert!(
+            !ops.iter().any(|o| o.starts_with(theirs)),
+            "{theirs} in {ops:?}"
+        );
+    }
     let second = Session::composed(backbone.clone(), onnx, session.manifest().clone()).unwrap();
     assert!(Arc::ptr_eq(second.backbone().unwrap(), &backbone));
     let prep = &session.manifest().preprocess;

@@ -81,7 +81,7 @@ fn session_phases(
         "sha256 check",
         "read (tar, 8-bit weights, NNEF graph)",
         "declutter (native only)",
-        "depthwise swap (native only)",
+        "kernel swaps (native only)",
         "optimise (declutter, codegen, weight packing)",
         "runnable",
         "whole Backbone::new",
@@ -106,6 +106,7 @@ fn session_phases(
         let model = {
             let mut model = model.into_decluttered()?;
             lap(&mut times);
+            wasm_infer::pointwise::install(&mut model)?;
             wasm_infer::depthwise::install(&mut model)?;
             lap(&mut times);
             model
@@ -146,7 +147,7 @@ fn profile_plans(
     threads: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use tract_onnx::prelude::*;
-    use wasm_infer::depthwise;
+    use wasm_infer::{depthwise, pointwise};
     let file = match &manifest.backbone {
         Some(b) => b.onnx.file.clone(),
         None => manifest.onnx.file.clone(),
@@ -159,6 +160,7 @@ fn profile_plans(
             .into_typed()?
             .into_decluttered()?;
         if ours {
+            pointwise::install(&mut model)?;
             depthwise::install(&mut model)?;
         }
         model.into_optimized()?.into_runnable()
@@ -170,18 +172,27 @@ fn profile_plans(
 
     let tract = plan(false)?;
     let ours = plan(true)?;
-    let a = profile("tract's depthwise (DepthWiseConv)", &tract, input, runs)?;
+    let a = profile("tract's own kernels", &tract, input, runs)?;
     let b = profile(
-        "wasm-infer's depthwise (EdgeDepthwiseConv), as deployed",
+        "wasm-infer's 1×1 and depthwise kernels (EdgePointwiseConv, EdgeDepthwiseConv), as deployed",
         &ours,
         input,
         runs,
     )?;
     println!(
-        "\nwhole run: {a:.2} ms with tract's depthwise, {b:.2} ms with wasm-infer's ({:.2}x)",
+        "\nwhole run: {a:.2} ms with tract's kernels, {b:.2} ms with wasm-infer's ({:.2}x)",
         b / a
     );
-    // The deployed plan with intra-op threads (what the api gives a request running alone).
+    // The deployed plan with intra-op threads (what the api gives a request running alone),
+    // node by node, then whole runs.
+    wasm_infer::session::with_threads(threads, || {
+        profile(
+            &format!("the same plan, {threads} intra-op threads"),
+            &ours,
+            input,
+            runs,
+        )
+    })?;
     let mut times = Vec::new();
     for i in 0..runs + 3 {
         let t = Instant::now();

@@ -116,6 +116,8 @@ pub struct DepthwiseConv {
     kernel: Arc<Tensor>,
     /// `[c]`.
     bias: Arc<Tensor>,
+    /// ReLU6 (or any clamp) applied to the outputs, as bits (the op must hash).
+    clip: Option<(u32, u32)>,
 }
 
 impl DepthwiseConv {
@@ -162,7 +164,16 @@ impl DepthwiseConv {
             batch_axis,
             kernel: Arc::new(kernel),
             bias: Arc::new(tensor1(&bias)),
+            clip: None,
         })
+    }
+
+    /// The same convolution with its outputs clamped to `[lo, hi]` (the ReLU6 after it, folded
+    /// in by [`install`]).
+    pub fn with_clip(mut self, lo: f32, hi: f32) -> TractResult<Self> {
+        ensure!(lo <= hi, "clamp to [{lo}, {hi}]");
+        self.clip = Some((lo.to_bits(), hi.to_bits()));
+        Ok(self)
     }
 
     /// The geometry it runs.
@@ -196,6 +207,9 @@ impl DepthwiseConv {
         let copies = g.phase_copies();
         let job = Job {
             g,
+            clip: self
+                .clip
+                .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi))),
             copies: &copies,
             offsets: &offsets,
             kernel,
@@ -220,6 +234,7 @@ impl DepthwiseConv {
 /// One run's constants.
 struct Job<'a> {
     g: &'a Geometry,
+    clip: Option<(f32, f32)>,
     copies: &'a [PhaseCopy],
     offsets: &'a [usize],
     kernel: &'a [f32],
@@ -280,6 +295,9 @@ impl Job<'_> {
                 bias: self.bias[ch],
             };
             plane.rows::<FMA>(out);
+            if self.clip.is_some() {
+                crate::epilogue::finish_row(out, 0.0, self.clip, None);
+            }
         }
     }
 }
@@ -449,8 +467,21 @@ impl Op for DepthwiseConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}×{} stride {}×{}, {} channels, {}×{} → {}×{}",
-            g.kh, g.kw, g.sh, g.sw, g.c, g.h, g.w, g.oh, g.ow
+            "{}×{} stride {}×{}, {} channels, {}×{} → {}×{}{}",
+            g.kh,
+            g.kw,
+            g.sh,
+            g.sw,
+            g.c,
+            g.h,
+            g.w,
+            g.oh,
+            g.ow,
+            match self.clip {
+                Some((lo, hi)) =>
+                    format!(", clamp [{}, {}]", f32::from_bits(lo), f32::from_bits(hi)),
+                None => String::new(),
+            }
         )])
     }
 
@@ -466,7 +497,10 @@ impl EvalOp for DepthwiseConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        let mut output = Tensor::zero::<f32>(&self.shape(true))?;
+        #[allow(unsafe_code)]
+        // SAFETY: `run` writes every output (each plane's wide blocks and narrow tail cover
+        // all its rows and columns) before anything reads them.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.shape(true))? };
         let view = input.to_plain_array_view::<f32>()?;
         let contiguous;
         let input = match view.as_slice() {
@@ -522,11 +556,29 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
         let Some(op) = depthwise_of(model, node, conv)? else {
             continue;
         };
+        // The ReLU6 after it, if any (its bias is already the op's).
+        let tail = crate::epilogue::follow(
+            model,
+            OutletId::new(id, 0),
+            crate::epilogue::Accept {
+                channels: op.geo.c,
+                c_axis: usize::from(op.batch_axis),
+                bias: false,
+                residual: false,
+            },
+        )?;
+        let op = match tail.clip {
+            Some((lo, hi)) => op.with_clip(lo, hi)?,
+            None => op,
+        };
         let mut patch = TypedModelPatch::default();
         let tap = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(&node.name, op, &[tap])?;
-        patch.shunt_outside(model, id.into(), out[0])?;
+        let out = patch.wire_node(&model.node(tail.last.node).name, op, &[tap])?;
+        patch.shunt_outside(model, tail.last, out[0])?;
         patch.obliterate(id)?;
+        for n in tail.nodes {
+            patch.obliterate(n)?;
+        }
         patch.apply(model)?;
         replaced += 1;
     }

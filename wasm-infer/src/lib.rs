@@ -3,8 +3,12 @@
 pub mod decode;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod depthwise;
+#[cfg(not(target_arch = "wasm32"))]
+mod epilogue;
 pub mod error;
 pub mod nnef;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod pointwise;
 pub mod preprocess;
 pub mod product;
 pub mod quant;

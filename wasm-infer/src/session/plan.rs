@@ -91,6 +91,7 @@ pub(crate) fn optimise(typed: TypedModel) -> Result<Runnable> {
     #[cfg(not(target_arch = "wasm32"))]
     let typed = {
         let mut typed = typed;
+        crate::pointwise::install(&mut typed).map_err(Error::engine)?;
         crate::depthwise::install(&mut typed).map_err(Error::engine)?;
         typed
     };
