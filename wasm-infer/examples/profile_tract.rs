@@ -4,8 +4,8 @@
 //! and printed as a markdown table, with the ten slowest nodes. Run by
 //! `scripts/profile-tract.sh`.
 //!
-//! Natively it profiles the api's plan (the `f32` ONNX backbone), with tract's depthwise op and
-//! with wasm-infer's, then threads and batches. Built for wasm32-wasip1 with the browser
+//! Natively it profiles the api's plan (the `f32` ONNX backbone), with tract's own kernels and
+//! with wasm-infer's (1×1 and stem, depthwise), then threads and batches. Built for wasm32-wasip1 with the browser
 //! module's flags and run by node's WASI, it profiles the plan browsers build: the shipped
 //! 8-bit NNEF backbone, loaded by `Backbone::new`. Both first time the phases of building the
 //! session from `backbone.q8`.
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The plan browsers build: `backbone.q8` (NNEF, 8-bit weights expanded to `f32`), tract's
-/// own kernels (wasm-infer's depthwise op is native-only), one thread.
+/// own kernels (wasm-infer's convolution ops are native-only), one thread.
 #[cfg(target_arch = "wasm32")]
 fn profile_plans(
     dir: &std::path::Path,
@@ -100,7 +100,7 @@ fn session_phases(
         lap(&mut times);
         let model = wasm_infer::nnef::load(&bytes)?;
         lap(&mut times);
-        // As `Backbone::new` does it: natively declutter and swap the depthwise op in; in
+        // As `Backbone::new` does it: natively declutter and swap wasm-infer's ops in; in
         // wasm neither (`into_optimized` declutters).
         #[cfg(not(target_arch = "wasm32"))]
         let model = {
@@ -136,8 +136,8 @@ fn session_phases(
     Ok(())
 }
 
-/// The api's plan (the `f32` ONNX backbone) with tract's depthwise op and with wasm-infer's,
-/// then with intra-op threads and on batches.
+/// The api's plan (the `f32` ONNX backbone) with tract's kernels and with wasm-infer's, then
+/// with intra-op threads and on batches.
 #[cfg(not(target_arch = "wasm32"))]
 fn profile_plans(
     dir: &std::path::Path,

@@ -38,9 +38,9 @@ pub(crate) fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> R
     let mut model = model;
     select_output(&mut model, &io.1.name)?;
     check_io(&model, io, true)?;
-    // Natively the depthwise op is swapped into the decluttered graph. In wasm there is no
-    // swap, and `into_optimized` declutters first anyway: a separate pass would declutter
-    // twice (about 24 ms of a 190 ms session build under node).
+    // Natively wasm-infer's convolution ops are swapped into the decluttered graph. In wasm
+    // there is no swap, and `into_optimized` declutters first anyway: a separate pass would
+    // declutter twice (about 24 ms of a 190 ms session build under node).
     #[cfg(not(target_arch = "wasm32"))]
     let model = model.into_decluttered().map_err(Error::engine)?;
     optimise(model)
@@ -85,8 +85,9 @@ where
         .map_err(Error::engine)
 }
 
-/// Swap in the depthwise op natively ([`crate::depthwise`]; in wasm tract's own depthwise
-/// kernels are faster), optimise, make runnable.
+/// Swap in wasm-infer's convolution ops natively ([`crate::pointwise`], [`crate::depthwise`];
+/// in wasm tract's own kernels run: the `gemm` crate has no wasm SIMD kernels, and tract's
+/// depthwise was faster there), optimise, make runnable.
 pub(crate) fn optimise(typed: TypedModel) -> Result<Runnable> {
     #[cfg(not(target_arch = "wasm32"))]
     let typed = {
