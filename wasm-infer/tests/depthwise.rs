@@ -160,6 +160,32 @@ fn agrees_with_tract_on_efficientnet_geometries_one_image_chw() -> TractResult<(
 }
 
 #[test]
+fn agrees_with_tract_on_narrow_planes_and_many_channels() -> TractResult<()> {
+    // Planes narrower than one wide block (16 columns): only narrow blocks and their tails;
+    // many channels (several threads' chunks of planes); strides 1 and 2; one image and a
+    // batch; a 1×1 depthwise kernel.
+    for (n, c, hw, k, stride, padding) in [
+        (1, 64, (14, 14), 5, 1, explicit((2, 2), (2, 2))),
+        (1, 70, (7, 7), 3, 1, explicit((1, 1), (1, 1))),
+        (1, 40, (14, 14), 5, 2, explicit((1, 1), (2, 2))),
+        (2, 5, (9, 13), 3, 2, PaddingSpec::SameUpper),
+        (2, 33, (1, 15), 1, 1, PaddingSpec::Valid),
+    ] {
+        check(Case {
+            n,
+            c,
+            hw,
+            k: (k.min(hw.0), k),
+            stride: (stride, stride),
+            padding,
+            shared_bias: n > 1,
+            batch_axis: n > 1,
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
 fn agrees_with_tract_on_awkward_geometries_batched_nchw() -> TractResult<()> {
     // TensorFlow-style stride-2 padding (nothing before, one after), "same" padding, a
     // non-square kernel and stride, widths of 1, 33 (one wide block + a tail) and 41.
