@@ -543,9 +543,9 @@ impl TypedOp for DepthwiseConv {
 }
 
 /// Replace every depthwise convolution of a decluttered model that [`DepthwiseConv`] can run
-/// (f32, NCHW or CHW, OIHW kernel and bias constant, no dilation, concrete shapes) by it;
-/// returns how
-/// many were replaced. Run it between `into_decluttered` and `into_optimized`.
+/// (f32, NCHW or CHW, OIHW kernel and bias constant, no dilation, concrete shapes) by it,
+/// with the ReLU6 after it; returns how many were replaced. Run it between `into_decluttered`
+/// and `into_optimized`.
 pub fn install(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -571,15 +571,8 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
             Some((lo, hi)) => op.with_clip(lo, hi)?,
             None => op,
         };
-        let mut patch = TypedModelPatch::default();
-        let tap = patch.tap_model(model, node.inputs[0])?;
-        let out = patch.wire_node(&model.node(tail.last.node).name, op, &[tap])?;
-        patch.shunt_outside(model, tail.last, out[0])?;
-        patch.obliterate(id)?;
-        for n in tail.nodes {
-            patch.obliterate(n)?;
-        }
-        patch.apply(model)?;
+        let input = node.inputs[0];
+        crate::epilogue::replace(model, id, &[input], op, tail)?;
         replaced += 1;
     }
     if replaced > 0 {
@@ -588,20 +581,31 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// The replacement of `node` if it is a depthwise convolution this op runs.
-fn depthwise_of(
+/// A convolution of tract's as this crate's ops take it.
+pub(crate) struct ConvParts {
+    /// Its geometry (`c` the input channels).
+    pub geo: Geometry,
+    /// Whether tensors carry the batch axis (NCHW) or not (CHW).
+    pub batch_axis: bool,
+    /// OIHW.
+    pub kernel: Arc<Tensor>,
+    /// One value per output channel, or one for all.
+    pub bias: Arc<Tensor>,
+}
+
+/// `conv` as [`ConvParts`] when it is `f32`, NCHW or CHW, with OIHW kernel and bias constant,
+/// a 2-D kernel, no dilation and concrete shapes.
+pub(crate) fn conv_geometry(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
-) -> TractResult<Option<DepthwiseConv>> {
+) -> TractResult<Option<ConvParts>> {
     let spec = &conv.pool_spec;
     if conv.q_params.is_some()
         || conv.kernel_fmt != KernelFormat::OIHW
         || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
         || spec.kernel_shape.len() != 2
         || spec.dilations().iter().any(|&d| d != 1)
-        || conv.group != spec.input_channels
-        || spec.input_channels != spec.output_channels
         || node.inputs.len() != 3
     {
         return Ok(None);
@@ -613,20 +617,18 @@ fn depthwise_of(
     ) else {
         return Ok(None);
     };
-    let (n, c, h, w) = match (spec.data_format, input.shape.as_concrete()) {
-        (DataFormat::NCHW, Some(&[n, c, h, w])) => (n, c, h, w),
-        (DataFormat::CHW, Some(&[c, h, w])) => (1, c, h, w),
+    let batch_axis = spec.data_format == DataFormat::NCHW;
+    let (n, c, h, w) = match (batch_axis, input.shape.as_concrete()) {
+        (true, Some(&[n, c, h, w])) => (n, c, h, w),
+        (false, Some(&[c, h, w])) => (1, c, h, w),
         _ => return Ok(None),
     };
-    if input.datum_type != f32::datum_type()
-        || kernel.datum_type() != f32::datum_type()
-        || bias.datum_type() != f32::datum_type()
-        || c != conv.group
+    let co = spec.output_channels;
+    if [input.datum_type, kernel.datum_type(), bias.datum_type()]
+        .iter()
+        .any(|&t| t != f32::datum_type())
+        || !(bias.len() == 1 || bias.len() == co)
     {
-        return Ok(None);
-    }
-    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
-    if kernel.shape() != [c, 1, kh, kw] || !(bias.len() == 1 || bias.len() == c) {
         return Ok(None);
     }
     let padding = spec.computed_padding(&[h, w]);
@@ -637,8 +639,8 @@ fn depthwise_of(
         w,
         oh: padding[0].convoluted,
         ow: padding[1].convoluted,
-        kh,
-        kw,
+        kh: spec.kernel_shape[0],
+        kw: spec.kernel_shape[1],
         sh: spec.stride(0),
         sw: spec.stride(1),
         pad_top: padding[0].pad_before,
@@ -647,8 +649,37 @@ fn depthwise_of(
     if geo.oh == 0 || geo.ow == 0 {
         return Ok(None);
     }
+    Ok(Some(ConvParts {
+        geo,
+        batch_axis,
+        kernel,
+        bias,
+    }))
+}
+
+/// The replacement of `node` if it is a depthwise convolution this op runs.
+fn depthwise_of(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<DepthwiseConv>> {
+    let Some(ConvParts {
+        geo,
+        batch_axis,
+        kernel,
+        bias,
+    }) = conv_geometry(model, node, conv)?
+    else {
+        return Ok(None);
+    };
+    let c = geo.c;
+    if conv.group != c
+        || conv.pool_spec.output_channels != c
+        || kernel.shape() != [c, 1, geo.kh, geo.kw]
+    {
+        return Ok(None);
+    }
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
     let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-    let batch_axis = spec.data_format == DataFormat::NCHW;
     DepthwiseConv::with_layout(geo, batch_axis, kernel, bias).map(Some)
 }

@@ -9,7 +9,7 @@
 //! apply to each tile while it is still in cache: bias, then clamp, then residual, in the
 //! graph's order. It stops at the first node that is anything else, that is an output of the
 //! model, or whose input has another consumer, so the fused graph computes exactly what the
-//! chain did.
+//! chain did. [`replace`] then swaps the convolution and its chain for the op in one patch.
 
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::ops::binary::TypedBinOp;
@@ -145,6 +145,30 @@ pub(crate) fn follow(model: &TypedModel, from: OutletId, accept: Accept) -> Trac
         tail.clip = Some((lo, hi));
     }
     Ok(tail)
+}
+
+/// Replace the convolution node `conv` and the chain `tail` after it by `op`, which reads
+/// `inputs` (and the residual, when the tail has one) and gives what the chain's last node gave.
+pub(crate) fn replace(
+    model: &mut TypedModel,
+    conv: usize,
+    inputs: &[OutletId],
+    op: impl Into<Box<dyn TypedOp>>,
+    tail: Tail,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let mut taps = TVec::new();
+    for &input in inputs.iter().chain(&tail.residual) {
+        taps.push(patch.tap_model(model, input)?);
+    }
+    let name = model.node(tail.last.node).name.clone();
+    let out = patch.wire_node(name, op, &taps)?;
+    patch.shunt_outside(model, tail.last, out[0])?;
+    patch.obliterate(conv)?;
+    for n in tail.nodes {
+        patch.obliterate(n)?;
+    }
+    patch.apply(model)
 }
 
 /// Whether `node` is `ancestor` or computed from it (a residual computed from the

@@ -282,6 +282,25 @@ fn refuses_inconsistent_shapes() {
     )
     .expect("runs");
     assert_eq!(out, [15.5, 15.5, 15.5, 15.5, 20.5, 20.5, 20.5, 20.5]);
+
+    // Channels last (`[pixels, channels]`): the same weights, pixel by pixel, clamped.
+    let op = PointwiseConv::new(
+        &[3, 2],
+        1,
+        &[1.0, 2.0, 3.0, 4.0],
+        2,
+        Some(&[0.5, -0.5]),
+        Some((0.0, 15.0)),
+        true,
+    )
+    .expect("consistent");
+    let mut out = [0.0; 6];
+    let residual = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    op.run(&[1.0, 2.0, -1.0, -2.0, 3.0, 0.0], Some(&residual), &mut out)
+        .expect("runs");
+    // Pixels (1, 2) → (5.5, 10.5); (-1, -2) → clamped (0, 0); (3, 0) → (3.5, 8.5); then the
+    // residual.
+    assert_eq!(out, [6.5, 12.5, 3.0, 4.0, 8.5, 14.5]);
 }
 
 #[test]

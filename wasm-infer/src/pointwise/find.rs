@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use tract_nnef::prelude::*;
-use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_nnef::tract_core::ops::cnn::Conv;
 use tract_nnef::tract_core::ops::einsum::EinSum;
-use tract_nnef::tract_core::ops::nn::DataFormat;
 
-use super::{Patches, PointwiseConv};
-use crate::epilogue::{Accept, follow};
+use super::PointwiseConv;
+use crate::depthwise::{ConvParts, conv_geometry};
+use crate::epilogue::{Accept, follow, replace};
 
 /// Replace every 1×1 convolution of a decluttered model that [`PointwiseConv`] can run (an
 /// `f32` `EinSum` of a tensor and constant `[co, ci]` weights over the channel axis, concrete
@@ -68,19 +68,8 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
         } else {
             continue;
         };
-        let mut patch = TypedModelPatch::default();
-        let mut taps = tvec![patch.tap_model(model, node.inputs[x_slot])?];
-        if let Some(r) = tail.residual {
-            taps.push(patch.tap_model(model, r)?);
-        }
-        let name = model.node(tail.last.node).name.clone();
-        let out = patch.wire_node(name, op, &taps)?;
-        patch.shunt_outside(model, tail.last, out[0])?;
-        patch.obliterate(id)?;
-        for n in tail.nodes {
-            patch.obliterate(n)?;
-        }
-        patch.apply(model)?;
+        let input = node.inputs[x_slot];
+        replace(model, id, &[input], op, tail)?;
         replaced += 1;
     }
     if replaced > 0 {
@@ -90,63 +79,24 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// A convolution that is not depthwise nor 1×1 (EfficientNet's stem: 3×3, stride 2, three
-/// channels in) as [`PointwiseConv::convolution`]: `f32`, NCHW or CHW, one group, OIHW kernel
-/// and bias constant, no dilation, concrete shapes. With the output's channel axis.
+/// channels in) as [`PointwiseConv::convolution`]: one group, and what
+/// [`crate::depthwise::conv_geometry`] takes. With the output's channel axis.
 fn convolution_of(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
 ) -> TractResult<Option<(PointwiseConv, usize)>> {
-    let spec = &conv.pool_spec;
-    if conv.q_params.is_some()
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-        || spec.kernel_shape.len() != 2
-        || spec.dilations().iter().any(|&d| d != 1)
-        || conv.group != 1
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
-    }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(node.inputs[1])?.konst.clone(),
-        model.outlet_fact(node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some(ConvParts {
+        geo,
+        batch_axis,
+        kernel,
+        bias,
+    }) = conv_geometry(model, node, conv)?
+    else {
         return Ok(None);
     };
-    let batch_axis = spec.data_format == DataFormat::NCHW;
-    let (n, c, h, w) = match (batch_axis, input.shape.as_concrete()) {
-        (true, Some(&[n, c, h, w])) => (n, c, h, w),
-        (false, Some(&[c, h, w])) => (1, c, h, w),
-        _ => return Ok(None),
-    };
-    if [input.datum_type, kernel.datum_type(), bias.datum_type()]
-        .iter()
-        .any(|&t| t != f32::datum_type())
-    {
-        return Ok(None);
-    }
-    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
-    let co = spec.output_channels;
-    if kernel.shape() != [co, c, kh, kw] || !(bias.len() == 1 || bias.len() == co) {
-        return Ok(None);
-    }
-    let padding = spec.computed_padding(&[h, w]);
-    let p = Patches {
-        c,
-        h,
-        w,
-        kh,
-        kw,
-        sh: spec.stride(0),
-        sw: spec.stride(1),
-        pad_top: padding[0].pad_before,
-        pad_left: padding[1].pad_before,
-        oh: padding[0].convoluted,
-        ow: padding[1].convoluted,
-    };
-    if p.oh == 0 || p.ow == 0 {
+    let co = conv.pool_spec.output_channels;
+    if conv.group != 1 || kernel.shape() != [co, geo.c, geo.kh, geo.kw] {
         return Ok(None);
     }
     let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
@@ -156,7 +106,7 @@ fn convolution_of(
         bias.to_vec()
     };
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
-    let op = PointwiseConv::convolution(n, batch_axis, p, kernel, co, Some(&bias), None)?;
+    let op = PointwiseConv::convolution(geo, batch_axis, kernel, co, Some(&bias), None)?;
     Ok(Some((op, usize::from(batch_axis))))
 }
 

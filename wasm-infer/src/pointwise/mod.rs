@@ -24,6 +24,7 @@ use tract_nnef::prelude::*;
 use tract_nnef::tract_core::internal::*;
 use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
 
+use crate::depthwise::Geometry as Geometry2d;
 use crate::epilogue::finish_row;
 
 mod find;
@@ -62,63 +63,33 @@ pub struct PointwiseConv {
     clip: Option<(u32, u32)>,
     /// A second input of the output's shape, added last.
     residual: bool,
-    /// For a convolution with a larger kernel or a stride: how each image's columns of
-    /// patches are gathered first (`geo.ci` is then channels × kernel taps, `geo.inner` the
-    /// output plane).
-    patches: Option<Patches>,
+    /// For a convolution with a larger kernel or a stride: its geometry, by which each
+    /// image's patches are gathered first (`geo.ci` is then channels × kernel taps,
+    /// `geo.inner` the output plane).
+    patches: Option<Geometry2d>,
 }
 
-/// A convolution of one `c × h × w` image by `kh × kw` kernels, as a product: the input
-/// gathered into a `[c · kh · kw, oh · ow]` matrix of patches (zeros in the padding).
-#[derive(Debug, Clone, Hash, PartialEq, Eq)]
-pub struct Patches {
-    /// Input channels, height and width.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Kernel height and width.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Vertical and horizontal stride.
-    pub sh: usize,
-    /// Horizontal stride.
-    pub sw: usize,
-    /// Zero rows above and columns left of the input.
-    pub pad_top: usize,
-    /// Zero columns left of the input.
-    pub pad_left: usize,
-    /// Output height and width.
-    pub oh: usize,
-    /// Output width.
-    pub ow: usize,
-}
-
-impl Patches {
-    /// Gather one image's patches into `cols` (`[c · kh · kw, oh · ow]`).
-    fn gather(&self, image: &[f32], cols: &mut [f32]) {
-        let p = self;
-        let plane = p.oh * p.ow;
-        let mut rows = cols.chunks_exact_mut(plane);
-        for c in 0..p.c {
-            let src = &image[c * p.h * p.w..][..p.h * p.w];
-            for ky in 0..p.kh {
-                for kx in 0..p.kw {
-                    let Some(row) = rows.next() else { return };
-                    for oy in 0..p.oh {
-                        let out = &mut row[oy * p.ow..][..p.ow];
-                        let iy = (oy * p.sh + ky).checked_sub(p.pad_top).filter(|&y| y < p.h);
-                        let Some(iy) = iy else {
-                            out.fill(0.0);
-                            continue;
-                        };
-                        let line = &src[iy * p.w..][..p.w];
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            let ix = (ox * p.sw + kx).checked_sub(p.pad_left);
-                            *o = ix.and_then(|x| line.get(x)).copied().unwrap_or(0.0);
-                        }
+/// Gather one `c × h × w` image's patches for `kh × kw` kernels into `cols`
+/// (`[c · kh · kw, oh · ow]`, zeros in the padding): the convolution is then one product.
+fn gather(p: &Geometry2d, image: &[f32], cols: &mut [f32]) {
+    let plane = p.oh * p.ow;
+    let mut rows = cols.chunks_exact_mut(plane);
+    for c in 0..p.c {
+        let src = &image[c * p.h * p.w..][..p.h * p.w];
+        for ky in 0..p.kh {
+            for kx in 0..p.kw {
+                let Some(row) = rows.next() else { return };
+                for oy in 0..p.oh {
+                    let out = &mut row[oy * p.ow..][..p.ow];
+                    let iy = (oy * p.sh + ky).checked_sub(p.pad_top).filter(|&y| y < p.h);
+                    let Some(iy) = iy else {
+                        out.fill(0.0);
+                        continue;
+                    };
+                    let line = &src[iy * p.w..][..p.w];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = (ox * p.sw + kx).checked_sub(p.pad_left);
+                        *o = ix.and_then(|x| line.get(x)).copied().unwrap_or(0.0);
                     }
                 }
             }
@@ -185,18 +156,18 @@ impl PointwiseConv {
         })
     }
 
-    /// A convolution of `n` images (`[n, c, h, w]`, or `[c, h, w]` for one when `batch_axis`
+    /// A convolution of `p.n` images (`[n, c, h, w]`, or `[c, h, w]` for one when `batch_axis`
     /// is false) by `co` kernels of `c × kh × kw` floats (OIHW), run as one product per image
     /// over its patches.
     pub fn convolution(
-        n: usize,
+        p: Geometry2d,
         batch_axis: bool,
-        p: Patches,
         weights: &[f32],
         co: usize,
         bias: Option<&[f32]>,
         clip: Option<(f32, f32)>,
     ) -> TractResult<Self> {
+        let n = p.n;
         ensure!(
             batch_axis || n == 1,
             "a CHW convolution runs one image, not {n}"
@@ -323,17 +294,19 @@ impl PointwiseConv {
                 0
             }
         ];
+        // What one image of the view reads and writes (a channel-last tensor is one image).
+        let (per_in, per_out) = (len_in / view.images, len_out / view.images);
         for image in 0..view.images {
+            let input = &input[image * per_in..][..per_in];
             let x = match &self.patches {
                 Some(p) => {
-                    let size = p.c * p.h * p.w;
-                    p.gather(&input[image * size..][..size], &mut cols);
+                    gather(p, input, &mut cols);
                     &cols[..]
                 }
-                None => &input[image * g.ci * g.inner..][..g.ci * g.inner],
+                None => input,
             };
-            let res = residual.map(|r| &r[image * g.co * g.inner..][..g.co * g.inner]);
-            let y = Out(output[image * g.co * g.inner..][..g.co * g.inner].as_mut_ptr());
+            let res = residual.map(|r| &r[image * per_out..][..per_out]);
+            let y = Out(output[image * per_out..][..per_out].as_mut_ptr());
             let y = &y;
             let one = |t: &Tile| job.tile(t, x, res, y);
             match &threads {
