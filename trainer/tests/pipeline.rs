@@ -361,7 +361,14 @@ fn heads_share_one_backbone_and_its_last_pass(session: &Session, onnx: &[u8], da
     let backbone = session.backbone().unwrap().clone();
     // Every convolution of the deployed plan runs wasm-infer's kernels, not tract's, with the
     // bias, ReLU6 and residual adds after it folded in: 16 depthwise layers; 32 1×1
-    // convolutions and the stem.
+    // convolutions and the stem. Inside each of the 16 blocks the tensors are channel-last.
+    let nodes = backbone.plan().model().nodes();
+    let last = nodes
+        .iter()
+        .filter_map(|n| n.op_as::<wasm_infer::depthwise::DepthwiseConv>())
+        .filter(|op| op.is_channel_last())
+        .count();
+    assert_eq!(last, 16, "every depthwise layer runs channel-last");
     let ops: Vec<String> = backbone
         .plan()
         .model()

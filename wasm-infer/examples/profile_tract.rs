@@ -106,8 +106,7 @@ fn session_phases(
         let model = {
             let mut model = model.into_decluttered()?;
             lap(&mut times);
-            wasm_infer::pointwise::install(&mut model)?;
-            wasm_infer::depthwise::install(&mut model)?;
+            wasm_infer::layout::install_kernels(&mut model)?;
             lap(&mut times);
             model
         };
@@ -147,7 +146,7 @@ fn profile_plans(
     threads: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use tract_onnx::prelude::*;
-    use wasm_infer::{depthwise, pointwise};
+
     let file = match &manifest.backbone {
         Some(b) => b.onnx.file.clone(),
         None => manifest.onnx.file.clone(),
@@ -160,8 +159,7 @@ fn profile_plans(
             .into_typed()?
             .into_decluttered()?;
         if ours {
-            pointwise::install(&mut model)?;
-            depthwise::install(&mut model)?;
+            wasm_infer::layout::install_kernels(&mut model)?;
         }
         model.into_optimized()?.into_runnable()
     };

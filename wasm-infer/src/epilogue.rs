@@ -252,9 +252,72 @@ fn finish_row_avx512(
     finish(row, bias, clip, residual);
 }
 
+/// [`finish_row`] for a channel-last pixel: `row` holds consecutive channels, `bias` one
+/// value for each.
+pub(crate) fn finish_pixel(
+    row: &mut [f32],
+    bias: &[f32],
+    clip: Option<(f32, f32)>,
+    residual: Option<&[f32]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU was just checked for the feature the function is compiled for.
+        unsafe {
+            finish_pixel_avx512(row, bias, clip, residual)
+        };
+        return;
+    }
+    finish_channels(row, bias, clip, residual);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn finish_pixel_avx512(
+    row: &mut [f32],
+    bias: &[f32],
+    clip: Option<(f32, f32)>,
+    residual: Option<&[f32]>,
+) {
+    finish_channels(row, bias, clip, residual);
+}
+
+#[inline(always)]
+fn finish_channels(
+    row: &mut [f32],
+    bias: &[f32],
+    clip: Option<(f32, f32)>,
+    residual: Option<&[f32]>,
+) {
+    let row = &mut row[..bias.len()];
+    match (clip, residual) {
+        (Some((lo, hi)), Some(res)) => {
+            for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
+                *v = clamp(*v + b, lo, hi) + r;
+            }
+        }
+        (Some((lo, hi)), None) => {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = clamp(*v + b, lo, hi);
+            }
+        }
+        (None, Some(res)) => {
+            for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
+                *v = *v + b + r;
+            }
+        }
+        (None, None) => {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
 /// The clamp as comparisons (one `max` and one `min` instruction each; a NaN stays NaN).
 #[inline(always)]
-fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     let v = if v < lo { lo } else { v };
     if v > hi { hi } else { v }
 }

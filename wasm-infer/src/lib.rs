@@ -6,6 +6,8 @@ pub mod depthwise;
 #[cfg(not(target_arch = "wasm32"))]
 mod epilogue;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod layout;
 pub mod nnef;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod pointwise;

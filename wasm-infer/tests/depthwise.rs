@@ -119,7 +119,7 @@ fn check(case: Case) -> TractResult<()> {
         .map(<[_]>::to_vec);
     assert_eq!(shape, expected_shape, "same output shape");
     let want = run(reference, &input)?;
-    let got = run(ours, &input)?;
+    let got = run(ours.clone(), &input)?;
     assert_eq!(want.len(), got.len());
     let worst = want
         .iter()
@@ -127,6 +127,62 @@ fn check(case: Case) -> TractResult<()> {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst <= 1e-5, "max |Δ| {worst} against tract's depthwise");
+    let op = ours
+        .nodes()
+        .iter()
+        .find_map(|n| n.op_as::<DepthwiseConv>())
+        .expect("installed")
+        .clone();
+    check_channel_last(&op)
+}
+
+/// `[n, c, plane]` as `[n, plane, c]`, or back with `back`.
+fn relayout(x: &[f32], n: usize, c: usize, back: bool) -> Vec<f32> {
+    let plane = x.len() / (n * c);
+    let mut y = vec![0f32; x.len()];
+    for i in 0..n {
+        for ch in 0..c {
+            for p in 0..plane {
+                let (planar, last) = ((i * c + ch) * plane + p, (i * plane + p) * c + ch);
+                if back {
+                    y[planar] = x[last];
+                } else {
+                    y[last] = x[planar];
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The same op channel-last (as `layout::install` runs it between two 1×1 convolutions),
+/// with and without a clamp, gives the channels-first op's values (checked against tract's
+/// above) pixel by pixel.
+fn check_channel_last(op: &DepthwiseConv) -> TractResult<()> {
+    let g = op.geometry().clone();
+    let input = noise(g.n * g.c * g.h * g.w, 13);
+    for clip in [None, Some((-0.25f32, 0.5f32))] {
+        let mut planar = op.clone();
+        if let Some((lo, hi)) = clip {
+            planar = planar.with_clip(lo, hi)?;
+        }
+        let last = planar.clone().channel_last()?;
+        assert!(last.is_channel_last() && !planar.is_channel_last());
+        let mut want = vec![f32::NAN; g.n * g.c * g.oh * g.ow];
+        planar.run(&input, &mut want)?;
+        let mut out = vec![f32::NAN; want.len()];
+        last.run(&relayout(&input, g.n, g.c, false), &mut out)?;
+        let got = relayout(&out, g.n, g.c, true);
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "channel-last, clamp {clip:?}, {g:?}: max |Δ| {worst} against channels-first"
+        );
+    }
     Ok(())
 }
 
@@ -170,6 +226,10 @@ fn agrees_with_tract_on_narrow_planes_and_many_channels() -> TractResult<()> {
         (1, 40, (14, 14), 5, 2, explicit((1, 1), (2, 2))),
         (2, 5, (9, 13), 3, 2, PaddingSpec::SameUpper),
         (2, 33, (1, 15), 1, 1, PaddingSpec::Valid),
+        // Channel-last: blocks of 4, 2 and 1 registers and a tail (AVX-512: 64 + 32 + 16 +
+        // 3; AVX2: 8 × 4 + 8 × 2 + 8 + 3), and one register and a tail.
+        (1, 115, (14, 14), 5, 2, explicit((2, 2), (2, 2))),
+        (2, 24, (9, 11), 3, 1, PaddingSpec::SameUpper),
     ] {
         check(Case {
             n,
@@ -299,5 +359,28 @@ fn threads_split_the_planes_and_change_no_value() -> TractResult<()> {
     let one = run(1)?;
     assert_eq!(run(2)?, one, "two threads: the same floats");
     assert_eq!(run(3)?, one, "three threads: the same floats");
+    // Channel-last, rows split over the threads.
+    let op = ours_op(&case)?.channel_last()?;
+    let input = noise(2 * 40 * 28 * 28, 11);
+    let run = |threads: usize| -> TractResult<Vec<f32>> {
+        let mut out = vec![0f32; 2 * 40 * 14 * 14];
+        wasm_infer::session::with_threads(threads, || op.run(&input, &mut out))?;
+        Ok(out)
+    };
+    let one = run(1)?;
+    assert_eq!(run(2)?, one, "channel-last, two threads: the same floats");
+    assert_eq!(run(3)?, one, "channel-last, three threads: the same floats");
     Ok(())
+}
+
+/// The op `install` puts in place of `case`'s convolution.
+fn ours_op(case: &Case) -> TractResult<DepthwiseConv> {
+    let mut ours = model(case, 5)?.into_decluttered()?;
+    assert_eq!(install(&mut ours)?, 1);
+    Ok(ours
+        .nodes()
+        .iter()
+        .find_map(|n| n.op_as::<DepthwiseConv>())
+        .expect("installed")
+        .clone())
 }

@@ -1,8 +1,9 @@
 //! wasm-infer's 1×1 convolution and its fused tails against tract's own plan: an MBConv
 //! block as EfficientNet has them (expand 1×1 + bias + ReLU6, depthwise + ReLU6, project 1×1 +
 //! bias + residual), one image channels-first and a batch of two, on one and several
-//! threads; and the chains that must not be fused (a value read twice, a model output, a
-//! clamp whose bounds cross), which must still give tract's values.
+//! threads; the same block with its inner tensors channel-last (`layout::install`); and the
+//! chains that must not be fused or switched (a value read twice, a model output, a clamp
+//! whose bounds cross), which must still give tract's values.
 
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
@@ -184,6 +185,94 @@ fn an_mbconv_block_is_three_ops_and_gives_tracts_values() -> TractResult<()> {
                 "{threads} threads change no float"
             );
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn inside_a_block_tensors_are_channel_last_and_give_tracts_values() -> TractResult<()> {
+    for (n, c, hw) in [(1, 8, 14), (1, 28, 28), (2, 6, 9), (1, 5, 7)] {
+        let net = mbconv(n, c, hw, (0.0, 6.0))?;
+        let reference = net.model.into_decluttered()?;
+        let mut ours = reference.clone();
+        let installed = wasm_infer::layout::install_kernels(&mut ours)?;
+        assert_eq!(
+            (
+                installed.pointwise,
+                installed.depthwise,
+                installed.channel_last
+            ),
+            (2, 1, 1),
+            "{n}×{c}×{hw}²: one block switched"
+        );
+        let dw = ours
+            .nodes()
+            .iter()
+            .find(|n| n.op_as::<DepthwiseConv>().is_some())
+            .expect("depthwise");
+        assert!(dw.op_as::<DepthwiseConv>().unwrap().is_channel_last());
+        // Expand's output and the depthwise output: pixels of 4c channels.
+        for outlet in [dw.inputs[0], OutletId::new(dw.id, 0)] {
+            let shape = ours
+                .outlet_fact(outlet)?
+                .shape
+                .as_concrete()
+                .unwrap()
+                .to_vec();
+            assert_eq!(shape.last(), Some(&(4 * c)), "{shape:?} is channel-last");
+        }
+        let infos: Vec<String> = ours
+            .nodes()
+            .iter()
+            .filter(|n| n.op_as::<PointwiseConv>().is_some())
+            .map(|n| n.op().info().unwrap().join(" "))
+            .collect();
+        assert!(
+            infos
+                .iter()
+                .any(|i| i.contains("channel-last out, then bias, clamp"))
+                && infos
+                    .iter()
+                    .any(|i| i.contains("channel-last in, then bias, residual")),
+            "{infos:?}"
+        );
+        let want = run(reference, &net.input, 1)?;
+        let got = run(ours.clone(), &net.input, 1)?;
+        let w = worst(&want, &got);
+        assert!(w <= 1e-5, "{n}×{c}×{hw}²: max relative |Δ| {w}");
+        for threads in [2, 3] {
+            assert_eq!(
+                run(ours.clone(), &net.input, threads)?,
+                got,
+                "{threads} threads change no float"
+            );
+        }
+    }
+
+    // The expand's output is also a model output: the block keeps tract's layout (a model
+    // output must come out as the graph says), with the same values.
+    let net = mbconv(1, 8, 10, (0.0, 6.0))?;
+    let mut model = net.model.clone();
+    let expand = model.node_by_name("expand.relu6.min")?.id;
+    let residual = model.output_outlets()?[0];
+    model.select_output_outlets(&[residual, OutletId::new(expand, 0)])?;
+    let reference = model.into_decluttered()?;
+    let mut ours = reference.clone();
+    let installed = wasm_infer::layout::install_kernels(&mut ours)?;
+    assert_eq!((installed.pointwise, installed.channel_last), (2, 0));
+    let (a, b) = (
+        reference.into_optimized()?.into_runnable()?,
+        ours.into_optimized()?.into_runnable()?,
+    );
+    let (a, b) = (
+        a.run(tvec!(net.input.clone().into()))?,
+        b.run(tvec!(net.input.clone().into()))?,
+    );
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.shape(), b.shape());
+        let a: Vec<f32> = a.to_plain_array_view::<f32>()?.iter().copied().collect();
+        let b: Vec<f32> = b.to_plain_array_view::<f32>()?.iter().copied().collect();
+        assert!(worst(&a, &b) <= 1e-5);
     }
     Ok(())
 }

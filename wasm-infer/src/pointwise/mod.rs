@@ -25,7 +25,7 @@ use tract_nnef::tract_core::internal::*;
 use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
 
 use crate::depthwise::Geometry as Geometry2d;
-use crate::epilogue::finish_row;
+use crate::epilogue::{finish_pixel, finish_row};
 
 mod find;
 pub use find::install;
@@ -67,6 +67,11 @@ pub struct PointwiseConv {
     /// image's patches are gathered first (`geo.ci` is then channels × kernel taps,
     /// `geo.inner` the output plane).
     patches: Option<Geometry2d>,
+    /// The input is channel-last: each of the `outer` images is `inner` pixels of `ci`
+    /// channels (set by `layout::install`).
+    in_last: bool,
+    /// The same for the output (`co` channels per pixel).
+    out_last: bool,
 }
 
 /// Gather one `c × h × w` image's patches for `kh × kw` kernels into `cols`
@@ -153,6 +158,8 @@ impl PointwiseConv {
             clip: clip.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
             residual,
             patches: None,
+            in_last: false,
+            out_last: false,
         })
     }
 
@@ -210,6 +217,60 @@ impl PointwiseConv {
         Ok(self)
     }
 
+    /// Whether it reads its input as planes (NCHW or CHW), the layout `layout::install`
+    /// can switch to channel-last (a tensor tract already laid out channel-last is one image
+    /// whose columns are its pixels, and stays so).
+    pub fn is_planar(&self) -> bool {
+        let g = &self.geo;
+        let tract_channel_last = g.inner == 1 && g.outer > 1 && self.patches.is_none();
+        !(self.in_last || self.out_last || tract_channel_last)
+    }
+
+    /// Whether it has a residual input.
+    pub fn has_residual(&self) -> bool {
+        self.residual
+    }
+
+    /// Whether it gathers patches first (a larger kernel or a stride).
+    pub fn has_patches(&self) -> bool {
+        self.patches.is_some()
+    }
+
+    /// The same op reading its input channel-last, as `shape` (`outer` images of `inner`
+    /// pixels of `ci` channels, in that order).
+    pub fn reading_channel_last(mut self, shape: &[usize]) -> TractResult<Self> {
+        let g = &self.geo;
+        ensure!(
+            self.patches.is_none() && !self.in_last,
+            "only a plain 1×1 convolution reads channel-last"
+        );
+        ensure!(
+            shape.last() == Some(&g.ci)
+                && shape.iter().product::<usize>() == g.outer * g.inner * g.ci,
+            "channel-last input {shape:?} for {g:?}"
+        );
+        self.in_last = true;
+        self.in_shape = shape.into();
+        Ok(self)
+    }
+
+    /// The same op writing its output channel-last, as `shape`.
+    pub fn writing_channel_last(mut self, shape: &[usize]) -> TractResult<Self> {
+        let g = &self.geo;
+        ensure!(
+            !self.residual && !self.out_last,
+            "a 1×1 convolution with a residual writes planes"
+        );
+        ensure!(
+            shape.last() == Some(&g.co)
+                && shape.iter().product::<usize>() == g.outer * g.inner * g.co,
+            "channel-last output {shape:?} for {g:?}"
+        );
+        self.out_last = true;
+        self.out_shape = shape.into();
+        Ok(self)
+    }
+
     /// The same op with its outputs clamped to `[lo, hi]`.
     pub fn with_clip(mut self, lo: f32, hi: f32) -> TractResult<Self> {
         ensure!(lo <= hi, "clamp to [{lo}, {hi}]");
@@ -232,7 +293,22 @@ impl PointwiseConv {
     /// are its pixels.
     fn view(&self) -> View {
         let g = &self.geo;
-        if g.inner == 1 && g.outer > 1 && self.patches.is_none() {
+        if self.in_last || self.out_last {
+            View {
+                images: g.outer,
+                cols: g.inner,
+                x: if self.in_last {
+                    (1, g.ci)
+                } else {
+                    (g.inner, 1)
+                },
+                y: if self.out_last {
+                    (1, g.co)
+                } else {
+                    (g.inner, 1)
+                },
+            }
+        } else if g.inner == 1 && g.outer > 1 && self.patches.is_none() {
             View {
                 images: 1,
                 cols: g.outer,
@@ -416,6 +492,16 @@ impl Job<'_> {
             if !self.op.has_bias && self.clip.is_none() && res.is_none() {
                 return;
             }
+            if v.y.0 == 1 {
+                // Channel-last: each pixel's channels are contiguous.
+                let (rows, bias) = (t.r.len(), &self.bias[t.r.clone()]);
+                for col in t.c.clone() {
+                    let start = at(t.r.start, col);
+                    let out = std::slice::from_raw_parts_mut(y.0.add(start), rows);
+                    finish_pixel(out, bias, self.clip, res.map(|r| &r[start..start + rows]));
+                }
+                return;
+            }
             for row in t.r.clone() {
                 let bias = self.bias[row];
                 if v.y.1 == 1 {
@@ -451,6 +537,12 @@ impl Op for PointwiseConv {
         if self.residual {
             tail.push("residual".to_string());
         }
+        let layout = match (self.in_last, self.out_last) {
+            (true, true) => ", channel-last",
+            (true, false) => ", channel-last in",
+            (false, true) => ", channel-last out",
+            (false, false) => "",
+        };
         let kernel = match &self.patches {
             Some(p) => format!(
                 "{}×{} stride {}×{} over {}×{}, ",
@@ -459,7 +551,7 @@ impl Op for PointwiseConv {
             None => String::new(),
         };
         Ok(vec![format!(
-            "{kernel}{} → {} channels × {} × {}{}",
+            "{kernel}{} → {} channels × {} × {}{layout}{}",
             g.ci,
             g.co,
             g.outer,

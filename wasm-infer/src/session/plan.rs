@@ -85,15 +85,15 @@ where
         .map_err(Error::engine)
 }
 
-/// Swap in wasm-infer's convolution ops natively ([`crate::pointwise`], [`crate::depthwise`];
-/// in wasm tract's own kernels run: the `gemm` crate has no wasm SIMD kernels, and tract's
-/// depthwise was faster there), optimise, make runnable.
+/// Swap in wasm-infer's convolution ops natively ([`crate::pointwise`], [`crate::depthwise`],
+/// with channel-last tensors inside each block, [`crate::layout`]; in wasm tract's own kernels
+/// run: the `gemm` crate has no wasm SIMD kernels, and tract's depthwise was faster there),
+/// optimise, make runnable.
 pub(crate) fn optimise(typed: TypedModel) -> Result<Runnable> {
     #[cfg(not(target_arch = "wasm32"))]
     let typed = {
         let mut typed = typed;
-        crate::pointwise::install(&mut typed).map_err(Error::engine)?;
-        crate::depthwise::install(&mut typed).map_err(Error::engine)?;
+        crate::layout::install_kernels(&mut typed).map_err(Error::engine)?;
         typed
     };
     typed
