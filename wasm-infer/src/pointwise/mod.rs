@@ -84,6 +84,12 @@ fn gather(p: &Geometry2d, image: &[f32], cols: &mut [f32]) {
         for ky in 0..p.kh {
             for kx in 0..p.kw {
                 let Some(row) = rows.next() else { return };
+                // Output columns whose input column `ox * sw + kx - pad_left` is inside.
+                let first = p.pad_left.saturating_sub(kx).div_ceil(p.sw).min(p.ow);
+                let end = (p.w + p.pad_left)
+                    .checked_sub(kx + 1)
+                    .map_or(0, |last| (last / p.sw + 1).min(p.ow))
+                    .max(first);
                 for oy in 0..p.oh {
                     let out = &mut row[oy * p.ow..][..p.ow];
                     let iy = (oy * p.sh + ky).checked_sub(p.pad_top).filter(|&y| y < p.h);
@@ -91,10 +97,14 @@ fn gather(p: &Geometry2d, image: &[f32], cols: &mut [f32]) {
                         out.fill(0.0);
                         continue;
                     };
-                    let line = &src[iy * p.w..][..p.w];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox * p.sw + kx).checked_sub(p.pad_left);
-                        *o = ix.and_then(|x| line.get(x)).copied().unwrap_or(0.0);
+                    out[..first].fill(0.0);
+                    out[end..].fill(0.0);
+                    if end > first {
+                        let x0 = first * p.sw + kx - p.pad_left;
+                        let line = &src[iy * p.w + x0..][..(end - first - 1) * p.sw + 1];
+                        for (o, &v) in out[first..end].iter_mut().zip(line.iter().step_by(p.sw)) {
+                            *o = v;
+                        }
                     }
                 }
             }
