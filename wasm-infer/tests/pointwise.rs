@@ -1,7 +1,8 @@
 //! wasm-infer's 1×1 convolution and its fused tails against tract's own plan: an MBConv
 //! block as EfficientNet has them (expand 1×1 + bias + ReLU6, depthwise + ReLU6, project 1×1 +
 //! bias + residual), one image channels-first and a batch of two, on one and several
-//! threads; the same block with its inner tensors channel-last (`layout::install`); and the
+//! threads; the same block with its inner tensors channel-last, and three blocks with every
+//! tensor between them channel-last (`layout::install`); and the
 //! chains that must not be fused or switched (a value read twice, a model output, a clamp
 //! whose bounds cross), which must still give tract's values.
 
@@ -88,6 +89,12 @@ fn clamp(
 /// An MBConv block: expand 1×1 (`c` → `4c`) + ReLU6, depthwise 3×3 + ReLU6, project 1×1
 /// (`4c` → `c`) + the block's input.
 fn mbconv(n: usize, c: usize, hw: usize, bounds: (f32, f32)) -> TractResult<Net> {
+    mbconvs(1, n, c, hw, bounds)
+}
+
+/// `blocks` MBConv blocks in a row; with more than one, as in an EfficientNet stage, the
+/// first has no residual add, and a 1×1 head convolution (`c` → `2c`) gives the output.
+fn mbconvs(blocks: usize, n: usize, c: usize, hw: usize, bounds: (f32, f32)) -> TractResult<Net> {
     let batch = n > 1;
     let shape: Vec<usize> = if batch {
         vec![n, c, hw, hw]
@@ -95,14 +102,49 @@ fn mbconv(n: usize, c: usize, hw: usize, bounds: (f32, f32)) -> TractResult<Net>
         vec![c, hw, hw]
     };
     let mut model = TypedModel::default();
-    let x = model.add_source("x", f32::fact(&shape))?;
-    let e = conv(&mut model, "expand", x, (c, 4 * c, 1, 1), batch, 1)?;
-    let e = clamp(&mut model, "expand.relu6", e, bounds, shape.len())?;
-    let d = conv(&mut model, "dw", e, (4 * c, 4 * c, 3, 4 * c), batch, 2)?;
-    let d = clamp(&mut model, "dw.relu6", d, bounds, shape.len())?;
-    let p = conv(&mut model, "project", d, (4 * c, c, 1, 1), batch, 3)?;
-    let y = model.wire_node("residual", math::add(), &[p, x])?;
-    model.select_output_outlets(&y)?;
+    let mut x = model.add_source("x", f32::fact(&shape))?;
+    for b in 0..blocks {
+        // The first block's names carry no number.
+        let at = |name: &str| match b {
+            0 => name.to_string(),
+            b => format!("{name}{b}"),
+        };
+        let seed = 10 * b as u64;
+        let e = conv(
+            &mut model,
+            &at("expand"),
+            x,
+            (c, 4 * c, 1, 1),
+            batch,
+            seed + 1,
+        )?;
+        let e = clamp(&mut model, &at("expand.relu6"), e, bounds, shape.len())?;
+        let d = conv(
+            &mut model,
+            &at("dw"),
+            e,
+            (4 * c, 4 * c, 3, 4 * c),
+            batch,
+            seed + 2,
+        )?;
+        let d = clamp(&mut model, &at("dw.relu6"), d, bounds, shape.len())?;
+        let p = conv(
+            &mut model,
+            &at("project"),
+            d,
+            (4 * c, c, 1, 1),
+            batch,
+            seed + 3,
+        )?;
+        x = match (blocks, b) {
+            (1, _) | (_, 1..) => model.wire_node(at("residual"), math::add(), &[p, x])?[0],
+            _ => p,
+        };
+    }
+    if blocks > 1 {
+        x = conv(&mut model, "head", x, (c, 2 * c, 1, 1), batch, 99)?;
+    }
+    model.select_output_outlets(&[x])?;
     let input = tensor1(&noise(shape.iter().product(), 9)).into_shape(&shape)?;
     Ok(Net { model, input })
 }
@@ -247,6 +289,41 @@ fn inside_a_block_tensors_are_channel_last_and_give_tracts_values() -> TractResu
                 "{threads} threads change no float"
             );
         }
+    }
+
+    // Three blocks and a head: the tensors between blocks (read by the next expand and as
+    // the next residual) are channel-last too; the model's input and output keep tract's
+    // layout.
+    for (n, c, hw) in [(1, 8, 14), (2, 6, 9)] {
+        let net = mbconvs(3, n, c, hw, (0.0, 6.0))?;
+        let reference = net.model.into_decluttered()?;
+        let mut ours = reference.clone();
+        let installed = wasm_infer::layout::install_kernels(&mut ours)?;
+        assert_eq!(
+            (installed.pointwise, installed.channel_last),
+            (7, 3),
+            "{ours}"
+        );
+        for block in ["project", "residual1", "residual2"] {
+            let id = ours.node_by_name(block)?.id;
+            let shape = ours
+                .outlet_fact(OutletId::new(id, 0))?
+                .shape
+                .as_concrete()
+                .unwrap()
+                .to_vec();
+            assert_eq!(shape.last(), Some(&c), "{block}: {shape:?} is channel-last");
+        }
+        let output = ours.output_outlets()?[0];
+        assert_eq!(
+            ours.outlet_fact(output)?.shape,
+            reference.outlet_fact(reference.output_outlets()?[0])?.shape
+        );
+        let want = run(reference, &net.input, 1)?;
+        let got = run(ours.clone(), &net.input, 1)?;
+        let w = worst(&want, &got);
+        assert!(w <= 1e-5, "3 blocks {n}×{c}×{hw}²: max relative |Δ| {w}");
+        assert_eq!(run(ours, &net.input, 2)?, got, "2 threads change no float");
     }
 
     // The expand's output is also a model output: the block keeps tract's layout (a model

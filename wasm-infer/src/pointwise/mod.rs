@@ -54,7 +54,8 @@ pub struct PointwiseConv {
     geo: Geometry,
     in_shape: TVec<usize>,
     out_shape: TVec<usize>,
-    /// `[co, ci]`.
+    /// `[co, ci]`, or `[ci, co]` when the output is channel-last: either way the order in
+    /// which the product reads it without packing a copy first.
     weights: Arc<Tensor>,
     /// `[co]`, zeros when the graph had none.
     bias: Arc<Tensor>,
@@ -264,18 +265,25 @@ impl PointwiseConv {
         Ok(self)
     }
 
-    /// The same op writing its output channel-last, as `shape`.
+    /// The same op writing its output channel-last, as `shape` (its residual input, if any,
+    /// must then be channel-last too, of the same shape).
     pub fn writing_channel_last(mut self, shape: &[usize]) -> TractResult<Self> {
         let g = &self.geo;
-        ensure!(
-            !self.residual && !self.out_last,
-            "a 1×1 convolution with a residual writes planes"
-        );
+        ensure!(!self.out_last, "already channel-last");
         ensure!(
             shape.last() == Some(&g.co)
                 && shape.iter().product::<usize>() == g.outer * g.inner * g.co,
             "channel-last output {shape:?} for {g:?}"
         );
+        let (ci, co) = (g.ci, g.co);
+        let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
+        let mut by_input = vec![0f32; ci * co];
+        for (o, row) in weights.chunks_exact(ci).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                by_input[i * co + o] = w;
+            }
+        }
+        self.weights = Arc::new(tensor1(&by_input).into_shape(&[ci, co])?);
         self.out_last = true;
         self.out_shape = shape.into();
         Ok(self)
@@ -286,6 +294,11 @@ impl PointwiseConv {
         ensure!(lo <= hi, "clamp to [{lo}, {hi}]");
         self.clip = Some((lo.to_bits(), hi.to_bits()));
         Ok(self)
+    }
+
+    /// The shape of its output.
+    pub fn output_shape(&self) -> &[usize] {
+        &self.out_shape
     }
 
     /// The convolution's shapes.
@@ -472,6 +485,13 @@ impl Job<'_> {
         let v = self.view;
         let n = t.c.len();
         let at = |row: usize, col: usize| row * v.y.0 + col * v.y.1;
+        // The weights of the tile's rows, and their (column, row) strides: `[co, ci]`, or
+        // `[ci, co]` for a channel-last output.
+        let (w, w_cs, w_rs) = if self.op.out_last {
+            (self.weights[t.r.start..].as_ptr(), g.co as isize, 1)
+        } else {
+            (self.weights[t.r.start * g.ci..].as_ptr(), 1, g.ci as isize)
+        };
         #[allow(unsafe_code)]
         // SAFETY: every index below is inside the image's output (rows < co, columns < cols,
         // strides of `view`), the tiles of one image are disjoint, and no one else reads or
@@ -486,9 +506,9 @@ impl Job<'_> {
                 v.y.1 as isize,
                 v.y.0 as isize,
                 false,
-                self.weights.as_ptr().add(t.r.start * g.ci),
-                1,
-                g.ci as isize,
+                w,
+                w_cs,
+                w_rs,
                 x.as_ptr().add(t.c.start * v.x.1),
                 v.x.1 as isize,
                 v.x.0 as isize,
