@@ -252,10 +252,12 @@ fn finish_row_avx512(
     finish(row, bias, clip, residual);
 }
 
-/// [`finish_row`] for a channel-last pixel: `row` holds consecutive channels, `bias` one
-/// value for each.
-pub(crate) fn finish_pixel(
-    row: &mut [f32],
+/// [`finish_row`] for channel-last pixels: `out` holds pixels `stride` floats apart (the
+/// last one may end early), each starting with `bias.len()` channels to finish (`bias` one
+/// value for each), and `residual` the same layout.
+pub(crate) fn finish_pixels(
+    out: &mut [f32],
+    stride: usize,
     bias: &[f32],
     clip: Option<(f32, f32)>,
     residual: Option<&[f32]>,
@@ -265,22 +267,38 @@ pub(crate) fn finish_pixel(
         #[allow(unsafe_code)]
         // SAFETY: the CPU was just checked for the feature the function is compiled for.
         unsafe {
-            finish_pixel_avx512(row, bias, clip, residual)
+            finish_pixels_avx512(out, stride, bias, clip, residual)
         };
         return;
     }
-    finish_channels(row, bias, clip, residual);
+    each_pixel(out, stride, bias, clip, residual);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn finish_pixel_avx512(
-    row: &mut [f32],
+fn finish_pixels_avx512(
+    out: &mut [f32],
+    stride: usize,
     bias: &[f32],
     clip: Option<(f32, f32)>,
     residual: Option<&[f32]>,
 ) {
-    finish_channels(row, bias, clip, residual);
+    each_pixel(out, stride, bias, clip, residual);
+}
+
+#[inline(always)]
+fn each_pixel(
+    out: &mut [f32],
+    stride: usize,
+    bias: &[f32],
+    clip: Option<(f32, f32)>,
+    residual: Option<&[f32]>,
+) {
+    let n = bias.len();
+    for (p, pixel) in out.chunks_mut(stride).enumerate() {
+        let res = residual.map(|r| &r[p * stride..][..n]);
+        finish_channels(&mut pixel[..n], bias, clip, res);
+    }
 }
 
 #[inline(always)]

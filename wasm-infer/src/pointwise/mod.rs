@@ -25,10 +25,13 @@ use tract_nnef::tract_core::internal::*;
 use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
 
 use crate::depthwise::Geometry as Geometry2d;
-use crate::epilogue::{finish_pixel, finish_row};
+use crate::epilogue::{finish_pixels, finish_row};
 
 mod find;
 pub use find::install;
+
+/// The narrowest column tile a split for threads makes before it splits rows instead.
+const MIN_SPLIT_COLS: usize = 128;
 
 /// Floats of output per tile: 64 K (256 KB) stays in this machine's 2 MB L2 with its inputs.
 const TILE_FLOATS: usize = 64 * 1024;
@@ -438,9 +441,17 @@ struct Tile {
 }
 
 /// Column tiles of about [`TILE_FLOATS`]; with several threads and too few of them to share,
-/// rows are split too (in multiples of 16, the kernels' row block).
+/// narrower column tiles while each keeps at least [`MIN_SPLIT_COLS`] columns, else rows split
+/// too (in multiples of 16, the kernels' row block: a split into fewer rows than the
+/// product's 64-row block runs its narrower, slower kernels).
 fn tiles(rows: usize, cols: usize, threads: usize) -> Vec<Tile> {
-    let width = (TILE_FLOATS / rows).max(64).div_ceil(16) * 16;
+    let mut width = (TILE_FLOATS / rows).max(64).div_ceil(16) * 16;
+    if threads > 1 && cols.div_ceil(width) < 2 * threads {
+        let narrower = cols.div_ceil(2 * threads).div_ceil(16) * 16;
+        if narrower >= MIN_SPLIT_COLS {
+            width = width.min(narrower);
+        }
+    }
     let width = width.min(cols);
     let col_tiles = cols.div_ceil(width);
     let row_tiles = if threads > 1 && col_tiles < 2 * threads {
@@ -523,12 +534,22 @@ impl Job<'_> {
                 return;
             }
             if v.y.0 == 1 {
-                // Channel-last: each pixel's channels are contiguous.
-                let (rows, bias) = (t.r.len(), &self.bias[t.r.clone()]);
-                for col in t.c.clone() {
-                    let start = at(t.r.start, col);
-                    let out = std::slice::from_raw_parts_mut(y.0.add(start), rows);
-                    finish_pixel(out, bias, self.clip, res.map(|r| &r[start..start + rows]));
+                // Channel-last: each pixel's channels are contiguous, pixels `v.y.1` apart.
+                // A tile of every row is one run (finished in one call); a tile of some rows
+                // shares each pixel with other tiles, so only its own part is borrowed.
+                let bias = &self.bias[t.r.clone()];
+                let rows = t.r.len();
+                let runs: Vec<(usize, usize)> = if rows == g.co {
+                    vec![(at(0, t.c.start), at(rows - 1, t.c.end - 1) + 1)]
+                } else {
+                    t.c.clone()
+                        .map(|col| (at(t.r.start, col), at(t.r.start, col) + rows))
+                        .collect()
+                };
+                for (start, end) in runs {
+                    let out = std::slice::from_raw_parts_mut(y.0.add(start), end - start);
+                    let res = res.map(|r| &r[start..end]);
+                    finish_pixels(out, v.y.1, bias, self.clip, res);
                 }
                 return;
             }
