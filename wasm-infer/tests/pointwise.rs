@@ -467,6 +467,22 @@ fn refuses_inconsistent_shapes() {
     // Pixels (1, 2) → (5.5, 10.5); (-1, -2) → clamped (0, 0); (3, 0) → (3.5, 8.5); then the
     // residual.
     assert_eq!(out, [6.5, 12.5, 3.0, 4.0, 8.5, 14.5]);
+
+    // One pixel (`[c, 1, 1]`, a head on pooled features): every output channel gets its own
+    // bias.
+    let op = PointwiseConv::new(
+        &[2, 1, 1],
+        0,
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        3,
+        Some(&[0.5, -0.5, 1.0]),
+        None,
+        false,
+    )
+    .expect("consistent");
+    let mut out = [0.0; 3];
+    op.run(&[1.0, 2.0], None, &mut out).expect("runs");
+    assert_eq!(out, [5.5, 10.5, 18.0]);
 }
 
 #[test]

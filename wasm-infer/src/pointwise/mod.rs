@@ -533,8 +533,9 @@ impl Job<'_> {
             if !self.op.has_bias && self.clip.is_none() && res.is_none() {
                 return;
             }
-            if v.y.0 == 1 {
-                // Channel-last: each pixel's channels are contiguous, pixels `v.y.1` apart.
+            if v.y.0 == 1 && v.y.1 > 1 {
+                // Channel-last: each pixel's channels are contiguous, pixels `v.y.1` apart (a
+                // single pixel, `[c, 1, 1]`, has both strides 1 and is finished row by row).
                 // A tile of every row is one run (finished in one call); a tile of some rows
                 // shares each pixel with other tiles, so only its own part is borrowed.
                 let bias = &self.bias[t.r.clone()];
