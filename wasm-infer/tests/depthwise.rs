@@ -3,25 +3,12 @@
 //! asymmetric and "same" padding, widths that fill no block or several, a batch of two, and a
 //! bias shared by all channels. Both plans are optimised by tract; only the op differs.
 
+mod common;
+use common::noise;
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_nnef::tract_core::ops::nn::DataFormat;
 use wasm_infer::depthwise::{DepthwiseConv, install};
-
-/// Deterministic values in [-1, 1).
-fn noise(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 struct Case {
     n: usize,

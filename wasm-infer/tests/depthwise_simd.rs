@@ -3,21 +3,10 @@
 //! set process-wide, so this file holds one test (its own process, nothing else running in
 //! it). Copies the CPU lacks fall back to the next narrower one, which this still checks.
 
+mod common;
+use common::noise;
 use tract_nnef::prelude::*;
 use wasm_infer::depthwise::{DepthwiseConv, Geometry, Simd, limit_simd};
-
-/// Deterministic values in [-1, 1).
-fn noise(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(3);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 #[test]
 fn every_instruction_set_gives_the_channels_first_values() -> TractResult<()> {

@@ -6,25 +6,14 @@
 //! chains that must not be fused or switched (a value read twice, a model output, a clamp
 //! whose bounds cross), which must still give tract's values.
 
+mod common;
+use common::noise;
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_nnef::tract_core::ops::math;
 use tract_nnef::tract_core::ops::nn::DataFormat;
 use wasm_infer::depthwise::DepthwiseConv;
 use wasm_infer::pointwise::{PointwiseConv, install};
-
-/// Deterministic values in [-1, 1).
-fn noise(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(17);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 struct Net {
     model: TypedModel,
@@ -183,6 +172,26 @@ fn worst(want: &[f32], got: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
+/// Every output of `reference` and `ours` on `input`: the same shapes and values (≤ 1e-5).
+fn same_outputs(reference: TypedModel, ours: TypedModel, input: &Tensor) -> TractResult<()> {
+    let (a, b) = (
+        reference.into_optimized()?.into_runnable()?,
+        ours.into_optimized()?.into_runnable()?,
+    );
+    let (a, b) = (
+        a.run(tvec!(input.clone().into()))?,
+        b.run(tvec!(input.clone().into()))?,
+    );
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.shape(), b.shape());
+        let a: Vec<f32> = a.to_plain_array_view::<f32>()?.iter().copied().collect();
+        let b: Vec<f32> = b.to_plain_array_view::<f32>()?.iter().copied().collect();
+        assert!(worst(&a, &b) <= 1e-5);
+    }
+    Ok(())
+}
+
 #[test]
 fn an_mbconv_block_is_three_ops_and_gives_tracts_values() -> TractResult<()> {
     for (n, c, hw) in [(1, 8, 14), (1, 24, 56), (2, 6, 9)] {
@@ -337,21 +346,7 @@ fn inside_a_block_tensors_are_channel_last_and_give_tracts_values() -> TractResu
     let mut ours = reference.clone();
     let installed = wasm_infer::layout::install_kernels(&mut ours)?;
     assert_eq!((installed.pointwise, installed.channel_last), (2, 0));
-    let (a, b) = (
-        reference.into_optimized()?.into_runnable()?,
-        ours.into_optimized()?.into_runnable()?,
-    );
-    let (a, b) = (
-        a.run(tvec!(net.input.clone().into()))?,
-        b.run(tvec!(net.input.clone().into()))?,
-    );
-    for (a, b) in a.iter().zip(&b) {
-        assert_eq!(a.shape(), b.shape());
-        let a: Vec<f32> = a.to_plain_array_view::<f32>()?.iter().copied().collect();
-        let b: Vec<f32> = b.to_plain_array_view::<f32>()?.iter().copied().collect();
-        assert!(worst(&a, &b) <= 1e-5);
-    }
-    Ok(())
+    same_outputs(reference, ours, &net.input)
 }
 
 #[test]
@@ -384,24 +379,7 @@ fn crossed_bounds_and_shared_values_stay_with_tract() -> TractResult<()> {
         1,
         "folding stops at the model output: the Min after it stays"
     );
-    let (a, b) = (
-        reference.into_optimized()?.into_runnable()?,
-        ours_model.into_optimized()?.into_runnable()?,
-    );
-    let (a, b) = (
-        a.run(tvec!(net.input.clone().into()))?,
-        b.run(tvec!(net.input.clone().into()))?,
-    );
-    for (a, b) in a.iter().zip(&b) {
-        let (a, b) = (
-            a.to_plain_array_view::<f32>()?,
-            b.to_plain_array_view::<f32>()?,
-        );
-        let (a, b): (Vec<f32>, Vec<f32>) =
-            (a.iter().copied().collect(), b.iter().copied().collect());
-        assert!(worst(&a, &b) <= 1e-5);
-    }
-    Ok(())
+    same_outputs(reference, ours_model, &net.input)
 }
 
 #[test]
