@@ -136,6 +136,9 @@ impl Plan {
             let node = model.node(id);
             let writer_can = node.op_as::<DepthwiseConv>().is_some()
                 || node.op_as::<PointwiseConv>().is_some_and(|p| p.is_planar());
+            if !writer_can || outputs.contains(&out) {
+                continue;
+            }
             let readers = model.outlet_successors(out);
             let readers_can = !readers.is_empty()
                 && readers.iter().all(|r| {
@@ -149,7 +152,7 @@ impl Plan {
                         _ => false,
                     }
                 });
-            if writer_can && readers_can && !outputs.contains(&out) {
+            if readers_can {
                 can.insert(out);
             }
         }
