@@ -166,11 +166,6 @@ impl DepthwiseConv {
         self.last
     }
 
-    /// Whether its tensors carry the batch axis.
-    pub fn has_batch_axis(&self) -> bool {
-        self.batch_axis
-    }
-
     /// The geometry it runs.
     pub fn geometry(&self) -> &Geometry {
         &self.geo

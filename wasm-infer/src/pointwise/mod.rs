@@ -554,19 +554,13 @@ impl Job<'_> {
                 }
                 return;
             }
+            // Planes (every view but channel-last has column stride 1): each row's columns
+            // are contiguous.
             for row in t.r.clone() {
-                let bias = self.bias[row];
-                if v.y.1 == 1 {
-                    let start = at(row, t.c.start);
-                    let out = std::slice::from_raw_parts_mut(y.0.add(start), n);
-                    finish_row(out, bias, self.clip, res.map(|r| &r[start..start + n]));
-                } else {
-                    for col in t.c.clone() {
-                        let i = at(row, col);
-                        let out = std::slice::from_raw_parts_mut(y.0.add(i), 1);
-                        finish_row(out, bias, self.clip, res.map(|r| &r[i..i + 1]));
-                    }
-                }
+                let start = at(row, t.c.start);
+                let out = std::slice::from_raw_parts_mut(y.0.add(start), n);
+                let res = res.map(|r| &r[start..start + n]);
+                finish_row(out, self.bias[row], self.clip, res);
             }
         }
     }
