@@ -39,8 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     profile_plans(dir, &manifest, &input, runs, threads)
 }
 
-/// The plan browsers build: `backbone.q8` (NNEF, 8-bit weights expanded to `f32`), tract's
-/// own kernels (wasm-infer's convolution ops are native-only), one thread.
+/// The plan browsers build: `backbone.q8` (NNEF, 8-bit weights expanded to `f32`), with
+/// wasm-infer's 1×1 convolutions (`pointwise::quad`) and tract's other kernels, one thread.
 #[cfg(target_arch = "wasm32")]
 fn profile_plans(
     dir: &std::path::Path,
@@ -80,8 +80,8 @@ fn session_phases(
     let names = [
         "sha256 check",
         "read (tar, 8-bit weights, NNEF graph)",
-        "declutter (native only)",
-        "kernel swaps (native only)",
+        "declutter",
+        "kernel swaps",
         "optimise (declutter, codegen, weight packing)",
         "runnable",
         "whole Backbone::new",
@@ -100,21 +100,11 @@ fn session_phases(
         lap(&mut times);
         let model = wasm_infer::nnef::load(&bytes)?;
         lap(&mut times);
-        // As `Backbone::new` does it: natively declutter and swap wasm-infer's ops in; in
-        // wasm neither (`into_optimized` declutters).
-        #[cfg(not(target_arch = "wasm32"))]
-        let model = {
-            let mut model = model.into_decluttered()?;
-            lap(&mut times);
-            wasm_infer::layout::install_kernels(&mut model)?;
-            lap(&mut times);
-            model
-        };
-        #[cfg(target_arch = "wasm32")]
-        {
-            lap(&mut times);
-            lap(&mut times);
-        }
+        // As `Backbone::new` does it: declutter and swap wasm-infer's ops in.
+        let mut model = model.into_decluttered()?;
+        lap(&mut times);
+        wasm_infer::layout::install_kernels(&mut model)?;
+        lap(&mut times);
         let model = model.into_optimized()?;
         lap(&mut times);
         let _plan = model.into_runnable()?;

@@ -255,6 +255,7 @@ fn finish_row_avx512(
 /// [`finish_row`] for channel-last pixels: `out` holds pixels `stride` floats apart (the
 /// last one may end early), each starting with `bias.len()` channels to finish (`bias` one
 /// value for each), and `residual` the same layout.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn finish_pixels(
     out: &mut [f32],
     stride: usize,
@@ -286,6 +287,7 @@ fn finish_pixels_avx512(
     each_pixel(out, stride, bias, clip, residual);
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn each_pixel(
     out: &mut [f32],
@@ -301,6 +303,7 @@ fn each_pixel(
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn finish_channels(
     row: &mut [f32],

@@ -32,11 +32,22 @@ pub struct Installed {
     pub channel_last: usize,
 }
 
-/// Swap every convolution of a decluttered `model` that this crate's native kernels run for
-/// them, then lay out channel-last the tensors between them ([`install`]): what the plans of
-/// `session` get natively. Run it between `into_decluttered` and `into_optimized`.
+/// Swap every convolution of a decluttered `model` that this crate's kernels run for them,
+/// then lay out channel-last the tensors between them ([`install`]): what the plans of
+/// `session` get. In wasm only the 1×1 convolutions are swapped. Run it between
+/// `into_decluttered` and `into_optimized`.
 pub fn install_kernels(model: &mut TypedModel) -> TractResult<Installed> {
     let pointwise = crate::pointwise::install(model)?;
+    if cfg!(target_arch = "wasm32") {
+        // In wasm tract's declutter has already moved the depthwise convolutions
+        // channel-last, for tract-linalg's simd128 kernel, which ran as fast as this crate's
+        // there (`BENCHMARKS.md`); the 1×1 ops read and write that layout around them.
+        return Ok(Installed {
+            pointwise,
+            depthwise: 0,
+            channel_last: 0,
+        });
+    }
     let depthwise = crate::depthwise::install(model)?;
     let channel_last = install(model)?;
     Ok(Installed {

@@ -1,15 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 pub mod decode;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod depthwise;
-#[cfg(not(target_arch = "wasm32"))]
 mod epilogue;
 pub mod error;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod layout;
 pub mod nnef;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod pointwise;
 pub mod preprocess;
 pub mod product;

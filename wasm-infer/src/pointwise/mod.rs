@@ -1,6 +1,6 @@
 //! 1×1 convolutions as one matrix product each, with their bias, ReLU6 and residual add
-//! applied while the tile is in cache; swapped into the plans this crate builds natively (the
-//! api's, the trainer's checks).
+//! applied while the tile is in cache; swapped into the plans this crate builds, natively
+//! (the api's, the trainer's checks) and in browsers.
 //!
 //! tract's declutter turns a 1×1 convolution into an `EinSum` (`IHW,OI->OHW`) followed by a
 //! bias `Add`, and EfficientNet follows it with ReLU6 (`Max`, `Min`) or a residual `Add`.
@@ -15,26 +15,23 @@
 //! ([`crate::session::with_threads`]), and each tile is the same arithmetic whatever the
 //! thread count.
 //!
-//! Not in the wasm build: the `gemm` crate has no wasm SIMD kernels, and browsers run
-//! tract's.
+//! In the wasm build the product is [`quad`]'s (the `gemm` crate has no wasm SIMD kernels),
+//! each tile finished in registers; there the op also reads and writes the channel-last
+//! tensors tract's wasm declutter puts around depthwise convolutions, and the stem stays
+//! tract's. Under node that halved a backbone pass against tract's own kernels
+//! (`BENCHMARKS.md`).
 
 use std::sync::Arc;
 
+use crate::depthwise::Geometry as Geometry2d;
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::internal::*;
-use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
-
-use crate::depthwise::Geometry as Geometry2d;
-use crate::epilogue::{finish_pixels, finish_row};
 
 mod find;
+pub mod quad;
+mod tile;
 pub use find::install;
-
-/// The narrowest column tile a split for threads makes before it splits rows instead.
-const MIN_SPLIT_COLS: usize = 128;
-
-/// Floats of output per tile: 64 K (256 KB) stays in this machine's 2 MB L2 with its inputs.
-const TILE_FLOATS: usize = 64 * 1024;
+use tile::{Job, Out, Tile, View, pool, tiles};
 
 /// Shapes of one 1×1 convolution: `outer` images of `ci` channels of `inner` values in, the
 /// same with `co` channels out (NCHW or CHW: `outer` is the batch, `inner` the plane; a
@@ -57,9 +54,12 @@ pub struct PointwiseConv {
     geo: Geometry,
     in_shape: TVec<usize>,
     out_shape: TVec<usize>,
-    /// `[co, ci]`, or `[ci, co]` when the output is channel-last: either way the order in
-    /// which the product reads it without packing a copy first.
+    /// `[co, ci]`, or `[ci, co]` when `by_input`: the order in which the product reads it
+    /// without packing a copy first.
     weights: Arc<Tensor>,
+    /// The weights are `[ci, co]`: natively when the output is channel-last, always in the
+    /// wasm build ([`quad`]).
+    by_input: bool,
     /// `[co]`, zeros when the graph had none.
     bias: Arc<Tensor>,
     has_bias: bool,
@@ -157,7 +157,7 @@ impl PointwiseConv {
         let mut out_shape: TVec<usize> = in_shape.into();
         out_shape[c_axis] = co;
         let zeros = vec![0f32; co];
-        Ok(Self {
+        let op = Self {
             geo: Geometry {
                 outer,
                 ci,
@@ -171,10 +171,35 @@ impl PointwiseConv {
             has_bias: bias.is_some(),
             clip: clip.map(|(lo, hi)| (lo.to_bits(), hi.to_bits())),
             residual,
+            by_input: false,
             patches: None,
             in_last: false,
             out_last: false,
-        })
+        };
+        // Browsers run [`quad`], which reads the weights by input channel.
+        if cfg!(target_arch = "wasm32") {
+            op.by_input()
+        } else {
+            Ok(op)
+        }
+    }
+
+    /// The same op with its weights `[ci, co]`.
+    fn by_input(mut self) -> TractResult<Self> {
+        if self.by_input {
+            return Ok(self);
+        }
+        let (ci, co) = (self.geo.ci, self.geo.co);
+        let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
+        let mut by_input = vec![0f32; ci * co];
+        for (o, row) in weights.chunks_exact(ci).enumerate() {
+            for (i, &w) in row.iter().enumerate() {
+                by_input[i * co + o] = w;
+            }
+        }
+        self.weights = Arc::new(tensor1(&by_input).into_shape(&[ci, co])?);
+        self.by_input = true;
+        Ok(self)
     }
 
     /// A convolution of `p.n` images (`[n, c, h, w]`, or `[c, h, w]` for one when `batch_axis`
@@ -270,7 +295,7 @@ impl PointwiseConv {
 
     /// The same op writing its output channel-last, as `shape` (its residual input, if any,
     /// must then be channel-last too, of the same shape).
-    pub fn writing_channel_last(mut self, shape: &[usize]) -> TractResult<Self> {
+    pub fn writing_channel_last(self, shape: &[usize]) -> TractResult<Self> {
         let g = &self.geo;
         ensure!(!self.out_last, "already channel-last");
         ensure!(
@@ -278,18 +303,10 @@ impl PointwiseConv {
                 && shape.iter().product::<usize>() == g.outer * g.inner * g.co,
             "channel-last output {shape:?} for {g:?}"
         );
-        let (ci, co) = (g.ci, g.co);
-        let weights = self.weights.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut by_input = vec![0f32; ci * co];
-        for (o, row) in weights.chunks_exact(ci).enumerate() {
-            for (i, &w) in row.iter().enumerate() {
-                by_input[i * co + o] = w;
-            }
-        }
-        self.weights = Arc::new(tensor1(&by_input).into_shape(&[ci, co])?);
-        self.out_last = true;
-        self.out_shape = shape.into();
-        Ok(self)
+        let mut op = self.by_input()?;
+        op.out_last = true;
+        op.out_shape = shape.into();
+        Ok(op)
     }
 
     /// The same op with its outputs clamped to `[lo, hi]`.
@@ -372,10 +389,7 @@ impl PointwiseConv {
             "1×1 residual input"
         );
         let view = self.view();
-        let threads = match current_tract_executor() {
-            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
-            _ => None,
-        };
+        let threads = pool();
         let tiles = tiles(
             g.co,
             view.cols,
@@ -412,6 +426,7 @@ impl PointwiseConv {
             let y = &y;
             let one = |t: &Tile| job.tile(t, x, res, y);
             match &threads {
+                #[cfg(not(target_arch = "wasm32"))]
                 Some(pool) if tiles.len() > 1 => {
                     use rayon::prelude::*;
                     pool.install(|| tiles.par_iter().for_each(one));
@@ -420,149 +435,6 @@ impl PointwiseConv {
             }
         }
         Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct View {
-    images: usize,
-    cols: usize,
-    /// (row stride, column stride) of the input.
-    x: (usize, usize),
-    /// The same for the output (and the residual).
-    y: (usize, usize),
-}
-
-/// Rows `r` × columns `c` of the output.
-#[derive(Debug, Clone)]
-struct Tile {
-    r: std::ops::Range<usize>,
-    c: std::ops::Range<usize>,
-}
-
-/// Column tiles of about [`TILE_FLOATS`]; with several threads and too few of them to share,
-/// narrower column tiles while each keeps at least [`MIN_SPLIT_COLS`] columns, else rows split
-/// too (in multiples of 16, the kernels' row block: a split into fewer rows than the
-/// product's 64-row block runs its narrower, slower kernels).
-fn tiles(rows: usize, cols: usize, threads: usize) -> Vec<Tile> {
-    let mut width = (TILE_FLOATS / rows).max(64).div_ceil(16) * 16;
-    if threads > 1 && cols.div_ceil(width) < 2 * threads {
-        let narrower = cols.div_ceil(2 * threads).div_ceil(16) * 16;
-        if narrower >= MIN_SPLIT_COLS {
-            width = width.min(narrower);
-        }
-    }
-    let width = width.min(cols);
-    let col_tiles = cols.div_ceil(width);
-    let row_tiles = if threads > 1 && col_tiles < 2 * threads {
-        (2 * threads)
-            .div_ceil(col_tiles)
-            .min(rows.div_ceil(16))
-            .max(1)
-    } else {
-        1
-    };
-    let height = rows.div_ceil(row_tiles).div_ceil(16) * 16;
-    let mut out = Vec::with_capacity(row_tiles * col_tiles);
-    for r in (0..rows).step_by(height) {
-        for c in (0..cols).step_by(width) {
-            out.push(Tile {
-                r: r..(r + height).min(rows),
-                c: c..(c + width).min(cols),
-            });
-        }
-    }
-    out
-}
-
-/// The output's base pointer, shared by tiles that write disjoint elements.
-struct Out(*mut f32);
-// SAFETY: tiles write disjoint parts of one buffer that outlives the parallel loop.
-#[allow(unsafe_code)]
-unsafe impl Sync for Out {}
-
-struct Job<'a> {
-    op: &'a PointwiseConv,
-    view: View,
-    weights: &'a [f32],
-    bias: &'a [f32],
-    clip: Option<(f32, f32)>,
-}
-
-impl Job<'_> {
-    /// One tile: the product, then bias, clamp and residual in one pass while it is in cache.
-    fn tile(&self, t: &Tile, x: &[f32], res: Option<&[f32]>, y: &Out) {
-        let g = &self.op.geo;
-        let v = self.view;
-        let n = t.c.len();
-        let at = |row: usize, col: usize| row * v.y.0 + col * v.y.1;
-        // The weights of the tile's rows, and their (column, row) strides: `[co, ci]`, or
-        // `[ci, co]` for a channel-last output.
-        let (w, w_cs, w_rs) = if self.op.out_last {
-            (self.weights[t.r.start..].as_ptr(), g.co as isize, 1)
-        } else {
-            (self.weights[t.r.start * g.ci..].as_ptr(), 1, g.ci as isize)
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: every index below is inside the image's output (rows < co, columns < cols,
-        // strides of `view`), the tiles of one image are disjoint, and no one else reads or
-        // writes the output while `run` holds it mutably. The product does not read the
-        // output (`read_dst` false): it writes every element of the tile.
-        unsafe {
-            gemm::gemm(
-                t.r.len(),
-                n,
-                g.ci,
-                y.0.add(at(t.r.start, t.c.start)),
-                v.y.1 as isize,
-                v.y.0 as isize,
-                false,
-                w,
-                w_cs,
-                w_rs,
-                x.as_ptr().add(t.c.start * v.x.1),
-                v.x.1 as isize,
-                v.x.0 as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-            if !self.op.has_bias && self.clip.is_none() && res.is_none() {
-                return;
-            }
-            if v.y.0 == 1 && v.y.1 > 1 {
-                // Channel-last: each pixel's channels are contiguous, pixels `v.y.1` apart (a
-                // single pixel, `[c, 1, 1]`, has both strides 1 and is finished row by row).
-                // A tile of every row is one run (finished in one call); a tile of some rows
-                // shares each pixel with other tiles, so only its own part is borrowed.
-                let bias = &self.bias[t.r.clone()];
-                let rows = t.r.len();
-                let runs: Vec<(usize, usize)> = if rows == g.co {
-                    vec![(at(0, t.c.start), at(rows - 1, t.c.end - 1) + 1)]
-                } else {
-                    t.c.clone()
-                        .map(|col| (at(t.r.start, col), at(t.r.start, col) + rows))
-                        .collect()
-                };
-                for (start, end) in runs {
-                    let out = std::slice::from_raw_parts_mut(y.0.add(start), end - start);
-                    let res = res.map(|r| &r[start..end]);
-                    finish_pixels(out, v.y.1, bias, self.clip, res);
-                }
-                return;
-            }
-            // Planes (every view but channel-last has column stride 1): each row's columns
-            // are contiguous.
-            for row in t.r.clone() {
-                let start = at(row, t.c.start);
-                let out = std::slice::from_raw_parts_mut(y.0.add(start), n);
-                let res = res.map(|r| &r[start..start + n]);
-                finish_row(out, self.bias[row], self.clip, res);
-            }
-        }
     }
 }
 

@@ -38,10 +38,6 @@ pub(crate) fn plan_typed(model: TypedModel, io: (&TensorSpec, &TensorSpec)) -> R
     let mut model = model;
     select_output(&mut model, &io.1.name)?;
     check_io(&model, io, true)?;
-    // Natively wasm-infer's convolution ops are swapped into the decluttered graph. In wasm
-    // there is no swap, and `into_optimized` declutters first anyway: a separate pass would
-    // declutter twice (about 24 ms of a 190 ms session build under node).
-    #[cfg(not(target_arch = "wasm32"))]
     let model = model.into_decluttered().map_err(Error::engine)?;
     optimise(model)
 }
@@ -85,17 +81,12 @@ where
         .map_err(Error::engine)
 }
 
-/// Swap in wasm-infer's convolution ops natively ([`crate::pointwise`], [`crate::depthwise`],
-/// with channel-last tensors inside each block, [`crate::layout`]; in wasm tract's own kernels
-/// run: the `gemm` crate has no wasm SIMD kernels, and tract's depthwise was faster there),
-/// optimise, make runnable.
-pub(crate) fn optimise(typed: TypedModel) -> Result<Runnable> {
-    #[cfg(not(target_arch = "wasm32"))]
-    let typed = {
-        let mut typed = typed;
-        crate::layout::install_kernels(&mut typed).map_err(Error::engine)?;
-        typed
-    };
+/// Swap in wasm-infer's convolution ops ([`crate::pointwise`], [`crate::depthwise`], with
+/// channel-last tensors inside the backbone, [`crate::layout`]; in wasm the 1×1 ones only),
+/// optimise, make runnable. In wasm this declutters twice (the swap needs a decluttered
+/// graph, and `into_optimized` declutters first): about 25 ms of session build under node.
+pub(crate) fn optimise(mut typed: TypedModel) -> Result<Runnable> {
+    crate::layout::install_kernels(&mut typed).map_err(Error::engine)?;
     typed
         .into_optimized()
         .and_then(|m| m.into_runnable())
