@@ -217,19 +217,18 @@ fn pointwise_of(
     // axis between the same axes (`same`) or moved last (tract's wasm declutter moves the
     // channels of depthwise convolutions last, and the 1×1 convolutions around them read or
     // write that layout).
-    let others: Vec<(usize, usize)> = lands
+    let Some(others) = lands
         .iter()
         .enumerate()
         .filter(|&(i, _)| i != c_axis && in_shape[i] > 1)
         .map(|(i, o)| o.map(|o| (i, o)))
-        .collect::<Option<_>>()
-        .unwrap_or_default();
-    let kept = (0..in_shape.len())
-        .filter(|&i| i != c_axis && in_shape[i] > 1)
-        .count();
+        .collect::<Option<Vec<(usize, usize)>>>()
+    else {
+        return Ok(None);
+    };
+    let kept = others.len();
     let (co, ci) = (weights.shape()[0], weights.shape()[1]);
-    if others.len() != kept
-        || others.windows(2).any(|w| w[0].1 >= w[1].1)
+    if others.windows(2).any(|w| w[0].1 >= w[1].1)
         || in_shape[c_axis] != ci
         || out_shape[o_pos] != co
     {
