@@ -226,11 +226,11 @@ async function loadClassifier(text) {
   const manifest = JSON.parse(text);
   const base = `/api/models/${manifest.model_id}/`;
   const total = (manifest.nnef ? manifest.nnef.bytes : 0) + (manifest.backbone ? shippedBackbone(manifest).bytes : 0);
-  const loaded = await sessionFor(text, MODELS, base, (n) => postMessage({ type: 'progress', loaded: n, total }));
+  const loaded = await sessionFor(text, MODELS, base, (n) => reply('progress', { loaded: n, total }));
   session = loaded.session;
   loadedId = manifest.model_id;
   await keep(MODELS, base, loaded.files);
-  postMessage({ type: 'ready', model_id: manifest.model_id, cached: loaded.cached });
+  reply('ready', { model_id: manifest.model_id, cached: loaded.cached });
 }
 
 // Load the classification champion. When its files are refused, the model in use stays; a page
@@ -312,6 +312,9 @@ async function addLocal(msg) {
   r.index.addLocal(entry.id, entry.label, entry.caption, vector, URL.createObjectURL(msg.blob));
 }
 
+// A reply as contract::worker::FromWorker reads it: `{ kind: { fields } }`.
+const reply = (kind, fields) => postMessage({ [kind]: fields });
+// A reply the Rust side wrote (already in that form).
 const post = (json) => postMessage(JSON.parse(json));
 
 // The product champion, loaded once per version: its NNEF head on the shared backbone. A
@@ -354,20 +357,20 @@ async function detectRequest(msg) {
   const r = JSON.parse(msg.type === 'detect'
     ? d.session.detectImage(await wasmReadable(msg.bytes))
     : d.session.detect(msg.rgba, msg.width, msg.height));
-  postMessage({ type: 'detect_result', model_id: d.id, boxes: r.boxes, width: r.width, height: r.height, ms: r.ms });
+  reply('detect_result', { model_id: d.id, boxes: r.boxes, width: r.width, height: r.height, ms: r.ms });
 }
 
 async function productRequest(msg) {
   const p = await loadProduct();
   if (msg.type === 'load_product') {
-    postMessage({ type: 'product_ready', model_id: p.id, labels: p.labels });
+    reply('product_ready', { model_id: p.id, labels: p.labels });
     return;
   }
   const t0 = performance.now();
   if (msg.type === 'product_image') p.features = p.session.featuresImage(await wasmReadable(msg.bytes));
   const withImage = msg.type === 'product_image' || (msg.with_image && p.features !== null);
   const r = JSON.parse(p.session.classify(withImage ? p.features : undefined, msg.title, msg.k));
-  postMessage({ type: 'product_result', title: msg.title, with_image: withImage, predictions: r.predictions, ms: performance.now() - t0 });
+  reply('product_result', { title: msg.title, with_image: withImage, predictions: r.predictions, ms: performance.now() - t0 });
 }
 
 // The inference module decodes PNG and JPEG itself (the server's decoder: the same pixels);
@@ -399,7 +402,7 @@ async function rankRequest(msg) {
     case 'add_local': await addLocal(msg); post(r.index.readyMessage()); break;
   }
   if (rankNotice) {
-    postMessage({ type: 'rank_error', message: rankNotice });
+    reply('rank_error', { message: rankNotice });
     rankNotice = null;
   }
 }
@@ -414,7 +417,7 @@ self.onmessage = async (e) => {
       const r = await fetch(CURRENT, { cache: 'no-cache' }).catch(() => null);
       if (r && r.ok) {
         const m = await r.json();
-        if (loadedId && m.model_id !== loadedId) postMessage({ type: 'update', model_id: m.model_id });
+        if (loadedId && m.model_id !== loadedId) reply('update', { model_id: m.model_id });
       }
     } else if (msg.type === 'classify' || msg.type === 'classify_rgba') {
       if (!session) throw new Error('the model is not loaded yet');
@@ -422,23 +425,23 @@ self.onmessage = async (e) => {
       const r = JSON.parse(msg.type === 'classify'
         ? session.classifyImage(bytes, msg.k)
         : session.classify(msg.rgba, msg.width, msg.height, msg.k));
-      postMessage({ type: 'result', predictions: r.predictions, ms: r.ms });
+      reply('result', { predictions: r.predictions, ms: r.ms });
     } else if (msg.type === 'add_local') {
       // Quietly nothing without a ranking model: the server gallery will have the image.
       await rankRequest(msg).catch((err) => console.warn('not added to the local search index:', err));
     } else if (['load_product', 'product_classify', 'product_image'].includes(msg.type)) {
       // Product problems are reported apart: the other pages keep working without them.
-      await productRequest(msg).catch((err) => postMessage({ type: 'product_error', message: String((err && err.message) || err) }));
+      await productRequest(msg).catch((err) => reply('product_error', { message: String((err && err.message) || err) }));
     } else if (msg.type === 'detect' || msg.type === 'detect_rgba') {
       // Detection problems are reported apart: classification keeps working without them.
-      await detectRequest(msg).catch((err) => postMessage({ type: 'detect_error', message: String((err && err.message) || err) }));
+      await detectRequest(msg).catch((err) => reply('detect_error', { message: String((err && err.message) || err) }));
     } else if (['load_rank', 'search', 'similar', 'captions'].includes(msg.type)) {
       // Search problems are reported apart: classification keeps working without them.
-      await rankRequest(msg).catch((err) => postMessage({ type: 'rank_error', message: String((err && err.message) || err) }));
+      await rankRequest(msg).catch((err) => reply('rank_error', { message: String((err && err.message) || err) }));
     }
   } catch (err) {
     // A refused new model leaves the loaded one in use: say which.
     const inUse = msg.type === 'load' && loadedId ? `; still using model ${loadedId}` : '';
-    postMessage({ type: 'error', message: String((err && err.message) || err) + inUse });
+    reply('error', { message: String((err && err.message) || err) + inUse });
   }
 };
