@@ -222,6 +222,7 @@ fn scalar(k: &Tensor, rank: usize) -> TractResult<Option<f32>> {
 
 /// Finish one row of outputs of one channel: add `bias`, clamp, add the residual. On x86-64
 /// with AVX-512 the loop runs 16 floats an instruction.
+#[cfg(not(target_arch = "wasm32"))]
 #[inline]
 pub(crate) fn finish_row(
     row: &mut [f32],
@@ -343,6 +344,7 @@ pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     if v > hi { hi } else { v }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[inline(always)]
 fn finish(row: &mut [f32], bias: f32, clip: Option<(f32, f32)>, residual: Option<&[f32]>) {
     match (clip, residual) {

@@ -34,22 +34,21 @@ pub struct Installed {
 
 /// Swap every convolution of a decluttered `model` that this crate's kernels run for them,
 /// then lay out channel-last the tensors between them ([`install`]): what the plans of
-/// `session` get. In wasm only the 1×1 convolutions are swapped. Run it between
-/// `into_decluttered` and `into_optimized`.
+/// `session` get. In wasm the stem stays tract's, and the layout is tract's own (see
+/// below). Run it between `into_decluttered` and `into_optimized`.
 pub fn install_kernels(model: &mut TypedModel) -> TractResult<Installed> {
     let pointwise = crate::pointwise::install(model)?;
+    let depthwise = crate::depthwise::install(model)?;
     if cfg!(target_arch = "wasm32") {
         // In wasm tract's declutter has already moved the depthwise convolutions
-        // channel-last, for tract-linalg's simd128 kernel: 8 ms per pass under node, against
-        // 37 ms for this crate's kernel as the size-built module compiles it (`BENCHMARKS.md`).
-        // The 1×1 ops read and write that layout around them.
+        // channel-last (for tract-linalg's simd128 kernel), so the 1×1 ops read and write
+        // that layout around them, and `depthwise::install` put the channel-last op in.
         return Ok(Installed {
             pointwise,
-            depthwise: 0,
-            channel_last: 0,
+            depthwise,
+            channel_last: depthwise,
         });
     }
-    let depthwise = crate::depthwise::install(model)?;
     let channel_last = install(model)?;
     Ok(Installed {
         pointwise,

@@ -20,16 +20,27 @@ struct Case {
     shared_bias: bool,
     /// NCHW, or CHW for one image (as tract's declutter leaves a batch of one).
     batch_axis: bool,
+    /// NHWC (HWC without the batch axis): what tract's declutter makes of a depthwise layer
+    /// where tract-linalg has a channel-inner kernel (wasm).
+    channel_last: bool,
+}
+
+impl Case {
+    fn input_shape(&self) -> Vec<usize> {
+        let (n, c, (h, w)) = (self.n, self.c, self.hw);
+        match (self.batch_axis, self.channel_last) {
+            (true, false) => vec![n, c, h, w],
+            (false, false) => vec![c, h, w],
+            (true, true) => vec![n, h, w, c],
+            (false, true) => vec![h, w, c],
+        }
+    }
 }
 
 fn model(case: &Case, seed: u64) -> TractResult<TypedModel> {
-    let Case { n, c, hw, k, .. } = *case;
+    let Case { c, k, .. } = *case;
     let mut model = TypedModel::default();
-    let x = if case.batch_axis {
-        model.add_source("x", f32::fact([n, c, hw.0, hw.1]))?
-    } else {
-        model.add_source("x", f32::fact([c, hw.0, hw.1]))?
-    };
+    let x = model.add_source("x", f32::fact(case.input_shape()))?;
     let kernel = tensor1(&noise(c * k.0 * k.1, seed)).into_shape(&[c, 1, k.0, k.1])?;
     let bias = if case.shared_bias {
         tensor0(0.25f32)
@@ -40,10 +51,11 @@ fn model(case: &Case, seed: u64) -> TractResult<TypedModel> {
     let bias = model.add_const("bias", bias)?;
     let conv = Conv {
         pool_spec: PoolSpec {
-            data_format: if case.batch_axis {
-                DataFormat::NCHW
-            } else {
-                DataFormat::CHW
+            data_format: match (case.batch_axis, case.channel_last) {
+                (true, false) => DataFormat::NCHW,
+                (false, false) => DataFormat::CHW,
+                (true, true) => DataFormat::NHWC,
+                (false, true) => DataFormat::HWC,
             },
             kernel_shape: tvec!(k.0, k.1),
             padding: case.padding.clone(),
@@ -75,12 +87,7 @@ fn run(model: TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
 
 fn check(case: Case) -> TractResult<()> {
     let Case { n, c, hw, .. } = case;
-    let shape: &[usize] = if case.batch_axis {
-        &[n, c, hw.0, hw.1]
-    } else {
-        &[c, hw.0, hw.1]
-    };
-    let input = tensor1(&noise(n * c * hw.0 * hw.1, 7)).into_shape(shape)?;
+    let input = tensor1(&noise(n * c * hw.0 * hw.1, 7)).into_shape(&case.input_shape())?;
     let reference = model(&case, 3)?.into_decluttered()?;
     let mut ours = reference.clone();
     assert_eq!(install(&mut ours)?, 1, "the convolution is replaced");
@@ -120,6 +127,10 @@ fn check(case: Case) -> TractResult<()> {
         .find_map(|n| n.op_as::<DepthwiseConv>())
         .expect("installed")
         .clone();
+    assert_eq!(op.is_channel_last(), case.channel_last);
+    if case.channel_last {
+        return Ok(());
+    }
     check_channel_last(&op)
 }
 
@@ -197,6 +208,7 @@ fn agrees_with_tract_on_efficientnet_geometries_one_image_chw() -> TractResult<(
             padding: explicit((pad, pad), (pad, pad)),
             shared_bias: false,
             batch_axis: false,
+            channel_last: false,
         })?;
     }
     Ok(())
@@ -227,6 +239,33 @@ fn agrees_with_tract_on_narrow_planes_and_many_channels() -> TractResult<()> {
             padding,
             shared_bias: n > 1,
             batch_axis: n > 1,
+            channel_last: false,
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn takes_channel_last_convolutions_as_tract_lays_them_out_in_wasm() -> TractResult<()> {
+    // The backbone's layers in HWC (one image), and awkward ones in NHWC: the op is built
+    // channel-last from the start.
+    for (n, c, hw, k, stride, padding) in [
+        (1, 96, (112, 112), 3, 2, explicit((0, 0), (1, 1))),
+        (1, 144, (28, 28), 5, 1, explicit((2, 2), (2, 2))),
+        (1, 1152, (7, 7), 5, 1, explicit((2, 2), (2, 2))),
+        (2, 21, (9, 13), 3, 2, PaddingSpec::SameUpper),
+        (2, 36, (5, 6), 3, 1, PaddingSpec::Valid),
+    ] {
+        check(Case {
+            n,
+            c,
+            hw,
+            k: (k, k),
+            stride: (stride, stride),
+            padding,
+            shared_bias: n > 1,
+            batch_axis: n > 1,
+            channel_last: true,
         })?;
     }
     Ok(())
@@ -254,6 +293,7 @@ fn agrees_with_tract_on_awkward_geometries_batched_nchw() -> TractResult<()> {
             padding,
             shared_bias: true,
             batch_axis: true,
+            channel_last: false,
         })?;
     }
     Ok(())
@@ -329,6 +369,7 @@ fn threads_split_the_planes_and_change_no_value() -> TractResult<()> {
         padding: explicit((2, 2), (2, 2)),
         shared_bias: false,
         batch_axis: true,
+        channel_last: false,
     };
     let input = tensor1(&noise(2 * 40 * 28 * 28, 11)).into_shape(&[2, 40, 28, 28])?;
     let mut ours = model(&case, 5)?.into_decluttered()?;

@@ -1,5 +1,6 @@
-//! Every compiled copy of the channel-last depthwise kernel (AVX-512, AVX2 + FMA, one lane)
-//! against the channels-first op, on one CPU: `depthwise::limit_simd` caps the instruction
+//! Every compiled copy of the channel-last depthwise kernel (AVX-512, AVX2 + FMA, the
+//! browsers' four-lane blocks on plain `f32` lanes, one lane) against the channels-first op,
+//! on one CPU: `depthwise::limit_simd` caps the instruction
 //! set process-wide, so this file holds one test (its own process, nothing else running in
 //! it). Copies the CPU lacks fall back to the next narrower one, which this still checks.
 
@@ -53,7 +54,7 @@ fn every_instruction_set_gives_the_channels_first_values() -> TractResult<()> {
         };
         let last = planar.clone().channel_last()?;
         let want = to_last(&want);
-        for simd in [Simd::Avx512, Simd::Avx2, Simd::Portable] {
+        for simd in [Simd::Avx512, Simd::Avx2, Simd::Quad, Simd::Portable] {
             limit_simd(simd);
             let mut got = vec![f32::NAN; want.len()];
             last.run(&to_last(&input), &mut got)?;

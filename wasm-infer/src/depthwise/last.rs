@@ -10,7 +10,8 @@
 //! contiguous run too.
 //!
 //! The vector code is one generic loop over [`Lanes`], compiled per instruction set and
-//! chosen at run time: AVX-512, AVX2 + FMA, or one lane (any CPU).
+//! chosen at run time: AVX-512, AVX2 + FMA, or one lane (any CPU). The wasm build runs
+//! simd128 through `depthwise::quad`, whose blocks are written out for the size-built module.
 
 // The loads and stores below read and write through raw pointers, checked once per pixel
 // (see `pixel`): the workspace denies unsafe code, so this module opts in, with a SAFETY
@@ -31,10 +32,13 @@ use crate::epilogue::clamp;
 pub enum Simd {
     /// One lane, any CPU.
     Portable = 0,
+    /// The browsers' kernel (`depthwise::quad`) on four plain `f32` lanes: its loops,
+    /// natively, for tests. Taken only when asked for ([`limit_simd`]).
+    Quad = 1,
     /// AVX2 + FMA (8 lanes).
-    Avx2 = 1,
+    Avx2 = 2,
     /// AVX-512 (16 lanes).
-    Avx512 = 2,
+    Avx512 = 3,
 }
 
 /// The widest instruction set [`run`] may use (it also needs the CPU to have it).
@@ -47,13 +51,13 @@ pub fn limit_simd(widest: Simd) {
 }
 
 /// One run's constants.
-struct Job<'a> {
-    g: &'a Geometry,
+pub(super) struct Job<'a> {
+    pub(super) g: &'a Geometry,
     /// `[kh * kw, c]`.
-    kernel: &'a [f32],
+    pub(super) kernel: &'a [f32],
     /// `[c]`.
-    bias: &'a [f32],
-    clip: Option<(f32, f32)>,
+    pub(super) bias: &'a [f32],
+    pub(super) clip: Option<(f32, f32)>,
 }
 
 /// Run `g` on channel-last `input` (`[n, h, w, c]`) into `output` (`[n, oh, ow, c]`);
@@ -114,8 +118,21 @@ impl Job<'_> {
                 return;
             }
         }
-        // SAFETY: one `f32` lane needs no instruction set.
-        unsafe { self.row_with::<f32>(image, oy, out) };
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            // SAFETY: the module is built with simd128, so every engine that runs it has it.
+            unsafe { self.row_with::<core::arch::wasm32::v128>(image, oy, out) };
+        }
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        {
+            if WIDEST.load(Ordering::Relaxed) == Simd::Quad as u8 {
+                // SAFETY: plain `f32` lanes need no instruction set.
+                unsafe { self.row_with::<crate::pointwise::quad::Portable>(image, oy, out) };
+                return;
+            }
+            // SAFETY: one `f32` lane needs no instruction set.
+            unsafe { self.row_with::<f32>(image, oy, out) };
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -181,26 +198,26 @@ impl Job<'_> {
                 }
             }
             // SAFETY: the caller's CPU has `V`'s instruction set.
-            unsafe { self.pixels::<V, 1>(image, [0], &border, &mut out[ox * c..][..c]) };
+            unsafe { V::pixels::<1>(self, image, [0], &border, &mut out[ox * c..][..c]) };
         }
         let mut ox = first;
-        let group = if V::LANES >= 16 { 4 } else { 2 };
         while ox < end {
-            let n = (end - ox).min(group);
+            let n = (end - ox).min(V::GROUP);
             let run = &mut out[ox * c..(ox + n) * c];
             // SAFETY: as above.
             unsafe {
                 match n {
                     4 => {
-                        self.pixels::<V, 4>(image, [0, 1, 2, 3].map(|p| base(ox + p)), &inner, run)
+                        V::pixels::<4>(self, image, [0, 1, 2, 3].map(|p| base(ox + p)), &inner, run)
                     }
-                    2 | 3 => self.pixels::<V, 2>(
+                    2 | 3 => V::pixels::<2>(
+                        self,
                         image,
                         [base(ox), base(ox + 1)],
                         &inner,
                         &mut run[..2 * c],
                     ),
-                    _ => self.pixels::<V, 1>(image, [base(ox)], &inner, &mut run[..c]),
+                    _ => V::pixels::<1>(self, image, [base(ox)], &inner, &mut run[..c]),
                 }
             }
             ox += if n == 3 { 2 } else { n };
@@ -323,8 +340,25 @@ impl Job<'_> {
 /// # Safety
 /// Every method may only run on a CPU with the register's instruction set; `load` and `store`
 /// take pointers to `LANES` readable (or writable) floats.
-trait Lanes: Copy {
+pub(super) trait Lanes: Copy {
     const LANES: usize;
+    /// Interior pixels computed together (sharing each weight load).
+    const GROUP: usize = if Self::LANES >= 16 { 4 } else { 2 };
+    /// [`Job::pixels`]: `P` output pixels, every channel.
+    ///
+    /// # Safety
+    /// The CPU has the register's instruction set.
+    #[inline(always)]
+    unsafe fn pixels<const P: usize>(
+        job: &Job<'_>,
+        image: &[f32],
+        bases: [usize; P],
+        taps: &[(usize, usize)],
+        out: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { job.pixels::<Self, P>(image, bases, taps, out) }
+    }
     unsafe fn splat(v: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);

@@ -1,29 +1,29 @@
-//! A vectorised depthwise convolution that replaces tract's own in the plans this crate builds
-//! natively (the api's, the trainer's checks).
+//! A vectorised depthwise convolution that replaces tract's own in the plans this crate builds,
+//! natively (the api's, the trainer's checks) and in browsers.
 //!
 //! tract's `DepthWiseConv` vectorises only the stride-1 interior zones of a plane and walks
 //! every border and every stride-2 layer one output at a time: EfficientNet-Lite0's 3×3 and 5×5
 //! depthwise layers are 9 % of the backbone's multiply-adds but took 42 % of its time
 //! (`scripts/profile-tract.sh`, see BENCHMARKS.md). [`install`] walks a decluttered model and
-//! swaps every `f32` NCHW (or CHW) depthwise `Conv` with concrete shapes for
-//! [`DepthwiseConv`], which tract's optimiser then leaves alone; any other convolution keeps
+//! swaps every `f32` depthwise `Conv` with concrete shapes for [`DepthwiseConv`], with the
+//! ReLU6 after it, which tract's optimiser then leaves alone; any other convolution keeps
 //! tract's path.
 //!
 //! Two kernels, one per layout:
-//! - channels first (`planar`, what [`install`] puts in): one channel plane at a time,
+//! - channels first (`planar`, for NCHW or CHW layers): one channel plane at a time,
 //!   copied into a zero-padded, phase-split scratch so every tap reads a contiguous run,
 //!   outputs in blocks of columns × rows held in accumulators across the taps;
-//! - channel-last (`last`, what `layout::install` switches each block's depthwise layer to,
-//!   between two of this crate's 1×1 convolutions): a pixel's channels in SIMD lanes, the
-//!   padding skipped rather than copied, interior pixels in groups that share each weight
-//!   load. On this backbone it takes about half the channels-first time
-//!   (`examples/bench_depthwise.rs`, `scripts/bench-depthwise.sh`, which time both against
-//!   tract's op on every layer).
+//! - channel-last (`last`, for NHWC or HWC layers, and what `layout::install` switches each
+//!   block's depthwise layer to natively, between two of this crate's 1×1 convolutions): a
+//!   pixel's channels in SIMD lanes, the padding skipped rather than copied, interior pixels
+//!   in groups that share each weight load. On this backbone it takes about half the
+//!   channels-first time (`examples/bench_depthwise.rs`, `scripts/bench-depthwise.sh`, which
+//!   time both against tract's op on every layer).
 //!
-//! Not in the wasm build: there tract's declutter lays the backbone out channel-last for its
-//! own wasm SIMD depthwise kernels, and measured in the plan browsers build (the wasm profile
-//! of `scripts/profile-tract.sh`), tract's kernels were faster than this one on the one layer
-//! left channels-first, so browsers run tract's.
+//! In wasm, tract's declutter has already laid the depthwise layers out channel-last (for its
+//! own simd128 kernel), so the wasm build installs the channel-last kernel only, with its
+//! four-lane blocks (`quad`), and leaves a layer that stayed channels-first to tract: there is
+//! no `planar` in the module.
 
 use std::sync::Arc;
 
@@ -33,7 +33,10 @@ use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_nnef::tract_core::ops::nn::DataFormat;
 
 mod last;
+// The wasm build installs channel-last depthwise convolutions only (`depthwise_of`).
+#[cfg(not(target_arch = "wasm32"))]
 mod planar;
+mod quad;
 
 pub use last::{Simd, limit_simd};
 
@@ -66,7 +69,8 @@ pub struct Geometry {
     pub pad_left: usize,
 }
 
-/// Depthwise convolution of an `f32` NCHW or CHW tensor, kernel and bias folded in.
+/// Depthwise convolution of an `f32` tensor, channels first (NCHW or CHW) or channel-last
+/// (NHWC or HWC), kernel and bias folded in.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct DepthwiseConv {
     geo: Geometry,
@@ -198,10 +202,12 @@ impl DepthwiseConv {
             .clip
             .map(|(lo, hi)| (f32::from_bits(lo), f32::from_bits(hi)));
         if self.last {
-            last::run(g, kernel, bias, clip, input, output)
-        } else {
-            planar::run(g, kernel, bias, clip, input, output)
+            return last::run(g, kernel, bias, clip, input, output);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        return planar::run(g, kernel, bias, clip, input, output);
+        #[cfg(target_arch = "wasm32")]
+        bail!("the wasm build runs channel-last depthwise convolutions only")
     }
 }
 
@@ -290,9 +296,9 @@ impl TypedOp for DepthwiseConv {
 }
 
 /// Replace every depthwise convolution of a decluttered model that [`DepthwiseConv`] can run
-/// (f32, NCHW or CHW, OIHW kernel and bias constant, no dilation, concrete shapes) by it,
-/// with the ReLU6 after it; returns how many were replaced. Run it between `into_decluttered`
-/// and `into_optimized`.
+/// (f32, OIHW kernel and bias constant, no dilation, concrete shapes; in wasm channel-last
+/// only) by it, with the ReLU6 after it; returns how many were replaced. Run it between
+/// `into_decluttered` and `into_optimized`.
 pub fn install(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in model.eval_order()? {
@@ -309,7 +315,11 @@ pub fn install(model: &mut TypedModel) -> TractResult<usize> {
             OutletId::new(id, 0),
             crate::epilogue::Accept {
                 channels: op.geo.c,
-                c_axis: usize::from(op.batch_axis),
+                c_axis: if op.last {
+                    usize::from(op.batch_axis) + 2
+                } else {
+                    usize::from(op.batch_axis)
+                },
                 bias: false,
                 residual: false,
             },
@@ -338,10 +348,13 @@ pub(crate) struct ConvParts {
     pub kernel: Arc<Tensor>,
     /// One value per output channel, or one for all.
     pub bias: Arc<Tensor>,
+    /// Whether tensors are channel-last (NHWC or HWC: what tract's declutter makes of a
+    /// depthwise layer where tract-linalg has a channel-inner kernel, as in wasm).
+    pub last: bool,
 }
 
-/// `conv` as [`ConvParts`] when it is `f32`, NCHW or CHW, with OIHW kernel and bias constant,
-/// a 2-D kernel, no dilation and concrete shapes.
+/// `conv` as [`ConvParts`] when it is `f32`, NCHW, CHW, NHWC or HWC, with OIHW kernel and
+/// bias constant, a 2-D kernel, no dilation and concrete shapes.
 pub(crate) fn conv_geometry(
     model: &TypedModel,
     node: &TypedNode,
@@ -350,7 +363,6 @@ pub(crate) fn conv_geometry(
     let spec = &conv.pool_spec;
     if conv.q_params.is_some()
         || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
         || spec.kernel_shape.len() != 2
         || spec.dilations().iter().any(|&d| d != 1)
         || node.inputs.len() != 3
@@ -364,10 +376,13 @@ pub(crate) fn conv_geometry(
     ) else {
         return Ok(None);
     };
-    let batch_axis = spec.data_format == DataFormat::NCHW;
-    let (n, c, h, w) = match (batch_axis, input.shape.as_concrete()) {
-        (true, Some(&[n, c, h, w])) => (n, c, h, w),
-        (false, Some(&[c, h, w])) => (1, c, h, w),
+    let format = spec.data_format;
+    let (batch_axis, last) = (format.has_n(), format.c_is_last());
+    let (n, c, h, w) = match (format, input.shape.as_concrete()) {
+        (DataFormat::NCHW, Some(&[n, c, h, w])) => (n, c, h, w),
+        (DataFormat::CHW, Some(&[c, h, w])) => (1, c, h, w),
+        (DataFormat::NHWC, Some(&[n, h, w, c])) => (n, c, h, w),
+        (DataFormat::HWC, Some(&[h, w, c])) => (1, c, h, w),
         _ => return Ok(None),
     };
     let co = spec.output_channels;
@@ -401,6 +416,7 @@ pub(crate) fn conv_geometry(
         batch_axis,
         kernel,
         bias,
+        last,
     }))
 }
 
@@ -415,12 +431,15 @@ fn depthwise_of(
         batch_axis,
         kernel,
         bias,
+        last,
     }) = conv_geometry(model, node, conv)?
     else {
         return Ok(None);
     };
     let c = geo.c;
-    if conv.group != c
+    // The wasm build has the channel-last kernel only.
+    if (cfg!(target_arch = "wasm32") && !last)
+        || conv.group != c
         || conv.pool_spec.output_channels != c
         || kernel.shape() != [c, 1, geo.kh, geo.kw]
     {
@@ -428,5 +447,10 @@ fn depthwise_of(
     }
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
     let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-    DepthwiseConv::with_layout(geo, batch_axis, kernel, bias).map(Some)
+    let op = DepthwiseConv::with_layout(geo, batch_axis, kernel, bias)?;
+    if last {
+        op.channel_last().map(Some)
+    } else {
+        Ok(Some(op))
+    }
 }

@@ -85,6 +85,7 @@ fn convolution_of(
         batch_axis,
         kernel,
         bias,
+        last: false,
     }) = conv_geometry(model, node, conv)?
     else {
         return Ok(None);
