@@ -312,9 +312,8 @@ async function addLocal(msg) {
   r.index.addLocal(entry.id, entry.label, entry.caption, vector, URL.createObjectURL(msg.blob));
 }
 
-// A reply as contract::worker::FromWorker reads it: `{ kind: { fields } }`.
+// Replies are contract::worker::FromWorker: { kind: { fields } }.
 const reply = (kind, fields) => postMessage({ [kind]: fields });
-// A reply the Rust side wrote (already in that form).
 const post = (json) => postMessage(JSON.parse(json));
 
 // The product champion, loaded once per version: its NNEF head on the shared backbone. A
