@@ -478,6 +478,17 @@ fn a_stem_convolution_runs_over_its_patches_and_gives_tracts_values() -> TractRe
             PaddingSpec::Explicit(tvec!(0, 0), tvec!(1, 1)),
         ),
         (2, 4, 5, (9, 11), 5, 1, PaddingSpec::SameUpper),
+        // 25 × 31 output pixels: on two threads, four tiles of columns that start and end
+        // inside output rows, each gathering its own patches.
+        (
+            1,
+            3,
+            8,
+            (61, 49),
+            3,
+            2,
+            PaddingSpec::Explicit(tvec!(0, 0), tvec!(1, 1)),
+        ),
     ];
     for (n, c, co, (h, w), k, stride, padding) in cases {
         let batch = n > 1;

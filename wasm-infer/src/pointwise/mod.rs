@@ -31,7 +31,7 @@ mod find;
 pub mod quad;
 mod tile;
 pub use find::install;
-use tile::{Job, Out, Tile, View, pool, tiles};
+use tile::{Input, Job, Out, Tile, View, pool, tiles};
 
 /// Shapes of one 1×1 convolution: `outer` images of `ci` channels of `inner` values in, the
 /// same with `co` channels out (NCHW or CHW: `outer` is the batch, `inner` the plane; a
@@ -98,11 +98,13 @@ fn transposed(src: &[f32], rows: usize, cols: usize) -> TractResult<Tensor> {
     Ok(t)
 }
 
-/// Gather one `c × h × w` image's patches for `kh × kw` kernels into `cols`
-/// (`[c · kh · kw, oh · ow]`, zeros in the padding): the convolution is then one product.
-fn gather(p: &Geometry2d, image: &[f32], cols: &mut [f32]) {
-    let plane = p.oh * p.ow;
-    let mut rows = cols.chunks_exact_mut(plane);
+/// Gather the patches of output pixels `pixels` of one `c × h × w` image, for `kh × kw`
+/// kernels, into `cols` (`[c · kh · kw, pixels.len()]`, zeros in the padding): the tile of the
+/// convolution is then one product. Each tile gathers its own pixels, on its own thread,
+/// while they stay in cache for its product.
+fn gather(p: &Geometry2d, image: &[f32], pixels: std::ops::Range<usize>, cols: &mut [f32]) {
+    let n = pixels.len();
+    let mut rows = cols.chunks_exact_mut(n);
     for c in 0..p.c {
         let src = &image[c * p.h * p.w..][..p.h * p.w];
         for ky in 0..p.kh {
@@ -114,21 +116,28 @@ fn gather(p: &Geometry2d, image: &[f32], cols: &mut [f32]) {
                     .checked_sub(kx + 1)
                     .map_or(0, |last| (last / p.sw + 1).min(p.ow))
                     .max(first);
-                for oy in 0..p.oh {
-                    let out = &mut row[oy * p.ow..][..p.ow];
+                // One output row's part at a time.
+                let mut at = pixels.start;
+                while at < pixels.end {
+                    let (oy, ox0) = (at / p.ow, at % p.ow);
+                    let ox1 = p.ow.min(ox0 + pixels.end - at);
+                    let out = &mut row[at - pixels.start..][..ox1 - ox0];
+                    at += ox1 - ox0;
                     let iy = (oy * p.sh + ky).checked_sub(p.pad_top).filter(|&y| y < p.h);
-                    let Some(iy) = iy else {
+                    let (lo, hi) = (first.clamp(ox0, ox1), end.clamp(ox0, ox1));
+                    let Some(iy) = iy.filter(|_| hi > lo) else {
                         out.fill(0.0);
                         continue;
                     };
-                    out[..first].fill(0.0);
-                    out[end..].fill(0.0);
-                    if end > first {
-                        let x0 = first * p.sw + kx - p.pad_left;
-                        let line = &src[iy * p.w + x0..][..(end - first - 1) * p.sw + 1];
-                        for (o, &v) in out[first..end].iter_mut().zip(line.iter().step_by(p.sw)) {
-                            *o = v;
-                        }
+                    out[..lo - ox0].fill(0.0);
+                    out[hi - ox0..].fill(0.0);
+                    let x0 = lo * p.sw + kx - p.pad_left;
+                    let line = &src[iy * p.w + x0..][..(hi - lo - 1) * p.sw + 1];
+                    for (o, &v) in out[lo - ox0..hi - ox0]
+                        .iter_mut()
+                        .zip(line.iter().step_by(p.sw))
+                    {
+                        *o = v;
                     }
                 }
             }
@@ -417,29 +426,33 @@ impl PointwiseConv {
             bias: self.bias.try_as_plain_ram()?.as_slice::<f32>()?,
             clip: self.clip(),
         };
-        let mut cols = vec![
-            0f32;
-            if self.patches.is_some() {
-                g.ci * g.inner
-            } else {
-                0
-            }
-        ];
         // What one image of the view reads and writes (a channel-last tensor is one image).
         let (per_in, per_out) = (len_in / view.images, len_out / view.images);
         for image in 0..view.images {
             let input = &input[image * per_in..][..per_in];
-            let x = match &self.patches {
-                Some(p) => {
-                    gather(p, input, &mut cols);
-                    &cols[..]
-                }
-                None => input,
-            };
             let res = residual.map(|r| &r[image * per_out..][..per_out]);
             let y = Out(output[image * per_out..][..per_out].as_mut_ptr());
             let y = &y;
-            let one = |t: &Tile| job.tile(t, x, res, y);
+            let one = |t: &Tile| {
+                let mut cols = Vec::new();
+                let x = match &self.patches {
+                    Some(p) => {
+                        cols.resize(g.ci * t.c.len(), 0f32);
+                        gather(p, input, t.c.clone(), &mut cols);
+                        Input {
+                            data: &cols,
+                            from: t.c.start,
+                            strides: (t.c.len(), 1),
+                        }
+                    }
+                    None => Input {
+                        data: input,
+                        from: 0,
+                        strides: view.x,
+                    },
+                };
+                job.tile(t, x, res, y)
+            };
             match &threads {
                 #[cfg(not(target_arch = "wasm32"))]
                 Some(pool) if tiles.len() > 1 => {

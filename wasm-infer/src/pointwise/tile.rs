@@ -91,6 +91,15 @@ pub(super) fn tiles(rows: usize, cols: usize, threads: usize) -> Vec<Tile> {
     out
 }
 
+/// A tile's input: `data`, whose first column is the image's column `from`, with (row, column)
+/// strides `strides`: the whole image (`from` 0), or a tile's gathered patches.
+#[derive(Clone, Copy)]
+pub(super) struct Input<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) from: usize,
+    pub(super) strides: (usize, usize),
+}
+
 /// The output's base pointer, shared by tiles that write disjoint elements.
 pub(super) struct Out(pub(super) *mut f32);
 // SAFETY: tiles write disjoint parts of one buffer that outlives the parallel loop.
@@ -108,35 +117,38 @@ pub(super) struct Job<'a> {
 impl Job<'_> {
     /// One tile in the browser: [`super::quad`]'s product with the epilogue in registers.
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn tile(&self, t: &Tile, x: &[f32], res: Option<&[f32]>, y: &Out) {
+    pub(super) fn tile(&self, t: &Tile, x: Input<'_>, res: Option<&[f32]>, y: &Out) {
         let g = &self.op.geo;
         let v = self.view;
-        let product = super::quad::Product {
-            weights: self.weights,
-            co: g.co,
-            k: g.ci,
-            bias: self.bias,
-            clip: self.clip,
-            x: super::quad::Strided {
-                at: x.as_ptr(),
-                rows: v.x.0,
-                cols: v.x.1,
-            },
-            y: super::quad::Strided {
-                at: y.0,
-                rows: v.y.0,
-                cols: v.y.1,
-            },
-            residual: res.map(<[f32]>::as_ptr),
-            rows: t.r.clone(),
-            cols: t.c.clone(),
-        };
+        // Pixels counted from the input's first one: the output and the residual move there.
+        let shift = x.from * v.y.1;
         #[allow(unsafe_code)]
         // SAFETY: the weights are `[ci, co]` (`by_input`, always in this build), the tile's
-        // rows and columns are inside the image's view, whose strides address `x`, the
-        // output and the residual; the tiles of one image are disjoint, and `run` holds the
-        // output mutably.
+        // rows and columns are inside the image's view, whose strides address the output and
+        // the residual (pixel `x.from` is inside both), and `x` holds the tile's inputs at
+        // its strides; the tiles of one image are disjoint, and `run` holds the output
+        // mutably.
         unsafe {
+            let product = super::quad::Product {
+                weights: self.weights,
+                co: g.co,
+                k: g.ci,
+                bias: self.bias,
+                clip: self.clip,
+                x: super::quad::Strided {
+                    at: x.data.as_ptr(),
+                    rows: x.strides.0,
+                    cols: x.strides.1,
+                },
+                y: super::quad::Strided {
+                    at: y.0.add(shift),
+                    rows: v.y.0,
+                    cols: v.y.1,
+                },
+                residual: res.map(|r| r.as_ptr().add(shift)),
+                rows: t.r.clone(),
+                cols: t.c.start - x.from..t.c.end - x.from,
+            };
             #[cfg(target_feature = "simd128")]
             product.run::<core::arch::wasm32::v128>();
             #[cfg(not(target_feature = "simd128"))]
@@ -146,7 +158,7 @@ impl Job<'_> {
 
     /// One tile: the product, then bias, clamp and residual in one pass while it is in cache.
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) fn tile(&self, t: &Tile, x: &[f32], res: Option<&[f32]>, y: &Out) {
+    pub(super) fn tile(&self, t: &Tile, x: Input<'_>, res: Option<&[f32]>, y: &Out) {
         let g = &self.op.geo;
         let v = self.view;
         let n = t.c.len();
@@ -160,7 +172,8 @@ impl Job<'_> {
         };
         #[allow(unsafe_code)]
         // SAFETY: every index below is inside the image's output (rows < co, columns < cols,
-        // strides of `view`), the tiles of one image are disjoint, and no one else reads or
+        // strides of `view`) or inside `x` (its strides, from its first column), the tiles of
+        // one image are disjoint, and no one else reads or
         // writes the output while `run` holds it mutably. The product does not read the
         // output (`read_dst` false): it writes every element of the tile.
         unsafe {
@@ -175,9 +188,9 @@ impl Job<'_> {
                 w,
                 w_cs,
                 w_rs,
-                x.as_ptr().add(t.c.start * v.x.1),
-                v.x.1 as isize,
-                v.x.0 as isize,
+                x.data.as_ptr().add((t.c.start - x.from) * x.strides.1),
+                x.strides.1 as isize,
+                x.strides.0 as isize,
                 0.0,
                 1.0,
                 false,
