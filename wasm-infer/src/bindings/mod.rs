@@ -4,6 +4,10 @@
 
 use wasm_bindgen::prelude::*;
 
+/// `initThreadPool(n)` (threaded module only): start `n` Web Workers for the kernels' threads.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 mod product;
 mod search;
 

@@ -454,7 +454,7 @@ impl PointwiseConv {
                 job.tile(t, x, res, y)
             };
             match &threads {
-                #[cfg(not(target_arch = "wasm32"))]
+                #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
                 Some(pool) if tiles.len() > 1 => {
                     use rayon::prelude::*;
                     pool.install(|| tiles.par_iter().for_each(one));

@@ -22,20 +22,47 @@ pub(super) fn pool() -> Option<std::sync::Arc<rayon::ThreadPool>> {
     }
 }
 
-/// Browsers run one thread.
-#[cfg(target_arch = "wasm32")]
+/// Browsers without threads run one.
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 pub(super) fn pool() -> Option<NoPool> {
     None
 }
 
-/// What [`pool`] gives in the wasm build: never a pool.
-#[cfg(target_arch = "wasm32")]
+/// What [`pool`] gives in the single-thread wasm build: never a pool.
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 pub(super) enum NoPool {}
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 impl NoPool {
     pub(super) fn current_num_threads(&self) -> usize {
         match *self {}
+    }
+}
+
+/// In a threaded browser module the pool is rayon's global one, over Web Workers
+/// (`initThreadPool`), when the plan runs under `session::browser_threads`.
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub(super) fn pool() -> Option<Global> {
+    use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
+    match current_tract_executor() {
+        Executor::RayonGlobal if rayon::current_num_threads() > 1 => Some(Global),
+        _ => None,
+    }
+}
+
+/// rayon's global pool (the one Web Workers run).
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub(super) struct Global;
+
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+impl Global {
+    pub(super) fn current_num_threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
+    /// Parallel iterators reach the global pool from anywhere.
+    pub(super) fn install<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
     }
 }
 

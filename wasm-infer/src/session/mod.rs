@@ -151,7 +151,7 @@ impl Backbone {
         }
         let size = self.size;
         let input = Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
-        let features = run_one(&self.plan, tvec!(input.into()))?;
+        let features = run_one(&self.plan, tvec!(input))?;
         if let Ok(mut last) = self.last.lock() {
             *last = Some((image.to_vec(), features.clone()));
         }
@@ -315,13 +315,13 @@ impl Session {
                 let size = self.manifest.preprocess.size as usize;
                 let input =
                     Tensor::from_shape(&[1, 3, size, size], image).map_err(Error::engine)?;
-                run_one(plan, tvec!(input.into()))
+                run_one(plan, tvec!(input))
             }
             Graph::Composed { backbone, head } => {
                 let features = backbone.features(image)?;
                 let shape = one_of(&backbone.spec.output)?;
                 let input = Tensor::from_shape(&shape, &features).map_err(Error::engine)?;
-                run_one(head, tvec!(input.into()))
+                run_one(head, tvec!(input))
             }
         }
     }
@@ -338,7 +338,7 @@ impl Session {
         };
         let shape = one_of(&backbone.spec.output)?;
         let input = Tensor::from_shape(&shape, features).map_err(Error::engine)?;
-        run_one(head, tvec!(input.into()))
+        run_one(head, tvec!(input))
     }
 
     /// Run a batch of preprocessed images (`n × 3 × size × size` values, as produced by
@@ -532,14 +532,8 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
         match pools.iter().find(|(n, _)| *n == threads) {
             Some((_, pool)) => pool.clone(),
             None => {
-                // tract's defaults thread a matrix product from 64 panels on: most of this
-                // backbone's are smaller. From 16, two threads run it in 0.56-0.65x the time
-                // of one (`examples/profile_tract.rs`), against 0.65-0.77x at the defaults.
                 if pools.is_empty() {
-                    use tract_onnx::tract_core::tract_linalg::multithread as mt;
-                    mt::set_threading_panel_threshold(16);
-                    mt::set_threading_mac_threshold(1 << 18);
-                    mt::set_threading_element_threshold(1 << 13);
+                    thread_thresholds();
                 }
                 let pool = Executor::multithread_with_name(threads, "edgeml-infer");
                 pools.push((threads, pool.clone()));
@@ -556,9 +550,40 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
     }
 }
 
-/// [`with_threads`] in wasm: `f` runs on this thread.
+/// [`with_threads`] in wasm: `f` runs on this thread (a threaded browser module spreads each
+/// plan run over its pool itself: [`browser_threads`]).
 #[cfg(target_arch = "wasm32")]
 pub fn with_threads<R: Send>(_threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    f()
+}
+
+/// Where tract's ops start to split their work over threads. tract's defaults thread a matrix
+/// product from 64 panels on: most of this backbone's are smaller. From 16, two threads run it
+/// in 0.56-0.65x the time of one (`examples/profile_tract.rs`), against 0.65-0.77x at the
+/// defaults. (In wasm tract never threads a product by default.)
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+fn thread_thresholds() {
+    use tract_nnef::tract_core::tract_linalg::multithread as mt;
+    mt::set_threading_panel_threshold(16);
+    mt::set_threading_mac_threshold(1 << 18);
+    mt::set_threading_element_threshold(1 << 13);
+}
+
+/// Run a plan the way this build runs a browser's. In the threaded wasm module, when
+/// `initThreadPool` built a pool of more than one thread, `f` runs on one of its Web Workers
+/// (the caller, the page's inference worker, waits), so the parallel sections of its ops start
+/// and end inside the pool as natively in [`with_threads`] (whose thresholds it sets on first
+/// use). Elsewhere `f` just runs: natively callers choose their threads with [`with_threads`].
+pub(crate) fn browser_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(all(target_arch = "wasm32", feature = "threads"))]
+    {
+        use tract_nnef::tract_core::tract_linalg::multithread as mt;
+        if rayon::current_num_threads() > 1 {
+            static THRESHOLDS: std::sync::Once = std::sync::Once::new();
+            THRESHOLDS.call_once(thread_thresholds);
+            return rayon::scope(|_| mt::multithread_tract_scope(mt::Executor::RayonGlobal, f));
+        }
+    }
     f()
 }
 

@@ -109,20 +109,24 @@ pub(crate) fn check_text_inputs<'a>(
     Ok(())
 }
 
-/// Run a plan on one input; its first output (`[1, …]`) flattened to one row.
-pub(crate) fn run_one(plan: &Runnable, inputs: TVec<TValue>) -> Result<Vec<f32>> {
-    let outputs = plan.run(inputs).map_err(Error::engine)?;
-    let out = outputs
-        .first()
-        .ok_or_else(|| Error::Engine("model produced no output".into()))?;
-    let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
-    if view.shape().len() < 2 || view.shape()[0] != 1 {
-        return Err(Error::Graph(format!(
-            "output shape {:?} for one image",
-            view.shape()
-        )));
-    }
-    Ok(view.iter().copied().collect())
+/// Run a plan on one input; its first output (`[1, …]`) flattened to one row. In the threaded
+/// browser module the whole run happens on the pool ([`super::browser_threads`]).
+pub(crate) fn run_one(plan: &Runnable, inputs: TVec<Tensor>) -> Result<Vec<f32>> {
+    super::browser_threads(|| {
+        let inputs = inputs.into_iter().map(TValue::from).collect();
+        let outputs = plan.run(inputs).map_err(Error::engine)?;
+        let out = outputs
+            .first()
+            .ok_or_else(|| Error::Engine("model produced no output".into()))?;
+        let view = out.to_plain_array_view::<f32>().map_err(Error::engine)?;
+        if view.shape().len() < 2 || view.shape()[0] != 1 {
+            return Err(Error::Graph(format!(
+                "output shape {:?} for one image",
+                view.shape()
+            )));
+        }
+        Ok(view.iter().copied().collect())
+    })
 }
 
 /// The shape of one item of a `[batch, …]` tensor: the batch as 1, the rest as the spec fixes
