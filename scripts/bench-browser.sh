@@ -2,8 +2,9 @@
 # Benchmark (not a test): the champion-style ONNX (EfficientNet-Lite0 + head, trained on the
 # bundled photos) run by tract-wasm (wasm-infer) and by onnxruntime-web (wasm backend, 1 thread)
 # in the same headless Chromium: cold start (uncached and cached), median of N runs, bytes
-# shipped, ratios. tract both as its simd128 and its relaxed-SIMD build; BENCH_ROUNDS rounds
-# (default 3), engines interleaved.
+# shipped, ratios. tract both as its simd128 and its relaxed-SIMD build, and both engines on
+# two threads too (tract's threaded module, built with nightly: scripts/build-wasm.sh);
+# BENCH_ROUNDS rounds (default 3), engines interleaved.
 #
 #   scripts/bench-browser.sh [RUNS]        (default 50)
 #
@@ -22,7 +23,7 @@ scripts/fetch-assets.sh
 photos=(assets/datasets/tuxpaint-photos/animals/*.png)
 PHOTO=${photos[0]}
 export BENCH_PHOTO2=${photos[1]}
-EDGEML_WASM_RELAXED=1 scripts/build-wasm.sh
+EDGEML_WASM_RELAXED=1 EDGEML_WASM_THREADS=1 scripts/build-wasm.sh
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 (cd scripts/bench-browser && npm ci --no-audit --no-fund --loglevel=error)
 if [ ! -f "$MODEL/manifest.json" ]; then

@@ -2,11 +2,12 @@
 // the files) run by tract-wasm (wasm-infer) and by
 // onnxruntime-web (wasm backend, 1 thread) in the same headless Chromium. Prints a markdown
 // table: cold start (uncached and cached), median/p90 of N runs, bytes shipped (raw and gzip),
-// ratios. tract runs twice: the simd128 module and the relaxed-SIMD one. BENCH_ROUNDS (default
-// 3) rounds, the engines interleaved.
+// ratios. tract runs three times: the simd128 module, the relaxed-SIMD one, and the threaded one
+// on two threads (in a worker), against onnxruntime-web on one and on two threads. BENCH_ROUNDS
+// (default 3) rounds, the engines interleaved.
 //
 //   node bench.mjs MODEL_DIR WASM_PKG_DIR INPUT_BIN PHOTO_PNG [RUNS]
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,10 +19,11 @@ const runs = Number(runsArg || 50);
 const ortDir = join(here, 'node_modules/onnxruntime-web/dist');
 const rounds = Number(process.env.BENCH_ROUNDS || 3);
 const relaxedDir = join(resolve(pkgDir), '..', 'web-relaxed');
+const threadsDir = join(resolve(pkgDir), '..', 'web-threads');
 const { server, base } = await serve(
-  { '/': join(here, 'page.html'), '/page.js': join(here, 'page.js'), '/input.bin': resolve(inputBin), '/photo.png': resolve(photo), '/photo2.png': resolve(process.env.BENCH_PHOTO2 || photo) },
-  [['/pkg-relaxed/', relaxedDir], ['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)]],
-  ['/pkg-relaxed/', '/pkg/', '/ort/', '/model/'],
+  { '/': join(here, 'page.html'), '/page.js': join(here, 'page.js'), '/tract.js': join(here, 'tract.js'), '/tract-worker.js': join(here, 'tract-worker.js'), '/input.bin': resolve(inputBin), '/photo.png': resolve(photo), '/photo2.png': resolve(process.env.BENCH_PHOTO2 || photo) },
+  [['/pkg-relaxed/', relaxedDir], ['/pkg-threads/', threadsDir], ['/pkg/', resolve(pkgDir)], ['/ort/', ortDir], ['/model/', resolve(modelDir)]],
+  ['/pkg-relaxed/', '/pkg-threads/', '/pkg/', '/ort/', '/model/'],
 );
 // One fresh profile per engine and round: the first visit downloads and compiles everything
 // (uncached), then a second visit in the same profile stops at the first output, with the
@@ -41,10 +43,13 @@ const files = {
 };
 const tractBytes = size([join(pkgDir, 'wasm_infer_bg.wasm'), join(pkgDir, 'wasm_infer.js')]);
 const relaxedBytes = size([join(relaxedDir, 'wasm_infer_bg.wasm'), join(pkgDir, 'wasm_infer.js')]);
+// The threaded module: its own glue, and the pool's worker script (a wasm-bindgen snippet).
+const snippets = (dir) => readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).map((f) => join(dir, f));
+const threadsBytes = size([join(threadsDir, 'wasm_infer_bg.wasm'), join(threadsDir, 'wasm_infer.js'), ...snippets(join(threadsDir, 'snippets'))]);
 const ortBytes = size([join(ortDir, 'ort-wasm-simd-threaded.wasm'), join(ortDir, 'ort-wasm-simd-threaded.mjs'), join(ortDir, 'ort.wasm.min.mjs')]);
 
 // Rounds interleave the engines, so a slow spell of this shared machine hits all of them.
-const engines = ['tract', 'tract-relaxed', 'ort', 'ort-2'];
+const engines = ['tract', 'tract-relaxed', 'ort', 'tract-2', 'ort-2'];
 const got = Object.fromEntries(engines.map((e) => [e, []]));
 for (let r = 0; r < rounds; r++) for (const e of engines) got[e].push(await measure(e));
 server.close();
@@ -70,6 +75,7 @@ const t = summary('tract');
 const x = summary('tract-relaxed');
 const o = summary('ort');
 const o2 = summary('ort-2');
+const t2 = summary('tract-2');
 if (!got['ort-2'][0][0].isolated) throw new Error('the page is not cross-origin isolated: no threads');
 const argmax = (v) => v.indexOf(Math.max(...v));
 const maxDiff = (a, b) => Math.max(...a.map((p, i) => Math.abs(p - b[i])));
@@ -83,7 +89,8 @@ if (manifest.task === 'classify') {
   // tract runs the 8-bit backbone, onnxruntime the f32 one: the outputs differ by that.
   console.log(`agreement on the shared input (${t.probs.length} outputs): tract simd128 vs ort max |Δ| = ${maxDiff(t.probs, o.probs).toExponential(1)}; relaxed vs simd128 max |Δ| = ${maxDiff(x.probs, t.probs).toExponential(1)}`);
 }
-console.log(`model run median per round, ms: tract simd128 ${t.perRound.map(f).join(' / ')}; tract relaxed ${x.perRound.map(f).join(' / ')}; ort ${o.perRound.map(f).join(' / ')}; ort 2 threads ${o2.perRound.map(f).join(' / ')}`);
+console.log(`2 threads: tract vs its 1-thread run same top-1 = ${argmax(t2.probs) === argmax(t.probs)}, max |Δ| = ${maxDiff(t2.probs, t.probs).toExponential(1)}`);
+console.log(`model run median per round, ms: tract simd128 ${t.perRound.map(f).join(' / ')}; tract relaxed ${x.perRound.map(f).join(' / ')}; ort ${o.perRound.map(f).join(' / ')}; tract 2 threads ${t2.perRound.map(f).join(' / ')}; ort 2 threads ${o2.perRound.map(f).join(' / ')}`);
 console.log('');
 console.log('| engine | cold start uncached: navigation → first output, ms | cold start cached, ms | session create uncached / cached, ms | model run median ms | p90 ms | runtime shipped (wasm + js), MB raw / gzip |');
 console.log('|---|---|---|---|---|---|---|');
@@ -91,10 +98,12 @@ const row = (name, s, b) => console.log(`| ${name} | ${f(s.cold)} | ${f(s.cached
 row('tract-wasm (wasm-infer, simd128)', t, tractBytes);
 row('tract-wasm (wasm-infer, simd128 + relaxed SIMD; not shipped)', x, relaxedBytes);
 row('onnxruntime-web 1.30 (wasm, 1 thread)', o, ortBytes);
-row('onnxruntime-web 1.30 (wasm, 2 threads; no threaded tract build to compare)', o2, ortBytes);
+row('tract-wasm (wasm-infer, simd128, atomics: 2 threads, in a worker)', t2, threadsBytes);
+row('onnxruntime-web 1.30 (wasm, 2 threads)', o2, ortBytes);
 const ratio = (name, s, b) => console.log(`| ratio ${name} / ort | ${r2(s.cold, o.cold)} | ${r2(s.cached, o.cached)} | ${r2(s.sessionMs, o.sessionMs)} / ${r2(s.cachedSessionMs, o.cachedSessionMs)} | ${r2(s.run, o.run)} | ${r2(s.p90, o.p90)} | ${r2(b.gzip, ortBytes.gzip)} (gzip) |`);
 ratio('tract simd128', t, tractBytes);
 ratio('tract relaxed', x, relaxedBytes);
+console.log(`| ratio tract 2 threads / ort 2 threads | ${r2(t2.cold, o2.cold)} | ${r2(t2.cached, o2.cached)} | ${r2(t2.sessionMs, o2.sessionMs)} / ${r2(t2.cachedSessionMs, o2.cachedSessionMs)} | ${r2(t2.run, o2.run)} | ${r2(t2.p90, o2.p90)} | ${r2(threadsBytes.gzip, ortBytes.gzip)} (gzip) |`);
 console.log('');
 if (t.full !== null) console.log(`tract full path (decode PNG + preprocess + run, classifyImage), median over rounds: simd128 ${f(t.full)} ms, relaxed ${f(x.full)} ms; top-1 ${t.top[0].label} (${t.top[0].score.toFixed(3)})`);
 // Bytes a browser downloads: on the first visit (runtime + backbone + head) and after a retrain
