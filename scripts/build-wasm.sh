@@ -36,8 +36,9 @@ if [ "${EDGEML_WASM_RELAXED:-0}" = 1 ]; then
 fi
 # With EDGEML_WASM_THREADS=1 (scripts/bench-browser.sh sets it) also the threaded module
 # (wasm-infer's `threads` feature: rayon's pool over Web Workers, for cross-origin isolated
-# pages) into wasm-pkg/web-threads, for the benchmark: measured, it ties onnxruntime-web on
-# two threads and is 0.16 MB gzip larger, so the app does not ship it (BENCHMARKS.md). Wasm
+# pages) into wasm-pkg/web-threads, for the benchmark: measured, it beat onnxruntime-web on
+# two threads in some runs and lost badly in others, and it is 0.16 MB gzip larger, so the app
+# does not ship it (BENCHMARKS.md). Wasm
 # atomics need a standard library built with them: nightly's `-Z build-std` (the toolchain
 # and its rust-src installed by rustup on first use; EDGEML_NIGHTLY picks another). The
 # memory is shared, imported, and exports its thread-local layout for wasm-bindgen's thread
