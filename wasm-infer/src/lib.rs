@@ -6,6 +6,7 @@ mod epilogue;
 pub mod error;
 pub mod layout;
 pub mod nnef;
+mod par;
 pub mod pointwise;
 pub mod preprocess;
 pub mod product;

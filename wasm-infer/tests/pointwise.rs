@@ -550,3 +550,77 @@ fn a_stem_convolution_runs_over_its_patches_and_gives_tracts_values() -> TractRe
     }
     Ok(())
 }
+
+/// The backbone's 1×1 layers on their own, channel-last as deployed (pixels × channels), give
+/// the same floats on one to four threads: tiles split for threads never change the order in
+/// which the `gemm` crate sums a value (on the 14 × 14 and 7 × 7 layers, narrower tiles would
+/// take its small-product paths, which sum differently).
+#[test]
+fn threads_change_no_float_on_the_backbones_layers() -> TractResult<()> {
+    // (pixels, channels in, channels out, residual): 112², 56², 28², 14² and 7² layers.
+    let layers = [
+        (12544, 32, 16, false),
+        (3136, 144, 24, true),
+        (784, 240, 40, true),
+        (196, 240, 80, false),
+        (196, 480, 80, true),
+        (196, 672, 112, true),
+        (196, 112, 672, false),
+        (49, 672, 192, false),
+        (49, 1152, 192, true),
+        (49, 192, 1152, false),
+        (49, 1152, 320, false),
+        (49, 320, 1280, false),
+    ];
+    for (i, (pixels, ci, co, residual)) in layers.into_iter().enumerate() {
+        let seed = 100 + i as u64;
+        let weights: Vec<f32> = noise(co * ci, seed)
+            .iter()
+            .map(|v| v / (ci as f32).sqrt())
+            .collect();
+        let bias = noise(co, seed + 1);
+        let op = PointwiseConv::new(
+            &[pixels, ci],
+            1,
+            &weights,
+            co,
+            Some(&bias),
+            Some((0.0, 6.0)),
+            residual,
+        )?;
+        let input = noise(pixels * ci, seed + 2);
+        let res = residual.then(|| noise(pixels * co, seed + 3));
+        let run = |threads: usize| -> TractResult<Vec<f32>> {
+            let mut out = vec![f32::NAN; pixels * co];
+            wasm_infer::session::with_threads(threads, || {
+                op.run(&input, res.as_deref(), &mut out)
+            })?;
+            Ok(out)
+        };
+        let one = run(1)?;
+        assert!(
+            one.iter().all(|v| v.is_finite()),
+            "layer {i}: every output written"
+        );
+        // The product itself, against a plain sum in f64.
+        for (p, c) in [(0, 0), (pixels - 1, co - 1), (pixels / 2, co / 3)] {
+            let dot: f64 = (0..ci)
+                .map(|j| f64::from(weights[c * ci + j]) * f64::from(input[p * ci + j]))
+                .sum();
+            let want = (dot + f64::from(bias[c])).clamp(0.0, 6.0)
+                + res.as_ref().map_or(0.0, |r| f64::from(r[p * co + c]));
+            let got = f64::from(one[p * co + c]);
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "layer {i} ({p}, {c}): {got} vs {want}"
+            );
+        }
+        for threads in [2, 3, 4] {
+            assert!(
+                run(threads)? == one,
+                "layer {i}: {threads} threads changed a float"
+            );
+        }
+    }
+    Ok(())
+}

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use tract_nnef::prelude::*;
 use tract_nnef::tract_core::internal::*;
-use tract_nnef::tract_core::tract_linalg;
 
 use super::Geometry;
 use crate::epilogue::clamp;
@@ -82,19 +81,14 @@ pub(super) fn run(
     };
     let row_out = g.ow * g.c;
     let image_in = g.h * g.w * g.c;
-    // Output rows are independent: spread over the executor of the current tract scope.
-    tract_linalg::multithread::par_chunks_mut(
-        output,
-        row_out,
-        input.len() + output.len(),
-        |first, out| {
-            for (i, row) in out.chunks_exact_mut(row_out).enumerate() {
-                let (n, oy) = ((first + i) / g.oh, (first + i) % g.oh);
-                job.row(&input[n * image_in..][..image_in], oy, row);
-            }
-            Ok(())
-        },
-    )
+    // Output rows are independent: spread over the run's threads ([`crate::par`]).
+    crate::par::chunks_mut(output, row_out, input.len() + output.len(), |first, out| {
+        for (i, row) in out.chunks_exact_mut(row_out).enumerate() {
+            let (n, oy) = ((first + i) / g.oh, (first + i) % g.oh);
+            job.row(&input[n * image_in..][..image_in], oy, row);
+        }
+        Ok(())
+    })
 }
 
 impl Job<'_> {

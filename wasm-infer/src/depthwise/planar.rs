@@ -1,7 +1,6 @@
 //! The channels-first kernel: one channel plane at a time, through a zero-padded scratch.
 
 use tract_nnef::prelude::*;
-use tract_nnef::tract_core::tract_linalg;
 
 use super::Geometry;
 
@@ -69,9 +68,9 @@ pub(super) fn run(
         kernel,
         bias,
     };
-    // Planes are independent: spread over the executor of the current tract scope (inline
-    // with one thread), each chunk with its own scratch.
-    tract_linalg::multithread::par_chunks_mut(
+    // Planes are independent: spread over the run's threads ([`crate::par`]; inline with
+    // one thread), each piece with its own scratch.
+    crate::par::chunks_mut(
         output,
         plane_out,
         input.len() + output.len(),

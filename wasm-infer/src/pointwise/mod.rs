@@ -11,8 +11,8 @@
 //! otherwise, chosen at run time) and folds the elementwise chain after it
 //! ([`crate::epilogue`]). The output is cut into column tiles of about 256 KB; each tile is
 //! set to the bias, multiplied into, then clamped and added to the residual before the next
-//! one starts. Tiles run on tract's thread pool when the plan runs inside one
-//! ([`crate::session::with_threads`]), and each tile is the same arithmetic whatever the
+//! one starts. Tiles spread over the run's threads ([`crate::par`], given by
+//! [`crate::session::with_threads`]), and each tile is the same arithmetic whatever the
 //! thread count.
 //!
 //! In the wasm build the product is [`quad`]'s (the `gemm` crate has no wasm SIMD kernels),
@@ -31,7 +31,7 @@ mod find;
 pub mod quad;
 mod tile;
 pub use find::install;
-use tile::{Input, Job, Out, Tile, View, pool, tiles};
+use tile::{Input, Job, Out, Tile, View, tiles};
 
 /// Shapes of one 1×1 convolution: `outer` images of `ci` channels of `inner` values in, the
 /// same with `co` channels out (NCHW or CHW: `outer` is the batch, `inner` the plane; a
@@ -413,12 +413,7 @@ impl PointwiseConv {
             "1×1 residual input"
         );
         let view = self.view();
-        let threads = pool();
-        let tiles = tiles(
-            g.co,
-            view.cols,
-            threads.as_ref().map_or(1, |p| p.current_num_threads()),
-        );
+        let tiles = tiles(g.co, view.cols, g.ci, crate::par::threads());
         let job = Job {
             op: self,
             view,
@@ -453,14 +448,7 @@ impl PointwiseConv {
                 };
                 job.tile(t, x, res, y)
             };
-            match &threads {
-                #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-                Some(pool) if tiles.len() > 1 => {
-                    use rayon::prelude::*;
-                    pool.install(|| tiles.par_iter().for_each(one));
-                }
-                _ => tiles.iter().for_each(one),
-            }
+            crate::par::for_each(tiles.len(), |i| one(&tiles[i]));
         }
         Ok(())
     }

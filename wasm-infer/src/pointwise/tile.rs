@@ -7,64 +7,13 @@ use crate::epilogue::{finish_pixels, finish_row};
 use super::PointwiseConv;
 
 /// The narrowest column tile a split for threads makes before it splits rows instead.
-const MIN_SPLIT_COLS: usize = 128;
+const MIN_SPLIT_COLS: usize = 32;
+
+/// Column tiles made for threads are whole blocks of this many columns.
+const SPLIT_COL_BLOCK: usize = 8;
 
 /// Floats of output per tile: 64 K (256 KB) stays in this machine's 2 MB L2 with its inputs.
 const TILE_FLOATS: usize = 64 * 1024;
-
-/// tract's thread pool, when the plan runs inside one of more than one thread.
-#[cfg(not(target_arch = "wasm32"))]
-pub(super) fn pool() -> Option<std::sync::Arc<rayon::ThreadPool>> {
-    use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
-    match current_tract_executor() {
-        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
-        _ => None,
-    }
-}
-
-/// Browsers without threads run one.
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-pub(super) fn pool() -> Option<NoPool> {
-    None
-}
-
-/// What [`pool`] gives in the single-thread wasm build: never a pool.
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-pub(super) enum NoPool {}
-
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-impl NoPool {
-    pub(super) fn current_num_threads(&self) -> usize {
-        match *self {}
-    }
-}
-
-/// In a threaded browser module the pool is rayon's global one, over Web Workers
-/// (`initThreadPool`), when the plan runs under `session::browser_threads`.
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-pub(super) fn pool() -> Option<Global> {
-    use tract_nnef::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
-    match current_tract_executor() {
-        Executor::RayonGlobal if rayon::current_num_threads() > 1 => Some(Global),
-        _ => None,
-    }
-}
-
-/// rayon's global pool (the one Web Workers run).
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-pub(super) struct Global;
-
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-impl Global {
-    pub(super) fn current_num_threads(&self) -> usize {
-        rayon::current_num_threads()
-    }
-
-    /// Parallel iterators reach the global pool from anywhere.
-    pub(super) fn install<R>(&self, f: impl FnOnce() -> R) -> R {
-        f()
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct View {
@@ -84,38 +33,116 @@ pub(super) struct Tile {
 }
 
 /// Column tiles of about [`TILE_FLOATS`]; with several threads and too few of them to share,
-/// narrower column tiles while each keeps at least [`MIN_SPLIT_COLS`] columns, else rows split
-/// too (in multiples of 16, the kernels' row block: a split into fewer rows than the
-/// product's 64-row block runs its narrower, slower kernels).
-pub(super) fn tiles(rows: usize, cols: usize, threads: usize) -> Vec<Tile> {
-    let mut width = (TILE_FLOATS / rows).max(64).div_ceil(16) * 16;
-    if threads > 1 && cols.div_ceil(width) < 2 * threads {
-        let narrower = cols.div_ceil(2 * threads).div_ceil(16) * 16;
-        if narrower >= MIN_SPLIT_COLS {
-            width = width.min(narrower);
+/// `2 × threads` even column tiles while each keeps at least [`MIN_SPLIT_COLS`] columns, else
+/// rows split too (in multiples of 16, the kernels' row block: a split into fewer rows than
+/// the product's 64-row block runs its narrower, slower kernels). Splitting columns first
+/// matters on the 14 × 14 layers: split by rows, each of four tiles packed all 196 columns of
+/// the input again, and two threads ran those layers no faster than one.
+///
+/// Whatever the threads, every output value is summed in the same order: each tile takes the
+/// same path through the `gemm` crate ([`gemm_path`]) as the tiles of one thread, and a split
+/// that would change it is not made.
+pub(super) fn tiles(rows: usize, cols: usize, k: usize, threads: usize) -> Vec<Tile> {
+    let width = (TILE_FLOATS / rows).max(64).div_ceil(16) * 16;
+    let mut col_tiles = cut(cols, width);
+    let path = gemm_path(rows, col_tiles[0].len(), k);
+    let same = |m: usize, n: usize| gemm_path(m, n, k) == path;
+    merge_last(&mut col_tiles, |c| !same(rows, c.len()));
+    if threads > 1 && col_tiles.len() < 2 * threads && cols / (2 * threads) >= MIN_SPLIT_COLS {
+        let split = even(cols, 2 * threads);
+        if split.iter().all(|c| same(rows, c.len())) {
+            col_tiles = split;
         }
     }
-    let width = width.min(cols);
-    let col_tiles = cols.div_ceil(width);
-    let row_tiles = if threads > 1 && col_tiles < 2 * threads {
+    let row_tiles = if threads > 1 && col_tiles.len() < 2 * threads {
         (2 * threads)
-            .div_ceil(col_tiles)
+            .div_ceil(col_tiles.len())
             .min(rows.div_ceil(16))
             .max(1)
     } else {
         1
     };
     let height = rows.div_ceil(row_tiles).div_ceil(16) * 16;
-    let mut out = Vec::with_capacity(row_tiles * col_tiles);
-    for r in (0..rows).step_by(height) {
-        for c in (0..cols).step_by(width) {
+    // The narrowest row split whose tiles all take the path of one thread's.
+    // Tiles of more than 64 rows take the general path whatever their width.
+    let general = rows.div_ceil((rows / 80).max(1)).div_ceil(16) * 16;
+    let row_tiles = [height, height.max(general), rows]
+        .into_iter()
+        .map(|h| {
+            let mut r = cut(rows, h);
+            merge_last(&mut r, |r| {
+                col_tiles.iter().any(|c| !same(r.len(), c.len()))
+            });
+            r
+        })
+        .find(|r| {
+            r.iter()
+                .all(|r| col_tiles.iter().all(|c| same(r.len(), c.len())))
+        })
+        .unwrap_or_else(|| cut(rows, rows));
+    let mut out = Vec::with_capacity(row_tiles.len() * col_tiles.len());
+    for r in &row_tiles {
+        for c in &col_tiles {
             out.push(Tile {
-                r: r..(r + height).min(rows),
-                c: c..(c + width).min(cols),
+                r: r.clone(),
+                c: c.clone(),
             });
         }
     }
     out
+}
+
+/// Which way the `gemm` crate (0.19) sums a product of `m × n` outputs over `k` terms, as far
+/// as the order of the sums goes: by horizontal dot-product kernels when `m · n ≤ 256`; as
+/// matrix-vector products when `m` or `n` is 1; in blocks of `k.min(512)` when `m` and `n` are
+/// at most 64 (and `k` is over 512, else in one block like the general path); otherwise in
+/// even blocks of its own choosing.
+fn gemm_path(m: usize, n: usize, k: usize) -> (bool, bool, bool) {
+    (
+        m * n <= 256,
+        m <= 1 || n <= 1,
+        k > 512 && m <= 64 && n <= 64,
+    )
+}
+
+/// `0..len` in ranges of `step` (the last one shorter).
+fn cut(len: usize, step: usize) -> Vec<std::ops::Range<usize>> {
+    (0..len)
+        .step_by(step)
+        .map(|a| a..(a + step).min(len))
+        .collect()
+}
+
+/// Join the last range to the one before it when it is `bad`.
+fn merge_last(
+    ranges: &mut Vec<std::ops::Range<usize>>,
+    bad: impl Fn(&std::ops::Range<usize>) -> bool,
+) {
+    if let [.., before, last] = &ranges[..]
+        && bad(last)
+    {
+        let merged = before.start..last.end;
+        ranges.truncate(ranges.len() - 2);
+        ranges.push(merged);
+    }
+}
+
+
+/// `cols` columns as `parts` ranges of whole [`SPLIT_COL_BLOCK`]s (the last may be partial),
+/// their sizes differing by at most one block.
+fn even(cols: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let blocks = cols.div_ceil(SPLIT_COL_BLOCK);
+    let (per, extra) = (blocks / parts, blocks % parts);
+    let mut at = 0;
+    (0..parts)
+        .map(|i| {
+            let end = (at + (per + usize::from(i >= parts - extra)) * SPLIT_COL_BLOCK).min(cols);
+            let r = at..end;
+            at = end;
+            r
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 /// A tile's input: `data`, whose first column is the image's column `from`, with (row, column)

@@ -512,13 +512,13 @@ impl TextEncoder {
     }
 }
 
-/// Run `f` with tract's intra-op threads: `threads` of them (one pool per count, built on first
-/// use and kept), or inline when `threads` is 0 or 1. The matrix products and depthwise
-/// convolutions of plans run inside split their work over the pool; a server gives a request
-/// several threads when it is the only one running, and one otherwise. With a pool, `f` runs
-/// on one of its threads: the parallel sections of every op then start and end inside the
-/// pool, where its other threads are awake, instead of each handing work over from outside
-/// and waiting for it (two cross-thread wake-ups per op, about 50 per image). In wasm (no
+/// Run `f` with `threads` intra-op threads, or on this thread alone when `threads` is 0 or 1.
+/// `f` runs on the calling thread, with a team of `threads - 1` helpers that stay awake until
+/// it returns ([`crate::par`]): wasm-infer's kernels (the 1×1 and depthwise convolutions, all
+/// but a fraction of a percent of a backbone pass) split each op over them without waking a
+/// sleeping thread. tract's own ops (the heads' and the text encoder's products) spread over
+/// a rayon pool of `threads` (one per count, built on first use and kept). A server gives a
+/// request several threads when it is the only one running, and one otherwise. In wasm (no
 /// threads here) `f` just runs.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -541,13 +541,7 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
             }
         }
     };
-    match &pool {
-        Executor::MultiThread(threads) => {
-            let threads = threads.clone();
-            threads.install(move || multithread_tract_scope(pool, f))
-        }
-        _ => multithread_tract_scope(pool, f),
-    }
+    crate::par::lend(threads, || multithread_tract_scope(pool, f))
 }
 
 /// [`with_threads`] in wasm: `f` runs on this thread (a threaded browser module spreads each
