@@ -2,8 +2,8 @@
 # Profile (not a test): where native tract spends its time on the exported classifier, per
 # operator and per node (wasm-infer/examples/profile_tract.rs), on one bundled photo: the plan
 # with tract's own kernels and the deployed one (wasm-infer's 1×1, stem and depthwise ops),
-# same run, then the deployed plan with THREADS intra-op threads (default 2), node by node and
-# whole, and on batches of 2, 4 and 8. Then
+# same run, then the deployed plan on one thread against THREADS intra-op threads (default 2),
+# runs alternating, node by node and whole, and on batches of 2, 4 and 8. Then
 # the same profile in wasm (node's WASI) of the plan browsers build from backbone.q8.
 #
 #   scripts/profile-tract.sh [MODEL_DIR] [RUNS] [THREADS]

@@ -157,7 +157,8 @@ pub struct Config {
     /// MiB of decoded pixels at once (each decode holds what its header announces).
     #[arg(long, env = "DECODE_MEMORY_MB", default_value_t = 768)]
     pub decode_memory_mb: u32,
-    /// Decoding threads (default: the number of cores).
+    /// Decoding threads: images decoded and predicted at once (default: one more than the
+    /// cores).
     #[arg(long, env = "DECODE_THREADS")]
     pub decode_threads: Option<usize>,
     /// Progress streams open at once.

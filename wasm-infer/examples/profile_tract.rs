@@ -171,30 +171,9 @@ fn profile_plans(
         "\nwhole run: {a:.2} ms with tract's kernels, {b:.2} ms with wasm-infer's ({:.2}x)",
         b / a
     );
-    // The deployed plan with intra-op threads (what the api gives a request running alone),
-    // node by node, then whole runs.
-    wasm_infer::session::with_threads(threads, || {
-        profile(
-            &format!("the same plan, {threads} intra-op threads"),
-            &ours,
-            input,
-            runs,
-        )
-    })?;
-    let mut times = Vec::new();
-    for i in 0..runs + 3 {
-        let t = Instant::now();
-        wasm_infer::session::with_threads(threads, || ours.run(tvec!(input.clone())))?;
-        if i >= 3 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let t = times[times.len() / 2];
-    println!(
-        "with {threads} threads: median {t:.2} ms ({:.2}x one thread's mean)",
-        t / b
-    );
+    // The deployed plan with intra-op threads (what the api gives a request running alone)
+    // against one thread, runs alternating: node by node, then whole runs.
+    threads_against_one(&ours, input, runs, threads)?;
     // Batches: time per image of one run on `n` images (one thread), against one image a run.
     for n in [2, 4, 8] {
         let batch = plan_n(true, n)?;
@@ -216,6 +195,68 @@ fn profile_plans(
             t / b
         );
     }
+    Ok(())
+}
+
+/// One thread against `threads`, runs alternating (so both see the same machine): the median
+/// time of every node over 0.02 ms, then of whole runs without the per-node clock.
+#[cfg(not(target_arch = "wasm32"))]
+fn threads_against_one(
+    plan: &Arc<TypedRunnableModel>,
+    input: &TValue,
+    runs: usize,
+    threads: usize,
+) -> TractResult<()> {
+    use wasm_infer::session::with_threads;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut state = SimpleState::new(plan)?;
+    let mut nodes: BTreeMap<usize, (String, [Vec<f64>; 2])> = BTreeMap::new();
+    for i in 0..runs + 3 {
+        for (k, n) in [1, threads].into_iter().enumerate() {
+            let mut times = Vec::new();
+            with_threads(n, || {
+                state.run_plan_with_eval(tvec!(input.clone()), |ctx, st, node, inputs| {
+                    let t = Instant::now();
+                    let out = eval(ctx, st, node, inputs);
+                    times.push((node.id, node.to_string(), t.elapsed().as_secs_f64() * 1e3));
+                    out
+                })
+            })?;
+            if i >= 3 {
+                for (id, name, ms) in times {
+                    nodes.entry(id).or_insert((name, Default::default())).1[k].push(ms);
+                }
+            }
+        }
+    }
+    println!("\n### one thread against {threads}, runs alternating, median per node\n");
+    println!("| node | 1 thread, ms | {threads} threads, ms | ratio |");
+    println!("|---|---|---|---|");
+    for (name, [one, many]) in nodes.values_mut() {
+        let (a, b) = (median(one), median(many));
+        if a >= 0.02 {
+            println!("| {name} | {a:.3} | {b:.3} | {:.2} |", b / a);
+        }
+    }
+    let mut whole: [Vec<f64>; 2] = Default::default();
+    for i in 0..runs + 3 {
+        for (k, n) in [1, threads].into_iter().enumerate() {
+            let t = Instant::now();
+            with_threads(n, || plan.run(tvec!(input.clone())))?;
+            if i >= 3 {
+                whole[k].push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let [mut one, mut many] = whole;
+    let (a, b) = (median(&mut one), median(&mut many));
+    println!(
+        "\nwhole runs, alternating: median {a:.2} ms on one thread, {b:.2} ms on {threads} ({:.2}x)",
+        b / a
+    );
     Ok(())
 }
 

@@ -192,7 +192,7 @@ pub fn check_and_decode(
 
 /// Bounds the memory and threads image decoding takes across all requests: each decode holds
 /// its header-announced size against a byte budget and one of a fixed number of decode
-/// threads (the cores); a file larger than the whole budget is refused (422), and a request
+/// threads (`DECODE_THREADS`); a file larger than the whole budget is refused (422), and a request
 /// that cannot get budget within the wait is turned away (503 + Retry-After).
 pub struct DecodeBudget {
     mib: std::sync::Arc<tokio::sync::Semaphore>,

@@ -127,7 +127,6 @@ fn merge_last(
     }
 }
 
-
 /// `cols` columns as `parts` ranges of whole [`SPLIT_COL_BLOCK`]s (the last may be partial),
 /// their sizes differing by at most one block.
 fn even(cols: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
