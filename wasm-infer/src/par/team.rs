@@ -47,6 +47,9 @@ struct Shared {
     done: AtomicU32,
     /// The current section's work, valid while it has unfinished pieces (see [`Team::run`]).
     work: Mutex<Option<Piece<'static>>>,
+    /// The caller is inside a section: a section that a piece starts on the caller's thread
+    /// runs there, inline (posting it would replace the section whose pieces are running).
+    in_section: AtomicBool,
     /// A helper's piece panicked: the caller panics too, after the section.
     panicked: AtomicBool,
     /// A run holds the team: helpers spin (up to [`SPIN`]) instead of parking.
@@ -96,6 +99,7 @@ impl Team {
             ticket: AtomicU64::new(0),
             done: AtomicU32::new(0),
             work: Mutex::new(None),
+            in_section: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             active: AtomicBool::new(false),
             exit: AtomicBool::new(false),
@@ -133,8 +137,9 @@ impl Team {
     /// A piece that panics makes this panic once every piece is done.
     pub(crate) fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
-        if n > 0xffff {
-            // Sections are cut into far fewer pieces (see `super::for_each`).
+        // Sections are cut into far fewer pieces than the ticket can count (see
+        // `super::chunks_mut`); one started inside a piece runs inline.
+        if n > 0xffff || s.in_section.swap(true, Acquire) {
             (0..n).for_each(f);
             return;
         }
@@ -166,6 +171,7 @@ impl Team {
             }
         }
         *s.work.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        s.in_section.store(false, Release);
         if let Some(p) = panic {
             resume_unwind(p);
         }

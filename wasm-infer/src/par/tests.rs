@@ -119,3 +119,21 @@ fn a_piece_that_fails_or_panics_reaches_the_caller() {
     // The teams are still whole afterwards.
     assert_eq!(runs_per_piece(2, 500), vec![1; 500]);
 }
+
+#[test]
+fn a_section_inside_a_piece_runs_where_it_is() {
+    let _one = serial();
+    // Pieces on the caller's thread and on the helper both start sections of their own.
+    let counts: Vec<AtomicUsize> = (0..8 * 16).map(|_| AtomicUsize::new(0)).collect();
+    lend(2, || {
+        for_each(8, |i| {
+            for_each(16, |j| {
+                counts[i * 16 + j].fetch_add(1, Relaxed);
+            })
+        })
+    });
+    let counts: Vec<usize> = counts.into_iter().map(AtomicUsize::into_inner).collect();
+    assert_eq!(counts, vec![1; 8 * 16]);
+    // The team is whole afterwards.
+    assert_eq!(runs_per_piece(2, 300), vec![1; 300]);
+}
