@@ -74,9 +74,8 @@ impl AppState {
             decode: DecodeBudget::new(
                 cfg.decode_memory_mb,
                 // One more than the cores: while a finished request hands its slot to the
-                // next, the spare keeps both cores busy (`scripts/bench-api.sh` at 8
-                // connections: 1.77-1.80 cores used with as many slots as cores, 1.93 with one
-                // more).
+                // next, the spare keeps every core busy (BENCHMARKS.md, "one more decode
+                // slot").
                 cfg.decode_threads.unwrap_or(cores + 1),
                 Duration::from_secs(10),
             ),

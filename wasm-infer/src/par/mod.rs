@@ -21,8 +21,9 @@ pub(crate) use team::lend;
 mod tests;
 
 /// Below this many elements (read and written) a section runs on one thread: handing it out
-/// costs more than the second thread gains.
-const MIN_ELEMENTS: usize = 1 << 13;
+/// costs more than the second thread gains. tract's own row-parallel ops get the same bound
+/// (`session::thread_thresholds`).
+pub(crate) const MIN_ELEMENTS: usize = 1 << 13;
 
 /// Pieces per thread a [`chunks_mut`] section is cut into, so that a thread that starts late
 /// or is slowed down leaves its share to the others.

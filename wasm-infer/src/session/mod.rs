@@ -560,7 +560,7 @@ fn thread_thresholds() {
     use tract_nnef::tract_core::tract_linalg::multithread as mt;
     mt::set_threading_panel_threshold(16);
     mt::set_threading_mac_threshold(1 << 18);
-    mt::set_threading_element_threshold(1 << 13);
+    mt::set_threading_element_threshold(crate::par::MIN_ELEMENTS);
 }
 
 /// Run a plan the way this build runs a browser's. In the threaded wasm module, when
